@@ -1,0 +1,319 @@
+"""StyleGAN2 generator (mapping + synthesis) with NVIDIA's constructor arguments and state-dict names.
+
+Every module mirrors its namesake in NVIDIA's ``training/networks.py`` (stylegan2-ada-pytorch), so
+``Generator(**init_kwargs).load_state_dict(state)`` takes an official state dict as it is. Shapes
+are asserted at each boundary, as in the original, so a wrong checkpoint fails loudly and early.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .ops import LRELU_GAIN, bias_act, conv_up2, modulated_conv2d, setup_filter, upsample_2d
+
+NOISE_MODES = ("const", "random", "none")
+ARCHITECTURES = ("orig", "skip", "resnet")
+# Batch size from which modulating activations beats per-sample weights (measured by bench/generator.py).
+FUSED_MAX_BATCH = 1
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """Scale each vector to unit root-mean-square (the mapping network's input normalisation)."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+class FullyConnectedLayer(nn.Module):
+    """Linear layer with equalised learning rate: weights stored ÷ lr_multiplier, rescaled at run time."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
+                 lr_multiplier: float = 1.0, bias_init: float = 0.0):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.ndim == 2 and x.shape[1] == self.in_features, (x.shape, self.in_features)
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(x.dtype)
+            if self.bias_gain != 1:
+                b = b * self.bias_gain
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        return bias_act(x.matmul(w.t()), b, act=self.activation,
+                        gain=LRELU_GAIN if self.activation in ("lrelu", "relu") else 1.0)
+
+
+class MappingNetwork(nn.Module):
+    """z (and an optional class label c) → w, broadcast to ``num_ws`` layers, with truncation towards w_avg."""
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: Optional[int], num_layers: int = 8,
+                 embed_features: Optional[int] = None, layer_features: Optional[int] = None,
+                 activation: str = "lrelu", lr_multiplier: float = 0.01, w_avg_beta: Optional[float] = 0.995):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
+        self.num_layers = num_layers
+        self.w_avg_beta = w_avg_beta
+        if embed_features is None:
+            embed_features = w_dim
+        if c_dim == 0:
+            embed_features = 0
+        if layer_features is None:
+            layer_features = w_dim
+        features = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
+        if c_dim > 0:
+            self.embed = FullyConnectedLayer(c_dim, embed_features)
+        for idx in range(num_layers):
+            setattr(self, f"fc{idx}", FullyConnectedLayer(features[idx], features[idx + 1], activation=activation,
+                                                          lr_multiplier=lr_multiplier))
+        if num_ws is not None and w_avg_beta is not None:
+            self.register_buffer("w_avg", torch.zeros([w_dim]))
+
+    def forward(self, z: Optional[torch.Tensor], c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0,
+                truncation_cutoff: Optional[int] = None, update_w_avg: bool = False) -> torch.Tensor:
+        x = None
+        if self.z_dim > 0:
+            assert z is not None and z.ndim == 2 and z.shape[1] == self.z_dim, (None if z is None else z.shape)
+            x = normalize_2nd_moment(z.to(torch.float32))
+        if self.c_dim > 0:
+            assert c is not None and c.ndim == 2 and c.shape[1] == self.c_dim, (None if c is None else c.shape)
+            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            x = torch.cat([x, y], dim=1) if x is not None else y
+        for idx in range(self.num_layers):
+            x = getattr(self, f"fc{idx}")(x)
+        if update_w_avg and self.w_avg_beta is not None:
+            # Exponential moving average of w, as NVIDIA's training loop tracks it; truncation pulls towards it.
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        if self.num_ws is not None:
+            x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
+        if truncation_psi != 1:
+            assert self.w_avg_beta is not None, "truncation needs w_avg"
+            if self.num_ws is None or truncation_cutoff is None:
+                x = self.w_avg.lerp(x, truncation_psi)
+            else:
+                x = x.clone()
+                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+        return x
+
+
+class Conv2dLayer(nn.Module):
+    """Plain convolution with equalised lr; in the generator only the resnet skip (1×1, 2× upsampling)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
+                 activation: str = "linear", up: int = 1, resample_filter: Any = (1, 3, 3, 1),
+                 conv_clamp: Optional[float] = None, **_unused: Any):
+        super().__init__()
+        assert up in (1, 2), "the generator only upsamples by 2"
+        self.activation, self.up, self.conv_clamp = activation, up, conv_clamp
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.padding = kernel_size // 2
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
+        self.act_gain = LRELU_GAIN if activation in ("lrelu", "relu") else 1.0
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        w = (self.weight * self.weight_gain).to(x.dtype)
+        if self.up == 2:
+            x = conv_up2(x, w, self.resample_filter)
+        else:
+            x = torch.nn.functional.conv2d(x, w, padding=self.padding)
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        b = self.bias.to(x.dtype) if self.bias is not None else None
+        return bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3×3 convolution (optionally 2× upsampling), noise, bias, lrelu·√2, clamp."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, kernel_size: int = 3,
+                 up: int = 1, use_noise: bool = True, activation: str = "lrelu", resample_filter: Any = (1, 3, 3, 1),
+                 conv_clamp: Optional[float] = None, **_unused: Any):
+        super().__init__()
+        self.resolution, self.up, self.use_noise = resolution, up, use_noise
+        self.activation, self.conv_clamp = activation, conv_clamp
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.act_gain = LRELU_GAIN if activation == "lrelu" else 1.0
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        if use_noise:
+            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", fused: bool = True,
+                gain: float = 1.0) -> torch.Tensor:
+        in_res = self.resolution // self.up
+        assert x.shape[1:] == (self.weight.shape[1], in_res, in_res), (x.shape, self.weight.shape, in_res)
+        styles = self.affine(w)
+        noise = None
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+        elif self.use_noise and noise_mode == "const":
+            noise = self.noise_const * self.noise_strength
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return modulated_conv2d(x, self.weight, styles, self.bias, noise=noise, up=self.up,
+                                resample_filter=self.resample_filter, fused=fused, act=self.activation,
+                                gain=self.act_gain * gain, clamp=clamp)
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1×1 convolution to image channels, without demodulation."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1,
+                 conv_clamp: Optional[float] = None, **_unused: Any):
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        return modulated_conv2d(x, self.weight, styles, self.bias, demodulate=False, fused=fused,
+                                clamp=self.conv_clamp)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution: (const | 2× upsampling conv0), conv1, and ToRGB per the architecture."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
+                 is_last: bool, architecture: str = "skip", resample_filter: Any = (1, 3, 3, 1),
+                 conv_clamp: Optional[float] = None, use_fp16: bool = False, **layer_kwargs: Any):
+        super().__init__()
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")
+        self.in_channels, self.resolution, self.img_channels = in_channels, resolution, img_channels
+        self.is_last, self.architecture, self.use_fp16 = is_last, architecture, use_fp16
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.num_conv = 0
+        self.num_torgb = 0
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2,
+                                        resample_filter=resample_filter, conv_clamp=conv_clamp, **layer_kwargs)
+            self.num_conv += 1
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp,
+                                    **layer_kwargs)
+        self.num_conv += 1
+        if is_last or architecture == "skip":
+            self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+            self.num_torgb += 1
+        if in_channels != 0 and architecture == "resnet":
+            self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
+                                    resample_filter=resample_filter)
+
+    def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
+                noise_mode: str = "const", fused: bool = True, dtype: torch.dtype = torch.float32,
+                channels_last: bool = False):
+        assert ws.shape[1] == self.num_conv + self.num_torgb, (ws.shape, self.num_conv, self.num_torgb)
+        w_iter = iter(ws.unbind(dim=1))
+        if self.in_channels == 0:
+            x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused)
+        elif self.architecture == "resnet":
+            x = x.to(dtype)
+            y = self.skip(x, gain=math.sqrt(0.5))
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, gain=math.sqrt(0.5))
+            x = y + x
+        else:
+            x = x.to(dtype)
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused)
+        if img is not None:
+            img = upsample_2d(img, self.resample_filter)
+        if self.is_last or self.architecture == "skip":
+            y = self.torgb(x, next(w_iter), fused=fused).to(torch.float32)
+            img = img + y if img is not None else y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """W+ [N, num_ws, w_dim] → image [N, img_channels, R, R], one block per resolution 4 … R."""
+
+    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
+                 channel_max: int = 512, num_fp16_res: int = 0, **block_kwargs: Any):
+        super().__init__()
+        log2 = int(np.log2(img_resolution))
+        if img_resolution < 4 or img_resolution != 2 ** log2:
+            raise ValueError(f"img_resolution must be a power of two ≥ 4, got {img_resolution}")
+        self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        self.block_resolutions = [2 ** i for i in range(2, log2 + 1)]
+        channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
+        fp16_resolution = max(2 ** (log2 + 1 - num_fp16_res), 8)
+        # NHWC activations make the convolutions ~1.3x faster and the FIR 3x faster on CPU (oneDNN).
+        self.channels_last = True
+        self.num_ws = 0
+        for res in self.block_resolutions:
+            is_last = res == img_resolution
+            block = SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim=w_dim, resolution=res,
+                                   img_channels=img_channels, is_last=is_last, use_fp16=res >= fp16_resolution,
+                                   **block_kwargs)
+            self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
+            setattr(self, f"b{res}", block)
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", fused_modconv: Optional[bool] = None,
+                dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """``fused_modconv`` None picks the faster path for the batch size; ``dtype`` (fp16/bf16 on a GPU)
+        applies to the blocks NVIDIA runs in fp16 (``num_fp16_res``), or to all blocks if that is 0."""
+        assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), (ws.shape, self.num_ws, self.w_dim)
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        fused = ws.shape[0] <= FUSED_MAX_BATCH if fused_modconv is None else fused_modconv
+        ws = ws.to(torch.float32)
+        any_fp16 = any(getattr(self, f"b{r}").use_fp16 for r in self.block_resolutions)
+        x = img = None
+        w_idx = 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            block_dtype = torch.float32
+            if dtype is not None and (block.use_fp16 or not any_fp16):
+                block_dtype = dtype
+            x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode=noise_mode,
+                           fused=fused, dtype=block_dtype, channels_last=self.channels_last)
+            w_idx += block.num_conv
+        return img
+
+
+class Generator(nn.Module):
+    """The whole StyleGAN2 generator; ``Generator(**init_kwargs)`` takes NVIDIA's constructor kwargs."""
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
+                 mapping_kwargs: Optional[dict] = None, synthesis_kwargs: Optional[dict] = None, **_unused: Any):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+                                img_channels=img_channels, mapping_kwargs=dict(mapping_kwargs or {}),
+                                synthesis_kwargs=dict(synthesis_kwargs or {}))
+        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
+                                          **(synthesis_kwargs or {}))
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
+                                      **(mapping_kwargs or {}))
+
+    def forward(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0,
+                truncation_cutoff: Optional[int] = None, **synthesis_kwargs: Any) -> torch.Tensor:
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        return self.synthesis(ws, **synthesis_kwargs)
+
+
+def images_to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """Generator output [N, C, H, W] in about [-1, 1] → uint8 frames [N, H, W, C] (NVIDIA's mapping)."""
+    assert img.ndim == 4, img.shape
+    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)

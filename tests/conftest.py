@@ -1,0 +1,28 @@
+"""Shared test fixtures: the reference files in ../shared/fixtures (absent in a user's clone)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "stylegan2"
+
+
+@pytest.fixture(scope="session")
+def stylegan2_fixtures() -> Path:
+    """Folder of NVIDIA reference outputs; tests using it skip in clones without ../shared."""
+    if not (FIXTURES / "B.npz").is_file():
+        pytest.skip(f"reference fixtures not found at {FIXTURES} (only the project's CI has them)")
+    return FIXTURES
+
+
+def load_reference(folder: Path, name: str) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.ndarray]]:
+    """(init_kwargs, state dict, cases) of fixture config ``name``."""
+    kwargs = json.loads((folder / f"{name}.json").read_text())["init_kwargs"]
+    state = {k: torch.from_numpy(v) for k, v in np.load(folder / f"{name}.npz").items()}
+    cases = dict(np.load(folder / f"{name}_cases.npz"))
+    return kwargs, state, cases
