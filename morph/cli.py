@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from .errors import MorphError
+from .runtime import keep_freed_memory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Render StyleGAN2 latent space into videos and looping GIFs.")
@@ -71,6 +72,7 @@ def convert(source: str = typer.Argument(..., help="any checkpoint morph reads")
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
+    keep_freed_memory()
     try:
         app()
     except MorphError as err:

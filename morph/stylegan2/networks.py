@@ -18,8 +18,6 @@ from .ops import LRELU_GAIN, bias_act, conv_up2, modulated_conv2d, setup_filter,
 
 NOISE_MODES = ("const", "random", "none")
 ARCHITECTURES = ("orig", "skip", "resnet")
-# Batch size from which modulating activations beats per-sample weights (measured by bench/generator.py).
-FUSED_MAX_BATCH = 1
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -151,8 +149,18 @@ class SynthesisLayer(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", fused: bool = True,
-                gain: float = 1.0) -> torch.Tensor:
+    def weight_sq(self) -> torch.Tensor:
+        """Σ over the kernel window of weight², for demodulation; cached across inference calls."""
+        if torch.is_grad_enabled():
+            return self.weight.square().sum(dim=[2, 3])
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.device)
+        if getattr(self, "_weight_sq_key", None) != key:
+            self._weight_sq = self.weight.square().sum(dim=[2, 3])
+            self._weight_sq_key = key
+        return self._weight_sq
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", fused: Optional[bool] = None,
+                gain: float = 1.0, consume_input: bool = False) -> torch.Tensor:
         in_res = self.resolution // self.up
         assert x.shape[1:] == (self.weight.shape[1], in_res, in_res), (x.shape, self.weight.shape, in_res)
         styles = self.affine(w)
@@ -164,7 +172,8 @@ class SynthesisLayer(nn.Module):
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return modulated_conv2d(x, self.weight, styles, self.bias, noise=noise, up=self.up,
                                 resample_filter=self.resample_filter, fused=fused, act=self.activation,
-                                gain=self.act_gain * gain, clamp=clamp)
+                                gain=self.act_gain * gain, clamp=clamp, weight_sq=self.weight_sq(),
+                                consume_input=consume_input)
 
 
 class ToRGBLayer(nn.Module):
@@ -179,7 +188,7 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: Optional[bool] = None) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
         return modulated_conv2d(x, self.weight, styles, self.bias, demodulate=False, fused=fused,
                                 clamp=self.conv_clamp)
@@ -216,7 +225,7 @@ class SynthesisBlock(nn.Module):
                                     resample_filter=resample_filter)
 
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
-                noise_mode: str = "const", fused: bool = True, dtype: torch.dtype = torch.float32,
+                noise_mode: str = "const", fused: Optional[bool] = None, dtype: torch.dtype = torch.float32,
                 channels_last: bool = False):
         assert ws.shape[1] == self.num_conv + self.num_torgb, (ws.shape, self.num_conv, self.num_torgb)
         w_iter = iter(ws.unbind(dim=1))
@@ -224,17 +233,19 @@ class SynthesisBlock(nn.Module):
             x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True)
         elif self.architecture == "resnet":
             x = x.to(dtype)
             y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, gain=math.sqrt(0.5))
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, gain=math.sqrt(0.5),
+                           consume_input=True)
             x = y + x
         else:
             x = x.to(dtype)
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused)
+            # The block's input is no longer needed (the previous ToRGB has used it): conv0 may scale it in place.
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True)
         if img is not None:
             img = upsample_2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
@@ -269,12 +280,11 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", fused_modconv: Optional[bool] = None,
                 dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """``fused_modconv`` None picks the faster path for the batch size; ``dtype`` (fp16/bf16 on a GPU)
+        """``fused_modconv`` None picks the faster path per layer; ``dtype`` (fp16/bf16 on a GPU)
         applies to the blocks NVIDIA runs in fp16 (``num_fp16_res``), or to all blocks if that is 0."""
         assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), (ws.shape, self.num_ws, self.w_dim)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        fused = ws.shape[0] <= FUSED_MAX_BATCH if fused_modconv is None else fused_modconv
         ws = ws.to(torch.float32)
         any_fp16 = any(getattr(self, f"b{r}").use_fp16 for r in self.block_resolutions)
         x = img = None
@@ -285,7 +295,7 @@ class SynthesisNetwork(nn.Module):
             if dtype is not None and (block.use_fp16 or not any_fp16):
                 block_dtype = dtype
             x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode=noise_mode,
-                           fused=fused, dtype=block_dtype, channels_last=self.channels_last)
+                           fused=fused_modconv, dtype=block_dtype, channels_last=self.channels_last)
             w_idx += block.num_conv
         return img
 

@@ -113,19 +113,24 @@ def modulated_conv2d(
     up: int = 1,
     resample_filter: Optional[torch.Tensor] = None,
     demodulate: bool = True,
-    fused: bool = True,
+    fused: Optional[bool] = None,
     act: str = "linear",
     gain: float = 1.0,
     clamp: Optional[float] = None,
+    weight_sq: Optional[torch.Tensor] = None,
+    consume_input: bool = False,
 ) -> torch.Tensor:
     """A whole StyleGAN2 layer after its affine: modulated conv, noise, bias, activation, clamp.
 
     x [N,I,H,W], weight [O,I,k,k], styles [N,I], bias [O] → [N,O,H',W']. ``fused`` folds styles
     and demodulation into per-sample weights for one grouped convolution (NVIDIA's inference
-    path, best at batch 1); otherwise activations are scaled around one shared-weight
-    convolution (best for batches). Demodulation, the activation gain (> 0, so it commutes with
-    lrelu), noise and bias are folded into one multiply-add over the output, so each layer makes
-    three passes over its output instead of NVIDIA's five.
+    path); otherwise activations are scaled around one shared-weight convolution. ``None``
+    picks per layer whichever touches less memory: per-sample weights when they are smaller
+    than the input activations and the batch is 1 (or the kernel 1×1, where a grouped
+    convolution costs nothing extra). Demodulation, the activation gain (> 0, so it commutes
+    with lrelu), noise and bias are folded into one multiply-add over the output.
+    ``weight_sq`` is Σ over the kernel window of weight² ([O, I]), cacheable by the caller;
+    ``consume_input`` lets inference scale ``x`` in place.
     """
     n, in_ch, h, w_ = x.shape
     out_ch, in_ch_w, kh, kw = weight.shape
@@ -141,7 +146,9 @@ def modulated_conv2d(
     # small matmul instead of materialising [N,O,I,k,k]) times the activation gain.
     scale = torch.full((n, out_ch), float(gain), dtype=styles.dtype, device=styles.device)
     if demodulate:
-        scale = scale * (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
+        if weight_sq is None:
+            weight_sq = weight.square().sum(dim=[2, 3])
+        scale = scale * (styles.square() @ weight_sq.t() + 1e-8).rsqrt()
     shift = bias.to(x.dtype).reshape(1, -1, 1, 1)
     if noise is not None:
         shift = shift + noise.to(x.dtype)
@@ -153,15 +160,23 @@ def modulated_conv2d(
             return conv_up2(inp, wt, resample_filter, groups=groups)
         return F.conv2d(inp, wt, padding=kw // 2, groups=groups)
 
+    # In inference, update tensors in place: large new tensors cost page faults.
+    inplace = not torch.is_grad_enabled()
+    if fused is None:
+        fused = out_ch * kh * kw <= h * w_ and (n == 1 or kh * kw == 1)
     if fused:
         wt = weight.unsqueeze(0) * (styles.reshape(n, 1, -1, 1, 1) * scale.reshape(n, -1, 1, 1, 1))
         y = conv(x.reshape(1, n * in_ch, h, w_), wt.reshape(n * out_ch, in_ch, kh, kw).to(x.dtype), groups=n)
-        y = y.reshape(n, out_ch, y.shape[2], y.shape[3]).add_(shift)
+        y = y.reshape(n, out_ch, y.shape[2], y.shape[3])
+        y = y.add_(shift) if inplace else y + shift
     else:
-        y = conv(x * styles.to(x.dtype).reshape(n, -1, 1, 1), weight.to(x.dtype), groups=1)
-        y = torch.addcmul(shift, y, scale.to(x.dtype).reshape(n, -1, 1, 1))
+        s_in = styles.to(x.dtype).reshape(n, -1, 1, 1)
+        x = x.mul_(s_in) if inplace and consume_input else x * s_in
+        y = conv(x, weight.to(x.dtype), groups=1)
+        scale = scale.to(x.dtype).reshape(n, -1, 1, 1)
+        y = y.mul_(scale).add_(shift) if inplace else torch.addcmul(shift, y, scale)
     if act == "lrelu":
-        y = F.leaky_relu_(y, LRELU_SLOPE)
+        y = F.leaky_relu(y, LRELU_SLOPE, inplace=inplace)
     if clamp is not None and clamp >= 0:
-        y = y.clamp_(-clamp, clamp)
+        y = y.clamp_(-clamp, clamp) if inplace else y.clamp(-clamp, clamp)
     return y
