@@ -25,6 +25,7 @@ from morph.stylegan2 import formats
 from morph.stylegan2 import safe_pickle as sp
 from morph.stylegan2.formats import (detect_format, expected_shapes, normalize_init_kwargs, read_checkpoint,
                                      write_native)
+from morph.stylegan2.formats.rosinality import _solve_channels
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "stylegan2"
 needs_fixtures = pytest.mark.skipif(not (FIXTURES / "B.npz").exists(),
@@ -539,12 +540,12 @@ def test_rosinality_lr_mlp_and_channel_solver(tmp_path):
 
 
 def test_rosinality_channel_solver():
-    assert formats._solve_channels({4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128}, "x") == (32768, 512)
-    assert formats._solve_channels({4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128}, "x") == (16384, 512)
-    assert formats._solve_channels({4: 128, 8: 128, 16: 128, 32: 128, 64: 64}, "x") == (4096, 128)
-    assert formats._solve_channels({4: 64, 8: 64}, "x") == (32768, 64)
+    assert _solve_channels({4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128}, "x") == (32768, 512)
+    assert _solve_channels({4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128}, "x") == (16384, 512)
+    assert _solve_channels({4: 128, 8: 128, 16: 128, 32: 128, 64: 64}, "x") == (4096, 128)
+    assert _solve_channels({4: 64, 8: 64}, "x") == (32768, 64)
     with pytest.raises(CheckpointError, match="channel"):
-        formats._solve_channels({4: 8, 8: 6, 16: 4}, "odd.pt")
+        _solve_channels({4: 8, 8: 6, 16: 4}, "odd.pt")
 
 
 # ------------------------------------------------------------------------------------------

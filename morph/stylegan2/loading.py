@@ -10,8 +10,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
-from .formats import Checkpoint, read_checkpoint
+from .formats import Checkpoint, check_state, read_checkpoint
 from .networks import Generator
 
 
@@ -36,27 +35,9 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def build_generator(ckpt: Checkpoint, where: str | os.PathLike) -> Generator:
     """Instantiate the architecture a checkpoint describes and load its tensors, checking every name and shape."""
-    try:
-        G = Generator(**ckpt.init_kwargs)
-    except (TypeError, ValueError, AssertionError) as exc:
-        raise CheckpointError(f"unsupported generator configuration {ckpt.init_kwargs}: {exc}", where) from None
-    expected = G.state_dict()
-    # FIR filters are constants rebuilt from the constructor; files may omit them.
-    missing = [k for k in expected if k not in ckpt.state and not k.endswith("resample_filter")]
-    unexpected = [k for k in ckpt.state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing tensor(s), e.g. {', '.join(missing[:3])}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {', '.join(unexpected[:3])}")
-        raise CheckpointError("does not match a StyleGAN2 generator of its own configuration: " + "; ".join(parts),
-                              where, "is it a StyleGAN3 or a modified network?")
-    for name, tensor in ckpt.state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise CheckpointError(f"tensor {name} has shape {list(tensor.shape)}, the configuration needs "
-                                  f"{list(expected[name].shape)}", where)
-    G.load_state_dict({**expected, **{k: v.to(torch.float32) for k, v in ckpt.state.items()}})
+    state = check_state(ckpt.init_kwargs, ckpt.state, where)
+    G = Generator(**ckpt.init_kwargs)
+    G.load_state_dict({**G.state_dict(), **state})  # resample_filter buffers keep their constructed values
     return G.eval().requires_grad_(False)
 
 

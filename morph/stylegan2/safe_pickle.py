@@ -6,7 +6,7 @@ plain data (dicts, numpy arrays, torch tensors); any other global is refused by 
 before it could be called. Embedded source code (NVIDIA's ``module_src``, TensorFlow's
 ``build_module_src``) is kept as an inert string and never run.
 
-Nothing in this module knows about StyleGAN2 layer names; ``formats.py`` does the conversion.
+Nothing in this module knows about StyleGAN2 layer names; the ``formats`` package does the conversion.
 """
 
 from __future__ import annotations

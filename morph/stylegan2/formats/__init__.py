@@ -1,0 +1,47 @@
+"""StyleGAN2 checkpoint formats: detect, read safely, convert to NVIDIA names, write morph's own.
+
+Every reader returns a :class:`Checkpoint`: the constructor arguments of NVIDIA's
+``stylegan2-ada-pytorch`` ``Generator`` and a state dict under that ``Generator``'s
+``state_dict()`` names (float32 CPU tensors; the constant ``resample_filter`` buffers are left
+out, they are rebuilt from the arguments). Supported inputs, recognised by content:
+
+* ``nvidia-pkl`` (:mod:`.nvidia`): NVIDIA's PyTorch network pickles (``G_ema``);
+* ``tf-pkl`` (:mod:`.tensorflow`): the original TensorFlow StyleGAN2/ADA pickles, no TensorFlow needed;
+* ``rosinality`` (:mod:`.rosinality`): ``.pt`` files of rosinality/stylegan2-pytorch (``g_ema``);
+* ``morph`` (:mod:`.native`): morph's native safetensors file (:func:`write_native`).
+
+No code from a file ever runs. Any problem raises :class:`~morph.errors.CheckpointError`
+(one line: file, what, how to fix).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ...errors import CheckpointError
+from .checkpoint import Checkpoint, check_state, expected_shapes, noise_buffer_names
+from .config import block_resolutions, normalize_init_kwargs
+from .detect import detect_format
+from .native import read_native, write_native
+from .nvidia import read_nvidia
+from .rosinality import read_rosinality
+from .tensorflow import read_tf
+
+_READERS = {"nvidia-pkl": read_nvidia, "tf-pkl": read_tf, "rosinality": read_rosinality, "morph": read_native}
+
+__all__ = ["Checkpoint", "block_resolutions", "check_state", "detect_format", "expected_shapes",
+           "noise_buffer_names", "normalize_init_kwargs", "read_checkpoint", "write_native"]
+
+
+def read_checkpoint(path) -> Checkpoint:
+    """Detect the format of ``path`` and read it into a :class:`Checkpoint` (no code from the file runs)."""
+    path = os.fspath(path)
+    fmt = detect_format(path)
+    try:
+        return _READERS[fmt](path)
+    except CheckpointError:
+        raise
+    except MemoryError:
+        raise CheckpointError("not enough memory to read the checkpoint", where=path) from None
+    except Exception as e:  # never let a raw parsing error escape
+        raise CheckpointError(f"cannot read {fmt} checkpoint ({type(e).__name__}: {e})", where=path) from None

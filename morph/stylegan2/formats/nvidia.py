@@ -1,0 +1,97 @@
+"""Reader of NVIDIA's PyTorch network pickles (stylegan2-ada-pytorch, stylegan3 repo), ``G_ema`` only.
+
+The pickle is unpickled into inert stand-ins (:mod:`..safe_pickle`); the embedded source code is
+never run. Tensors are collected from the pickled modules' ``_parameters``/``_buffers`` tables.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ...errors import CheckpointError
+from .. import safe_pickle as sp
+from .checkpoint import Checkpoint, build_checkpoint
+from .config import TOP_LEVEL
+from .fileio import SUPPORTED_HINT, unpickle
+
+_GENERATOR_ARGS = (*TOP_LEVEL, "mapping_kwargs", "synthesis_kwargs")  # Generator's positional order
+
+
+def _table(module: sp.PersistentObject, key: str, prefix: str, where) -> dict:
+    """One of a pickled ``nn.Module``'s name tables: ``_parameters``, ``_buffers`` or ``_modules``."""
+    table = module.state.get(key) or {}
+    if not isinstance(table, dict):
+        raise CheckpointError(f"malformed module state at {prefix or 'G_ema'!r}", where=where)
+    return table
+
+
+def _collect_tensors(module: sp.PersistentObject, prefix: str, out: dict, where) -> None:
+    """Add every parameter and buffer under ``module`` to ``out``, by state_dict name."""
+    for key in ("_parameters", "_buffers"):
+        out.update((prefix + str(name), t) for name, t in _table(module, key, prefix, where).items() if t is not None)
+    for name, child in _table(module, "_modules", prefix, where).items():
+        if child is None:
+            continue
+        if not isinstance(child, sp.PersistentObject):
+            raise CheckpointError(f"module {prefix + str(name)!r} is not a network module", where=where)
+        _collect_tensors(child, f"{prefix}{name}.", out, where)
+
+
+def _init_kwargs(g: sp.PersistentObject, where) -> dict:
+    """The constructor arguments of ``G_ema``, laid out as stylegan2-ada-pytorch's ``Generator`` takes them."""
+    args = g.state.get("_init_args") or ()
+    kwargs = g.state.get("_init_kwargs") or {}
+    if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict) or len(args) > len(_GENERATOR_ARGS):
+        raise CheckpointError("malformed generator constructor arguments", where=where)
+    init_kwargs = {**dict(zip(_GENERATOR_ARGS, args)), **kwargs}
+    # The stylegan3 repository's StyleGAN2 Generator takes the synthesis arguments as **kwargs at
+    # the top level; move them where stylegan2-ada-pytorch expects them.
+    synthesis_kwargs = dict(init_kwargs.get("synthesis_kwargs") or {})
+    for key in [k for k in init_kwargs if k not in _GENERATOR_ARGS]:
+        synthesis_kwargs.setdefault(key, init_kwargs.pop(key))
+    synthesis_kwargs.pop("fused_modconv_default", None)  # a run-time choice, not part of the weights
+    init_kwargs["synthesis_kwargs"] = synthesis_kwargs
+    for key in TOP_LEVEL:  # fall back to the attributes the constructor stored
+        if key not in init_kwargs and key in g.state:
+            init_kwargs[key] = g.state[key]
+    missing = [k for k in TOP_LEVEL if k not in init_kwargs]
+    if missing:
+        raise CheckpointError(f"generator constructor argument {missing[0]!r} missing", where=where)
+    return init_kwargs
+
+
+def read_nvidia(path) -> Checkpoint:
+    """Read ``G_ema`` from an NVIDIA network pickle (StyleGAN3 and other networks are refused)."""
+    data = unpickle(path, sp.load_nvidia_pickle)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"not a StyleGAN2 network pickle (top level is {type(data).__name__}, "
+                              f"expected a dict with 'G_ema')", where=path, hint=SUPPORTED_HINT)
+    g = data.get("G_ema")
+    if g is None:
+        keys = ", ".join(repr(k) for k in list(data)[:8])
+        raise CheckpointError(f"no 'G_ema' generator in the pickle (keys: {keys or 'none'})", where=path,
+                              hint=SUPPORTED_HINT)
+    if not isinstance(g, sp.PersistentObject):
+        raise CheckpointError("'G_ema' is not a network module", where=path)
+    children = _table(g, "_modules", "", path)
+    synthesis, mapping = children.get("synthesis"), children.get("mapping")
+    if isinstance(synthesis, sp.PersistentObject):
+        layers = _table(synthesis, "_modules", "synthesis.", path)
+        if "input" in layers or any(getattr(c, "class_name", None) == "SynthesisInput" for c in layers.values()):
+            raise CheckpointError("this is a StyleGAN3 generator (its synthesis network starts with a "
+                                  "SynthesisInput layer); only StyleGAN2 generators are supported", where=path,
+                                  hint="use a StyleGAN2 / StyleGAN2-ADA checkpoint")
+    if (g.class_name != "Generator" or getattr(synthesis, "class_name", None) != "SynthesisNetwork"
+            or getattr(mapping, "class_name", None) != "MappingNetwork"):
+        raise CheckpointError(f"'G_ema' is a {g.class_name!r}, not a StyleGAN2 Generator with mapping and "
+                              f"synthesis networks", where=path, hint=SUPPORTED_HINT)
+
+    state: dict[str, torch.Tensor] = {}
+    _collect_tensors(g, "", state, path)
+    meta = {"source_format": "nvidia-pkl", "source_file": os.path.basename(path)}
+    tsk = data.get("training_set_kwargs")
+    if isinstance(tsk, dict) and isinstance(tsk.get("path"), str):
+        meta["training_set"] = tsk["path"]
+    return build_checkpoint("nvidia-pkl", _init_kwargs(g, path), state, meta, path)
