@@ -1,0 +1,218 @@
+"""ffmpeg at the edge: raw RGB frames piped in, video segments out, segments joined into the final file.
+
+Every file appears only complete: ffmpeg writes a temp file beside the destination, which is
+renamed on success and removed on any failure or interruption. The ffmpeg binary is the one
+``imageio-ffmpeg`` ships, so nothing has to be installed.
+
+Segments are the unit of caching: mp4 and webm segments are already in the final codec and
+are joined by stream copy; GIF and PNG segments are stored losslessly (FFV1) and the join is
+the one encoding pass (GIF: a palette from a sample of frames, then dithering every frame).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from .errors import MorphError
+
+FORMATS = ("mp4", "webm", "gif", "png")
+SEGMENT_SUFFIX = {"mp4": ".mp4", "webm": ".webm", "gif": ".mkv", "png": ".mkv"}
+# Frames sampled for a GIF palette: palettegen over every frame is the slow part of GIF encoding.
+GIF_PALETTE_SAMPLES = 48
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary bundled with imageio-ffmpeg (``IMAGEIO_FFMPEG_EXE`` overrides it)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Everything about encoding that decides a segment's bytes (part of the cache key)."""
+
+    format: str = "mp4"
+    fps: float = 30.0
+    size: int = 512          # output width = height, scaled with Lanczos from the generator's resolution
+    crf: int = 18            # mp4 / webm quality (lower is better)
+    preset: str = "medium"   # x264 speed/size trade-off
+
+    def key(self) -> dict:
+        return asdict(self)
+
+
+def _segment_codec_args(settings: EncodeSettings) -> list[str]:
+    if settings.format == "mp4":
+        return ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(settings.crf), "-preset", settings.preset]
+    if settings.format == "webm":
+        return ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-crf", str(settings.crf), "-b:v", "0",
+                "-row-mt", "1", "-deadline", "good", "-cpu-used", "4"]
+    return ["-c:v", "ffv1", "-pix_fmt", "rgb24"]
+
+
+def _run(cmd: list[str], where: Path) -> None:
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+        raise MorphError(f"ffmpeg failed (exit {proc.returncode}): {last}", where)
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path, suffix: Optional[str] = None) -> Iterator[Path]:
+    """A temp path beside ``dest``; renamed onto ``dest`` if the block succeeds, removed otherwise."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=(suffix or dest.suffix) + ".part", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+class SegmentWriter:
+    """Streams uint8 frames [N, H, W, 3] into one segment file through an ffmpeg pipe.
+
+    Use as a context manager: on a clean exit the segment is complete and renamed into place;
+    on an exception (or Ctrl-C) ffmpeg is killed and nothing is left at ``dest``.
+    """
+
+    def __init__(self, dest: Path, settings: EncodeSettings, src_size: int):
+        self.dest = dest
+        self.settings = settings
+        self.src_size = src_size
+        self._atomic = atomic_path(dest)
+        self.frames = 0
+
+    def __enter__(self) -> "SegmentWriter":
+        self._tmp = self._atomic.__enter__()
+        s = self.settings
+        scale = [] if s.size == self.src_size else ["-vf", f"scale={s.size}:{s.size}:flags=lanczos"]
+        cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{self.src_size}x{self.src_size}", "-r", str(s.fps), "-i", "-", *scale,
+               *_segment_codec_args(s), "-f", {"mp4": "mp4", "webm": "webm"}.get(s.format, "matroska"),
+               str(self._tmp)]
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        return self
+
+    def write(self, frames: np.ndarray) -> None:
+        assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1:] == (self.src_size, self.src_size, 3), \
+            frames.shape
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frames).tobytes())
+        except BrokenPipeError:
+            self._fail()
+        self.frames += len(frames)
+
+    def _fail(self) -> None:
+        self._proc.wait()
+        self._stderr.seek(0)
+        last = (self._stderr.read().decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+        raise MorphError(f"ffmpeg failed (exit {self._proc.returncode}): {last}", self.dest)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._proc.stdin.close()
+                if self._proc.wait() != 0:
+                    self._fail()
+            else:
+                self._proc.kill()
+                self._proc.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                self._proc.stdin.close()
+            self._stderr.close()
+            self._atomic.__exit__(exc_type, exc, tb)
+
+
+def _concat_list(segments: Sequence[Path], folder: Path) -> Path:
+    listing = folder / "segments.txt"
+    listing.write_text("".join(f"file '{os.fspath(p.resolve())}'\n" for p in segments))
+    return listing
+
+
+def join_segments(segments: Sequence[Path], dest: Path, settings: EncodeSettings, total_frames: int,
+                  audio: Optional[Path] = None, metadata: Optional[dict[str, str]] = None) -> None:
+    """Join cached segments into ``dest`` atomically: stream copy for mp4/webm, one encode for GIF and PNG."""
+    meta_args = [arg for k, v in (metadata or {}).items() for arg in ("-metadata", f"{k}={v}")]
+    with tempfile.TemporaryDirectory(prefix="morph-join-") as work:
+        listing = _concat_list(segments, Path(work))
+        src = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-f", "concat", "-safe", "0",
+               "-i", str(listing)]
+        if settings.format in ("mp4", "webm"):
+            audio_in = ["-i", str(audio)] if audio else []
+            audio_out = (["-map", "0:v", "-map", "1:a", "-c:a", "aac" if settings.format == "mp4" else "libopus",
+                          "-shortest"] if audio else [])
+            faststart = ["-movflags", "+faststart"] if settings.format == "mp4" else []
+            with atomic_path(dest) as tmp:
+                _run([*src, *audio_in, "-c:v", "copy", *audio_out, *faststart, *meta_args,
+                      "-f", settings.format, str(tmp)], dest)
+        elif settings.format == "gif":
+            step = max(1, total_frames // GIF_PALETTE_SAMPLES)
+            palette = Path(work) / "palette.png"
+            _run([*src, "-vf", f"select='not(mod(n\\,{step}))',palettegen=stats_mode=full", "-frames:v", "1",
+                  str(palette)], dest)
+            with atomic_path(dest) as tmp:
+                _run([*src, "-i", str(palette), "-lavfi", "[0:v][1:v]paletteuse=dither=bayer:bayer_scale=3",
+                      "-r", str(settings.fps), "-loop", "0", "-f", "gif", str(tmp)], dest)
+        elif settings.format == "png":
+            _join_png(src, dest)
+        else:
+            raise MorphError(f"unknown format {settings.format!r}", dest, f"use one of {', '.join(FORMATS)}")
+
+
+def _join_png(src: list[str], dest: Path) -> None:
+    """PNG frames into folder ``dest`` (frame_000000.png, ...), built beside it and renamed into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+    try:
+        _run([*src, "-start_number", "0", str(tmp / "frame_%06d.png")], dest)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            os.replace(dest, old)
+            _remove_tree(old)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            _remove_tree(tmp)
+
+
+def _remove_tree(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def probe(path: Path) -> dict[str, object]:
+    """Codec, size and frame rate of a file's first video stream, as ffmpeg reads them."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    line = next((ln for ln in proc.stderr.splitlines() if "Video:" in ln), None)
+    if line is None:
+        raise MorphError("no video stream", path)
+    size = re.search(r", (\d+)x(\d+)", line)
+    fps = re.search(r"([\d.]+) (?:fps|tbr)", line)
+    return {"codec": line.split("Video:")[1].split()[0].rstrip(","), "width": int(size.group(1)),
+            "height": int(size.group(2)), "fps": float(fps.group(1)) if fps else None, "stream": line.strip(),
+            "loop": "loop" in proc.stderr.lower()}
+
+
+def decode_frames(path: Path, size: int) -> np.ndarray:
+    """All frames of a video as uint8 [N, size, size, 3] (tests compare them with generated frames)."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path), "-f", "rawvideo",
+                           "-pix_fmt", "rgb24", "-"], capture_output=True, check=True)
+    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, size, size, 3)
+

@@ -1,0 +1,179 @@
+"""Frames from a W path: generated in batches on the device, streamed into ffmpeg, cached as segments.
+
+A render is cut into segments of a few seconds, aligned to absolute frame numbers. Each
+segment's file in the cache is named by a hash of everything that decides its pixels (the
+model file, the segment's W frames, noise, encoder settings), so an unchanged scene renders
+nothing, an edited keyframe re-renders only the segments it touches, and a killed render
+resumes from its finished segments. Generation and encoding overlap: a writer thread feeds
+ffmpeg batch k while the generator computes batch k + 1, through a bounded queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from .encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, join_segments
+from .progress import Progress
+from .stylegan2 import Generator, images_to_uint8
+
+SEGMENT_SECONDS = 2.0
+# Bump when a change to the generator or encoder alters pixels, so old cached segments are not reused.
+RENDER_VERSION = "1"
+
+
+def default_cache_dir() -> Path:
+    """``$MORPH_CACHE``, else ``$XDG_CACHE_HOME/morph``, else ``~/.cache/morph``."""
+    if os.environ.get("MORPH_CACHE"):
+        return Path(os.environ["MORPH_CACHE"]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "morph"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames [start, stop) of a render and the cache file that holds them once encoded."""
+
+    start: int
+    stop: int
+    key: str
+    path: Path
+
+
+def segment_bounds(n_frames: int, fps: float) -> list[tuple[int, int]]:
+    """Consecutive [start, stop) frame ranges of about SEGMENT_SECONDS, aligned to frame 0."""
+    size = max(1, round(fps * SEGMENT_SECONDS))
+    return [(s, min(s + size, n_frames)) for s in range(0, n_frames, size)]
+
+
+def segment_key(ws: torch.Tensor, model_sha256: str, settings: EncodeSettings, noise_mode: str,
+                extra: Optional[dict] = None) -> str:
+    """Hex SHA-256 over everything that decides a segment's bytes."""
+    head = json.dumps({"version": RENDER_VERSION, "model": model_sha256, "noise": noise_mode,
+                       "encode": settings.key(), "frames": list(ws.shape), **(extra or {})}, sort_keys=True)
+    digest = hashlib.sha256(head.encode())
+    digest.update(ws.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def plan_segments(sample: Callable[[torch.Tensor], torch.Tensor], n_frames: int, settings: EncodeSettings,
+                  model_sha256: str, noise_mode: str, cache_dir: Path, extra: Optional[dict] = None) -> list[Segment]:
+    """The segments of a render with their cache keys; ``sample(frame_indices)`` gives W frames."""
+    out = []
+    for start, stop in segment_bounds(n_frames, settings.fps):
+        ws = sample(torch.arange(start, stop))
+        key = segment_key(ws, model_sha256, settings, noise_mode, extra)
+        out.append(Segment(start, stop, key, cache_dir / "segments" / f"{key}{SEGMENT_SUFFIX[settings.format]}"))
+    return out
+
+
+def auto_batch_size(G: Generator, device: torch.device) -> int:
+    """Frames per batch: keep the largest activation near 256 MB on a CPU, 1 GB on a GPU; 1 … 32."""
+    last = getattr(G.synthesis, f"b{G.img_resolution}")
+    per_frame = last.conv1.weight.shape[0] * G.img_resolution ** 2 * 4
+    budget = (1 << 30) if device.type == "cuda" else (256 << 20)
+    return int(max(1, min(32, budget // per_frame)))
+
+
+def generate(G: Generator, ws: torch.Tensor, batch_size: int, noise_mode: str, device: torch.device,
+             dtype: Optional[torch.dtype] = None) -> Iterator[np.ndarray]:
+    """uint8 frames [b, H, W, C] batch by batch for W frames ``ws`` [n, num_ws, w_dim]."""
+    with torch.inference_mode():
+        for i in range(0, len(ws), batch_size):
+            img = G.synthesis(ws[i:i + batch_size].to(device), noise_mode=noise_mode, dtype=dtype)
+            frames = images_to_uint8(img).cpu().numpy()
+            if frames.shape[-1] == 1:
+                frames = np.repeat(frames, 3, axis=-1)
+            yield frames
+
+
+def _threaded(batches: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
+    """Run ``batches`` in a producer thread, ``depth`` batches ahead of the consumer (bounded memory)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+@dataclass
+class RenderStats:
+    frames: int = 0
+    generated: int = 0
+    segments: int = 0
+    reused: int = 0
+
+
+def render_segments(G: Generator, segments: list[Segment], sample: Callable[[torch.Tensor], torch.Tensor],
+                    settings: EncodeSettings, noise_mode: str, device: torch.device, batch_size: int,
+                    progress: Progress, dtype: Optional[torch.dtype] = None) -> int:
+    """Encode every segment missing from the cache; returns the number of frames generated."""
+    generated = 0
+    for seg in segments:
+        if seg.path.exists():
+            continue
+        ws = sample(torch.arange(seg.start, seg.stop))
+        with SegmentWriter(seg.path, settings, G.img_resolution) as writer:
+            for frames in _threaded(generate(G, ws, batch_size, noise_mode, device, dtype)):
+                writer.write(frames)
+                generated += len(frames)
+                progress.advance(len(frames))
+    return generated
+
+
+def render(G: Generator, sample: Callable[[torch.Tensor], torch.Tensor], n_frames: int, dest: Path,
+           settings: EncodeSettings, model_sha256: str, noise_mode: str = "const",
+           device: torch.device = torch.device("cpu"), batch_size: Optional[int] = None,
+           cache_dir: Optional[Path] = None, progress: Optional[Progress] = None,
+           audio: Optional[Path] = None, metadata: Optional[dict[str, str]] = None,
+           dtype: Optional[torch.dtype] = None) -> RenderStats:
+    """Render W frames ``sample(range)`` to ``dest`` through the segment cache; atomic at ``dest``."""
+    cache_dir = cache_dir or default_cache_dir()
+    segments = plan_segments(sample, n_frames, settings, model_sha256, noise_mode, cache_dir,
+                             extra={"resolution": G.img_resolution, "dtype": str(dtype or torch.float32)})
+    cached = [s.path.exists() for s in segments]
+    missing = sum(s.stop - s.start for s, hit in zip(segments, cached) if not hit)
+    progress = progress or Progress(dest.name, missing, quiet=True)
+    progress.total = missing
+    generated = render_segments(G, segments, sample, settings, noise_mode, device,
+                                batch_size or auto_batch_size(G, device), progress, dtype)
+    progress.close()
+    join_segments([s.path for s in segments], dest, settings, n_frames, audio=audio, metadata=metadata)
+    for s in segments:  # mark as recently used, for cache eviction by age
+        with contextlib.suppress(OSError):
+            os.utime(s.path)
+    return RenderStats(frames=n_frames, generated=generated, segments=len(segments), reused=sum(cached))
