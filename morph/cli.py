@@ -70,13 +70,21 @@ def convert(source: str = typer.Argument(..., help="any checkpoint morph reads")
     typer.echo(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB) from {G.info.format} {source}")
 
 
+@app.command()
+def check(scene: Path = typer.Argument(..., help="scene file (.yaml)")) -> None:
+    """Validate a scene and print its plan (renders' frames, durations, sizes; where each latent comes from)."""
+    from .scene import describe, load_scene
+
+    typer.echo("\n".join(describe(load_scene(scene))))
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: a user error becomes one line per problem on stderr (``where: what``), exit code 2."""
     keep_freed_memory()
     try:
         app()
     except MorphError as err:
-        typer.echo(f"morph: error: {err}", err=True)
+        typer.echo(str(err), err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         typer.echo("morph: interrupted", err=True)

@@ -11,6 +11,7 @@ ffmpeg batch k while the generator computes batch k + 1, through a bounded queue
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -23,9 +24,11 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from .encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, join_segments
+from .encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, atomic_path, join_segments
+from .errors import MorphError
 from .progress import Progress
 from .stylegan2 import Generator, images_to_uint8
+from .stylegan2.loading import file_sha256
 
 SEGMENT_SECONDS = 2.0
 # Bump when a change to the generator or encoder alters pixels, so old cached segments are not reused.
@@ -136,6 +139,58 @@ class RenderStats:
     generated: int = 0
     segments: int = 0
     reused: int = 0
+    up_to_date: bool = False
+
+
+class LockBusy(MorphError):
+    """Another morph process is rendering the same output."""
+
+    exit_code = 3
+
+
+@contextlib.contextmanager
+def output_lock(dest: Path, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on ``dest`` (a hidden ``.NAME.lock`` beside it) so overlapping runs never
+    write the same file; ``wait=False`` raises LockBusy at once instead of waiting."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{dest.name}.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise LockBusy("another morph run is writing this output", dest,
+                           "wait for it, or run without --no-wait to queue behind it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _output_record(cache_dir: Path, dest: Path) -> Path:
+    return cache_dir / "outputs" / (hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:32] + ".json")
+
+
+def _output_state(dest: Path, key: str) -> Optional[dict]:
+    try:
+        st = dest.stat()
+    except FileNotFoundError:
+        return None
+    return {"key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def is_up_to_date(cache_dir: Path, dest: Path, key: str) -> bool:
+    """Whether ``dest`` is exactly the file morph last joined for ``key`` (unchanged since)."""
+    record = _output_record(cache_dir, dest)
+    try:
+        return json.loads(record.read_text()) == _output_state(dest, key)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
+def remember_output(cache_dir: Path, dest: Path, key: str) -> None:
+    record = _output_record(cache_dir, dest)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(record) as tmp:
+        tmp.write_text(json.dumps(_output_state(dest, key)))
 
 
 def render_segments(G: Generator, segments: list[Segment], sample: Callable[[torch.Tensor], torch.Tensor],
@@ -165,6 +220,11 @@ def render(G: Generator, sample: Callable[[torch.Tensor], torch.Tensor], n_frame
     cache_dir = cache_dir or default_cache_dir()
     segments = plan_segments(sample, n_frames, settings, model_sha256, noise_mode, cache_dir,
                              extra={"resolution": G.img_resolution, "dtype": str(dtype or torch.float32)})
+    output_key = hashlib.sha256(json.dumps({"segments": [s.key for s in segments], "metadata": metadata or {},
+                                            "audio": file_sha256(audio) if audio else None,
+                                            "format": settings.format}, sort_keys=True).encode()).hexdigest()
+    if is_up_to_date(cache_dir, dest, output_key):
+        return RenderStats(frames=n_frames, segments=len(segments), reused=len(segments), up_to_date=True)
     cached = [s.path.exists() for s in segments]
     missing = sum(s.stop - s.start for s, hit in zip(segments, cached) if not hit)
     progress = progress or Progress(dest.name, missing, quiet=True)
@@ -173,6 +233,7 @@ def render(G: Generator, sample: Callable[[torch.Tensor], torch.Tensor], n_frame
                                 batch_size or auto_batch_size(G, device), progress, dtype)
     progress.close()
     join_segments([s.path for s in segments], dest, settings, n_frames, audio=audio, metadata=metadata)
+    remember_output(cache_dir, dest, output_key)
     for s in segments:  # mark as recently used, for cache eviction by age
         with contextlib.suppress(OSError):
             os.utime(s.path)

@@ -1,0 +1,838 @@
+"""Scene files: YAML → a validated :class:`Scene` (every problem of the file reported at once, each as
+``file:line:col: key.path: what``), the plan ``morph check`` prints, and each render's timeline."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import math
+import re
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Union
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .errors import MorphError
+from .latents import (GROUPS, Blend, File, From, Latent, Mean, Mix, ModelDims, Project, Projector, Seed,
+                      layer_groups, load_w, random_offsets, read_w, resolve, w_shape_problem)
+from .schedule import EASINGS, INTERPS, Breathe, Cycle, Deform, Motion, Path as KeyPath, Timeline, cycle, timeline
+
+FORMATS = {"mp4": 30, "webm": 30, "gif": 25, "png": 30}  # format → default fps
+NOISE_MODES = ("const", "random", "none")
+SOURCES = ("seed", "file", "project", "mean", "blend", "mix", "from")
+TOP_KEYS = ("model", "truncation", "truncation_cutoff", "noise", "directions", "latents", "renders")
+LATENT_KEYS = SOURCES + ("add", "layers", "truncation", "class")
+RENDER_KEYS = ("format", "fps", "size", "path", "around", "loop", "transition", "hold", "duration", "deform", "breathe")
+TRANSITION_KEYS = ("duration", "interp", "ease")
+STEP_KEYS = ("duration", "hold", "ease")
+DEFORM_KEYS = ("layers", "amplitude", "period", "seed")
+BREATHE_KEYS = ("direction", "strength", "period", "layers")
+DEFAULTS = {"transition": 1.0, "interp": "lerp", "ease": "in-out", "hold": 0.0, "period": 4.0, "amplitude": 0.5,
+            "truncation": 1.0}
+BUILTIN = "builtin"
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|f)\s*$")
+_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+_RENDER_NAME = re.compile(r"^[\w.-]+$")
+
+
+class SceneError(MorphError):
+    """Every problem found in a scene file, one ``file:line:col: key.path: what`` line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(problems[0])
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+@dataclass(frozen=True)
+class Render:
+    """One output file: its format, fps, square size in pixels, and motion."""
+
+    name: str
+    format: str
+    fps: float
+    size: int
+    motion: Motion
+    where: str
+
+    @property
+    def frames(self) -> int:
+        """Number of frames."""
+        return self.motion.frames
+
+    @property
+    def seconds(self) -> float:
+        """Duration in seconds."""
+        return self.frames / self.fps
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A validated scene: latents in dependency order, directions as files, renders with frame-exact timing."""
+
+    file: Path
+    model: str                     # as written in the file
+    model_path: Optional[Path]     # None when dimensions were given instead of read from the model
+    dims: ModelDims
+    noise: str
+    directions: dict[str, Path]    # name (or "builtin:NAME") → file
+    latents: dict[str, Latent]
+    renders: dict[str, Render]
+
+
+# --- hooks into modules that other parts of morph provide ------------------------------------------------------
+
+def _hook(module: str, name: str) -> Optional[Callable]:
+    """``module.name`` if that module is installed and defines it, else None."""
+    if importlib.util.find_spec(module) is None:
+        return None
+    return getattr(importlib.import_module(module), name, None)
+
+
+def resolve_model_path(model: str, base: Path = Path(".")) -> Path:
+    """A scene's ``model:`` as a file: ``builtin`` → the shipped weights, ``~`` expanded, relative to ``base``."""
+    if model.strip().lower() == BUILTIN:
+        builtin_path = _hook("morph.builtin", "builtin_path")
+        if builtin_path is None:
+            raise MorphError("the built-in model is not part of this version of morph",
+                             hint="name a checkpoint file (.pkl, .pt, .safetensors) instead")
+        path = Path(builtin_path())
+        if not path.is_file():
+            raise MorphError(f"the built-in model's weights are not installed ({path})",
+                             hint="reinstall morph, or name a checkpoint file instead")
+        return path
+    path = Path(model).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def builtin_direction_path(name: str) -> Path:
+    """The file of built-in direction ``name`` (``builtin:NAME`` in a scene), from ``morph.builtin``."""
+    direction_path = _hook("morph.builtin", "direction_path")
+    if direction_path is None:
+        raise MorphError("built-in directions are not part of this version of morph",
+                         hint="point at a direction .npy file instead")
+    return Path(direction_path(name))
+
+
+def model_dims(path: Path) -> ModelDims:
+    """Dimensions of the model in ``path`` (loads it)."""
+    from .stylegan2.loading import load_generator
+
+    return ModelDims.of(load_generator(path))
+
+
+# --- reading YAML nodes, collecting problems -------------------------------------------------------------------
+
+def _did_you_mean(word: Any, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _alternatives(options: Iterable[str], word: str = "or") -> str:
+    options = list(options)
+    return options[0] if len(options) == 1 else ", ".join(options[:-1]) + f" {word} {options[-1]}"
+
+
+def _range_text(r: range) -> str:
+    return str(r.start) if len(r) == 1 else f"{r.start}-{r.stop - 1}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _runs(values: tuple) -> list[range]:
+    """Maximal runs of equal consecutive values."""
+    starts = [i for i in range(len(values)) if i == 0 or values[i] != values[i - 1]]
+    return [range(a, b) for a, b in zip(starts, starts[1:] + [len(values)])]
+
+
+Items = dict[str, tuple[Node, Node]]  # key → (key node, value node)
+SEED_RULE = ("a seed (an integer from 0 to 2**32 - 1)", lambda x: 0 <= x < 2 ** 32)
+
+
+class _Reader:
+    """Walks a scene's YAML nodes into values, recording one ``file:line:col: path: what`` line per problem
+    and the names referred to, which are checked once every name is known."""
+
+    def __init__(self, file: str, base: Path, dims: Optional[ModelDims]):
+        self.scene_file, self.base, self.dims = file, base, dims
+        self.constructor = yaml.constructor.SafeConstructor()
+        self.problems: list[tuple[int, int, str]] = []
+        self.latent_refs: list[tuple[str, Node, str]] = []
+        self.direction_refs: list[tuple[str, Node, str]] = []
+        self.directions: dict[str, Path] = {}
+
+    # plain values ----------------------------------------------------------------------------------------------
+
+    def where(self, node: Node, path: str) -> str:
+        mark = node.start_mark
+        return f"{self.scene_file}:{mark.line + 1}:{mark.column + 1}" + (f": {path}" if path else "")
+
+    def fail(self, node: Node, path: str, message: str) -> None:
+        self.problems.append((node.start_mark.line, node.start_mark.column, f"{self.where(node, path)}: {message}"))
+
+    def value(self, node: Node) -> Any:
+        """The Python value of a scalar node (None for a mapping or list)."""
+        if not isinstance(node, ScalarNode):
+            return None
+        try:
+            return self.constructor.construct_object(node)
+        except yaml.YAMLError:
+            return node.value
+
+    def show(self, node: Node) -> str:
+        if isinstance(node, (MappingNode, SequenceNode)):
+            return "a mapping" if isinstance(node, MappingNode) else "a list"
+        value = self.value(node)
+        return "nothing" if value is None else repr(value) if isinstance(value, str) else str(value).lower()
+
+    def mapping(self, node: Node, path: str, keys: Optional[Iterable[str]] = None) -> Optional[Items]:
+        """The entries of a mapping (YAML merge keys applied); unknown keys are reported and left out."""
+        if not isinstance(node, MappingNode):
+            self.fail(node, path, f"expected a mapping, got {self.show(node)}")
+            return None
+        explicit = [k for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"]
+        try:
+            self.constructor.flatten_mapping(node)
+        except yaml.YAMLError as e:
+            self.fail(node, path, f"bad merge key: {getattr(e, 'problem', e)}")
+            return None
+        out: Items = {}
+        first: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            key = self.value(key_node)
+            if isinstance(key, bool) or not isinstance(key, (str, int)):
+                self.fail(key_node, path, f"expected a name as key, got {self.show(key_node)}; quote it")
+                continue
+            key = str(key)
+            if any(key_node is k for k in explicit):
+                if key in first:
+                    self.fail(key_node, path, f"duplicate key {key!r} (first at line {first[key].start_mark.line + 1})")
+                first[key] = key_node
+            if keys is not None and key not in keys:
+                self.fail(key_node, path, f"unknown key {key!r}" + (_did_you_mean(key, keys) or
+                                                                   f"; expected {_alternatives(keys)}"))
+                continue
+            out[key] = (key_node, value_node)
+        return out
+
+    def sequence(self, node: Node, path: str) -> Optional[list[Node]]:
+        if not isinstance(node, SequenceNode):
+            self.fail(node, path, f"expected a list, got {self.show(node)}")
+            return None
+        return list(node.value)
+
+    def text(self, node: Node, path: str, what: str = "a name") -> Optional[str]:
+        value = self.value(node)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+        self.fail(node, path, f"expected {what}, got {self.show(node)}")
+        return None
+
+    def choice(self, node: Node, path: str, options: Iterable[str]) -> Optional[str]:
+        options = list(options)
+        value = self.text(node, path, f"one of {_alternatives(options)}")
+        if value is not None and value not in options:
+            self.fail(node, path, f"{value!r} is not one of {_alternatives(options)}{_did_you_mean(value, options)}")
+            return None
+        return value
+
+    def number(self, node: Node, path: str, what: str = "a number", ok: Callable[[float], bool] = lambda x: True,
+               integer: bool = False) -> Optional[float]:
+        value = self.value(node)
+        if _is_number(value) and (not integer or isinstance(value, int)) and ok(value):
+            return value
+        self.fail(node, path, f"expected {what}, got {self.show(node)}")
+        return None
+
+    def option(self, items: Items, key: str, path: str, read: Callable[..., Any], *args: Any,
+               default: Any = None) -> Any:
+        """``read(value node, path.key, *args)`` if ``key`` is given, else ``default``."""
+        return read(items[key][1], f"{path}.{key}" if path else key, *args) if key in items else default
+
+    def boolean(self, node: Node, path: str) -> Optional[bool]:
+        value = self.value(node)
+        if isinstance(value, bool):
+            return value
+        self.fail(node, path, f"expected true or false, got {self.show(node)}")
+        return None
+
+    def duration(self, node: Node, path: str, fps: float, positive: bool = True) -> Optional[float]:
+        """Seconds (``1.5``, ``1.5s``) or frames (``45f``) → frames, unrounded."""
+        value = self.value(node)
+        match = _DURATION.match(value) if isinstance(value, str) else None
+        if _is_number(value):
+            frames, shown = value * fps, f"{value:g} s"
+        elif match and (match[2] == "s" or float(match[1]).is_integer()):
+            frames = float(match[1]) * (fps if match[2] == "s" else 1)
+            shown = f"{match[1]} {'s' if match[2] == 's' else 'frames'}"
+        else:
+            self.fail(node, path, "expected a duration in seconds (1.5 or 1.5s) or frames (45f), "
+                                  f"got {self.show(node)}")
+            return None
+        if frames < 0 or (positive and frames == 0):
+            self.fail(node, path, f"expected a {'positive' if positive else 'non-negative'} duration, got {shown}")
+            return None
+        if positive and round(frames) == 0:
+            self.fail(node, path, f"{shown} is shorter than one frame at {fps:g} fps")
+            return None
+        return frames
+
+    def layers(self, node: Node, path: str) -> Optional[range]:
+        """``5``, ``0-7``, ``8-`` (to the last), ``coarse``/``middle``/``fine``/``all`` → w indices
+        (None when the model's dimensions are unknown)."""
+        value = self.value(node)
+        match = _RANGE.match(value) if isinstance(value, str) else None
+        if isinstance(value, str) and value in GROUPS + ("all",):
+            found = self.all_layers() if value == "all" or not self.dims else layer_groups(self.dims.num_ws)[value]
+            if found is not None and not found:
+                self.fail(node, path, f"the {self.dims.resolution} px model has no {value} layers")
+                return None
+            return found
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            first, last = value, value
+        elif match and match[1]:
+            first, last = int(match[1]), int(match[2]) if match[2] else None
+        else:
+            self.fail(node, path, f"expected layers (5, 0-7, 8-, coarse, middle, fine or all), got {self.show(node)}"
+                      + _did_you_mean(value, GROUPS + ("all",)))
+            return None
+        if last is not None and last < first:
+            self.fail(node, path, f"layer range {value} is empty (it ends before it starts)")
+            return None
+        if self.dims is None:
+            return None
+        if max(first, last or 0) >= self.dims.num_ws:
+            self.fail(node, path, f"layer{'' if last == first else ' range'} {value} is outside the model's layers "
+                                  f"0-{self.dims.num_ws - 1}")
+            return None
+        return range(first, self.dims.num_ws if last is None else last + 1)
+
+    def all_layers(self) -> Optional[range]:
+        return range(self.dims.num_ws) if self.dims else None
+
+    def existing(self, node: Node, path: str, what: str = "a file path") -> Optional[Path]:
+        """An existing file, ``~`` expanded, relative to the scene's folder."""
+        text = self.text(node, path, what)
+        if text is None:
+            return None
+        full = Path(text).expanduser()
+        full = full if full.is_absolute() else self.base / full
+        if not full.is_file():
+            self.fail(node, path, f"{text}: no such file" + (f" ({full})" if str(full) != text else ""))
+            return None
+        return full
+
+    def w_file(self, node: Node, path: str) -> Optional[Path]:
+        """A .npy/.npz file whose array fits the model as W or W+."""
+        found = self.existing(node, path)
+        if found is None or self.dims is None:
+            return found
+        try:
+            problem = w_shape_problem(read_w(found, mmap=True).shape, self.dims.num_ws, self.dims.w_dim)
+        except MorphError as err:
+            problem = err.message
+        if problem:
+            self.fail(node, path, f"{node.value} {problem}")
+            return None
+        return found
+
+    # names -----------------------------------------------------------------------------------------------------
+
+    def latent_ref(self, node: Node, path: str, name: Optional[str] = None) -> Optional[str]:
+        name = name if name is not None else self.text(node, path, "a latent name")
+        if name is not None:
+            self.latent_refs.append((name, node, path))
+        return name
+
+    def direction_ref(self, node: Node, path: str, name: Optional[str] = None) -> Optional[str]:
+        name = name if name is not None else self.text(node, path, "a direction name")
+        if name is not None:
+            self.direction_refs.append((name, node, path))
+        return name
+
+    def direction(self, name: str, node: Node, path: str) -> None:
+        """Record direction ``name``'s file: a .npy/.npz path, or ``builtin:NAME``."""
+        text = self.text(node, path, "a .npy file or builtin:NAME")
+        if text is None or not text.startswith("builtin:"):
+            found = text and self.w_file(node, path)
+        else:
+            try:
+                found = builtin_direction_path(text.split(":", 1)[1])
+            except (MorphError, ValueError, KeyError) as err:
+                self.fail(node, path, str(err))
+                return
+            if not found.is_file():
+                self.fail(node, path, f"{text}: the built-in direction's file is not installed ({found})")
+                return
+        if found:
+            self.directions[name] = found
+
+    # latents ---------------------------------------------------------------------------------------------------
+
+    def latent(self, node: Node, path: str, psi: float, cutoff: Optional[int]) -> Optional[Latent]:
+        known = len(self.problems)
+        items = self.mapping(node, path, LATENT_KEYS)
+        if items is None:
+            return None
+        given = [k for k in SOURCES if k in items]
+        if len(given) > 1:
+            self.fail(node, path, f"gives {_alternatives(given, 'and')}; a latent has exactly one of "
+                                  f"{_alternatives(SOURCES)}")
+        elif not given and len(self.problems) == known:  # else an unknown key was probably meant as the source
+            self.fail(node, path, f"needs one of {_alternatives(SOURCES)}")
+        if len(given) != 1:
+            return None
+        kind = given[0]
+        for key in ("truncation", "class"):
+            if key in items and kind != "seed":
+                self.fail(items[key][0], path, f"{key} only applies to seed latents")
+        if "layers" in items and "add" not in items:
+            self.fail(items["layers"][0], path, "layers only applies together with add")
+        if kind == "seed":
+            source = self.seed(node, path, items, psi, cutoff)
+        else:
+            source = getattr(self, f"source_{kind}")(items[kind][1], f"{path}.{kind}")
+        edits = []
+        for direction, (key_node, strength) in (self.option(items, "add", path, self.mapping) or {}).items():
+            self.direction_ref(key_node, f"{path}.add", direction)
+            edits.append((direction, self.number(strength, f"{path}.add.{direction}", "a strength (a number)")))
+        layers = self.option(items, "layers", path, self.layers)
+        if source is None or any(k is None for _, k in edits):
+            return None
+        return Latent(source, tuple(edits), layers, self.where(node, path))
+
+    def seed(self, node: Node, path: str, items: Items, psi: float, cutoff: Optional[int]) -> Optional[Seed]:
+        seed = self.number(items["seed"][1], f"{path}.seed", *SEED_RULE, integer=True)
+        psi = self.option(items, "truncation", path, self.number, default=psi)
+        classes = self.dims.c_dim if self.dims else None
+        label = None
+        if "class" in items and classes == 0:
+            self.fail(items["class"][0], path, "class given, but the model is not conditional")
+        elif "class" in items:
+            label = self.number(items["class"][1], f"{path}.class", f"a class from 0 to {(classes or 1) - 1}",
+                                lambda x: 0 <= x < (classes or math.inf), integer=True)
+        elif classes:
+            self.fail(node, path, f"the model is conditional: give class: 0 to {classes - 1}")
+        if None in (seed, psi) or classes and label is None:
+            return None
+        return Seed(int(seed), float(psi), cutoff, label)
+
+    def source_file(self, node: Node, path: str) -> Optional[File]:
+        found = self.w_file(node, path)
+        return found and File(found)
+
+    def source_project(self, node: Node, path: str) -> Optional[Project]:
+        found = self.existing(node, path, "an image file")
+        if found is None:
+            return None
+        with found.open("rb") as fh:
+            head = fh.read(16)
+        if not (head.startswith(IMAGE_MAGIC) or head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+            self.fail(node, path, f"{node.value} is not an image (PNG, JPEG, WebP, GIF, BMP or TIFF)")
+            return None
+        return Project(found)
+
+    def source_mean(self, node: Node, path: str) -> Optional[Mean]:
+        items = self.sequence(node, path)
+        if items == []:
+            self.fail(node, path, "expected a list of latent names, got an empty list")
+        names = tuple(self.latent_ref(item, f"{path}[{i}]") for i, item in enumerate(items or []))
+        return Mean(names) if names and None not in names else None
+
+    def source_blend(self, node: Node, path: str) -> Optional[Blend]:
+        items = self.mapping(node, path)
+        if items == {}:
+            self.fail(node, path, "expected latent names with weights, e.g. {peter: 0.5, brad: 0.5}")
+        weights = tuple((self.latent_ref(key_node, path, name), self.number(value, f"{path}.{name}", "a weight"))
+                        for name, (key_node, value) in (items or {}).items())
+        return Blend(weights) if weights and all(k is not None for _, k in weights) else None
+
+    def source_mix(self, node: Node, path: str) -> Optional[Mix]:
+        items = self.mapping(node, path)
+        if items is None:
+            return None
+        owners: list[Optional[str]] = [None] * (self.dims.num_ws if self.dims else 0)
+        rest, complete = None, self.dims is not None
+        for key, (key_node, value) in items.items():
+            name = self.latent_ref(value, f"{path}.{key}")
+            if key == "rest":
+                rest = name
+                continue
+            layers = self.layers(key_node, path)
+            complete = complete and layers is not None and name is not None
+            for i in layers or ():
+                if owners[i] is not None:
+                    self.fail(key_node, path, f"layer {i} is given twice")
+                    complete = False
+                owners[i] = name
+        missing = tuple(i for i, owner in enumerate(owners) if owner is None)
+        if complete and missing and rest is None:
+            gaps = ", ".join(_range_text(range(missing[r.start], missing[r.stop - 1] + 1))
+                             for r in _runs(tuple(i - j for j, i in enumerate(missing))))
+            self.fail(node, path, f"layers {gaps} have no source; add them, or rest: NAME")
+            return None
+        return Mix(tuple(owner or rest for owner in owners)) if complete else None
+
+    def source_from(self, node: Node, path: str) -> Optional[From]:
+        name = self.latent_ref(node, path)
+        return name and From(name)
+
+    # renders ---------------------------------------------------------------------------------------------------
+
+    def render(self, node: Node, path: str) -> Optional[Render]:
+        items = self.mapping(node, path, RENDER_KEYS)
+        if items is None:
+            return None
+        fmt = self.option(items, "format", path, self.choice, FORMATS, default="mp4")
+        fps = self.option(items, "fps", path, self.number, "a positive number", lambda x: x > 0,
+                          default=FORMATS.get(fmt, 30))
+        size = self.option(items, "size", path, self.number, "a positive integer (pixels)", lambda x: x > 0, True,
+                           default=self.dims and self.dims.resolution)
+        if size is not None and size % 2 and fmt in ("mp4", "webm"):
+            self.fail(items["size"][1], f"{path}.size", f"{fmt} needs an even size, got {size}")
+        motion = self.motion(node, path, items, fps or 30)
+        if None in (fmt, fps, size, motion):
+            return None
+        return Render(path.split(".", 1)[1], fmt, float(fps), int(size), motion, self.where(node, path))
+
+    def motion(self, node: Node, path: str, items: Items, fps: float) -> Optional[Motion]:
+        if ("path" in items) == ("around" in items):
+            self.fail(node, path, "give either path or around, not both" if "path" in items else
+                      "needs path: [keyframes...] or around: LATENT")
+            return None
+        base = "path" if "path" in items else "around"
+        for key in ("loop", "transition", "hold", "duration"):
+            if key in items and (key == "duration") != (base == "around"):
+                self.fail(items[key][0], path, f"{key} does not apply to {base} renders")
+        deform = self.option(items, "deform", path, self.deform, fps)
+        breathe = self.option(items, "breathe", path, self.breathe, fps)
+        if base == "around":
+            waves = "deform" in items or "breathe" in items
+            keys = self.still(node, path, items, fps, waves, max((w.cycle.frames for w in (deform, breathe) if w),
+                                                                 default=None))
+        else:
+            keys = self.key_path(path, items, fps)
+        if keys is None or ("deform" in items and deform is None) or ("breathe" in items and breathe is None):
+            return None
+        if keys.loop:  # a whole number of periods per loop, so the last frame flows into the first
+            deform, breathe = (w and replace(w, cycle=cycle(w.cycle.frames, keys.frames, True))
+                               for w in (deform, breathe))
+        return Motion(keys, deform, breathe)
+
+    def still(self, node: Node, path: str, items: Items, fps: float, waves: bool,
+              period: Optional[float]) -> Optional[KeyPath]:
+        """One latent held for ``duration`` (default: the longest wave period), always looping."""
+        name = self.latent_ref(items["around"][1], f"{path}.around")
+        frames = self.option(items, "duration", path, self.duration, fps, default=period)
+        if "duration" not in items and not waves:
+            self.fail(node, path, "an around render needs a duration, a deform or a breathe")
+        if name is None or frames is None:
+            return None
+        return KeyPath((name,), (round(frames),), (), (), loop=True)
+
+    def key_path(self, path: str, items: Items, fps: float) -> Optional[KeyPath]:
+        loop = self.option(items, "loop", path, self.boolean, default=False)
+        transition = self.option(items, "transition", path, self.mapping, TRANSITION_KEYS, default={}) or {}
+        t_path = f"{path}.transition"
+        interp = self.option(transition, "interp", t_path, self.choice, INTERPS, default=DEFAULTS["interp"])
+        move = self.option(transition, "duration", t_path, self.duration, fps, default=DEFAULTS["transition"] * fps)
+        ease = self.ease(transition, t_path, interp, DEFAULTS["ease"])
+        hold = self.option(items, "hold", path, self.duration, fps, False, default=DEFAULTS["hold"] * fps)
+        steps = self.sequence(items["path"][1], f"{path}.path")
+        if steps is not None and len(steps) < 2:
+            self.fail(items["path"][1], f"{path}.path",
+                      f"a path needs at least two keyframes, got {len(steps)}; for one latent use around: NAME")
+        if steps is None or len(steps) < 2:
+            return None
+        keys, holds, moves, eases = [], [], [], []
+        for i, step in enumerate(steps):  # a step's duration and ease are those of the transition into it
+            s_path = f"{path}.path[{i}]"
+            name, options = self.step(step, s_path)
+            o_path = f"{s_path}.{name}"
+            if "duration" in options and i == 0 and loop is False:
+                self.fail(options["duration"][0], o_path, "the first keyframe has no transition into it "
+                                                         "(the path does not loop)")
+            keys.append(name)
+            holds.append(self.option(options, "hold", o_path, self.duration, fps, False, default=hold))
+            moves.append(self.option(options, "duration", o_path, self.duration, fps, default=move))
+            eases.append(self.ease(options, o_path, interp, ease))
+        moves, eases = (moves[1:] + moves[:1], eases[1:] + eases[:1]) if loop else (moves[1:], eases[1:])
+        if None in keys + holds + moves + eases + [loop, interp]:
+            return None
+        return KeyPath(tuple(keys), tuple(round(h) for h in holds), tuple(round(m) for m in moves), tuple(eases),
+                       interp, loop)
+
+    def step(self, node: Node, path: str) -> tuple[Optional[str], Items]:
+        """A path item: ``NAME`` or ``NAME: {duration, hold, ease}``."""
+        if not isinstance(node, MappingNode):
+            return self.latent_ref(node, path), {}
+        items = self.mapping(node, path)
+        if items is None or len(items) != 1:
+            self.fail(node, path, "expected a latent name, or NAME: {duration, hold, ease}")
+            return None, {}
+        (name, (key_node, value)), = items.items()
+        return self.latent_ref(key_node, path, name), self.mapping(value, f"{path}.{name}", STEP_KEYS) or {}
+
+    def ease(self, items: Items, path: str, interp: Optional[str], default: Optional[str]) -> Optional[str]:
+        """The easing given in ``items``, else ``default``; spline paths take none (they are smooth throughout)."""
+        if interp == "spline":
+            if "ease" in items:
+                self.fail(items["ease"][0], path, "ease does not apply to spline paths, whose speed is smooth "
+                                                  "through every keyframe")
+            return "linear"
+        return self.option(items, "ease", path, self.choice, EASINGS, default=default)
+
+    def period(self, items: Items, path: str, fps: float) -> Optional[float]:
+        frames = self.option(items, "period", path, self.duration, fps, default=DEFAULTS["period"] * fps)
+        if frames is not None and frames < 2:
+            self.fail(items["period"][1], f"{path}.period", f"a period must last at least 2 frames at {fps:g} fps")
+            return None
+        return frames
+
+    def deform(self, node: Node, path: str, fps: float) -> Optional[Deform]:
+        """A deform whose cycle is one period (fitted to the loop later)."""
+        items = self.mapping(node, path, DEFORM_KEYS)
+        if items is None:
+            return None
+        layers = self.option(items, "layers", path, self.layers, default=self.all_layers())
+        amplitude = self.option(items, "amplitude", path, self.number, "a positive number", lambda x: x > 0,
+                                default=DEFAULTS["amplitude"])
+        seed = self.option(items, "seed", path, self.number, *SEED_RULE, True, default=0)
+        period = self.period(items, path, fps)
+        if None in (layers, amplitude, seed, period):
+            return None
+        return Deform(layers, float(amplitude), int(seed), Cycle(1, period))
+
+    def breathe(self, node: Node, path: str, fps: float) -> Optional[Breathe]:
+        """A breathe whose cycle is one period (fitted to the loop later)."""
+        items = self.mapping(node, path, BREATHE_KEYS)
+        if items is None:
+            return None
+        for key in ("direction", "strength"):
+            if key not in items:
+                self.fail(node, path, f"missing {key}")
+        direction = self.option(items, "direction", path, self.direction_ref)
+        strength = self.option(items, "strength", path, self.strength)
+        layers = self.option(items, "layers", path, self.layers, default=self.all_layers())
+        period = self.period(items, path, fps)
+        if None in (direction, strength, layers, period):
+            return None
+        return Breathe(direction, *strength, layers, Cycle(1, period))
+
+    def strength(self, node: Node, path: str) -> Optional[tuple[float, float]]:
+        """``HIGH`` (swinging from 0) or ``[LOW, HIGH]``."""
+        if isinstance(node, SequenceNode) and len(node.value) == 2:
+            low, high = (self.number(n, f"{path}[{i}]") for i, n in enumerate(node.value))
+            return None if low is None or high is None else (float(low), float(high))
+        high = self.number(node, path, "a strength: HIGH or [LOW, HIGH]")
+        return None if high is None else (0.0, float(high))
+
+
+def _order(deps: dict[str, tuple[str, ...]]) -> tuple[list[str], list[list[str]]]:
+    """Dependency order of the names (dependencies first), and the cycles found."""
+    order: list[str] = []
+    cycles: list[list[str]] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == "open":
+            cycles.append(trail[trail.index(name):] + [name])
+        if state.get(name):
+            return
+        state[name] = "open"
+        for dep in deps[name]:
+            visit(dep, trail + [name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in deps:
+        visit(name, [])
+    return order, cycles
+
+
+def _model_dims(r: _Reader, top: Items, root: Node, dims: Callable[[Path], ModelDims]) -> Optional[Path]:
+    """Resolve the scene's model and read its dimensions into ``r``; the model's path, or None after reporting."""
+    node = top["model"][1] if "model" in top else root
+    model = r.text(node, "model", "a model file or builtin") if "model" in top else BUILTIN
+    if model is None:
+        return None
+    try:
+        path = resolve_model_path(model, r.base)
+        if not path.is_file():
+            raise MorphError(f"{model}: no such file" + (f" ({path})" if str(path) != model else ""))
+        r.dims = dims(path)
+        return path
+    except MorphError as err:
+        r.fail(node, "model", str(err))
+        return None
+
+
+def parse_scene(text: str, file: str | Path,
+                dims: Union[ModelDims, Callable[[Path], ModelDims]] = model_dims) -> Scene:
+    """Validate scene ``text`` read from ``file`` (relative paths in it are resolved against its folder).
+
+    ``dims`` are the model's dimensions, or a function reading them from the model file the scene
+    names (the default loads the model). Raises :class:`SceneError` listing every problem.
+    """
+    file = str(file)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark, start = e.problem_mark or e.context_mark, e.context_mark
+        extra = f" ({e.context}" + (f" at {start.line + 1}:{start.column + 1}" if start and start is not mark else "") \
+            + ")" if e.context and e.problem else ""
+        raise SceneError([f"{file}:{mark.line + 1}:{mark.column + 1}: {e.problem or e.context}{extra}"]) from None
+    if root is None:
+        raise SceneError([f"{file}:1:1: the scene is empty; it needs latents: and renders:"])
+    r = _Reader(file, Path(file).parent, dims if isinstance(dims, ModelDims) else None)
+    top = r.mapping(root, "", TOP_KEYS)
+    if top is None:
+        raise SceneError([p for *_, p in r.problems])
+    for key in ("latents", "renders"):
+        if key not in top:
+            r.fail(root, key, "missing; a scene needs latents: and renders:")
+    model = r.value(top["model"][1]) if "model" in top else BUILTIN
+    model_path = None if isinstance(dims, ModelDims) else _model_dims(r, top, root, dims)
+    noise = r.option(top, "noise", "", r.choice, NOISE_MODES, default="const")
+    psi = r.option(top, "truncation", "", r.number, default=DEFAULTS["truncation"])
+    cutoff = r.option(top, "truncation_cutoff", "", r.number, "a layer count from 1 to the number of layers",
+                      lambda x: 1 <= x <= (r.dims.num_ws if r.dims else math.inf), True)
+
+    def section(key: str) -> Items:
+        return r.option(top, key, "", r.mapping, default={}) or {}
+
+    declared = section("directions")
+    for name, (_, node) in declared.items():
+        r.direction(name, node, f"directions.{name}")
+    latent_nodes = section("latents")
+    latents = {name: r.latent(node, f"latents.{name}", psi or 1.0, cutoff) for name, (_, node) in latent_nodes.items()}
+    render_nodes = section("renders")
+    if "renders" in top and isinstance(top["renders"][1], MappingNode) and not render_nodes:
+        r.fail(top["renders"][1], "renders", "no renders; add at least one")
+    renders = {}
+    for name, (key_node, node) in render_nodes.items():
+        if not _RENDER_NAME.match(name):
+            r.fail(key_node, "renders", f"render name {name!r} is used as a file name: use letters, digits, _ . - only")
+        renders[name] = r.render(node, f"renders.{name}")
+
+    for name, node, path in r.latent_refs:
+        if name not in latent_nodes:
+            r.fail(node, path, f"no latent named {name!r}{_did_you_mean(name, latent_nodes)}")
+    for name, node, path in r.direction_refs:
+        if name.startswith("builtin:") and name not in r.directions:
+            r.direction(name, node, path)
+        elif name not in declared and not name.startswith("builtin:"):
+            r.fail(node, path, f"no direction named {name!r}" +
+                   (_did_you_mean(name, declared) or "; declare it under directions:"))
+    deps = {name: tuple(d for d in latent.needs() if d in latent_nodes) if latent else ()
+            for name, latent in latents.items()}
+    order, cycles = _order(deps)
+    for names in cycles:
+        r.fail(latent_nodes[names[0]][0], f"latents.{names[0]}", f"cycle: {' → '.join(names)}")
+
+    if r.problems or r.dims is None:
+        raise SceneError([p for *_, p in sorted(set(r.problems))])
+    return Scene(Path(file), str(model), model_path, r.dims, noise, r.directions,
+                 {name: latents[name] for name in order}, renders)
+
+
+def load_scene(path: str | Path, dims: Union[ModelDims, Callable[[Path], ModelDims]] = model_dims) -> Scene:
+    """Read and validate a scene file (see :func:`parse_scene`)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MorphError(f"cannot read the scene ({getattr(e, 'strerror', None) or e})", where=path) from None
+    return parse_scene(text, path, dims)
+
+
+# --- using a scene ---------------------------------------------------------------------------------------------
+
+def timelines(scene: Scene, G, project: Optional[Projector] = None) -> dict[str, Timeline]:
+    """Each render's timeline on generator ``G``: seeds mapped, files read, photos projected by ``project``."""
+    directions = {name: load_w(path, G.num_ws, G.w_dim) for name, path in scene.directions.items()}
+    ws = resolve(scene.latents, directions, G, project)
+    offsets = partial(random_offsets, G)
+    return {name: timeline(render.motion, ws, directions, offsets) for name, render in scene.renders.items()}
+
+
+def _origin(latent: Latent, projection: Callable[[Path], str]) -> str:
+    """Where a latent comes from, in words."""
+    src = latent.source
+    if isinstance(src, Seed):
+        text = f"seed {src.seed} (truncation {src.psi:g}" + (f" on layers 0-{src.cutoff - 1}" if src.cutoff else "") \
+            + (f", class {src.label})" if src.label is not None else ")")
+    elif isinstance(src, File):
+        text = f"file {src.path}"
+    elif isinstance(src, Project):
+        text = f"projection of {src.image} ({projection(src.image)})"
+    elif isinstance(src, Mean):
+        text = f"derived: mean of {', '.join(src.names)}"
+    elif isinstance(src, Blend):
+        text = "derived: blend " + " + ".join(f"{k:g}·{n}" for n, k in src.weights)
+    elif isinstance(src, Mix):
+        text = "derived: mix " + ", ".join(f"layers {_range_text(r)} from {src.owners[r.start]}"
+                                           for r in _runs(src.owners))
+    else:
+        text = f"derived: {src.name}"
+    if latent.edits:
+        text += " + " + " + ".join(f"{k:g}·{d}" for d, k in latent.edits)
+        text += f" on layers {_range_text(latent.layers)}" if latent.layers is not None else ""
+    return text
+
+
+def _motion_text(render: Render) -> str:
+    """A render's motion, in words."""
+    p, fps = render.motion.path, render.fps
+    if p.moves:
+        text = "path " + " → ".join(p.keys + ((p.keys[0],) if p.loop else ()))
+        text += f", {p.interp}" + ("" if p.interp == "spline" else f" {'/'.join(sorted(set(p.eases)))}")
+        text += f", transitions {'/'.join(f'{m / fps:.2f}' for m in sorted(set(p.moves)))} s"
+        text += f", holds {'/'.join(f'{h / fps:.2f}' for h in sorted(set(p.holds)))} s" if any(p.holds) else ""
+        text += ", loop" if p.loop else ""
+    else:
+        text = f"around {p.keys[0]}"
+    d, b = render.motion.deform, render.motion.breathe
+    if d:
+        text += (f"; deform layers {_range_text(d.layers)} amplitude {d.amplitude:g} seed {d.seed}, "
+                 f"period {d.cycle.frames / d.cycle.cycles / fps:.2f} s")
+    if b:
+        text += (f"; breathe {b.direction} {b.low:g}…{b.high:g} on layers {_range_text(b.layers)}, "
+                 f"period {b.cycle.frames / b.cycle.cycles / fps:.2f} s")
+    return text
+
+
+def _projection_status(model: Optional[Path]) -> Callable[[Path], str]:
+    """``image → "cached" / "needs projection"`` from the projection module, when installed."""
+    status = _hook("morph.projection", "projection_status")
+    if status is None:
+        return lambda image: "needs projection, which this version of morph cannot do yet"
+    return lambda image: status(image, model)
+
+
+def describe(scene: Scene, projection: Optional[Callable[[Path], str]] = None) -> list[str]:
+    """The plan ``morph check`` prints: model, each latent's origin, each render's frames, duration, fps, size."""
+    projection = projection or _projection_status(scene.model_path)
+    d = scene.dims
+    lines = [f"scene {scene.file}: model {scene.model}" + (f" ({scene.model_path})" if scene.model_path and
+                                                            str(scene.model_path) != scene.model else "")
+             + f", {d.resolution} px, {d.num_ws} layers of w[{d.w_dim}], noise {scene.noise}", "latents:"]
+    width = max(map(len, scene.latents), default=0)
+    lines += [f"  {name:<{width}}  {_origin(latent, projection)}" for name, latent in scene.latents.items()]
+    if scene.directions:
+        lines.append("directions:")
+        lines += [f"  {name}  {path}" for name, path in scene.directions.items()]
+    lines.append("renders:")
+    width = max(map(len, scene.renders), default=0)
+    for name, r in scene.renders.items():
+        lines.append(f"  {name:<{width}}  {r.format} {r.size}x{r.size} {r.fps:g} fps, {r.frames} frames, "
+                     f"{r.seconds:.2f} s: {_motion_text(r)}")
+    return lines

@@ -1,0 +1,246 @@
+"""The W-path scheduler: keyframes, transitions, holds, loops and periodic waves → W frames
+``[n, num_ws, w_dim]``, computed chunk by chunk so no video ever holds all its frames.
+
+Pure: the same motion and latents give the same frames, bit for bit. Time is measured in frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Optional
+
+import numpy as np
+import torch
+
+INTERPS = ("lerp", "slerp", "spline")
+
+
+def _linear(u: torch.Tensor) -> torch.Tensor:
+    return u
+
+
+def _in(u: torch.Tensor) -> torch.Tensor:
+    return u * u * u
+
+
+def _out(u: torch.Tensor) -> torch.Tensor:
+    return 1 - (1 - u) * (1 - u) * (1 - u)
+
+
+def _in_out(u: torch.Tensor) -> torch.Tensor:
+    return torch.where(u < 0.5, 4 * _in(u), 1 - 4 * _in(1 - u))
+
+
+# Cubic easings, written so that float rounding keeps them monotone and exact at 0 and 1.
+EASINGS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"linear": _linear, "in": _in, "out": _out,
+                                                              "in-out": _in_out}
+
+
+def ease(u: torch.Tensor, name: str) -> torch.Tensor:
+    """Easing ``name`` applied to progress ``u`` in [0, 1]."""
+    return EASINGS[name](u)
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation, exactly ``a`` at t = 0 and ``b`` at t = 1."""
+    return torch.lerp(a, b, t.to(a.dtype))
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of each row (last dim); exact at t = 0 and 1, lerp where the rows are (anti)parallel."""
+    t = t.to(a.dtype)
+    na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    theta = torch.acos(((a * b).sum(-1, keepdim=True) / (na * nb)).clamp(-1, 1))
+    sin = torch.sin(theta)
+    arc = torch.sin((1 - t) * theta) / sin * a + torch.sin(t * theta) / sin * b  # coefficients exactly 1, 0 at ends
+    return torch.where(sin > 1e-6, arc, lerp(a, b, t))
+
+
+@dataclass(frozen=True)
+class Path:
+    """Keyframes (latent names) with ``holds[i]`` frames at key i and ``moves[i]`` frames from key i to the next.
+
+    ``moves`` has one entry per transition: len(keys) − 1, or len(keys) when ``loop`` closes the path
+    back to the first key (none for a single-key still); ``eases`` one per move.
+    """
+
+    keys: tuple[str, ...]
+    holds: tuple[int, ...]
+    moves: tuple[int, ...]
+    eases: tuple[str, ...]
+    interp: str = "lerp"
+    loop: bool = False
+
+    @property
+    def frames(self) -> int:
+        """Frame count: a loop stops one frame before its start again (the seam is cut); an open path ends on
+        its last key."""
+        return sum(self.holds) + sum(self.moves) + (0 if self.loop else 1)
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """``cycles`` full periods every ``frames`` frames."""
+
+    cycles: int
+    frames: float
+
+    def angle(self, t: torch.Tensor) -> torch.Tensor:
+        """Phase 2π·frac(t·cycles/frames): identical at t = 0 and t = frames, so loops close exactly."""
+        x = t * self.cycles / self.frames
+        return 2 * math.pi * (x - torch.floor(x))
+
+
+def cycle(period: float, span: int, loop: bool) -> Cycle:
+    """Timing of a wave of ``period`` frames: in a loop of ``span`` frames, the nearest whole number of periods."""
+    return Cycle(max(1, round(span / period)), span) if loop else Cycle(1, period)
+
+
+@dataclass(frozen=True)
+class Deform:
+    """Seeded random offsets on ``layers``, each swinging as amplitude·sin(angle + φ_layer)."""
+
+    layers: range
+    amplitude: float
+    seed: int
+    cycle: Cycle
+
+
+@dataclass(frozen=True)
+class Breathe:
+    """A direction's strength swinging from ``low`` (at t = 0) to ``high`` and back, on ``layers``."""
+
+    direction: str
+    low: float
+    high: float
+    layers: range
+    cycle: Cycle
+
+
+@dataclass(frozen=True)
+class Motion:
+    """What a render shows: a keyframe path, optionally deformed and breathing."""
+
+    path: Path
+    deform: Optional[Deform] = None
+    breathe: Optional[Breathe] = None
+
+    @property
+    def frames(self) -> int:
+        """Number of frames rendered."""
+        return self.path.frames
+
+
+@dataclass(frozen=True)
+class Wave:
+    """An offset (bias + scale·sin(angle + phases[l]))·vectors[l] added to every layer l."""
+
+    vectors: torch.Tensor  # [num_ws, w_dim]
+    phases: torch.Tensor   # [num_ws], float64
+    bias: float
+    scale: float
+    cycle: Cycle
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A motion made concrete: keyframe tensors and piecewise segments, ready to sample at any frame."""
+
+    keys: torch.Tensor                 # [m, num_ws, w_dim]
+    bounds: torch.Tensor               # [S + 1] float64: segment s spans bounds[s] .. bounds[s + 1]
+    src: torch.Tensor                  # [S] key index at each segment's start (== dst for a hold)
+    dst: torch.Tensor                  # [S] key index at its end
+    ease: torch.Tensor                 # [S] index into EASINGS
+    interp: str
+    tangents: Optional[torch.Tensor]   # [m, num_ws, w_dim] per-frame velocities at the keys (spline only)
+    waves: tuple[Wave, ...]
+    frames: int
+    keyframes: tuple[int, ...]         # frame at which each key is first reached
+
+
+def _tangents(keys: torch.Tensor, path: Path) -> torch.Tensor:
+    """Catmull-Rom velocities (p[i+1] − p[i−1]) / (time between them); zero at held keys and open ends."""
+    m = len(path.keys)
+    out = torch.zeros_like(keys)
+    for i in range(m):
+        if path.holds[i] or not path.moves or (not path.loop and i in (0, m - 1)):
+            continue
+        span = path.moves[i - 1] + path.moves[i]  # moves[-1] is the closing move when looping
+        out[i] = (keys[(i + 1) % m] - keys[i - 1]) / span
+    return out
+
+
+def _segments(path: Path) -> list[tuple[int, int, str, int]]:
+    """(src, dst, ease, frames) of every hold and move in time order; zero-length holds left out."""
+    segs = []
+    for i, hold in enumerate(path.holds):
+        if hold:
+            segs.append((i, i, "linear", hold))
+        if i < len(path.moves):
+            segs.append((i, (i + 1) % len(path.keys), path.eases[i], path.moves[i]))
+    return segs or [(0, 0, "linear", 1)]  # a single frame: still sampleable
+
+
+def timeline(motion: Motion, latents: Mapping[str, torch.Tensor], directions: Mapping[str, torch.Tensor],
+             offsets: Callable[[int, int], torch.Tensor]) -> Timeline:
+    """Make a motion concrete. ``offsets(seed, count)`` gives ``[count, w_dim]`` random offsets for a deform
+    (``latents.random_offsets`` with the model bound)."""
+    path = motion.path
+    if (min(path.moves, default=1) < 1 or min(path.holds) < 0 or path.interp not in INTERPS
+            or path.interp == "spline" and set(path.eases) - {"linear"}):
+        raise ValueError(f"invalid path {path}")
+    keys = torch.stack([latents[k] for k in path.keys])
+    segs = _segments(path)
+    names = list(EASINGS)
+    bounds = torch.tensor([0] + [f for *_, f in segs], dtype=torch.float64).cumsum(0)
+    arrivals = [0] + [int(bounds[s + 1]) for s, (a, b, *_) in enumerate(segs) if a != b][:len(path.keys) - 1]
+    waves = []
+    if motion.deform:
+        d = motion.deform
+        vectors = torch.zeros_like(keys[0])
+        vectors[d.layers.start:d.layers.stop] = d.amplitude * offsets(d.seed, len(d.layers)).to(keys.dtype)
+        phases = torch.zeros(keys.shape[1], dtype=torch.float64)
+        phases[d.layers.start:d.layers.stop] = torch.from_numpy(
+            np.random.default_rng(d.seed).uniform(0, 2 * math.pi, len(d.layers)))
+        waves.append(Wave(vectors, phases, 0.0, 1.0, d.cycle))
+    if motion.breathe:
+        b = motion.breathe
+        vectors = torch.zeros_like(keys[0])
+        vectors[b.layers.start:b.layers.stop] = directions[b.direction][b.layers.start:b.layers.stop].to(keys.dtype)
+        phases = torch.full((keys.shape[1],), -math.pi / 2, dtype=torch.float64)  # sin(−π/2) = −1: start at low
+        waves.append(Wave(vectors, phases, (b.low + b.high) / 2, (b.high - b.low) / 2, b.cycle))
+    return Timeline(keys=keys, bounds=bounds, src=torch.tensor([s[0] for s in segs]),
+                    dst=torch.tensor([s[1] for s in segs]), ease=torch.tensor([names.index(s[2]) for s in segs]),
+                    interp=path.interp, tangents=_tangents(keys, path) if path.interp == "spline" else None,
+                    waves=tuple(waves), frames=motion.frames, keyframes=tuple(arrivals))
+
+
+def sample(tl: Timeline, t: torch.Tensor) -> torch.Tensor:
+    """W at (possibly fractional) frame times ``t`` → ``[len(t), num_ws, w_dim]``; loops may be sampled at
+    t = frames, the frame after the seam, which equals frame 0."""
+    t = t.to(torch.float64)
+    s = (torch.searchsorted(tl.bounds, t, right=True) - 1).clamp(0, len(tl.src) - 1)
+    start, length = tl.bounds[s], tl.bounds[s + 1] - tl.bounds[s]
+    u = ((t - start) / length).clamp(0, 1)
+    u = torch.stack([fn(u) for fn in EASINGS.values()]).gather(0, tl.ease[s][None])[0][:, None, None]
+    a, b = tl.keys[tl.src[s]], tl.keys[tl.dst[s]]
+    if tl.interp == "spline":
+        uu = u.to(a.dtype)
+        h = length[:, None, None].to(a.dtype)
+        h00, h10 = 2 * uu ** 3 - 3 * uu ** 2 + 1, uu ** 3 - 2 * uu ** 2 + uu
+        h01, h11 = -2 * uu ** 3 + 3 * uu ** 2, uu ** 3 - uu ** 2
+        w = h00 * a + h10 * h * tl.tangents[tl.src[s]] + h01 * b + h11 * h * tl.tangents[tl.dst[s]]
+    else:
+        w = (slerp if tl.interp == "slerp" else lerp)(a, b, u)
+    w = torch.where((tl.src[s] == tl.dst[s])[:, None, None], a, w)
+    for wave in tl.waves:
+        strength = wave.bias + wave.scale * torch.sin(wave.cycle.angle(t)[:, None] + wave.phases)
+        w = w + strength.to(w.dtype)[..., None] * wave.vectors
+    return w
+
+
+def chunks(tl: Timeline, size: int) -> Iterator[torch.Tensor]:
+    """All frames in order, ``size`` at a time: ``[≤ size, num_ws, w_dim]`` each."""
+    for start in range(0, tl.frames, size):
+        yield sample(tl, torch.arange(start, min(start + size, tl.frames), dtype=torch.float64))
