@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +17,12 @@ from .runtime import keep_freed_memory
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Render StyleGAN2 latent space into videos and looping GIFs.")
 
-EXIT_CODES = """Exit codes: 0 done, 1 internal error, 2 bad input (scene, model file or option), 130 interrupted."""
+EXIT_CODES = ("Exit codes: 0 done, 1 internal error, 2 bad input (scene, model file or option), "
+              "3 output locked by another run (--no-wait), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every temp file and ffmpeg child is cleaned up on the way out."""
 
 
 @app.command()
@@ -78,17 +85,89 @@ def check(scene: Path = typer.Argument(..., help="scene file (.yaml)")) -> None:
     typer.echo("\n".join(describe(load_scene(scene))))
 
 
+@app.command(epilog=EXIT_CODES)
+def render(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
+           only: Optional[list[str]] = typer.Option(None, "--only", help="render only this one (repeatable)"),
+           out: Path = typer.Option(Path("outputs"), "--out", help="destination folder"),
+           device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
+           precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16 (half precisions on a GPU only)"),
+           batch_size: str = typer.Option("auto", "--batch-size", help="frames per batch, or auto"),
+           force: bool = typer.Option(False, "--force", help="re-render even what the cache holds"),
+           dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and the output paths only"),
+           quiet: bool = typer.Option(False, "--quiet", help="no progress, only errors"),
+           no_wait: bool = typer.Option(False, "--no-wait", help="exit 3 if another run writes the same output"),
+           cache: Optional[Path] = typer.Option(None, "--cache", help="segment cache folder [default: ~/.cache/morph]"),
+           ) -> None:
+    """Render a scene's videos and GIFs into OUT; unchanged segments come from the cache."""
+    from functools import partial
+
+    import torch
+
+    from .devices import resolve_device, resolve_precision
+    from .encode import EncodeSettings
+    from .progress import Progress, log
+    from .render import default_cache_dir, output_lock, render as render_video
+    from .scene import describe, load_scene, timelines
+    from .schedule import sample
+    from .stylegan2.loading import file_sha256, load_generator
+
+    sc = load_scene(scene)
+    names = list(sc.renders) if not only else only
+    unknown = [n for n in names if n not in sc.renders]
+    if unknown:
+        raise MorphError(f"no render named {', '.join(unknown)}", "--only", f"the scene has {', '.join(sc.renders)}")
+    dests = {n: out / (n if sc.renders[n].format == "png" else f"{n}.{sc.renders[n].format}") for n in names}
+    if dry_run:
+        typer.echo("\n".join(describe(sc)))
+        typer.echo("\n".join(f"{n} -> {d}" for n, d in dests.items()))
+        return
+    if not batch_size.isdigit() and batch_size != "auto":
+        raise MorphError(f"not a batch size: {batch_size!r}", "--batch-size", "give a positive integer or auto")
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    cache_dir = cache or default_cache_dir()
+    G = load_generator(sc.model_path, dev)
+    paths = timelines(sc, G)
+    scene_sha = file_sha256(scene)
+    for name in names:
+        r, dest, tl = sc.renders[name], dests[name], paths[name]
+        settings = EncodeSettings(format=r.format, fps=r.fps, size=r.size)
+        start = time.monotonic()
+        with output_lock(dest, wait=not no_wait):
+            progress = Progress(name, r.frames, quiet=quiet)
+            stats = render_video(G, partial(sample, tl), tl.frames, dest, settings, G.info.sha256, sc.noise, dev,
+                                 int(batch_size) if batch_size.isdigit() else None, cache_dir, progress,
+                                 metadata={"comment": f"morph scene {scene.name} sha256:{scene_sha[:16]} "
+                                                      f"model sha256:{G.info.sha256[:16]}"},
+                                 dtype=None if dtype == torch.float32 else dtype, force=force)
+        if quiet:
+            continue
+        if stats.up_to_date:
+            log(f"{name}: {dest} is up to date (0 frames rendered)")
+        else:
+            log(f"{name}: {dest} written, {stats.frames} frames ({stats.generated} rendered, "
+                f"{stats.reused}/{stats.segments} segments from the cache) in {time.monotonic() - start:.1f} s")
+
+
 def main() -> None:
     """Console entry point: a user error becomes one line per problem on stderr (``where: what``), exit code 2."""
     keep_freed_memory()
+
+    def on_sigterm(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         app()
     except MorphError as err:
         typer.echo(str(err), err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        typer.echo("morph: interrupted", err=True)
+        typer.echo("morph: interrupted; finished segments stay cached", err=True)
         sys.exit(130)
+    except Terminated:
+        typer.echo("morph: terminated; finished segments stay cached", err=True)
+        sys.exit(143)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,9 @@ def atomic_path(dest: Path, suffix: Optional[str] = None) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=(suffix or dest.suffix) + ".part", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; finished files get the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
@@ -102,6 +105,7 @@ class SegmentWriter:
         scale = [] if s.size == self.src_size else ["-vf", f"scale={s.size}:{s.size}:flags=lanczos"]
         cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{self.src_size}x{self.src_size}", "-r", str(s.fps), "-i", "-", *scale,
+               "-sws_flags", "lanczos+accurate_rnd+full_chroma_int+full_chroma_inp",
                *_segment_codec_args(s), "-f", {"mp4": "mp4", "webm": "webm"}.get(s.format, "matroska"),
                str(self._tmp)]
         self._stderr = tempfile.TemporaryFile()

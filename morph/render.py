@@ -215,15 +215,21 @@ def render(G: Generator, sample: Callable[[torch.Tensor], torch.Tensor], n_frame
            device: torch.device = torch.device("cpu"), batch_size: Optional[int] = None,
            cache_dir: Optional[Path] = None, progress: Optional[Progress] = None,
            audio: Optional[Path] = None, metadata: Optional[dict[str, str]] = None,
-           dtype: Optional[torch.dtype] = None) -> RenderStats:
-    """Render W frames ``sample(range)`` to ``dest`` through the segment cache; atomic at ``dest``."""
+           dtype: Optional[torch.dtype] = None, force: bool = False) -> RenderStats:
+    """Render W frames ``sample(range)`` to ``dest`` through the segment cache; atomic at ``dest``.
+
+    ``force`` re-renders every segment (replacing the cached ones) and re-joins the output.
+    """
     cache_dir = cache_dir or default_cache_dir()
     segments = plan_segments(sample, n_frames, settings, model_sha256, noise_mode, cache_dir,
                              extra={"resolution": G.img_resolution, "dtype": str(dtype or torch.float32)})
     output_key = hashlib.sha256(json.dumps({"segments": [s.key for s in segments], "metadata": metadata or {},
                                             "audio": file_sha256(audio) if audio else None,
                                             "format": settings.format}, sort_keys=True).encode()).hexdigest()
-    if is_up_to_date(cache_dir, dest, output_key):
+    if force:
+        for seg in segments:
+            seg.path.unlink(missing_ok=True)
+    elif is_up_to_date(cache_dir, dest, output_key):
         return RenderStats(frames=n_frames, segments=len(segments), reused=len(segments), up_to_date=True)
     cached = [s.path.exists() for s in segments]
     missing = sum(s.stop - s.start for s, hit in zip(segments, cached) if not hit)
