@@ -149,6 +149,63 @@ def render(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
                 f"{stats.reused}/{stats.segments} segments from the cache) in {time.monotonic() - start:.1f} s")
 
 
+@app.command()
+def preview(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
+            out: Path = typer.Option(Path("outputs"), "--out", help="destination folder"),
+            frames: int = typer.Option(8, "--frames", help="evenly spaced frames per render, besides keyframes"),
+            device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps")) -> None:
+    """Write a PNG contact sheet per render: its keyframes, then evenly spaced frames (seconds, not minutes)."""
+    import numpy as np
+    import torch
+
+    from .devices import resolve_device
+    from .encode import atomic_path
+    from .render import generate
+    from .scene import load_scene, timelines
+    from .schedule import sample
+    from .stylegan2.loading import load_generator
+    from .toyfaces.png import grid, write_png
+
+    sc = load_scene(scene)
+    dev = resolve_device(device)
+    G = load_generator(sc.model_path, dev)
+    for name, tl in timelines(sc, G).items():
+        keys = list(tl.keyframes)
+        spaced = np.linspace(0, tl.frames - 1, num=max(1, frames)).round().astype(int).tolist()
+        row = max(len(keys), len(spaced))
+        pick = keys + [keys[-1]] * (row - len(keys)) + spaced + [spaced[-1]] * (row - len(spaced))
+        images = np.concatenate(list(generate(G, sample(tl, torch.tensor(pick)), 8, sc.noise, dev)))
+        blank = np.full_like(images[0], 255)
+        images[len(keys):row] = blank  # pad the keyframe row with white
+        images[row + len(spaced):] = blank
+        dest = out / f"{name}-preview.png"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest) as tmp:
+            write_png(tmp, grid(images, cols=row))
+        typer.echo(f"{dest}: {len(keys)} keyframes (top), {len(spaced)} of {tl.frames} frames (bottom)")
+
+
+@app.command()
+def cache(clear: bool = typer.Option(False, "--clear", help="delete cached segments"),
+          older_than: Optional[float] = typer.Option(None, "--older-than", help="with --clear: only those unused "
+                                                                                 "for this many days"),
+          folder: Optional[Path] = typer.Option(None, "--cache", help="cache folder [default: ~/.cache/morph]")) -> None:
+    """Show the segment cache (where, how many, how large) or clear it."""
+    from .render import default_cache_dir
+
+    root = folder or default_cache_dir()
+    files = [p for p in (root / "segments").glob("*") if p.is_file()]
+    if clear:
+        cutoff = time.time() - older_than * 86400 if older_than is not None else None
+        gone = [p for p in files if cutoff is None or p.stat().st_mtime < cutoff]
+        for p in gone:
+            p.unlink(missing_ok=True)
+        typer.echo(f"{root}: removed {len(gone)} segments, {len(files) - len(gone)} left")
+        return
+    size = sum(p.stat().st_size for p in files)
+    typer.echo(f"{root}: {len(files)} segments, {size / 1e6:.1f} MB")
+
+
 def main() -> None:
     """Console entry point: a user error becomes one line per problem on stderr (``where: what``), exit code 2."""
     keep_freed_memory()

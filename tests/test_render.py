@@ -190,3 +190,17 @@ def test_scene_errors_render_nothing(tmp_path, tiny_model):
     out = morph("render", str(scene), "--out", str(tmp_path / "out"))
     assert out.returncode == 2 and "did you mean 'slerp'" in out.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_preview_and_cache_commands(tmp_path, tiny_model):
+    scene = write_scene(tmp_path, tiny_model, SCENE.replace("FORMAT", "gif"))
+    out = morph("preview", str(scene), "--out", str(tmp_path / "out"), "--frames", "5")
+    assert out.returncode == 0, out.stderr
+    sheet = (tmp_path / "out" / "tour-preview.png").read_bytes()
+    assert sheet.startswith(b"\x89PNG") and "3 keyframes" in out.stdout
+    cache = tmp_path / "cache"
+    assert morph("render", str(scene), "--out", str(tmp_path / "out"), "--cache", str(cache)).returncode == 0
+    shown = morph("cache", "--cache", str(cache))
+    assert re.search(r": [1-9]\d* segments", shown.stdout)
+    cleared = morph("cache", "--cache", str(cache), "--clear")
+    assert cleared.returncode == 0 and not list((cache / "segments").iterdir())

@@ -1,0 +1,107 @@
+"""End-to-end render speed against generator-only speed, and peak memory against video length.
+
+1. frames/s of ``morph render`` (generation + encoding + caching + joining, cold cache) over
+   frames/s of the generator alone on the same W frames, same batch size: ≥ 0.9 means encoding
+   is hidden behind generation.
+2. Peak RSS of a 100-frame render against a 3,000-frame render of the same scene (each in its own
+   process): memory must not grow with the video's length.
+
+    python bench/render.py [--model builtin|PATH] [--size 256] [--long 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from morph.encode import EncodeSettings
+from morph.render import auto_batch_size, generate, render
+from morph.runtime import keep_freed_memory
+from morph.scene import load_scene, timelines
+from morph.schedule import sample
+from morph.stylegan2 import load_generator
+
+SCENE = """model: {model}
+truncation: 0.7
+latents:
+  a: {{seed: 1}}
+  b: {{seed: 2}}
+  c: {{seed: 3}}
+renders:
+  tour:
+    format: mp4
+    fps: 30
+    size: {size}
+    path: [a, b, c]
+    transition: {{duration: {seconds}f, interp: slerp}}
+    loop: true
+"""
+
+
+def write_scene(folder: Path, model: str, size: int, frames: int) -> Path:
+    scene = folder / f"scene-{frames}.yaml"
+    scene.write_text(SCENE.format(model=model, size=size, seconds=max(1, frames // 3)))
+    return scene
+
+
+def peak_rss_mb(cmd: list[str]) -> float:
+    """Peak resident memory of a child process, in MB (Linux reports ru_maxrss in KiB)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"render failed: {' '.join(cmd)}")
+    return usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="builtin")
+    parser.add_argument("--size", type=int, default=256, help="output size (the generator's own is upscaled)")
+    parser.add_argument("--frames", type=int, default=240, help="frames for the speed comparison")
+    parser.add_argument("--long", type=int, default=3000, help="frames of the long render for the memory check")
+    args = parser.parse_args()
+    keep_freed_memory()
+    with tempfile.TemporaryDirectory(prefix="morph-bench-") as tmp:
+        folder = Path(tmp)
+        scene = write_scene(folder, args.model, args.size, args.frames)
+        sc = load_scene(scene)
+        G = load_generator(sc.model_path)
+        tl = timelines(sc, G)["tour"]
+        n = tl.frames
+        device = torch.device("cpu")
+        batch = auto_batch_size(G, device)
+        ws = sample(tl, torch.arange(n))
+        list(generate(G, ws[:batch], batch, "const", device))  # warm-up
+        start = time.perf_counter()
+        for _ in generate(G, ws, batch, "const", device):
+            pass
+        gen_fps = n / (time.perf_counter() - start)
+        start = time.perf_counter()
+        render(G, partial(sample, tl), n, folder / "out.mp4", EncodeSettings(format="mp4", fps=30, size=args.size),
+               G.info.sha256, device=device, batch_size=batch, cache_dir=folder / "cache")
+        e2e_fps = n / (time.perf_counter() - start)
+        print(f"model {args.model} ({G.img_resolution} px → {args.size} px mp4), {n} frames, batch {batch}, "
+              f"{torch.get_num_threads()} threads")
+        print(f"generator only: {gen_fps:.2f} frames/s; end to end: {e2e_fps:.2f} frames/s; "
+              f"ratio {e2e_fps / gen_fps:.3f} (target ≥ 0.9)")
+        rss = {}
+        for frames in (100, args.long):
+            s = write_scene(folder, args.model, args.size, frames)
+            rss[frames] = peak_rss_mb([sys.executable, "-m", "morph.cli", "render", str(s), "--out",
+                                       str(folder / f"out-{frames}"), "--cache", str(folder / f"cache-{frames}"),
+                                       "--quiet", "--batch-size", str(batch)])
+        short, long_ = rss[100], rss[args.long]
+        print(f"peak RSS: {short:.0f} MB for 100 frames, {long_:.0f} MB for {args.long} frames; "
+              f"ratio {long_ / short:.3f} (target within 10 %)")
+
+
+if __name__ == "__main__":
+    main()
