@@ -125,9 +125,8 @@ def modulated_conv2d(
     x [N,I,H,W], weight [O,I,k,k], styles [N,I], bias [O] → [N,O,H',W']. ``fused`` folds styles
     and demodulation into per-sample weights for one grouped convolution (NVIDIA's inference
     path); otherwise activations are scaled around one shared-weight convolution. ``None``
-    picks per layer whichever touches less memory: per-sample weights when they are smaller
-    than the input activations and the batch is 1 (or the kernel 1×1, where a grouped
-    convolution costs nothing extra). Demodulation, the activation gain (> 0, so it commutes
+    picks per-sample weights at batch 1 (a plain convolution) and for 1×1 kernels (where a
+    grouped convolution costs nothing extra), shared weights otherwise (bench/generator.py). Demodulation, the activation gain (> 0, so it commutes
     with lrelu), noise and bias are folded into one multiply-add over the output.
     ``weight_sq`` is Σ over the kernel window of weight² ([O, I]), cacheable by the caller;
     ``consume_input`` lets inference scale ``x`` in place.
@@ -163,7 +162,7 @@ def modulated_conv2d(
     # In inference, update tensors in place: large new tensors cost page faults.
     inplace = not torch.is_grad_enabled()
     if fused is None:
-        fused = out_ch * kh * kw <= h * w_ and (n == 1 or kh * kw == 1)
+        fused = n == 1 or kh * kw == 1
     if fused:
         wt = weight.unsqueeze(0) * (styles.reshape(n, 1, -1, 1, 1) * scale.reshape(n, -1, 1, 1, 1))
         y = conv(x.reshape(1, n * in_ch, h, w_), wt.reshape(n * out_ch, in_ch, kh, kw).to(x.dtype), groups=n)
