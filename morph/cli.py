@@ -12,17 +12,13 @@ from typing import Optional
 import typer
 
 from .errors import MorphError
-from .runtime import keep_freed_memory
+from .runtime import Terminated, keep_freed_memory, request_stop
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Render StyleGAN2 latent space into videos and looping GIFs.")
 
 EXIT_CODES = ("Exit codes: 0 done, 1 internal error, 2 bad input (scene, model file or option), "
               "3 output locked by another run (--no-wait), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so every temp file and ffmpeg child is cleaned up on the way out."""
 
 
 @app.command()
@@ -209,11 +205,7 @@ def cache(clear: bool = typer.Option(False, "--clear", help="delete cached segme
 def main() -> None:
     """Console entry point: a user error becomes one line per problem on stderr (``where: what``), exit code 2."""
     keep_freed_memory()
-
-    def on_sigterm(signum, frame):
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, request_stop)
     try:
         app()
     except MorphError as err:

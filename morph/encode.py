@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import tempfile
 import re
 from dataclasses import asdict, dataclass
@@ -71,18 +72,21 @@ def _run(cmd: list[str], where: Path) -> None:
 def atomic_path(dest: Path, suffix: Optional[str] = None) -> Iterator[Path]:
     """A temp path beside ``dest``; renamed onto ``dest`` if the block succeeds, removed otherwise."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=(suffix or dest.suffix) + ".part", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; finished files get the usual permissions
+    tmp_path: Optional[Path] = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=(suffix or dest.suffix) + ".part",
+                                   dir=dest.parent)
+        tmp_path = Path(tmp)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; finished files get the usual permissions
         yield tmp_path
         os.replace(tmp_path, dest)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
 
 
 class SegmentWriter:
@@ -101,6 +105,17 @@ class SegmentWriter:
 
     def __enter__(self) -> "SegmentWriter":
         self._tmp = self._atomic.__enter__()
+        try:
+            self._start()
+        except BaseException:  # e.g. SIGTERM while ffmpeg starts: __exit__ will not run, so clean up here
+            if getattr(self, "_proc", None) is not None:
+                self._proc.kill()
+                self._proc.wait()
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def _start(self) -> None:
         s = self.settings
         scale = [] if s.size == self.src_size else ["-vf", f"scale={s.size}:{s.size}:flags=lanczos"]
         cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
@@ -110,7 +125,6 @@ class SegmentWriter:
                str(self._tmp)]
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
-        return self
 
     def write(self, frames: np.ndarray) -> None:
         assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1:] == (self.src_size, self.src_size, 3), \
@@ -128,19 +142,23 @@ class SegmentWriter:
         raise MorphError(f"ffmpeg failed (exit {self._proc.returncode}): {last}", self.dest)
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        complete = False
         try:
             if exc_type is None:
                 self._proc.stdin.close()
                 if self._proc.wait() != 0:
                     self._fail()
-            else:
+                complete = True
+        finally:
+            if not complete:
                 self._proc.kill()
                 self._proc.wait()
-        finally:
             with contextlib.suppress(Exception):
                 self._proc.stdin.close()
             self._stderr.close()
-            self._atomic.__exit__(exc_type, exc, tb)
+            # Only a segment ffmpeg finished cleanly is renamed into place; anything else is removed.
+            abort = (exc_type, exc, tb) if exc_type is not None else (RuntimeError, RuntimeError("aborted"), None)
+            self._atomic.__exit__(*((None, None, None) if complete else abort))
 
 
 def _concat_list(segments: Sequence[Path], folder: Path) -> Path:

@@ -27,6 +27,7 @@ import torch
 from .encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, atomic_path, join_segments
 from .errors import MorphError
 from .progress import Progress
+from .runtime import check_stop
 from .stylegan2 import Generator, images_to_uint8
 from .stylegan2.loading import file_sha256
 
@@ -204,6 +205,7 @@ def render_segments(G: Generator, segments: list[Segment], sample: Callable[[tor
         ws = sample(torch.arange(seg.start, seg.stop))
         with SegmentWriter(seg.path, settings, G.img_resolution) as writer:
             for frames in _threaded(generate(G, ws, batch_size, noise_mode, device, dtype)):
+                check_stop()
                 writer.write(frames)
                 generated += len(frames)
                 progress.advance(len(frames))
@@ -238,6 +240,7 @@ def render(G: Generator, sample: Callable[[torch.Tensor], torch.Tensor], n_frame
     generated = render_segments(G, segments, sample, settings, noise_mode, device,
                                 batch_size or auto_batch_size(G, device), progress, dtype)
     progress.close()
+    check_stop()
     join_segments([s.path for s in segments], dest, settings, n_frames, audio=audio, metadata=metadata)
     remember_output(cache_dir, dest, output_key)
     for s in segments:  # mark as recently used, for cache eviction by age

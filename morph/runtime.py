@@ -27,3 +27,23 @@ def keep_freed_memory() -> bool:
         return False
     ok = mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(1 << 30)) == 1
     return ok and mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1)) == 1
+
+
+class Terminated(BaseException):
+    """A stop asked for by SIGTERM, raised at the next safe point so every temp file is cleaned up."""
+
+
+_stop_requested = False
+
+
+def request_stop(*_signal_args: object) -> None:
+    """Signal handler for SIGTERM: only records the request (raising inside arbitrary code could strand
+    a half-started ffmpeg or a temp file); long loops call ``check_stop`` between units of work."""
+    global _stop_requested
+    _stop_requested = True
+
+
+def check_stop() -> None:
+    """Raise Terminated if a stop was requested."""
+    if _stop_requested:
+        raise Terminated()

@@ -150,7 +150,7 @@ def test_sigterm_leaves_nothing_and_resume_renders_only_missing_frames(tmp_path,
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert not (out / "tour.mp4").exists()
-    assert not [p for p in out.rglob("*.part")] and not [p for p in cache.rglob("*.part")]
+    assert not [p for p in out.rglob("*.part")] and not [p for p in cache.rglob("*.part")], err
     done = sum(1 for _ in (cache / "segments").glob("*.mp4"))
     total = load_scene(scene).renders["tour"].frames
     bounds = segment_bounds(total, 25)
