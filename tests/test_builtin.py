@@ -155,9 +155,10 @@ def test_style_mixing_keeps_coarse_from_a_and_colour_from_b(generator, classifie
     rng = np.random.default_rng(11)
     za, zb = (torch.from_numpy(rng.standard_normal((64, generator.z_dim)).astype(np.float32)) for _ in range(2))
     table = mixing_agreement(classifier, generator, za, zb, MIX_CUTOFF)
-    for a in ("turn_left", "hair_long", "glasses", "hair_dark"):
+    for a in ("turn_left", "hair_long", "glasses", "beard", "hair_dark"):
         t = table[a]
-        assert t["pairs"] >= 10 and t["kept"] >= 0.75, (a, t)  # chance is 0.5
+        # chance is 0.5: ask for two standard errors above it
+        assert t["pairs"] >= 16 and t["kept"] > 0.5 + 2 * (0.25 / t["pairs"]) ** 0.5, (a, t)
     assert table["hair_dark"]["from"] == "B" and table["turn_left"]["from"] == "A"
 
 
@@ -176,3 +177,30 @@ def test_classifier_accuracy_on_fresh_faces(classifier):
     for a in ATTRIBUTES:
         acc = ((pred[a] > 0.5) == y[a])[~amb[a]].mean()
         assert acc >= 0.95, (a, acc)
+
+
+# ------------------------------------------------------------------ the training scripts, tiny
+
+def test_generator_training_runs_and_resumes(tmp_path, capsys):
+    from morph.builtin import train_generator
+    from morph.stylegan2 import load_generator
+
+    tiny = ["--out", str(tmp_path), "--resolution", "16", "--channel-base", "256", "--channel-max", "32",
+            "--w-dim", "16", "--mapping-layers", "2", "--batch", "4", "--feature-weight", "0",
+            "--trunc-start-kimg", "0", "--log-every", "1", "--snap-every", "2"]
+    train_generator.main(tiny + ["--kimg", "0.008"])
+    train_generator.main(tiny + ["--kimg", "0.016", "--resume"])
+    out = capsys.readouterr().out
+    assert "resumed at step 2" in out and '"step": 4' in out
+    G = load_generator(tmp_path / "generator.safetensors")
+    assert G.img_resolution == 16 and G.z_dim == LATENT_DIM
+    assert (tmp_path / "grid-000004.png").is_file()
+
+
+def test_classifier_training_runs(tmp_path):
+    from morph.builtin import train_classifier
+
+    path = tmp_path / "c.safetensors"
+    train_classifier.main(["--out", str(tmp_path), "--train", "64", "--val", "32", "--epochs", "1", "--batch", "32",
+                           "--widths", "4,4,8,8", "--export", str(path)])
+    assert load_classifier(path).predict(render(sample_params(1, 2), 64))["probs"].shape == (2, len(ATTRIBUTES))

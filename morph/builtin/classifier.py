@@ -71,6 +71,15 @@ class AttributeClassifier(nn.Module):
         """Penultimate features [N, feature_dim] of images already at ``image_size`` in [-1, 1]."""
         return self.features(x).mean(dim=(2, 3))
 
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Activations at the end of each stage (32, 16, 8 and 4 px), for a perceptual loss."""
+        maps = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i % 2 == 1:
+                maps.append(x)
+        return maps
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(attribute logits [N, A], normalised continuous estimates [N, C], features [N, D])."""
         f = self.embed(x)

@@ -4,7 +4,9 @@
 
 Method: every latent z has a target image, the renderer's face for z (``morph.builtin.latent``),
 so the generator is trained by plain regression, ``synthesis(mapping(z)) ≈ target(z)``, with an
-L1 loss on the image and on a 3-level pyramid of downsampled copies. Compared with adversarial
+L1 loss on the image and on a 3-level pyramid of downsampled copies, plus (``--feature-weight``)
+an L1 loss on the activations of a face classifier (``weights/perceptual.safetensors``, not the
+judge that ``evaluate`` uses), which sharpens the small features that make an attribute. Compared with adversarial
 training this needs no discriminator, cannot collapse or diverge, and converges in the couple
 of hours a 2-core CPU allows; the GAN-like latent structure is trained in explicitly:
 
@@ -44,7 +46,7 @@ from .latent import LATENT_DIM, LEVEL, coords, mix_coords, render_targets
 
 DEFAULTS = dict(
     resolution=64, w_dim=128, mapping_layers=4, mapping_lr_mul=1.0, channel_base=2048, channel_max=256,
-    batch=16, lr=0.004, kimg=300.0, budget_minutes=0.0, mix=0.9, trunc=0.2, trunc_start_kimg=10.0, ema_kimg=5.0,
+    batch=16, lr=0.004, kimg=300.0, budget_minutes=0.0, feature_weight=1.0, mix=0.9, trunc=0.2, trunc_start_kimg=10.0, ema_kimg=5.0,
 )
 
 
@@ -110,6 +112,34 @@ def pyramid_l1(img: torch.Tensor, target: torch.Tensor, levels: int = 3) -> torc
     return loss
 
 
+class FeatureLoss:
+    """L1 between the stage activations of a face classifier for image and target, each stage
+    normalised by the target's mean activation: a perceptual loss that knows what matters in
+    these faces (mouth curve, glasses, hair outline). The network is the shipped ``perceptual``
+    classifier, trained like the judge but from another seed on other faces, so the judge's
+    features (the Fréchet distance) are never optimised directly."""
+
+    def __init__(self, path=None):
+        from . import builtin_path
+        from .classifier import load_classifier
+
+        path = path or builtin_path("perceptual")
+        if not Path(path).is_file():
+            raise SystemExit(f"{path} is missing: train it first with python -m morph.builtin.train_classifier "
+                             f"--seed 1 --out runs/perceptual --export {path}  (or pass --feature-weight 0)")
+        self.net = load_classifier(path)
+
+    def __call__(self, img: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        size = self.net.image_size
+        if img.shape[-1] != size:
+            img = F.interpolate(img, size=(size, size), mode="area")
+            target = F.interpolate(target, size=(size, size), mode="area")
+        with torch.no_grad():
+            want = self.net.feature_maps(target)
+        got = self.net.feature_maps(img)
+        return sum((g - w).abs().mean() / (w.abs().mean() + 1e-3) for g, w in zip(got, want)) / len(got)
+
+
 def sample_grid(G: Generator, cfg: dict, n: int = 16, seed: int = 12345) -> np.ndarray:
     """uint8 grid: generator samples (row pairs: sample above target) for fixed latents."""
     rng = np.random.default_rng(seed)
@@ -147,7 +177,9 @@ def main(argv: list[str] | None = None) -> None:
         ap.add_argument("--" + key.replace("_", "-"), type=type(value), default=value, help=f"(default {value})")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt (its settings win)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from --out/checkpoint.pt with its settings (--kimg, --budget-minutes and "
+                         "--feature-weight may be changed)")
     ap.add_argument("--max-minutes", type=float, default=0.0, help="stop (checkpointed) after this long; 0: no limit")
     ap.add_argument("--log-every", type=int, default=20, help="steps between log lines")
     ap.add_argument("--snap-every", type=int, default=250, help="steps between checkpoints, grids and exports")
@@ -164,10 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu") if resume else None
     if ckpt is not None:
         saved = json.loads(ckpt["cfg"])
-        changed = {k: (saved[k], cfg[k]) for k in saved if k not in ("kimg", "budget_minutes") and saved[k] != cfg[k]}
+        saved = {"feature_weight": 0.0, "budget_minutes": 0.0, **saved}
+        changed = {k: (saved[k], cfg[k]) for k in saved if k not in ("kimg", "budget_minutes", "feature_weight") and saved[k] != cfg[k]}
         if changed:
             print(f"resuming with the checkpoint's settings; ignoring {changed}", flush=True)
-        cfg = {**saved, "kimg": cfg["kimg"], "budget_minutes": cfg["budget_minutes"]}
+        # the run's length and loss weights may be changed on resume, but only by saying so
+        cfg = {**saved, **{k: cfg[k] for k in ("kimg", "budget_minutes", "feature_weight") if cfg[k] != DEFAULTS[k]}}
 
     torch.manual_seed(args.seed)
     G = Generator(**init_kwargs(cfg)).to(device).train()
@@ -180,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         opt.load_state_dict(ckpt["opt"])
         step, seconds = int(ckpt["step"]), float(ckpt["seconds"])
         print(f"resumed at step {step} ({step * cfg['batch'] / 1000:.1f} kimg, {seconds / 60:.1f} min trained)", flush=True)
+    feature_loss = FeatureLoss() if cfg.get("feature_weight") else None
     params = sum(p.numel() for p in G.parameters())
     print(f"generator: {cfg['resolution']} px, {G.num_ws} ws, {params / 1e6:.2f} M parameters; "
           f"channels {[min(cfg['channel_base'] // r, cfg['channel_max']) for r in G.synthesis.block_resolutions]}; "
@@ -210,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         batch = {k: v.to(device) for k, v in batch.items()}
         img = generate(G, batch["za"], batch["zb"], batch["cutoff"], batch["psi"], update_w_avg=True)
         loss = pyramid_l1(img, batch["target"])
+        if feature_loss is not None:
+            loss = loss + cfg["feature_weight"] * feature_loss(img, batch["target"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
