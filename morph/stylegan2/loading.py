@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..builtin import resolve_model
 from .formats import Checkpoint, check_state, read_checkpoint
 from .networks import Generator
 
@@ -46,7 +47,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
 
     The returned module carries ``G.info`` (a ``ModelInfo``). Nothing in the file is executed.
     """
-    path = Path(path).expanduser()
+    path = Path(resolve_model(path)).expanduser()
     ckpt = read_checkpoint(path)
     G = build_generator(ckpt, path)
     G.info = ModelInfo(path=str(path), format=ckpt.format, sha256=file_sha256(path), metadata=dict(ckpt.metadata))
