@@ -93,15 +93,25 @@ def render(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
            quiet: bool = typer.Option(False, "--quiet", help="no progress, only errors"),
            no_wait: bool = typer.Option(False, "--no-wait", help="exit 3 if another run writes the same output"),
            cache: Optional[Path] = typer.Option(None, "--cache", help="segment cache folder [default: ~/.cache/morph]"),
+           cluster: Optional[str] = typer.Option(None, "--cluster", help="render segments on the Dask cluster whose "
+                                                                          "scheduler is here, e.g. tcp://host:8786"),
+           workers: Optional[int] = typer.Option(None, "--workers", help="render segments on a local cluster of N "
+                                                                          "worker processes"),
+           cluster_transfer: bool = typer.Option(False, "--cluster-transfer", help="workers send segments back "
+                                                 "instead of writing the cache (no shared filesystem)"),
+           shard: Optional[str] = typer.Option(None, "--shard", help="K/N: render shard K of N of the missing "
+                                                                      "segments into the cache and exit (array jobs)"),
            ) -> None:
     """Render a scene's videos and GIFs into OUT; unchanged segments come from the cache."""
     from functools import partial
 
     import torch
 
+    from .cluster import parse_shard
     from .devices import resolve_device, resolve_precision
     from .encode import EncodeSettings
     from .progress import Progress, log
+    from .projection import project_scene
     from .render import default_cache_dir, output_lock, render as render_video
     from .scene import describe, load_scene, timelines
     from .schedule import sample
@@ -119,23 +129,55 @@ def render(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
         return
     if not batch_size.isdigit() and batch_size != "auto":
         raise MorphError(f"not a batch size: {batch_size!r}", "--batch-size", "give a positive integer or auto")
+    if sum(x is not None for x in (cluster, workers, shard)) > 1:
+        raise MorphError("--cluster, --workers and --shard exclude each other", "morph render",
+                         "a shard job renders on its own machine; a cluster run splits the work itself")
+    if cluster_transfer and cluster is None and workers is None:
+        raise MorphError("--cluster-transfer applies only with --cluster or --workers", "--cluster-transfer")
+    shard_k_n = parse_shard(shard) if shard is not None else None
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     cache_dir = cache or default_cache_dir()
     G = load_generator(sc.model_path, dev)
-    paths = timelines(sc, G)
+    photos = project_scene(sc, G, cache_dir, quiet)
+    paths = timelines(sc, G, photos.latent)
     scene_sha = file_sha256(scene)
+    metadata = {"comment": f"morph scene {scene.name} sha256:{scene_sha[:16]} model sha256:{G.info.sha256[:16]}"}
+    jobs = {name: (partial(sample, paths[name]), EncodeSettings(format=sc.renders[name].format,
+                                                               fps=sc.renders[name].fps, size=sc.renders[name].size))
+            for name in names}
+    batch = int(batch_size) if batch_size.isdigit() else None
+    half = None if dtype == torch.float32 else dtype
+    if shard_k_n is not None or cluster is not None or workers is not None:
+        from .cluster import Engine, Job, pending_work, render_distributed, render_shard
+
+        engine = Engine(str(Path(G.info.path).resolve()), G.info.sha256, sc.noise, device, batch, half)
+        work = pending_work(G, [Job(dests[n], *jobs[n], sc.renders[n].frames, sc.renders[n].audio) for n in names],
+                            engine, cache_dir, metadata, force)
+        start = time.monotonic()
+        label = f"shard {shard_k_n[0]}/{shard_k_n[1]}" if shard_k_n else "cluster"
+        progress = Progress(label, 0, quiet=quiet)
+        if shard_k_n is not None:
+            segments, frames = render_shard(G, work, *shard_k_n, engine, dev, progress, force)
+            where = "in this process"
+        else:
+            segments, frames, n_workers = render_distributed(work, engine, cache_dir, progress, cluster, workers,
+                                                             cluster_transfer, force)
+            where = f"on {n_workers} workers"
+        if not quiet:
+            log(f"{label}: {segments} segments into the cache ({frames} rendered {where}) in "
+                f"{time.monotonic() - start:.1f} s" + ("; a plain morph render joins them" if shard_k_n else ""))
+        if shard_k_n is not None:
+            return
+        force = False  # every segment was just rendered and the outputs forgotten: the join below reads the cache
     for name in names:
         r, dest, tl = sc.renders[name], dests[name], paths[name]
-        settings = EncodeSettings(format=r.format, fps=r.fps, size=r.size)
+        sample_w, settings = jobs[name]
         start = time.monotonic()
-        with output_lock(dest, wait=not no_wait):
+        with output_lock(dest, wait=not no_wait), photos.noise(G, name) as model_key:
             progress = Progress(name, r.frames, quiet=quiet)
-            stats = render_video(G, partial(sample, tl), tl.frames, dest, settings, G.info.sha256, sc.noise, dev,
-                                 int(batch_size) if batch_size.isdigit() else None, cache_dir, progress,
-                                 metadata={"comment": f"morph scene {scene.name} sha256:{scene_sha[:16]} "
-                                                      f"model sha256:{G.info.sha256[:16]}"},
-                                 dtype=None if dtype == torch.float32 else dtype, force=force)
+            stats = render_video(G, sample_w, tl.frames, dest, settings, model_key, sc.noise, dev, batch,
+                                 cache_dir, progress, audio=r.audio, metadata=metadata, dtype=half, force=force)
         if quiet:
             continue
         if stats.up_to_date:
@@ -156,6 +198,7 @@ def preview(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
 
     from .devices import resolve_device
     from .encode import atomic_path
+    from .projection import project_scene
     from .render import generate
     from .scene import load_scene, timelines
     from .schedule import sample
@@ -165,12 +208,14 @@ def preview(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
     sc = load_scene(scene)
     dev = resolve_device(device)
     G = load_generator(sc.model_path, dev)
-    for name, tl in timelines(sc, G).items():
+    photos = project_scene(sc, G)
+    for name, tl in timelines(sc, G, photos.latent).items():
         keys = list(tl.keyframes)
         spaced = np.linspace(0, tl.frames - 1, num=max(1, frames)).round().astype(int).tolist()
         row = max(len(keys), len(spaced))
         pick = keys + [keys[-1]] * (row - len(keys)) + spaced + [spaced[-1]] * (row - len(spaced))
-        images = np.concatenate(list(generate(G, sample(tl, torch.tensor(pick)), 8, sc.noise, dev)))
+        with photos.noise(G, name):
+            images = np.concatenate(list(generate(G, sample(tl, torch.tensor(pick)), 8, sc.noise, dev)))
         blank = np.full_like(images[0], 255)
         images[len(keys):row] = blank  # pad the keyframe row with white
         images[row + len(spaced):] = blank
@@ -200,6 +245,223 @@ def cache(clear: bool = typer.Option(False, "--clear", help="delete cached segme
         return
     size = sum(p.stat().st_size for p in files)
     typer.echo(f"{root}: {len(files)} segments, {size / 1e6:.1f} MB")
+
+
+@app.command("sample")
+def sample_cmd(model: str = typer.Option("builtin", "--model", help="checkpoint file, or builtin"),
+               n: int = typer.Option(..., "--n", min=1, help="how many samples"),
+               out: Path = typer.Option(..., "--out", help="destination folder"),
+               truncation: float = typer.Option(1.0, "--truncation", help="psi"),
+               seed: int = typer.Option(0, "--seed", help="sample i is seed SEED+i (as in NVIDIA's generate.py)"),
+               classifier: Optional[str] = typer.Option(None, "--classifier", help="builtin: score every image "
+                                                                                   "with the built-in classifier"),
+               images: bool = typer.Option(True, "--images/--no-images", help="write 000000.png, 000001.png, ..."),
+               device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
+               batch_size: int = typer.Option(32, "--batch-size", min=1, help="images per batch")) -> None:
+    """Sample latents to label: latents.npy (W, [N, w_dim]) and z.npy, images named by index to sort by hand
+    into folders, and with --classifier builtin the attribute scores (scores.npz)."""
+    import numpy as np
+
+    from .devices import resolve_device
+    from .directions import LATENTS_FILE, SCORES_FILE, Z_FILE, map_batches, save_array, seeds_z, w_images
+    from .encode import atomic_path
+    from .progress import Progress
+    from .stylegan2.loading import load_generator
+    from .toyfaces.png import write_png
+
+    if classifier not in (None, "builtin"):
+        raise MorphError(f"unknown classifier {classifier!r}", "--classifier", "the one available is builtin")
+    dev = resolve_device(device)
+    G = load_generator(model, dev)
+    if G.c_dim:
+        raise MorphError("sampling conditional models is not supported", "--model")
+    z = seeds_z(seed, n, G.z_dim)
+    w = np.concatenate(list(map_batches(G, z, truncation)))
+    out.mkdir(parents=True, exist_ok=True)
+    save_array(out / Z_FILE, z)
+    save_array(out / LATENTS_FILE, w, {"model": str(model), "model_sha256": G.info.sha256, "space": "w", "count": n,
+                                       "seed": seed, "truncation": truncation, "num_ws": G.num_ws, "w_dim": G.w_dim})
+    scores: dict[str, list] = {}
+    if images or classifier:
+        clf = None
+        if classifier:
+            from .builtin import load_builtin_classifier
+            clf = load_builtin_classifier(dev)
+        progress = Progress("sample", n, unit="images")
+        done = 0
+        for frames in w_images(G, w, batch_size, dev):
+            if clf is not None:
+                for name, value in clf.predict(frames).items():
+                    if name in clf.attributes or name in clf.continuous:
+                        scores.setdefault(name, []).append(value)
+            for i, frame in enumerate(frames, start=done) if images else ():
+                with atomic_path(out / f"{i:06d}.png") as tmp:
+                    write_png(tmp, frame)
+            done += len(frames)
+            progress.advance(len(frames))
+        progress.close()
+    if scores:
+        with atomic_path(out / SCORES_FILE) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{name: np.concatenate(parts) for name, parts in scores.items()})
+    typer.echo(f"{out}: {n} latents ({LATENTS_FILE}, {Z_FILE})" + (f", {n} images" if images else "")
+               + (f", scores of {', '.join(scores)} ({SCORES_FILE})" if scores else ""))
+
+
+directions_app = typer.Typer(no_args_is_help=True, help="Find latent directions (SVM on labels, PCA), show them.")
+app.add_typer(directions_app, name="directions")
+
+
+@directions_app.command("train")
+def directions_train(latents: Path = typer.Option(..., "--latents", help="latents.npy from morph sample "
+                                                                          "([N, w_dim] or [N, num_ws, w_dim])"),
+                     scores: Optional[str] = typer.Option(None, "--scores", help="ATTR from scores.npz beside the "
+                                                                                 "latents, or a .npy of N scores"),
+                     positive: Optional[Path] = typer.Option(None, "--positive", help="folder of images with the attribute"),
+                     negative: Optional[Path] = typer.Option(None, "--negative", help="folder of images without it"),
+                     space: str = typer.Option("w", "--space", help="w | w+"),
+                     ratio: float = typer.Option(0.02, "--ratio", help="with --scores: top and bottom fraction kept "
+                                                                        "(a count if > 1)"),
+                     split: float = typer.Option(0.7, "--split", help="training fraction; the rest validates"),
+                     conditions: Optional[list[Path]] = typer.Option(None, "--condition", help="keep this direction's "
+                                                                     "attribute unchanged (repeatable)"),
+                     out: Optional[Path] = typer.Option(None, "--out", help="direction .npy [default: directions/ATTR.npy]"),
+                     seed: int = typer.Option(0, "--seed", help="shuffle of the train/validation split")) -> None:
+    """Train a direction with a linear SVM: from latents + scores (InterFaceGAN's recipe) or from two folders
+    of hand-sorted samples. Prints the validation accuracy; writes the .npy and its .json metadata."""
+    from .directions import (condition, load_scores, read_direction, read_meta, save_array, spread, train_folders,
+                             train_svm)
+    from .latents import read_w
+
+    if (scores is None) == (positive is None and negative is None) or (positive is None) != (negative is None):
+        raise MorphError("give either --scores ATTR or both --positive DIR and --negative DIR", "directions train")
+    if not 0 < split <= 1:
+        raise MorphError(f"split {split:g} is not in (0, 1]", "--split")
+    ws = read_w(latents)
+    if scores is not None:
+        attribute, values = load_scores(scores, latents)
+        fit = train_svm(ws, values, ratio, split, space, seed)
+        source = {"method": "svm", "scores": scores, "ratio": ratio}
+    else:
+        attribute = positive.name
+        fit = train_folders(ws, positive, negative, split, space, seed)
+        source = {"method": "svm-folders", "positive": str(positive), "negative": str(negative)}
+    direction = fit.direction
+    if conditions:
+        direction = condition(direction, [read_direction(c) for c in conditions])
+    out = out or Path("directions") / f"{attribute}.npy"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info = read_meta(latents)
+    save_array(out, direction, {**source, "attribute": attribute, "space": space, "accuracy": fit.accuracy,
+                                "positives": fit.positives, "negatives": fit.negatives, "validation": fit.validation,
+                                "split": split, "spread": spread(ws, direction, space),
+                                "conditioned_on": [str(c) for c in conditions or []], "latents": str(latents),
+                                "model_sha256": info.get("model_sha256")})
+    typer.echo(f"{attribute}: validation accuracy {fit.accuracy:.1%} on {fit.validation} held-out of "
+               f"{fit.positives} + {fit.negatives} samples ({space}); wrote {out}")
+
+
+@directions_app.command("pca")
+def directions_pca(model: str = typer.Option("builtin", "--model", help="checkpoint file, or builtin"),
+                   n: int = typer.Option(100000, "--n", min=2, help="mapped samples"),
+                   k: int = typer.Option(10, "--k", min=1, help="components to keep"),
+                   out: Path = typer.Option(Path("directions"), "--out", help="folder for pc0.npy, pc1.npy, ..."),
+                   truncation: float = typer.Option(1.0, "--truncation", help="psi"),
+                   seed: int = typer.Option(0, "--seed", help="first seed of the samples"),
+                   device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps")) -> None:
+    """GANSpace-style principal directions of W (incremental PCA of mapped samples), saved as pc0, pc1, ..."""
+    from .devices import resolve_device
+    from .directions import map_batches, pca, save_array, seeds_z
+    from .stylegan2.loading import load_generator
+
+    G = load_generator(model, resolve_device(device))
+    if k > G.w_dim:
+        raise MorphError(f"{k} components asked of a {G.w_dim}-dimensional W", "--k")
+    comps = pca(map_batches(G, seeds_z(seed, n, G.z_dim), truncation, batch=max(10000, k)), k)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, vector in enumerate(comps.vectors):
+        save_array(out / f"pc{i}.npy", vector, {"method": "pca", "attribute": f"pc{i}", "space": "w", "component": i,
+                                               "explained_variance_ratio": comps.ratio[i], "spread": comps.std[i],
+                                               "count": n, "truncation": truncation, "model_sha256": G.info.sha256})
+        typer.echo(f"pc{i}: {comps.ratio[i]:6.1%} of the variance (std {comps.std[i]:.3f})")
+    typer.echo(f"wrote {k} directions to {out} ({comps.ratio.sum():.1%} of the variance of {n} samples)")
+
+
+@directions_app.command("show")
+def directions_show(direction: str = typer.Argument(..., help="direction .npy/.npz, or builtin:NAME"),
+                    latent: str = typer.Option("0", "--latent", help="latent .npy/.npz (W or W+), or a seed number"),
+                    model: str = typer.Option("builtin", "--model", help="checkpoint file, or builtin"),
+                    out: Optional[Path] = typer.Option(None, "--out", help="PNG [default: outputs/NAME-strip.png]"),
+                    low: float = typer.Option(-3.0, "--from", help="first strength"),
+                    high: float = typer.Option(3.0, "--to", help="last strength"),
+                    steps: int = typer.Option(7, "--steps", min=2, help="images in the strip"),
+                    truncation: float = typer.Option(1.0, "--truncation", help="psi for a seed"),
+                    device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps")) -> None:
+    """A PNG strip of one face moved along a direction, from strength --from to --to."""
+    import numpy as np
+
+    from .devices import resolve_device
+    from .directions import read_meta, sweep
+    from .encode import atomic_path
+    from .latents import load_w, seed_w
+    from .progress import log
+    from .render import generate
+    from .scene import builtin_direction_path
+    from .stylegan2.loading import load_generator
+    from .toyfaces.png import grid, write_png
+
+    path = builtin_direction_path(direction.split(":", 1)[1]) if direction.startswith("builtin:") else Path(direction)
+    dev = resolve_device(device)
+    G = load_generator(model, dev)
+    trained_on = read_meta(path).get("model_sha256")
+    if trained_on and trained_on != G.info.sha256:
+        log(f"warning: {path} was trained on another model (sha256 {trained_on[:12]}, this one {G.info.sha256[:12]})")
+    d = load_w(path, G.num_ws, G.w_dim)
+    w = seed_w(G, int(latent), truncation) if latent.lstrip("-").isdigit() else load_w(latent, G.num_ws, G.w_dim)
+    strengths = np.linspace(low, high, steps)
+    images = np.concatenate(list(generate(G, sweep(w, d, strengths), 8, "const", dev)))
+    out = out or Path("outputs") / f"{path.stem}-strip.png"
+    with atomic_path(out) as tmp:
+        write_png(tmp, grid(images, cols=steps))
+    typer.echo(f"{out}: {path.stem} at strengths {', '.join(f'{s:g}' for s in strengths)}")
+
+
+@app.command()
+def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, WebP, ...)"),
+            model: str = typer.Option("builtin", "--model", help="checkpoint file, or builtin"),
+            space: str = typer.Option("w+", "--space", help="w+ (one w per layer) | w"),
+            steps: int = typer.Option(1000, "--steps", min=1, help="optimisation steps"),
+            out: Path = typer.Option(Path("outputs/projected"), "--out", help="destination folder"),
+            video: bool = typer.Option(False, "--video", help="also write NAME.mp4 of the optimisation"),
+            no_align: bool = typer.Option(False, "--no-align", help="images are aligned faces already"),
+            face: Optional[int] = typer.Option(None, "--face", min=1, help="which face, counted from the left "
+                                                                           "[default: the largest]"),
+            vgg: Optional[list[Path]] = typer.Option(None, "--vgg", help="LPIPS weights: NVIDIA's vgg16.pt, or "
+                                                     "vgg16-397923af.pth plus LPIPS's vgg.pth (repeat --vgg)"),
+            device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
+            cache: Optional[Path] = typer.Option(None, "--cache", help="cache folder [default: ~/.cache/morph]"),
+            quiet: bool = typer.Option(False, "--quiet", help="no progress, only errors")) -> None:
+    """Find the W+ (or W) latent and noise that draw each photo: NAME.npy, NAME.noise.npz, NAME.png in OUT."""
+    import numpy as np
+
+    from .devices import resolve_device
+    from .projection import SPACES, Settings, project_photos, psnr, synthesize, write_outputs
+    from .stylegan2.loading import load_generator
+
+    if space not in SPACES:
+        raise MorphError(f"unknown space {space!r}", "--space", "use w+ or w")
+    for image in images:
+        if not image.is_file():
+            raise MorphError("no such file", image)
+    G = load_generator(model, resolve_device(device))
+    settings = Settings(space=space, steps=steps, align=not no_align, face=face)
+    results = project_photos(images, G, settings, vgg or (), cache, quiet=quiet)
+    recon = synthesize(G, results)
+    scores = psnr(np.stack([r.target for r in results]), recon)
+    for image, p, rec, score in zip(images, results, recon, scores):
+        written = write_outputs(G, image, p, rec, out, video)
+        if not quiet:
+            typer.echo(f"{image}: PSNR {score:.1f} dB -> {', '.join(map(str, written))}")
 
 
 def main() -> None:

@@ -169,9 +169,12 @@ class File:
 
 @dataclass(frozen=True)
 class Project:
-    """A photo, resolved by projection onto the model (a resolver callback supplies the latent)."""
+    """A photo, resolved by projection onto the model (a resolver callback supplies the latent);
+    ``steps`` and ``space`` override the projection's defaults."""
 
     image: Path
+    steps: Optional[int] = None
+    space: Optional[str] = None
 
 
 @dataclass(frozen=True)

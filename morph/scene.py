@@ -24,9 +24,12 @@ from .schedule import EASINGS, INTERPS, Breathe, Cycle, Deform, Motion, Path as 
 FORMATS = {"mp4": 30, "webm": 30, "gif": 25, "png": 30}  # format → default fps
 NOISE_MODES = ("const", "random", "none")
 SOURCES = ("seed", "file", "project", "mean", "blend", "mix", "from")
-TOP_KEYS = ("model", "truncation", "truncation_cutoff", "noise", "directions", "latents", "renders")
-LATENT_KEYS = SOURCES + ("add", "layers", "truncation", "class")
-RENDER_KEYS = ("format", "fps", "size", "path", "around", "loop", "transition", "hold", "duration", "deform", "breathe")
+TOP_KEYS = ("model", "truncation", "truncation_cutoff", "noise", "audio", "directions", "latents", "renders")
+LATENT_KEYS = SOURCES + ("add", "layers", "truncation", "class", "steps", "space")
+PROJECT_SPACES = ("w+", "w")
+RENDER_KEYS = ("format", "fps", "size", "path", "around", "loop", "transition", "hold", "duration", "deform", "breathe",
+               "audio")
+AUDIO_FORMATS = ("mp4", "webm")  # formats that carry a sound track
 TRANSITION_KEYS = ("duration", "interp", "ease")
 STEP_KEYS = ("duration", "hold", "ease")
 DEFORM_KEYS = ("layers", "amplitude", "period", "seed")
@@ -61,6 +64,7 @@ class Render:
     size: int
     motion: Motion
     where: str
+    audio: Optional[Path] = None   # sound track muxed into the video, cut to its length
 
     @property
     def frames(self) -> int:
@@ -319,15 +323,16 @@ class _Reader:
     def all_layers(self) -> Optional[range]:
         return range(self.dims.num_ws) if self.dims else None
 
-    def existing(self, node: Node, path: str, what: str = "a file path") -> Optional[Path]:
-        """An existing file, ``~`` expanded, relative to the scene's folder."""
+    def existing(self, node: Node, path: str, what: str = "a file path", hint: str = "") -> Optional[Path]:
+        """An existing file, ``~`` expanded, relative to the scene's folder; ``hint`` follows a missing one."""
         text = self.text(node, path, what)
         if text is None:
             return None
         full = Path(text).expanduser()
         full = full if full.is_absolute() else self.base / full
         if not full.is_file():
-            self.fail(node, path, f"{text}: no such file" + (f" ({full})" if str(full) != text else ""))
+            self.fail(node, path, f"{text}: no such file" + (f" ({full})" if str(full) != text else "")
+                      + (f"; {hint}" if hint else ""))
             return None
         return full
 
@@ -392,13 +397,15 @@ class _Reader:
         if len(given) != 1:
             return None
         kind = given[0]
-        for key in ("truncation", "class"):
-            if key in items and kind != "seed":
-                self.fail(items[key][0], path, f"{key} only applies to seed latents")
+        for key, owner in (("truncation", "seed"), ("class", "seed"), ("steps", "project"), ("space", "project")):
+            if key in items and kind != owner:
+                self.fail(items[key][0], path, f"{key} only applies to {owner} latents")
         if "layers" in items and "add" not in items:
             self.fail(items["layers"][0], path, "layers only applies together with add")
         if kind == "seed":
             source = self.seed(node, path, items, psi, cutoff)
+        elif kind == "project":
+            source = self.source_project(items, path)
         else:
             source = getattr(self, f"source_{kind}")(items[kind][1], f"{path}.{kind}")
         edits = []
@@ -430,7 +437,12 @@ class _Reader:
         found = self.w_file(node, path)
         return found and File(found)
 
-    def source_project(self, node: Node, path: str) -> Optional[Project]:
+    def source_project(self, items: Items, path: str) -> Optional[Project]:
+        """A photo, with the projection's optional ``steps`` and ``space`` (w+ or w)."""
+        steps = self.option(items, "steps", path, self.number, "a positive whole number of steps",
+                            lambda x: x > 0, True)
+        space = self.option(items, "space", path, self.choice, PROJECT_SPACES)
+        node, path = items["project"][1], f"{path}.project"
         found = self.existing(node, path, "an image file")
         if found is None:
             return None
@@ -439,7 +451,9 @@ class _Reader:
         if not (head.startswith(IMAGE_MAGIC) or head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
             self.fail(node, path, f"{node.value} is not an image (PNG, JPEG, WebP, GIF, BMP or TIFF)")
             return None
-        return Project(found)
+        if ("steps" in items and steps is None) or ("space" in items and space is None):
+            return None
+        return Project(found, None if steps is None else int(steps), space)
 
     def source_mean(self, node: Node, path: str) -> Optional[Mean]:
         items = self.sequence(node, path)
@@ -488,7 +502,13 @@ class _Reader:
 
     # renders ---------------------------------------------------------------------------------------------------
 
-    def render(self, node: Node, path: str) -> Optional[Render]:
+    def audio(self, node: Node, path: str) -> Optional[Path]:
+        """A sound file for ``audio:`` (any format ffmpeg reads: mp3, wav, aac, ogg, flac …)."""
+        return self.existing(node, path, "an audio file path",
+                             "give an audio file (mp3, wav, …) relative to the scene's folder")
+
+    def render(self, node: Node, path: str, audio: Optional[Path] = None) -> Optional[Render]:
+        """A render; ``audio`` is the scene's sound track, used by mp4/webm renders that name none."""
         items = self.mapping(node, path, RENDER_KEYS)
         if items is None:
             return None
@@ -500,9 +520,17 @@ class _Reader:
         if size is not None and size % 2 and fmt in ("mp4", "webm"):
             self.fail(items["size"][1], f"{path}.size", f"{fmt} needs an even size, got {size}")
         motion = self.motion(node, path, items, fps or 30)
+        if "audio" in items and fmt is not None and fmt not in AUDIO_FORMATS:
+            self.fail(items["audio"][0], f"{path}.audio", f"a {fmt} render has no sound track; "
+                                                           f"use format {_alternatives(AUDIO_FORMATS)}, or drop audio")
+        elif "audio" in items:
+            audio = self.audio(items["audio"][1], f"{path}.audio")
+            if audio is None:
+                return None
         if None in (fmt, fps, size, motion):
             return None
-        return Render(path.split(".", 1)[1], fmt, float(fps), int(size), motion, self.where(node, path))
+        return Render(path.split(".", 1)[1], fmt, float(fps), int(size), motion, self.where(node, path),
+                      audio if fmt in AUDIO_FORMATS else None)
 
     def motion(self, node: Node, path: str, items: Items, fps: float) -> Optional[Motion]:
         if ("path" in items) == ("around" in items):
@@ -703,6 +731,7 @@ def parse_scene(text: str, file: str | Path,
     model = r.value(top["model"][1]) if "model" in top else BUILTIN
     model_path = None if isinstance(dims, ModelDims) else _model_dims(r, top, root, dims)
     noise = r.option(top, "noise", "", r.choice, NOISE_MODES, default="const")
+    audio = r.option(top, "audio", "", r.audio)
     psi = r.option(top, "truncation", "", r.number, default=DEFAULTS["truncation"])
     cutoff = r.option(top, "truncation_cutoff", "", r.number, "a layer count from 1 to the number of layers",
                       lambda x: 1 <= x <= (r.dims.num_ws if r.dims else math.inf), True)
@@ -722,7 +751,7 @@ def parse_scene(text: str, file: str | Path,
     for name, (key_node, node) in render_nodes.items():
         if not _RENDER_NAME.match(name):
             r.fail(key_node, "renders", f"render name {name!r} is used as a file name: use letters, digits, _ . - only")
-        renders[name] = r.render(node, f"renders.{name}")
+        renders[name] = r.render(node, f"renders.{name}", audio)
 
     for name, node, path in r.latent_refs:
         if name not in latent_nodes:
@@ -764,7 +793,7 @@ def timelines(scene: Scene, G, project: Optional[Projector] = None) -> dict[str,
     return {name: timeline(render.motion, ws, directions, offsets) for name, render in scene.renders.items()}
 
 
-def _origin(latent: Latent, projection: Callable[[Path], str]) -> str:
+def _origin(latent: Latent, projection: Callable[[Project], str]) -> str:
     """Where a latent comes from, in words."""
     src = latent.source
     if isinstance(src, Seed):
@@ -773,7 +802,8 @@ def _origin(latent: Latent, projection: Callable[[Path], str]) -> str:
     elif isinstance(src, File):
         text = f"file {src.path}"
     elif isinstance(src, Project):
-        text = f"projection of {src.image} ({projection(src.image)})"
+        text = f"projection of {src.image}" + (f" into {src.space.upper()}" if src.space else "") \
+            + f" ({projection(src)})"
     elif isinstance(src, Mean):
         text = f"derived: mean of {', '.join(src.names)}"
     elif isinstance(src, Blend):
@@ -810,15 +840,15 @@ def _motion_text(render: Render) -> str:
     return text
 
 
-def _projection_status(model: Optional[Path]) -> Callable[[Path], str]:
-    """``image → "cached" / "needs projection"`` from the projection module, when installed."""
+def _projection_status(model: Optional[Path]) -> Callable[[Project], str]:
+    """``photo → "cached" / "needs projection"`` from the projection module, when installed."""
     status = _hook("morph.projection", "projection_status")
     if status is None:
-        return lambda image: "needs projection, which this version of morph cannot do yet"
-    return lambda image: status(image, model)
+        return lambda photo: "needs projection, which this version of morph cannot do yet"
+    return lambda photo: status(photo, model)
 
 
-def describe(scene: Scene, projection: Optional[Callable[[Path], str]] = None) -> list[str]:
+def describe(scene: Scene, projection: Optional[Callable[[Project], str]] = None) -> list[str]:
     """The plan ``morph check`` prints: model, each latent's origin, each render's frames, duration, fps, size."""
     projection = projection or _projection_status(scene.model_path)
     d = scene.dims
@@ -834,5 +864,5 @@ def describe(scene: Scene, projection: Optional[Callable[[Path], str]] = None) -
     width = max(map(len, scene.renders), default=0)
     for name, r in scene.renders.items():
         lines.append(f"  {name:<{width}}  {r.format} {r.size}x{r.size} {r.fps:g} fps, {r.frames} frames, "
-                     f"{r.seconds:.2f} s: {_motion_text(r)}")
+                     f"{r.seconds:.2f} s: {_motion_text(r)}" + (f"; audio {r.audio}" if r.audio else ""))
     return lines

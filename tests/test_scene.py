@@ -64,6 +64,10 @@ MALFORMED = {
                          "scene.yaml:4:1: unknown key 'render'; did you mean 'renders'?"]),
     "unknown latent key": ("latents:\n  a: {sed: 1}\n  b: {seed: 2}\n" + OK,
                            ["scene.yaml:2:7: latents.a: unknown key 'sed'; did you mean 'seed'?"]),
+    "projection options": ("latents:\n  a: {project: face.png, steps: 0, space: z}\n  b: {seed: 2, steps: 9}\n" + OK,
+                           ["scene.yaml:2:33: latents.a.steps: expected a positive whole number of steps, got 0",
+                            "scene.yaml:2:43: latents.a.space: 'z' is not one of w+ or w",
+                            "scene.yaml:3:16: latents.b: steps only applies to project latents"]),
     "two sources": ("latents:\n  a: {seed: 1, file: w.npy}\n  b: {seed: 2}\n" + OK,
                     ["scene.yaml:2:6: latents.a: gives seed and file; a latent has exactly one of "
                      "seed, file, project, mean, blend, mix or from"]),
@@ -179,6 +183,7 @@ latents:
   brad:   {file: w.npy}
   avg:    {mean: [peter, julie]}
   brad50: {blend: {peter: 0.5, brad: 0.5}}
+  paul:   {project: face.png, steps: 300, space: w}
   hybrid: {mix: {coarse: peter, middle: julie, fine: brad}}
   older:  {from: peter, add: {age: 2.0}, layers: 0-7}
   young:  {seed: 7, truncation: 1}
@@ -204,6 +209,7 @@ def test_a_full_scene_becomes_a_frame_exact_model(folder):
     assert list(scene.latents)[:3] == ["peter", "julie", "brad"] and scene.model == "builtin"
     assert scene.latents["julie"].source == Seed(42, 0.7, 8, None) and scene.latents["young"].source.psi == 1
     assert scene.latents["peter"].source == Project(Path("face.png"))
+    assert scene.latents["paul"].source == Project(Path("face.png"), 300, "w")
     assert scene.latents["brad50"].source == Blend((("peter", 0.5), ("brad", 0.5)))
     assert scene.latents["hybrid"].source == Mix(("peter",) * 3 + ("julie",) * 4 + ("brad",) * 3)
     assert scene.latents["older"].edits == (("age", 2.0),) and scene.latents["older"].layers == range(0, 8)
@@ -338,3 +344,19 @@ def builtin_installed() -> bool:
 def test_every_example_scene_passes_morph_check(scene):
     out = morph_cli("check", str(scene))
     assert out.returncode == 0, out.stderr
+
+
+def test_audio_must_exist_and_suit_the_format(folder):
+    (folder / "song.wav").write_bytes(b"RIFF")
+    text = ("audio: nosong.mp3\nlatents:\n  a: {seed: 1}\n  b: {seed: 2}\nrenders:\n"
+            "  r: {path: [a, b], audio: missing.mp3}\n  g: {path: [a, b], format: gif, audio: song.wav}\n")
+    assert problems(text) == [
+        "scene.yaml:1:8: audio: nosong.mp3: no such file; give an audio file (mp3, wav, …) relative to the "
+        "scene's folder",
+        "scene.yaml:6:28: renders.r.audio: missing.mp3: no such file; give an audio file (mp3, wav, …) relative "
+        "to the scene's folder",
+        "scene.yaml:7:34: renders.g.audio: a gif render has no sound track; use format mp4 or webm, or drop audio",
+    ]
+    scene = parse_scene("audio: song.wav\nlatents:\n  a: {seed: 1}\n  b: {seed: 2}\nrenders:\n"
+                        "  r: {path: [a, b]}\n  g: {path: [a, b], format: gif}\n", "scene.yaml", DIMS)
+    assert scene.renders["r"].audio == Path("song.wav") and scene.renders["g"].audio is None

@@ -160,7 +160,9 @@ class SynthesisLayer(nn.Module):
         return self._weight_sq
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", fused: Optional[bool] = None,
-                gain: float = 1.0, consume_input: bool = False) -> torch.Tensor:
+                gain: float = 1.0, consume_input: bool = False,
+                noise_map: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``noise_map`` ([R, R] or per sample [N, 1, R, R]) replaces ``noise_const`` in noise_mode "const"."""
         in_res = self.resolution // self.up
         assert x.shape[1:] == (self.weight.shape[1], in_res, in_res), (x.shape, self.weight.shape, in_res)
         styles = self.affine(w)
@@ -168,7 +170,7 @@ class SynthesisLayer(nn.Module):
         if self.use_noise and noise_mode == "random":
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
-            noise = self.noise_const * self.noise_strength
+            noise = (self.noise_const if noise_map is None else noise_map) * self.noise_strength
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return modulated_conv2d(x, self.weight, styles, self.bias, noise=noise, up=self.up,
                                 resample_filter=self.resample_filter, fused=fused, act=self.activation,
@@ -224,28 +226,37 @@ class SynthesisBlock(nn.Module):
             self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
                                     resample_filter=resample_filter)
 
+    def noise_layers(self) -> list[SynthesisLayer]:
+        """This block's convolutions that add noise, in order (conv0, conv1)."""
+        return [layer for layer in (getattr(self, "conv0", None), self.conv1) if layer is not None and layer.use_noise]
+
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
                 noise_mode: str = "const", fused: Optional[bool] = None, dtype: torch.dtype = torch.float32,
-                channels_last: bool = False):
+                channels_last: bool = False, noise_maps: Optional[list[torch.Tensor]] = None):
         assert ws.shape[1] == self.num_conv + self.num_torgb, (ws.shape, self.num_conv, self.num_torgb)
         w_iter = iter(ws.unbind(dim=1))
+        maps = dict(zip(self.noise_layers(), noise_maps)) if noise_maps is not None else {}
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True,
+                           noise_map=maps.get(self.conv1))
         elif self.architecture == "resnet":
             x = x.to(dtype)
             y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True)
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True,
+                           noise_map=maps.get(self.conv0))
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, gain=math.sqrt(0.5),
-                           consume_input=True)
+                           consume_input=True, noise_map=maps.get(self.conv1))
             x = y + x
         else:
             x = x.to(dtype)
             # The block's input is no longer needed (the previous ToRGB has used it): conv0 may scale it in place.
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True)
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True,
+                           noise_map=maps.get(self.conv0))
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True,
+                           noise_map=maps.get(self.conv1))
         if img is not None:
             img = upsample_2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
@@ -278,24 +289,34 @@ class SynthesisNetwork(nn.Module):
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
             setattr(self, f"b{res}", block)
 
+    def noise_layers(self) -> list[SynthesisLayer]:
+        """Every convolution that adds noise, in the order of NVIDIA's ``noise_const`` buffers."""
+        return [layer for res in self.block_resolutions for layer in getattr(self, f"b{res}").noise_layers()]
+
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", fused_modconv: Optional[bool] = None,
-                dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+                dtype: Optional[torch.dtype] = None, noise_maps: Optional[list[torch.Tensor]] = None) -> torch.Tensor:
         """``fused_modconv`` None picks the faster path per layer; ``dtype`` (fp16/bf16 on a GPU)
-        applies to the blocks NVIDIA runs in fp16 (``num_fp16_res``), or to all blocks if that is 0."""
+        applies to the blocks NVIDIA runs in fp16 (``num_fp16_res``), or to all blocks if that is 0.
+        ``noise_maps`` (one per :meth:`noise_layers` entry, [R, R] or per sample [N, 1, R, R]) replace the
+        ``noise_const`` buffers in noise_mode "const", e.g. a projection's optimised noise."""
         assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), (ws.shape, self.num_ws, self.w_dim)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        assert noise_maps is None or len(noise_maps) == len(self.noise_layers()), len(noise_maps)
         ws = ws.to(torch.float32)
         any_fp16 = any(getattr(self, f"b{r}").use_fp16 for r in self.block_resolutions)
         x = img = None
-        w_idx = 0
+        w_idx = n_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             block_dtype = torch.float32
             if dtype is not None and (block.use_fp16 or not any_fp16):
                 block_dtype = dtype
+            n_maps = len(block.noise_layers())
+            maps = None if noise_maps is None else noise_maps[n_idx:n_idx + n_maps]
+            n_idx += n_maps
             x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode=noise_mode,
-                           fused=fused_modconv, dtype=block_dtype, channels_last=self.channels_last)
+                           fused=fused_modconv, dtype=block_dtype, channels_last=self.channels_last, noise_maps=maps)
             w_idx += block.num_conv
         return img
 

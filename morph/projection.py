@@ -1,0 +1,628 @@
+"""Photos → W / W+ latents (and the noise maps that finish them), by NVIDIA's projector recipe.
+
+The optimisation follows ``projector.py`` of stylegan2-ada-pytorch: start at w_avg (mean of 10k
+mapped samples, whose spread sets the scale), Adam at lr 0.1 with a 5 % ramp-up and a 25 % cosine
+ramp-down, Gaussian noise added to w that decays to zero over the first 75 % of the steps (squared),
+and the per-layer noise maps optimised too, under the multi-scale autocorrelation penalty (× 1e5)
+and renormalised to zero mean and unit variance after every step. W+ (one w per layer) by default.
+Every photo has its own seeded random streams and its own loss, so a batch of photos optimised
+together gives what each would alone; the batch only makes it faster.
+
+The distance: LPIPS on VGG16 features when the user has the weights (``--vgg``: NVIDIA's
+``vgg16.pt``, or torchvision's ``vgg16-397923af.pth`` plus the LPIPS ``vgg.pth`` lin layers).
+Without them, :func:`default_loss`, chosen on the built-in model: 6 team photos, 500 steps, W+,
+scored by PSNR and by the attribute agreement of the independent judge classifier
+(``PYTHONPATH=. python bench/project.py --losses --steps 500``)::
+
+    loss                  PSNR dB (min)   agreement
+    l1 (multi-scale)      24.71 (22.85)   0.972
+    l2 (multi-scale)      25.04 (23.27)   0.944
+    laplacian             25.07 (23.21)   0.944
+    ssim                  25.18 (22.60)   0.972
+    perceptual            23.66 (21.41)   1.000
+    perceptual+laplacian  24.70 (22.44)   1.000
+
+Only the ``perceptual`` classifier's features keep every attribute (a smile, glasses, a beard)
+right; adding the Laplacian pyramid wins back 1 dB of PSNR, within 0.5 dB of the best pixel
+loss. The classifier knows only the built-in model's faces, so other models get ``laplacian``.
+
+Results are cached under ``<cache>/projections/`` by (image bytes, model file hash, settings), so a
+scene re-render never projects again. A scene render draws every frame with the optimised noise of
+its first projected keyframe (held for the whole render: the scheduler gives W frames, not the
+keyframe weights a per-frame noise blend would need), so a projected face renders identically
+every time; the noise's hash joins the render's cache key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .align import aligned_face
+from .encode import EncodeSettings, SegmentWriter, atomic_path
+from .errors import MorphError
+from .latents import From, Project
+from .progress import Progress
+from .stylegan2 import images_to_uint8
+from .stylegan2.loading import file_sha256
+
+# Bump when a change to the optimisation alters results, so old cached projections are not reused.
+PROJECTION_VERSION = "1"
+SPACES = ("w+", "w")
+LOSSES = ("l1", "l2", "laplacian", "ssim", "perceptual", "perceptual+laplacian")
+DEFAULT_LOSS = "perceptual+laplacian"
+HISTORY_FRAMES = 60  # optimisation snapshots kept for the progress video
+SCENE_STEPS = 1000  # steps for a scene's {project: photo}
+
+Distance = Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]  # target → (image → [N] distances)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """NVIDIA's projector hyper-parameters (``projector.py`` defaults)."""
+
+    lr: float = 0.1
+    lr_rampup: float = 0.05
+    lr_rampdown: float = 0.25
+    w_noise: float = 0.05           # × w_std at step 0
+    w_noise_ramp: float = 0.75
+    noise_reg: float = 1e5
+    w_avg_samples: int = 10_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything besides the photo and the model that decides a projection (part of the cache key)."""
+
+    space: str = "w+"
+    steps: int = 1000
+    align: bool = True
+    face: Optional[int] = None
+    loss: str = "auto"              # auto: :func:`default_loss`; "lpips" with --vgg
+    vgg: tuple[str, ...] = ()       # sha256 of each --vgg file, filled in by :func:`resolve_settings`
+    seed: int = 303
+    recipe: Recipe = field(default_factory=Recipe)
+
+    def key(self, image_sha256: str, model_sha256: str) -> str:
+        head = json.dumps({"version": PROJECTION_VERSION, "image": image_sha256, "model": model_sha256,
+                           **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(head.encode()).hexdigest()
+
+
+@dataclass
+class Projection:
+    """One photo's result: W [1, w_dim] or W+ [num_ws, w_dim], noise maps [R, R] per noise layer, the
+    aligned target (uint8 [R, R, 3]) and snapshots of w during the optimisation."""
+
+    w: torch.Tensor
+    noise: list[torch.Tensor]
+    target: np.ndarray
+    history: torch.Tensor
+
+    def ws(self, num_ws: int) -> torch.Tensor:
+        """W+ [num_ws, w_dim] (a W latent repeated over the layers)."""
+        return self.w.expand(num_ws, -1).clone()
+
+
+# --- distances -------------------------------------------------------------------------------------------------
+
+def _downsample(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, 2)
+
+
+def _pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    out = [x]
+    for _ in range(levels):
+        out.append(_downsample(out[-1]))
+    return out
+
+
+def _levels(x: torch.Tensor) -> int:
+    return max(0, int(math.log2(x.shape[-1])) - 3)  # down to 8 px
+
+
+def multiscale(power: int) -> Distance:
+    """Mean |a − b|^power over the image and its 2× downsamplings to 8 px (per sample)."""
+    def bind(target: torch.Tensor):
+        want = _pyramid(target, _levels(target))
+        return lambda img: sum((g - w).abs().pow(power).mean(dim=(1, 2, 3))
+                               for g, w in zip(_pyramid(img, len(want) - 1), want)) / len(want)
+    return bind
+
+
+def _laplacian(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    gauss = _pyramid(x, levels)
+    up = [F.interpolate(g, scale_factor=2, mode="bilinear", align_corners=False) for g in gauss[1:]]
+    return [g - u for g, u in zip(gauss, up)] + [gauss[-1]]
+
+
+def laplacian() -> Distance:
+    """Laplacian-pyramid L1: band-pass levels compared separately, so edges count as much as colour."""
+    def bind(target: torch.Tensor):
+        want = _laplacian(target, _levels(target))
+        return lambda img: sum((g - w).abs().mean(dim=(1, 2, 3))
+                               for g, w in zip(_laplacian(img, len(want) - 1), want))
+    return bind
+
+
+def _blur(x: torch.Tensor, sigma: float = 1.5, size: int = 11) -> torch.Tensor:
+    t = torch.arange(size, dtype=x.dtype, device=x.device) - size // 2
+    k = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, [size // 2] * 4, mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def ssim() -> Distance:
+    """1 − SSIM (Gaussian window σ 1.5, images mapped to [0, 1])."""
+    def stats(x: torch.Tensor):
+        x = (x + 1) / 2
+        mu = _blur(x)
+        return x, mu, _blur(x * x) - mu * mu
+
+    def bind(target: torch.Tensor):
+        t, mu_t, var_t = stats(target)
+
+        def dist(img: torch.Tensor) -> torch.Tensor:
+            x, mu_x, var_x = stats(img)
+            cov = _blur(x * t) - mu_x * mu_t
+            c1, c2 = 0.01 ** 2, 0.03 ** 2
+            s = (2 * mu_x * mu_t + c1) * (2 * cov + c2) / ((mu_x ** 2 + mu_t ** 2 + c1) * (var_x + var_t + c2))
+            return 1 - s.mean(dim=(1, 2, 3))
+        return dist
+    return bind
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / (x.square().sum(dim=1, keepdim=True).sqrt() + 1e-10)
+
+
+def feature_distance(maps: Callable[[torch.Tensor], list[torch.Tensor]],
+                     weights: Optional[Sequence[torch.Tensor]] = None) -> Distance:
+    """LPIPS's form on any network: channel-normalised activations, squared differences weighted per channel
+    (``weights[k]`` [C_k]; uniform when None), averaged over space, summed over layers."""
+    def bind(target: torch.Tensor):
+        with torch.no_grad():
+            want = [_unit(m) for m in maps(target)]
+
+        def dist(img: torch.Tensor) -> torch.Tensor:
+            total = 0
+            for k, (g, w) in enumerate(zip(maps(img), want)):
+                d = (_unit(g) - w).square()
+                d = d.sum(dim=1) if weights is None else torch.einsum("nchw,c->nhw", d, weights[k])
+                total = total + d.mean(dim=(1, 2))
+            return total
+        return dist
+    return bind
+
+
+def perceptual(device: torch.device) -> Distance:
+    """:func:`feature_distance` on the built-in ``perceptual`` face classifier (not the judge), at its 64 px."""
+    from .builtin import builtin_path
+    from .builtin.classifier import load_classifier
+
+    net = load_classifier(builtin_path("perceptual"), device)
+    size = net.image_size
+
+    def maps(x: torch.Tensor) -> list[torch.Tensor]:
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear")
+        return net.feature_maps(x)
+    return feature_distance(maps)
+
+
+def combined(*parts: Distance) -> Distance:
+    """The sum of several distances."""
+    def bind(target: torch.Tensor):
+        bound = [p(target) for p in parts]
+        return lambda img: sum(b(img) for b in bound)
+    return bind
+
+
+# --- LPIPS on VGG16 (user-supplied weights) --------------------------------------------------------------------
+
+VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+LPIPS_TAPS = (3, 8, 15, 22, 29)  # indices in torchvision's vgg16.features of relu1_2, 2_2, 3_3, 4_3, 5_3
+LPIPS_SHIFT, LPIPS_SCALE = (-0.030, -0.088, -0.188), (0.458, 0.448, 0.450)
+
+
+class VGG16Features(nn.Module):
+    """torchvision's ``vgg16().features`` layout (its state-dict names), up to relu5_3."""
+
+    def __init__(self):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for v in VGG16_CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU()]
+                cin = v
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """LPIPS's five activations of an image in [-1, 1]."""
+        x = (x - x.new_tensor(LPIPS_SHIFT).view(1, 3, 1, 1)) / x.new_tensor(LPIPS_SCALE).view(1, 3, 1, 1)
+        out = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in LPIPS_TAPS:
+                out.append(x)
+        return out
+
+
+def _to_256(x: torch.Tensor) -> torch.Tensor:
+    """Images larger than 256 px are area-downsampled to 256, as NVIDIA's projector feeds VGG."""
+    return F.interpolate(x, size=(256, 256), mode="area") if x.shape[-1] > 256 else x
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(name.split("/")[1:2] == ["code"] for name in zf.namelist())
+
+
+def lpips(paths: Sequence[str | os.PathLike], device: torch.device) -> Distance:
+    """LPIPS from ``--vgg`` files: NVIDIA's ``vgg16.pt`` (TorchScript, loaded only because the user named it),
+    or state dicts holding torchvision's VGG16 ``features.*`` and optionally LPIPS's ``lin0..4.model.1.weight``
+    (uniform channel weights without them). MorphError naming the file when it is neither."""
+    paths = [Path(p).expanduser() for p in paths]
+    for p in paths:
+        if not p.is_file():
+            raise MorphError("no such file", where=p, hint="--vgg takes vgg16.pt or vgg16-397923af.pth (+ vgg.pth)")
+    if len(paths) == 1 and _is_torchscript(paths[0]):
+        with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format NVIDIA ships
+            warnings.simplefilter("ignore", DeprecationWarning)
+            net = torch.jit.load(str(paths[0]), map_location=device).eval()
+
+        def bind(target: torch.Tensor):
+            with torch.no_grad():
+                want = net(_to_256((target + 1) * 127.5), resize_images=False, return_lpips=True)
+            return lambda img: (net(_to_256((img + 1) * 127.5), resize_images=False, return_lpips=True)
+                                - want).square().sum(dim=1)
+        return bind
+    state: dict[str, torch.Tensor] = {}
+    for p in paths:
+        try:
+            loaded = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a file that is not a state dict
+            raise MorphError(f"not a VGG16 state dict ({' '.join(str(e).split())[:120]})", where=p) from None
+        state.update(loaded if isinstance(loaded, dict) else {})
+    vgg = VGG16Features()
+    wanted = vgg.state_dict()
+    missing = [k for k in wanted if k not in state or state[k].shape != wanted[k].shape]
+    if missing:
+        raise MorphError(f"not torchvision's VGG16 (missing or mis-shaped {missing[0]})", where=paths[0],
+                         hint="--vgg takes vgg16.pt, or vgg16-397923af.pth plus LPIPS's vgg.pth")
+    vgg.load_state_dict({k: state[k] for k in wanted})
+    vgg = vgg.to(device).eval().requires_grad_(False)
+    lin = [state.get(f"lin{k}.model.1.weight") for k in range(len(LPIPS_TAPS))]
+    weights = [w.reshape(-1).to(device) for w in lin] if all(w is not None for w in lin) else None
+    return feature_distance(lambda x: vgg(_to_256(x)), weights)
+
+
+def make_distance(name: str, device: torch.device, vgg: Sequence[str | os.PathLike] = ()) -> Distance:
+    """The distance called ``name`` (``lpips`` when ``vgg`` files are given)."""
+    if vgg:
+        return lpips(vgg, device)
+    parts = {"l1": lambda: multiscale(1), "l2": lambda: multiscale(2), "laplacian": laplacian, "ssim": ssim,
+             "perceptual": lambda: perceptual(device)}
+    if name not in LOSSES:
+        raise MorphError(f"unknown loss {name!r}", hint=f"use one of {', '.join(LOSSES)}")
+    return combined(*(parts[p]() for p in name.split("+")))
+
+
+# --- the optimisation ------------------------------------------------------------------------------------------
+
+def w_stats(G, samples: int = 10_000) -> tuple[torch.Tensor, float]:
+    """(w_avg [w_dim], w_std): mean and RMS distance from it of w for ``samples`` seeded z (NVIDIA's seed 123)."""
+    device = next(G.parameters()).device
+    z = torch.from_numpy(np.random.RandomState(123).randn(samples, G.z_dim)).to(device, torch.float32)
+    c = torch.zeros(samples, G.c_dim, device=device) if G.c_dim else None
+    with torch.no_grad():
+        w = torch.cat([G.mapping(z[i:i + 1000], None if c is None else c[i:i + 1000])[:, 0]
+                       for i in range(0, samples, 1000)])
+    w_avg = w.mean(dim=0)
+    return w_avg, float(((w - w_avg).square().sum() / samples).sqrt())
+
+
+def noise_regularizer(noise: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-sample Σ over layers and scales (down to 8 px) of the squared mean autocorrelation at a
+    one-pixel shift, across and down: zero for white noise, large where the noise draws structure."""
+    total = 0
+    for n in noise:
+        while True:
+            total = total + (n * torch.roll(n, 1, dims=3)).mean(dim=(1, 2, 3)).square()
+            total = total + (n * torch.roll(n, 1, dims=2)).mean(dim=(1, 2, 3)).square()
+            if n.shape[2] <= 8:
+                break
+            n = F.avg_pool2d(n, 2)
+    return total
+
+
+def learning_rate(t: float, recipe: Recipe) -> float:
+    """NVIDIA's schedule at progress ``t`` in [0, 1): linear ramp-up, cosine ramp-down."""
+    ramp = min(1.0, (1.0 - t) / recipe.lr_rampdown)
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    return recipe.lr * ramp * min(1.0, t / recipe.lr_rampup)
+
+
+def optimise(G, targets: torch.Tensor, distance: Distance, seeds: Sequence[int], space: str = "w+",
+             steps: int = 1000, recipe: Recipe = Recipe(), progress: Optional[Progress] = None,
+             stats: Optional[tuple[torch.Tensor, float]] = None) -> list[Projection]:
+    """Project images ``targets`` [N, C, R, R] in [-1, 1] together, one result per image; image i's
+    random streams come from ``seeds[i]`` only, so the batch does not change any result."""
+    device = targets.device
+    n, num_ws = len(targets), G.num_ws
+    w_avg, w_std = stats or w_stats(G, recipe.w_avg_samples)
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    layers = G.synthesis.noise_layers()
+
+    def randn(shape: Sequence[int]) -> torch.Tensor:
+        return torch.stack([torch.randn(list(shape), generator=g) for g in gens]).to(device)
+
+    w_opt = w_avg.to(device).reshape(1, 1, -1).repeat(n, num_ws if space == "w+" else 1, 1).requires_grad_(True)
+    noise = [randn([1, l.resolution, l.resolution]).requires_grad_(True) for l in layers]
+    optimizer = torch.optim.Adam([w_opt] + noise, betas=(0.9, 0.999), lr=recipe.lr)
+    dist = distance(targets)
+    keep = set(np.linspace(0, steps - 1, min(steps, HISTORY_FRAMES)).round().astype(int).tolist())
+    history = []
+    for step in range(steps):
+        t = step / steps
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(t, recipe)
+        scale = w_std * recipe.w_noise * max(0.0, 1.0 - t / recipe.w_noise_ramp) ** 2
+        ws = (w_opt + randn(w_opt.shape[1:]) * scale).expand(n, num_ws, -1)
+        img = G.synthesis(ws, noise_mode="const", noise_maps=noise)
+        loss = (dist(img) + recipe.noise_reg * noise_regularizer(noise)).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            for buf in noise:
+                buf -= buf.mean(dim=(1, 2, 3), keepdim=True)
+                buf *= buf.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
+        if step in keep:
+            history.append(w_opt.detach().cpu().clone())
+        if progress:
+            progress.advance(1)
+    target_u8 = images_to_uint8(targets).cpu().numpy()
+    hist = torch.stack(history, dim=1)  # [N, K, L, D]
+    return [Projection(w_opt[i].detach().cpu(), [b[i, 0].detach().cpu() for b in noise], target_u8[i], hist[i])
+            for i in range(n)]
+
+
+def synthesize(G, projections: Sequence[Projection]) -> np.ndarray:
+    """Each projection rendered with its own noise: uint8 [N, R, R, C]."""
+    device = next(G.parameters()).device
+    ws = torch.stack([p.ws(G.num_ws) for p in projections]).to(device)
+    maps = [torch.stack([p.noise[k] for p in projections])[:, None].to(device) for k in range(len(projections[0].noise))]
+    with torch.no_grad():
+        return images_to_uint8(G.synthesis(ws, noise_mode="const", noise_maps=maps)).cpu().numpy()
+
+
+# --- photos, cache, outputs ------------------------------------------------------------------------------------
+
+def cache_path(image: str | os.PathLike, model_sha256: str, settings: Settings, cache_dir: Optional[Path]) -> Path:
+    """Where the projection of ``image`` with these settings is cached (``<cache>/projections/KEY.npz``)."""
+    from .render import default_cache_dir
+
+    key = settings.key(file_sha256(image), model_sha256)
+    return (cache_dir or default_cache_dir()) / "projections" / f"{key}.npz"
+
+
+def _save(path: Path, p: Projection) -> None:
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, w=p.w.numpy(), target=p.target, history=p.history.numpy(),
+                 **{f"noise{k}": n.numpy() for k, n in enumerate(p.noise)})
+
+
+def _load(path: Path) -> Optional[Projection]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            count = sum(name.startswith("noise") for name in data.files)
+            return Projection(torch.from_numpy(data["w"]), [torch.from_numpy(data[f"noise{k}"]) for k in range(count)],
+                              data["target"], torch.from_numpy(data["history"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+
+
+def default_loss(model_path: str | os.PathLike) -> str:
+    """The measured best without VGG weights: perceptual+laplacian on the built-in model (whose faces the
+    perceptual classifier knows), the Laplacian pyramid on any other."""
+    from .builtin import builtin_path
+
+    return DEFAULT_LOSS if Path(model_path).resolve() == builtin_path("generator").resolve() else "laplacian"
+
+
+def resolve_settings(settings: Settings, model_path: str | os.PathLike,
+                     vgg: Sequence[str | os.PathLike] = ()) -> Settings:
+    """Settings with the loss named: LPIPS with the hashes of the ``--vgg`` files, else the model's default
+    for "auto" (so the cache key says what was optimised)."""
+    from dataclasses import replace
+
+    if vgg:
+        return replace(settings, loss="lpips", vgg=tuple(file_sha256(p) for p in vgg))
+    return replace(settings, loss=default_loss(model_path)) if settings.loss == "auto" else settings
+
+
+def project_photos(images: Sequence[str | os.PathLike], G, settings: Settings = Settings(),
+                   vgg: Sequence[str | os.PathLike] = (), cache_dir: Optional[Path] = None,
+                   batch_size: int = 8, quiet: bool = False) -> list[Projection]:
+    """Each image projected (or read back from the cache): the missing ones optimised in batches."""
+    settings = resolve_settings(settings, G.info.path, vgg)
+    device = next(G.parameters()).device
+    paths = [cache_path(img, G.info.sha256, settings, cache_dir) for img in images]
+    found = [_load(p) if p.is_file() else None for p in paths]
+    todo = [i for i, f in enumerate(found) if f is None]
+    if todo:
+        targets = {i: aligned_face(images[i], G.img_resolution, settings.align, settings.face) for i in todo}
+        distance = make_distance(settings.loss, device, vgg)
+        stats = w_stats(G, settings.recipe.w_avg_samples)
+        progress = Progress("project", settings.steps * math.ceil(len(todo) / batch_size), unit="steps", quiet=quiet)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            x = torch.from_numpy(np.stack([targets[i] for i in chunk])).permute(0, 3, 1, 2).to(device)
+            x = x.float() / 127.5 - 1
+            x = x.mean(dim=1, keepdim=True) if G.img_channels == 1 else x
+            seeds = [int(paths[i].stem[:8], 16) ^ settings.seed for i in chunk]  # the key: image, model, settings
+            for i, p in zip(chunk, optimise(G, x, distance, seeds, settings.space, settings.steps, settings.recipe,
+                                            progress, stats)):
+                _save(paths[i], p)
+                found[i] = p
+        progress.close()
+    return found
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Peak signal-to-noise ratio (dB) of uint8 image pairs [N, H, W, C]."""
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)
+    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+
+
+def attribute_agreement(classifier, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pair, the share of the classifier's binary attributes it reads the same way (p > 0.5) in both."""
+    pa, pb = classifier.predict(a)["probs"], classifier.predict(b)["probs"]
+    return ((pa > 0.5) == (pb > 0.5)).mean(axis=1)
+
+
+def write_outputs(G, image: str | os.PathLike, p: Projection, recon: np.ndarray, out: Path,
+                  video: bool = False) -> list[Path]:
+    """``NAME.npy`` (the latent), ``NAME.noise.npz`` (noise maps by layer), ``NAME.png`` (target | ``recon``,
+    the reconstruction) and, with ``video``, ``NAME.mp4`` (the reconstruction at each kept optimisation step)."""
+    from .toyfaces.png import grid, write_png
+
+    name = Path(image).stem
+    names = {id(m): n for n, m in G.synthesis.named_modules()}
+    written = [out / f"{name}.npy", out / f"{name}.noise.npz", out / f"{name}.png"]
+    with atomic_path(written[0]) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, p.w.numpy())
+    with atomic_path(written[1]) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{names[id(l)]: n.numpy() for l, n in zip(G.synthesis.noise_layers(), p.noise)})
+    with atomic_path(written[2]) as tmp:
+        write_png(tmp, grid(_rgb(np.stack([p.target, recon])), cols=2))
+    if video:
+        frames = synthesize(G, [Projection(w, p.noise, p.target, p.history) for w in p.history])
+        size = max(256, G.img_resolution + G.img_resolution % 2)
+        written.append(out / f"{name}.mp4")
+        with SegmentWriter(written[-1], EncodeSettings(format="mp4", fps=10, size=size), G.img_resolution) as wr:
+            wr.write(_rgb(frames))
+    return written
+
+
+def _rgb(images: np.ndarray) -> np.ndarray:
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+
+
+# --- scenes ----------------------------------------------------------------------------------------------------
+
+def scene_settings(spec: Project, resolution: int) -> Settings:
+    """How a scene's ``{project: photo, steps, space}`` is projected: defaults unless the scene says; a square
+    photo at the model's own resolution is taken as an already aligned face (what ``morph project`` makes)."""
+    from .align import read_image
+
+    h, w = read_image(spec.image).shape[:2]
+    return Settings(space=spec.space or Settings.space, steps=spec.steps or SCENE_STEPS,
+                    align=not (h == w == resolution))
+
+
+@lru_cache(maxsize=4)
+def _model_facts(model_path: Path) -> tuple[str, int]:
+    """(file sha256, resolution) of a checkpoint, loaded once per ``morph check``."""
+    from .stylegan2.loading import load_generator
+
+    G = load_generator(model_path)
+    return G.info.sha256, G.img_resolution
+
+
+def projection_status(spec: Project, model_path: Optional[Path]) -> str:
+    """For ``morph check``: "cached" or "needs projection (N steps)"."""
+    needs = f"needs projection ({spec.steps or SCENE_STEPS} steps)"
+    if model_path is None:
+        return needs
+    sha, resolution = _model_facts(Path(model_path))
+    try:
+        settings = resolve_settings(scene_settings(spec, resolution), model_path)
+    except MorphError as err:
+        return f"{needs}, which will fail: {err.message}"
+    return "cached" if cache_path(spec.image, sha, settings, None).is_file() else needs
+
+
+@dataclass
+class ScenePhotos:
+    """A scene's projected photos: the latent callback for ``scene.timelines`` and each render's noise."""
+
+    scene: object
+    projections: dict[Project, Projection]
+
+    def latent(self, spec: Project) -> torch.Tensor:
+        """The ``Projector`` callback: the photo's W+ [num_ws, w_dim]."""
+        return self.projections[spec].ws(self.scene.dims.num_ws)
+
+    def noise_maps(self, render: str) -> Optional[list[torch.Tensor]]:
+        """The noise of the render's first keyframe that is a projected photo (directly or ``from:`` one), held
+        for the whole render; None when no keyframe is (the model's own constant noise)."""
+        for key in self.scene.renders[render].motion.path.keys:
+            latent = self.scene.latents[key]
+            while isinstance(latent.source, From):
+                latent = self.scene.latents[latent.source.name]
+            if isinstance(latent.source, Project):
+                return self.projections[latent.source].noise
+        return None
+
+    @contextlib.contextmanager
+    def noise(self, G, render: str) -> Iterator[str]:
+        """``G`` drawing with the render's projected noise (:meth:`noise_maps`) in place of its constant noise
+        for the duration. Yields the model's key for the render cache: its file hash, plus the noise maps'
+        hash when they are swapped in, so cached segments never mix noises."""
+        maps = self.noise_maps(render)
+        if maps is None:
+            yield G.info.sha256
+            return
+        layers = G.synthesis.noise_layers()
+        saved = [layer.noise_const.clone() for layer in layers]
+        try:
+            for layer, m in zip(layers, maps):
+                layer.noise_const.copy_(m)
+            yield f"{G.info.sha256}+noise:{noise_digest(maps)}"
+        finally:
+            for layer, old in zip(layers, saved):
+                layer.noise_const.copy_(old)
+
+
+def project_scene(scene, G, cache_dir: Optional[Path] = None, quiet: bool = False) -> ScenePhotos:
+    """Every ``{project: photo}`` of a scene, the missing ones projected together in one batch (cached)."""
+    specs = list(dict.fromkeys(l.source for l in scene.latents.values() if isinstance(l.source, Project)))
+    groups: dict[Settings, list[Project]] = {}
+    for spec in specs:
+        groups.setdefault(scene_settings(spec, G.img_resolution), []).append(spec)
+    done: dict[Project, Projection] = {}
+    for settings, group in groups.items():
+        done.update(zip(group, project_photos([spec.image for spec in group], G, settings, cache_dir=cache_dir,
+                                              batch_size=len(group), quiet=quiet)))
+    return ScenePhotos(scene, done)
+
+
+def noise_digest(maps: Sequence[torch.Tensor]) -> str:
+    """SHA-256 of noise maps (part of a render's cache key when they replace the model's)."""
+    digest = hashlib.sha256()
+    for m in maps:
+        digest.update(m.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,277 @@
+"""morph project: photos → W / W+ on the built-in model (quality floors, batching, cache, noise reuse),
+scenes with ``{project: ...}`` keyframes, LPIPS weight files, and FFHQ alignment with dlib."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from morph import align, projection
+from morph.builtin import builtin_path
+from morph.errors import MorphError
+from morph.projection import Settings, attribute_agreement, project_photos, psnr, synthesize
+
+TEAM = sorted((Path(__file__).resolve().parents[1] / "scenes" / "team").glob("*.png"))
+STEPS = 40  # leaves the mean face far behind at 64 px (measured: W+ 21.4-25.4 dB, W 20.8-24.9 dB, mean face
+# 12.6-15.0 dB, attributes 18/18); the README's figures use 1000
+PHOTOS = TEAM[:3]
+
+needs_builtin = pytest.mark.skipif(not builtin_path("generator").is_file() or len(TEAM) < 3,
+                                   reason="the built-in model's weights or scenes/team are missing")
+needs_dlib = pytest.mark.skipif(importlib.util.find_spec("dlib") is None or align._predictor_path() is None
+                                or importlib.util.find_spec("skimage") is None,
+                                reason="dlib, face_recognition_models or scikit-image not installed "
+                                       "(pip install 'morph[align]')")
+
+
+@pytest.fixture(scope="module")
+def G():
+    from morph.builtin import load_builtin_generator
+
+    return load_builtin_generator()
+
+
+@pytest.fixture(scope="module")
+def noisy_model(G, tmp_path_factory) -> Path:
+    """The built-in model with noise strength 0.2 in every layer (the interim one draws no noise at all), so
+    that using the right noise maps shows in the pixels."""
+    from morph.stylegan2.formats import write_native
+
+    state = {k: v.clone() for k, v in G.state_dict().items()}
+    for k in state:
+        if k.endswith("noise_strength"):
+            state[k].fill_(0.2)
+    path = tmp_path_factory.mktemp("model") / "noisy.safetensors"
+    write_native(path, G.init_kwargs, state)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def projected(G, cache):
+    """W+ and W projections of three team photos (aligned already: --no-align), each space in one batch."""
+    return {space: project_photos(PHOTOS, G, Settings(space=space, steps=STEPS, align=False), cache_dir=cache,
+                                  quiet=True) for space in ("w+", "w")}
+
+
+@needs_builtin
+@pytest.mark.slow
+@pytest.mark.parametrize("space,psnr_floor", [("w+", 18.5), ("w", 18.0)])
+def test_reconstruction_beats_floors(G, projected, space, psnr_floor):
+    from morph.builtin import load_builtin_classifier
+
+    results = projected[space]
+    recon = synthesize(G, results)
+    targets = np.stack([r.target for r in results])
+    mean_face = synthesize(G, [dataclasses.replace(results[0], w=G.mapping.w_avg[None].clone())] * len(results))
+    assert results[0].w.shape == ((G.num_ws, G.w_dim) if space == "w+" else (1, G.w_dim))
+    assert psnr(targets, recon).min() > psnr_floor
+    assert psnr(targets, recon).mean() > psnr(targets, mean_face).mean() + 4  # it moved towards the photo
+    assert attribute_agreement(load_builtin_classifier(), targets, recon).mean() >= 0.8
+
+
+@needs_builtin
+def test_batch_equals_loop(G, tmp_path):
+    settings = Settings(steps=8, align=False)
+    batch = project_photos(PHOTOS[:2], G, settings, cache_dir=tmp_path / "a", quiet=True)
+    alone = [project_photos([p], G, settings, cache_dir=tmp_path / "b", quiet=True)[0] for p in PHOTOS[:2]]
+    # Same random streams and losses; only float rounding of batched convolutions differs (Adam magnifies it a
+    # little where gradients are near zero), far below the spread of w (~0.6 per dimension here).
+    for x, y in zip(batch, alone):
+        torch.testing.assert_close(x.w, y.w, atol=2e-2, rtol=0)
+        for a, b in zip(x.noise, y.noise):
+            torch.testing.assert_close(a, b, atol=2e-2, rtol=0)
+    assert psnr(synthesize(G, batch), synthesize(G, alone)).min() > 40
+
+
+@needs_builtin
+def test_second_projection_comes_from_the_cache(G, cache, projected, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("optimised again")
+
+    monkeypatch.setattr(projection, "optimise", fail)
+    again = project_photos(PHOTOS, G, Settings(space="w+", steps=STEPS, align=False), cache_dir=cache, quiet=True)
+    for a, b in zip(again, projected["w+"]):
+        assert torch.equal(a.w, b.w) and all(torch.equal(x, y) for x, y in zip(a.noise, b.noise))
+    with pytest.raises(AssertionError, match="optimised again"):  # other settings are another projection
+        project_photos(PHOTOS[:1], G, Settings(space="w+", steps=STEPS + 1, align=False), cache_dir=cache)
+
+
+@needs_builtin
+def test_outputs_hold_latent_noise_and_images(noisy_model, tmp_path):
+    from morph.latents import read_w
+    from morph.stylegan2 import load_generator
+
+    G = load_generator(noisy_model)
+    p = project_photos(PHOTOS[:1], G, Settings(steps=5, align=False), cache_dir=tmp_path, quiet=True)[0]
+    recon = synthesize(G, [p])
+    written = projection.write_outputs(G, PHOTOS[0], p, recon[0], tmp_path, video=True)
+    name = PHOTOS[0].stem
+    assert [w.name for w in written] == [f"{name}.npy", f"{name}.noise.npz", f"{name}.png", f"{name}.mp4"]
+    assert np.array_equal(read_w(tmp_path / f"{name}.npy"), p.w.numpy())
+    with np.load(tmp_path / f"{name}.noise.npz") as noise:
+        assert list(noise.files)[0] == "b4.conv1" and len(noise.files) == len(p.noise)
+        assert all(np.array_equal(noise[k], n.numpy()) for k, n in zip(noise.files, p.noise))
+    side = align.read_image(tmp_path / f"{name}.png")
+    assert side.shape == (64 + 4, 2 * 64 + 6, 3)
+    assert np.array_equal(side[2:66, 2:66], p.target) and np.array_equal(side[2:66, 68:132], recon[0])
+    # The projection's own noise matters: the model's constant noise draws another image.
+    own = synthesize(G, [dataclasses.replace(p, noise=[l.noise_const for l in G.synthesis.noise_layers()])])
+    assert not np.array_equal(own, recon)
+
+
+@needs_builtin
+def test_project_command(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from morph.cli import app
+
+    monkeypatch.setenv("MORPH_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    ok = runner.invoke(app, ["project", str(PHOTOS[0]), "--no-align", "--space", "w", "--steps", "3",
+                             "--out", str(tmp_path / "out")])
+    assert ok.exit_code == 0, ok.output
+    assert "PSNR" in ok.output and np.load(tmp_path / "out" / f"{PHOTOS[0].stem}.npy").shape == (1, 128)
+    bad = runner.invoke(app, ["project", str(tmp_path / "nobody.png")])
+    assert bad.exit_code != 0 and isinstance(bad.exception, MorphError)
+    assert str(bad.exception) == f"{tmp_path / 'nobody.png'}: no such file"
+
+
+@needs_builtin
+def test_scene_projects_once_and_renders_with_the_saved_noise(noisy_model, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from morph.cli import app
+    from morph.stylegan2 import load_generator
+
+    monkeypatch.setenv("MORPH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(projection, "SCENE_STEPS", 6)
+    for p in PHOTOS[:2]:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    scene = tmp_path / "scene.yaml"
+    scene.write_text(f"model: {noisy_model}\nlatents:\n  a: {{project: {PHOTOS[0].name}}}\n  b: {{project: {PHOTOS[1].name}}}\n"
+                     "  c: {seed: 3}\nrenders:\n  tour: {format: png, fps: 10, path: [a, b, c], "
+                     "transition: {duration: 2f}, hold: 1f}\n")
+    calls = []
+    real = projection.optimise
+    monkeypatch.setattr(projection, "optimise", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    runner = CliRunner()
+    check = runner.invoke(app, ["check", str(scene)])
+    assert "needs projection (6 steps)" in check.output, check.output
+    first = runner.invoke(app, ["render", str(scene), "--out", str(tmp_path / "out"), "--quiet"])
+    assert first.exit_code == 0, first.output
+    assert calls == [2]  # both photos, one batch
+    assert "cached" in runner.invoke(app, ["check", str(scene)]).output
+    frames = np.stack([align.read_image(f) for f in sorted((tmp_path / "out" / "tour").glob("*.png"))])
+    second = runner.invoke(app, ["render", str(scene), "--out", str(tmp_path / "out2"), "--quiet"])
+    assert second.exit_code == 0, second.output
+    assert calls == [2]  # nothing projected again
+    G = load_generator(noisy_model)
+    cached = project_photos([tmp_path / p.name for p in PHOTOS[:1]], G, Settings(steps=6, align=False),
+                            cache_dir=tmp_path / "cache", quiet=True)
+    assert calls == [2]
+    # Keyframe a is drawn with its own optimised noise (up to float rounding of batched vs single synthesis),
+    # not with the model's constant noise.
+    diff = np.abs(frames[0].astype(int) - synthesize(G, cached)[0])
+    assert diff.max() <= 1 and diff.mean() < 0.05
+    own = synthesize(G, [dataclasses.replace(cached[0], noise=[l.noise_const for l in G.synthesis.noise_layers()])])
+    assert np.abs(frames[0].astype(int) - own[0]).mean() > 0.5
+
+
+@needs_builtin
+def test_lpips_from_a_torchvision_shaped_file(tmp_path):
+    torch.manual_seed(0)
+    state = projection.VGG16Features().state_dict()
+    state |= {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate((64, 128, 256, 512, 512))}
+    torch.save(state, tmp_path / "vgg16.pth")
+    bind = projection.make_distance("ignored", torch.device("cpu"), [tmp_path / "vgg16.pth"])
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    dist = bind(x)
+    assert torch.allclose(dist(x), torch.zeros(2), atol=1e-6)
+    y = x.flip(-1).requires_grad_(True)
+    d = dist(y)
+    assert d.shape == (2,) and (d > 0).all()
+    d.sum().backward()
+    assert y.grad.abs().sum() > 0
+    (tmp_path / "bad.pth").write_bytes(b"not a state dict")
+    with pytest.raises(MorphError, match="bad.pth: not a VGG16 state dict"):
+        projection.make_distance("ignored", torch.device("cpu"), [tmp_path / "bad.pth"])
+
+
+class _ScriptedVGG(torch.nn.Module):
+    """The call signature of NVIDIA's vgg16.pt, on a random convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, img: torch.Tensor, resize_images: bool = True, return_lpips: bool = False) -> torch.Tensor:
+        return self.conv(img / 255).flatten(1)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_lpips_from_torchscript(tmp_path):
+    torch.jit.save(torch.jit.script(_ScriptedVGG()), str(tmp_path / "vgg16.pt"))
+    dist = projection.make_distance("ignored", torch.device("cpu"), [tmp_path / "vgg16.pt"])
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.allclose(dist(x)(x), torch.zeros(2)) and (dist(x)(-x) > 0).all()
+
+
+def test_missing_dlib_is_one_clear_line(tmp_path, monkeypatch):
+    image = tmp_path / "me.png"
+    from morph.toyfaces.png import write_png
+
+    write_png(image, np.zeros((40, 60, 3), np.uint8))
+    monkeypatch.setattr(align, "_predictor_path", lambda: None)
+    align._dlib_models.cache_clear()
+    with pytest.raises(MorphError) as err:
+        align.aligned_face(image, 64)
+    align._dlib_models.cache_clear()
+    assert "\n" not in str(err.value) and "pip install 'morph[align]'" in str(err.value)
+    assert align.aligned_face(image, 64, align=False).shape == (64, 64, 3)  # --no-align needs no dlib
+
+
+@needs_dlib
+def test_no_face_names_the_file(tmp_path):
+    from morph.toyfaces.png import write_png
+
+    image = tmp_path / "wall.png"
+    write_png(image, np.full((80, 80, 3), 128, np.uint8))
+    with pytest.raises(MorphError, match=r"wall.png: no face found") as err:
+        align.aligned_face(image, 64)
+    assert "\n" not in str(err.value)
+    with pytest.raises(MorphError, match="cannot read the image"):
+        align.read_image(tmp_path / "missing.png")
+
+
+@needs_dlib
+def test_astronaut_is_aligned_like_ffhq(tmp_path):
+    from skimage import data
+
+    from morph.toyfaces.png import write_png
+
+    photo = tmp_path / "astronaut.png"
+    write_png(photo, data.astronaut())
+    with pytest.raises(MorphError, match="--face 2: the photo has 1 face"):
+        align.aligned_face(photo, 256, face=2)
+    crop = align.aligned_face(photo, 256)
+    lm = align.face_landmarks(crop, "crop")
+    eye_left, eye_right = lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)
+    angle = np.degrees(np.arctan2(*(eye_right - eye_left)[::-1]))
+    assert abs(angle) < 1.0
+    # FFHQ framing is a fixed point: the crop's own FFHQ frame is the whole crop (centre, size, no rotation).
+    c, x, y = align.ffhq_frame(lm)
+    assert np.abs(c - 127.5).max() < 0.02 * 256
+    assert abs(np.hypot(*x) - 128) < 0.03 * 256 and abs(x[1]) < 0.02 * 128
+    # Where FFHQ puts the eyes: level, a little above the centre, about a quarter of the width apart.
+    assert 0.35 < (eye_left[1] + eye_right[1]) / 2 / 256 < 0.5
+    assert 0.2 < (eye_right[0] - eye_left[0]) / 256 < 0.3
