@@ -51,6 +51,19 @@ def resolve_model(model: str | os.PathLike) -> str | os.PathLike:
     return path
 
 
+def direction_path(name: str) -> Path:
+    """File of the shipped direction ``name`` (``builtin:NAME`` in a scene); a MorphError lists the ones there are."""
+    from ..errors import MorphError
+
+    folder = WEIGHTS_DIR / "directions"
+    available = sorted(p.stem for p in folder.glob("*.npy"))
+    if name not in available:
+        raise MorphError(f"no built-in direction named {name!r}",
+                         hint=f"choose from {', '.join(available)}" if available else
+                         "none are installed; train them: python -m morph.builtin.train_directions")
+    return folder / f"{name}.npy"
+
+
 def load_builtin_generator(device: str = "cpu"):
     """The shipped generator (``morph.stylegan2.load_generator`` on :func:`builtin_path`)."""
     from ..stylegan2.loading import load_generator
@@ -65,5 +78,5 @@ def load_builtin_classifier(device: str = "cpu"):
     return load_classifier(builtin_path("classifier"), device=device)
 
 
-__all__ = ["BUILTIN_NAME", "WEIGHTS_DIR", "builtin_path", "is_builtin", "load_builtin_classifier",
+__all__ = ["BUILTIN_NAME", "WEIGHTS_DIR", "builtin_path", "direction_path", "is_builtin", "load_builtin_classifier",
            "load_builtin_generator", "resolve_model"]
