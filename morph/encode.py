@@ -177,8 +177,9 @@ def join_segments(segments: Sequence[Path], dest: Path, settings: EncodeSettings
                "-i", str(listing)]
         if settings.format in ("mp4", "webm"):
             audio_in = ["-i", str(audio)] if audio else []
+            # -t, not -shortest: a sound track longer than the video is cut to it, a shorter one never cuts the video
             audio_out = (["-map", "0:v", "-map", "1:a", "-c:a", "aac" if settings.format == "mp4" else "libopus",
-                          "-shortest"] if audio else [])
+                          "-t", f"{total_frames / settings.fps:.6f}"] if audio else [])
             faststart = ["-movflags", "+faststart"] if settings.format == "mp4" else []
             with atomic_path(dest) as tmp:
                 _run([*src, *audio_in, "-c:v", "copy", *audio_out, *faststart, *meta_args,

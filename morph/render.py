@@ -187,11 +187,30 @@ def is_up_to_date(cache_dir: Path, dest: Path, key: str) -> bool:
         return False
 
 
+def forget_output(cache_dir: Path, dest: Path) -> None:
+    """Drop ``dest``'s up-to-date record, so the next render joins it again."""
+    _output_record(cache_dir, dest).unlink(missing_ok=True)
+
+
 def remember_output(cache_dir: Path, dest: Path, key: str) -> None:
     record = _output_record(cache_dir, dest)
     record.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(record) as tmp:
         tmp.write_text(json.dumps(_output_state(dest, key)))
+
+
+def render_segment(G: Generator, ws: torch.Tensor, dest: Path, settings: EncodeSettings, noise_mode: str,
+                   device: torch.device, batch_size: int, dtype: Optional[torch.dtype] = None,
+                   advance: Optional[Callable[[int], None]] = None) -> int:
+    """Generate W frames ``ws`` and encode them into segment file ``dest`` (atomic: complete or absent);
+    ``advance(n)`` is called per batch. Returns the number of frames generated."""
+    with SegmentWriter(dest, settings, G.img_resolution) as writer:
+        for frames in _threaded(generate(G, ws, batch_size, noise_mode, device, dtype)):
+            check_stop()
+            writer.write(frames)
+            if advance is not None:
+                advance(len(frames))
+    return len(ws)
 
 
 def render_segments(G: Generator, segments: list[Segment], sample: Callable[[torch.Tensor], torch.Tensor],
@@ -202,14 +221,30 @@ def render_segments(G: Generator, segments: list[Segment], sample: Callable[[tor
     for seg in segments:
         if seg.path.exists():
             continue
-        ws = sample(torch.arange(seg.start, seg.stop))
-        with SegmentWriter(seg.path, settings, G.img_resolution) as writer:
-            for frames in _threaded(generate(G, ws, batch_size, noise_mode, device, dtype)):
-                check_stop()
-                writer.write(frames)
-                generated += len(frames)
-                progress.advance(len(frames))
+        generated += render_segment(G, sample(torch.arange(seg.start, seg.stop)), seg.path, settings, noise_mode,
+                                    device, batch_size, dtype, progress.advance)
     return generated
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    """A render's segments, and the key its joined output is recorded under (see ``is_up_to_date``)."""
+
+    segments: list[Segment]
+    key: str
+
+
+def plan_render(G: Generator, sample: Callable[[torch.Tensor], torch.Tensor], n_frames: int,
+                settings: EncodeSettings, model_sha256: str, noise_mode: str, cache_dir: Path,
+                audio: Optional[Path] = None, metadata: Optional[dict[str, str]] = None,
+                dtype: Optional[torch.dtype] = None) -> RenderPlan:
+    """The segments of a render with their cache files, and the up-to-date key of its output."""
+    segments = plan_segments(sample, n_frames, settings, model_sha256, noise_mode, cache_dir,
+                             extra={"resolution": G.img_resolution, "dtype": str(dtype or torch.float32)})
+    key = hashlib.sha256(json.dumps({"segments": [s.key for s in segments], "metadata": metadata or {},
+                                     "audio": file_sha256(audio) if audio else None,
+                                     "format": settings.format}, sort_keys=True).encode()).hexdigest()
+    return RenderPlan(segments, key)
 
 
 def render(G: Generator, sample: Callable[[torch.Tensor], torch.Tensor], n_frames: int, dest: Path,
@@ -223,11 +258,8 @@ def render(G: Generator, sample: Callable[[torch.Tensor], torch.Tensor], n_frame
     ``force`` re-renders every segment (replacing the cached ones) and re-joins the output.
     """
     cache_dir = cache_dir or default_cache_dir()
-    segments = plan_segments(sample, n_frames, settings, model_sha256, noise_mode, cache_dir,
-                             extra={"resolution": G.img_resolution, "dtype": str(dtype or torch.float32)})
-    output_key = hashlib.sha256(json.dumps({"segments": [s.key for s in segments], "metadata": metadata or {},
-                                            "audio": file_sha256(audio) if audio else None,
-                                            "format": settings.format}, sort_keys=True).encode()).hexdigest()
+    plan = plan_render(G, sample, n_frames, settings, model_sha256, noise_mode, cache_dir, audio, metadata, dtype)
+    segments, output_key = plan.segments, plan.key
     if force:
         for seg in segments:
             seg.path.unlink(missing_ok=True)

@@ -204,3 +204,44 @@ def test_preview_and_cache_commands(tmp_path, tiny_model):
     assert re.search(r": [1-9]\d* segments", shown.stdout)
     cleared = morph("cache", "--cache", str(cache), "--clear")
     assert cleared.returncode == 0 and not list((cache / "segments").iterdir())
+
+
+def write_wav(path: Path, seconds: float, hz: float, rate: int = 16000) -> None:
+    """A mono 16-bit sine tone."""
+    import wave
+
+    t = np.arange(int(seconds * rate)) / rate
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes((np.sin(2 * np.pi * hz * t) * 12000).astype("<i2").tobytes())
+
+
+def audio_seconds(path: Path) -> float:
+    """Length of a file's first audio stream, decoded."""
+    from morph.encode import ffmpeg_exe
+
+    pcm = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-f", "s16le",
+                          "-ac", "1", "-ar", "8000", "-"], capture_output=True, check=True).stdout
+    return len(pcm) / 2 / 8000
+
+
+def test_audio_is_muxed_cut_to_the_video_and_keys_the_output(tmp_path, tiny_model):
+    from morph.encode import ffmpeg_exe
+
+    write_wav(tmp_path / "song.wav", 6.0, 440)
+    scene = write_scene(tmp_path, tiny_model, "audio: song.wav\n" + SCENE.replace("FORMAT", "mp4"))
+    args = ("render", str(scene), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"))
+    assert morph(*args).returncode == 0
+    dest = tmp_path / "out" / "tour.mp4"
+    frames = load_scene(scene).renders["tour"].frames
+    assert "Audio: aac" in subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(dest)], capture_output=True,
+                                          text=True).stderr
+    assert len(decode_frames(dest, 64)) == frames
+    assert audio_seconds(dest) == pytest.approx(frames / 25, abs=0.08)  # 6 s of sound cut to the 2.5 s video
+    write_wav(tmp_path / "song.wav", 1.0, 660)  # new sound, same frames: joined again, nothing rendered
+    again = morph(*args)
+    assert again.returncode == 0 and rendered(again) == 0 and "written" in again.stderr
+    assert len(decode_frames(dest, 64)) == frames  # a shorter sound never cuts the video
+    assert audio_seconds(dest) == pytest.approx(1.0, abs=0.08)

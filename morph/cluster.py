@@ -1,0 +1,293 @@
+"""Rendering past one machine: missing segments as tasks on a Dask cluster, or a deterministic shard of them.
+
+Segments are content-addressed (see ``render.py``), so any machine renders any segment into the
+same file. On a cluster each worker loads the model once and keeps it; it writes finished
+segments atomically into the client's cache when it can see that folder (a shared filesystem),
+and otherwise sends the bytes back for the client to store. The client then joins as in a local
+render. Shards split the segments of a scene between independent jobs (Slurm or Kubernetes
+arrays) that share only the cache folder; a final plain render joins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
+
+import torch
+
+from .devices import resolve_device
+from .encode import EncodeSettings, atomic_path
+from .errors import MorphError
+from .progress import Progress
+from .render import Segment, auto_batch_size, forget_output, is_up_to_date, plan_render, render_segment
+from .runtime import check_stop, keep_freed_memory
+from .stylegan2 import Generator
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+# A task that raised runs again up to this many times; a task whose worker died is rescheduled by Dask
+# itself (up to ``distributed.scheduler.allowed-failures`` times, then it fails with KilledWorker).
+RETRIES = 2
+CONNECT_TIMEOUT_S = 10
+_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Work:
+    """One segment to render: its cache file, where its W frames come from, and how to encode them."""
+
+    segment: Segment
+    sample: Callable[[torch.Tensor], torch.Tensor]
+    settings: EncodeSettings
+
+    @property
+    def frames(self) -> int:
+        return self.segment.stop - self.segment.start
+
+    def ws(self) -> torch.Tensor:
+        """The segment's W frames [frames, num_ws, w_dim] (computed on demand: small, but many segments)."""
+        return self.sample(torch.arange(self.segment.start, self.segment.stop))
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What every worker needs besides a segment: the model file (checked by hash) and how to run it."""
+
+    model_path: str
+    model_sha256: str
+    noise_mode: str
+    device: str = "auto"
+    batch_size: Optional[int] = None
+    dtype: Optional[torch.dtype] = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A render to distribute: its output file, W frames, encoding, length and sound track."""
+
+    dest: Path
+    sample: Callable[[torch.Tensor], torch.Tensor]
+    settings: EncodeSettings
+    frames: int
+    audio: Optional[Path] = None
+
+
+def pending_work(G: Generator, jobs: Iterable[Job], engine: Engine, cache_dir: Path, metadata: dict[str, str],
+                 force: bool = False) -> list[Work]:
+    """Every distinct segment of the jobs whose output is not up to date, cached or not, sorted by cache key:
+    an order that depends only on the scene, so every shard job computes the same split. Renders sharing
+    a segment share its work. ``force`` takes every job and forgets its output, so the next render joins it."""
+    seen: dict[str, Work] = {}
+    for job in jobs:
+        plan = plan_render(G, job.sample, job.frames, job.settings, engine.model_sha256, engine.noise_mode,
+                           cache_dir, job.audio, metadata, engine.dtype)
+        if force:
+            forget_output(cache_dir, job.dest)
+        elif is_up_to_date(cache_dir, job.dest, plan.key):
+            continue
+        for seg in plan.segments:
+            seen.setdefault(seg.key, Work(seg, job.sample, job.settings))
+    return [seen[key] for key in sorted(seen)]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` → (K, N) with 1 ≤ K ≤ N."""
+    match = _SHARD.match(text)
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise MorphError(f"not a shard: {text!r}", "--shard",
+                         "give K/N with 1 <= K <= N, e.g. --shard 3/8 for the third of eight jobs")
+    return int(match.group(1)), int(match.group(2))
+
+
+def shard(work: list[Work], k: int, n: int) -> list[Work]:
+    """Shard K of N: every N-th segment of ``work`` (sorted by key), starting at the K-th.
+
+    The split is over all of a scene's segments, cached or not, so jobs that start at different
+    times (one finishing before another plans) still split the same way and never duplicate work.
+    """
+    return work[k - 1::n]
+
+
+def render_shard(G: Generator, work: list[Work], k: int, n: int, engine: Engine, device: torch.device,
+                 progress: Progress, force: bool = False) -> tuple[int, int]:
+    """Render in this process the segments of shard K/N not in the cache yet (all of them with ``force``);
+    returns (segments, frames) rendered."""
+    todo = [w for w in shard(work, k, n) if force or not w.segment.path.exists()]
+    progress.total = sum(w.frames for w in todo)
+    batch_size = engine.batch_size or auto_batch_size(G, device)
+    frames = sum(render_segment(G, w.ws(), w.segment.path, w.settings, engine.noise_mode, device, batch_size,
+                                engine.dtype, progress.advance) for w in todo)
+    progress.close()
+    return len(todo), frames
+
+
+def render_distributed(work: list[Work], engine: Engine, cache_dir: Path, progress: Progress,
+                       address: Optional[str] = None, workers: Optional[int] = None, transfer: bool = False,
+                       force: bool = False) -> tuple[int, int, int]:
+    """Render the segments of ``work`` not in the cache (all with ``force``) on the cluster at ``address`` or
+    on a local one of ``workers`` processes; returns (segments, frames, workers)."""
+    if force:
+        for w in work:
+            w.segment.path.unlink(missing_ok=True)
+    todo = [w for w in work if not w.segment.path.exists()]
+    progress.total = sum(w.frames for w in todo)
+    if not todo:
+        return 0, 0, 0
+    with connect(address, workers) as client:
+        frames = render_on_cluster(client, todo, engine, cache_dir, progress, transfer)
+        n_workers = len(client.nthreads())
+    progress.close()
+    return len(todo), frames, n_workers
+
+
+# --- workers --------------------------------------------------------------------------------------------------
+
+_MODELS: dict[tuple[str, str, str], tuple[Generator, torch.device]] = {}  # per worker process: loaded once
+
+
+def _worker_device(name: str) -> torch.device:
+    """The device a worker renders on: with several GPUs and no index given, local worker i takes GPU i."""
+    device = resolve_device(name)
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+        from distributed import get_worker
+
+        worker_name = get_worker().name
+        if isinstance(worker_name, int):
+            device = torch.device("cuda", worker_name % torch.cuda.device_count())
+    return device
+
+
+def worker_generator(engine: Engine) -> tuple[Generator, torch.device]:
+    """The engine's generator in this worker process, loaded on first use and kept for later tasks."""
+    key = (engine.model_path, engine.model_sha256, engine.device)
+    if key not in _MODELS:
+        from .stylegan2.loading import load_generator
+
+        keep_freed_memory()
+        device = _worker_device(engine.device)
+        G = load_generator(engine.model_path, device)
+        if G.info.sha256 != engine.model_sha256:
+            raise MorphError("the model file on this worker differs from the client's", engine.model_path,
+                             "give every worker the same file, e.g. on a shared path")
+        _MODELS[key] = (G, device)
+    return _MODELS[key]
+
+
+def render_task(ws: torch.Tensor, dest: str, settings: EncodeSettings, engine: Engine,
+                shared_marker: Optional[str]) -> Optional[bytes]:
+    """A Dask task: render one segment. Into ``dest`` when this worker sees the client's cache (its
+    ``shared_marker`` file exists; returns None), else into a private temp file whose bytes it returns."""
+    G, device = worker_generator(engine)
+    batch_size = engine.batch_size or auto_batch_size(G, device)
+    target = Path(dest)
+    if shared_marker is not None and Path(shared_marker).exists():
+        if not target.exists():  # another run may have rendered it meanwhile
+            render_segment(G, ws, target, settings, engine.noise_mode, device, batch_size, engine.dtype)
+        return None
+    with tempfile.TemporaryDirectory(prefix="morph-segment-") as folder:
+        local = Path(folder) / target.name
+        render_segment(G, ws, local, settings, engine.noise_mode, device, batch_size, engine.dtype)
+        return local.read_bytes()
+
+
+# --- the client -----------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Silence logger ``name`` and its children for the block: a lost scheduler is reported as one MorphError
+    line, not as the client's tracebacks."""
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+               if n == name or n.startswith(name + ".")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def connect(address: Optional[str] = None, workers: Optional[int] = None) -> Iterator["Client"]:
+    """A Dask client on the scheduler at ``address``, or on a local cluster of ``workers`` processes
+    (one thread each) that lives as long as the block."""
+    from distributed import Client, LocalCluster
+
+    if workers is not None and workers < 1:
+        raise MorphError(f"need at least one worker, got {workers}", "--workers")
+    with _quiet("distributed"), contextlib.ExitStack() as stack:
+        if workers is not None:
+            threads = str(max(1, (os.cpu_count() or 1) // workers))  # torch threads: the cores, shared out
+            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                       dashboard_address=None, silence_logs=logging.ERROR,
+                                                       env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}))
+            client = stack.enter_context(Client(cluster))
+        else:
+            try:
+                client = stack.enter_context(Client(address, timeout=CONNECT_TIMEOUT_S))
+            except (OSError, TimeoutError, ValueError) as err:
+                raise MorphError(f"cannot reach the Dask scheduler ({' '.join(str(err).split())})", "--cluster",
+                                 "start one with `dask scheduler` and workers with `dask worker ADDRESS`, "
+                                 "or use --workers N for a local cluster") from None
+        yield client
+
+
+def _lost(address: str, done: int, total: int) -> MorphError:
+    return MorphError(f"lost the Dask scheduler after {done} of {total} segments", address,
+                      "the finished segments stay cached; run again to render only the rest")
+
+
+def render_on_cluster(client: "Client", work: list[Work], engine: Engine, cache_dir: Path, progress: Progress,
+                      transfer: bool = False) -> int:
+    """Render ``work`` as tasks on ``client``'s cluster into the cache; returns the number of frames generated.
+
+    Progress advances as segments complete. ``transfer`` makes every worker send its segments back
+    instead of writing into the cache folder (which it otherwise does when it can see that folder).
+    """
+    from distributed import CancelledError, KilledWorker, as_completed
+
+    address = str(client.scheduler.address)
+    tag = uuid.uuid4().hex[:12]
+    marker = None if transfer else cache_dir / "segments" / f".shared-{tag}"
+    if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    futures: dict = {}
+    generated = 0
+    try:
+        for w in work:
+            futures[client.submit(render_task, w.ws(), str(w.segment.path), w.settings, engine,
+                                  str(marker) if marker else None, key=f"morph-segment-{w.segment.key[:24]}-{tag}",
+                                  retries=RETRIES)] = w
+        for future in as_completed(list(futures)):
+            w = futures.pop(future)
+            try:
+                data = future.result()
+            except KilledWorker:
+                raise MorphError(f"segment of frames {w.segment.start}-{w.segment.stop - 1} killed every worker "
+                                 f"that ran it", address, "a worker may run out of memory: try a smaller "
+                                 "--batch-size") from None
+            except (CancelledError, OSError, TimeoutError):
+                raise _lost(address, len(work) - len(futures) - 1, len(work)) from None
+            if data is not None:
+                with atomic_path(w.segment.path) as tmp:
+                    tmp.write_bytes(data)
+            generated += w.frames
+            progress.advance(w.frames)
+            check_stop()
+    finally:
+        if futures:
+            with contextlib.suppress(Exception):
+                client.cancel(list(futures))
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+    return generated
