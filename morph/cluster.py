@@ -50,6 +50,7 @@ class Work:
 
     @property
     def frames(self) -> int:
+        """How many frames the segment holds."""
         return self.segment.stop - self.segment.start
 
     def ws(self) -> torch.Tensor:
@@ -123,9 +124,11 @@ def render_shard(G: Generator, work: list[Work], k: int, n: int, engine: Engine,
     todo = [w for w in shard(work, k, n) if force or not w.segment.path.exists()]
     progress.total = sum(w.frames for w in todo)
     batch_size = engine.batch_size or auto_batch_size(G, device)
-    frames = sum(render_segment(G, w.ws(), w.segment.path, w.settings, engine.noise_mode, device, batch_size,
-                                engine.dtype, progress.advance) for w in todo)
-    progress.close()
+    try:
+        frames = sum(render_segment(G, w.ws(), w.segment.path, w.settings, engine.noise_mode, device, batch_size,
+                                    engine.dtype, progress.advance) for w in todo)
+    finally:
+        progress.close()
     return len(todo), frames
 
 
@@ -141,10 +144,12 @@ def render_distributed(work: list[Work], engine: Engine, cache_dir: Path, progre
     progress.total = sum(w.frames for w in todo)
     if not todo:
         return 0, 0, 0
-    with connect(address, workers) as client:
-        frames = render_on_cluster(client, todo, engine, cache_dir, progress, transfer)
-        n_workers = len(client.nthreads())
-    progress.close()
+    try:
+        with connect(address, workers) as client:
+            frames = render_on_cluster(client, todo, engine, cache_dir, progress, transfer)
+            n_workers = len(client.nthreads())
+    finally:
+        progress.close()
     return len(todo), frames, n_workers
 
 

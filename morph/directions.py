@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
@@ -15,7 +16,7 @@ import torch
 
 from .encode import atomic_path
 from .errors import MorphError
-from .latents import read_w, z_from_seed
+from .latents import map_z, read_w, z_from_seed
 
 SPACES = ("w", "w+")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -151,12 +152,12 @@ def train_folders(latents: np.ndarray, positive: str | os.PathLike, negative: st
 
 @dataclass(frozen=True)
 class Components:
-    """Principal directions of W: unit ``vectors`` [k, w_dim], their ``ratio`` of the variance and ``std``."""
+    """Principal directions of W: unit ``vectors`` [k, w_dim], their ``ratio`` of the variance and the samples'
+    ``std`` along each."""
 
     vectors: np.ndarray
     ratio: np.ndarray
     std: np.ndarray
-    mean: np.ndarray
 
 
 def pca(ws: np.ndarray | Iterable[np.ndarray], k: int, batch: int = 10000) -> Components:
@@ -179,7 +180,7 @@ def pca(ws: np.ndarray | Iterable[np.ndarray], k: int, batch: int = 10000) -> Co
                          hint="sample more (--n)")
     model.partial_fit(pending)
     return Components(model.components_.astype(np.float32), model.explained_variance_ratio_,
-                      np.sqrt(model.explained_variance_), model.mean_)
+                      np.sqrt(model.explained_variance_))
 
 
 def _chunks(array: np.ndarray, size: int) -> Iterator[np.ndarray]:
@@ -228,12 +229,9 @@ def seeds_z(seed: int, n: int, z_dim: int) -> np.ndarray:
 
 
 def map_batches(G, z: np.ndarray, psi: float = 1.0, batch: int = 4096) -> Iterator[np.ndarray]:
-    """W ``[b, w_dim]`` of ``z`` through G's mapping, batch by batch (unconditional models)."""
-    device = next(G.mapping.parameters()).device
-    with torch.no_grad():
-        for start in range(0, len(z), batch):
-            zb = torch.from_numpy(np.asarray(z[start:start + batch], np.float32)).to(device)
-            yield G.mapping(zb, None, truncation_psi=psi)[:, 0].cpu().numpy()
+    """W ``[b, w_dim]`` of ``z`` through G's mapping, batch by batch (class 0 of a conditional model)."""
+    for start in range(0, len(z), batch):
+        yield map_z(G, torch.from_numpy(np.asarray(z[start:start + batch], np.float32)), psi=psi)[:, 0].numpy()
 
 
 def w_images(G, w: np.ndarray, batch: int = 32, device: torch.device | str = "cpu") -> Iterator[np.ndarray]:
@@ -272,15 +270,22 @@ def save_array(path: str | os.PathLike, array: np.ndarray, meta: Optional[dict] 
 
 
 def load_scores(spec: str, latents_path: str | os.PathLike) -> tuple[str, np.ndarray]:
-    """(attribute name, ``[N]`` scores) for ``--scores``: a ``.npy`` file of one score per sample, or the name
-    of an array in the ``scores.npz`` that ``morph sample --classifier`` wrote beside the latents."""
+    """(attribute name, ``[N]`` scores) for ``--scores``: a ``.npy`` (or single-array ``.npz``) of one score
+    per sample, or the name of an array in the ``scores.npz`` that ``morph sample --classifier`` wrote beside
+    the latents."""
     if spec.endswith((".npy", ".npz")):
         return Path(spec).stem, np.asarray(read_w(spec), dtype=np.float64).reshape(-1)
     table = Path(latents_path).with_name(SCORES_FILE)
     if not table.is_file():
         raise MorphError(f"no {SCORES_FILE} beside the latents to take {spec!r} from", where=table.parent,
                          hint="sample with --classifier builtin, or give a .npy of scores")
-    with np.load(table) as data:
+    try:
+        data = np.load(table, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise MorphError(f"cannot read the scores ({' '.join(str(e).split())})", where=table) from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise MorphError("is not an .npz of named score arrays", where=table)
+    with data:
         if spec not in data.files:
             raise MorphError(f"no scores named {spec!r}", where=table, hint=f"choose from {', '.join(data.files)}")
         return spec, np.asarray(data[spec], dtype=np.float64)
@@ -315,8 +320,9 @@ def read_direction(path: str | os.PathLike) -> np.ndarray:
 
 
 def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (np.ndarray, Path)):
-        return value.tolist() if isinstance(value, np.ndarray) else str(value)
+    """numpy scalars and arrays, and paths, in a sidecar's JSON."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -42,7 +42,7 @@ import math
 import os
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -55,8 +55,10 @@ from torch import nn
 from .align import aligned_face
 from .encode import EncodeSettings, SegmentWriter, atomic_path
 from .errors import MorphError
-from .latents import From, Project
+from .latents import From, Project, map_z
 from .progress import Progress
+from .render import default_cache_dir
+from .runtime import check_stop
 from .stylegan2 import images_to_uint8
 from .stylegan2.loading import file_sha256
 
@@ -120,14 +122,11 @@ class Projection:
 
 # --- distances -------------------------------------------------------------------------------------------------
 
-def _downsample(x: torch.Tensor) -> torch.Tensor:
-    return F.avg_pool2d(x, 2)
-
-
 def _pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """``x`` and ``levels`` successive 2× average-pooled copies."""
     out = [x]
     for _ in range(levels):
-        out.append(_downsample(out[-1]))
+        out.append(F.avg_pool2d(out[-1], 2))
     return out
 
 
@@ -279,18 +278,28 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.split("/")[1:2] == ["code"] for name in zf.namelist())
 
 
+def vgg_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The ``--vgg`` files (``~`` expanded); MorphError naming the first that is not a file."""
+    files = [Path(p).expanduser() for p in paths]
+    for f in files:
+        if not f.is_file():
+            raise MorphError("no such file", where=f, hint="--vgg takes vgg16.pt or vgg16-397923af.pth (+ vgg.pth)")
+    return files
+
+
 def lpips(paths: Sequence[str | os.PathLike], device: torch.device) -> Distance:
     """LPIPS from ``--vgg`` files: NVIDIA's ``vgg16.pt`` (TorchScript, loaded only because the user named it),
     or state dicts holding torchvision's VGG16 ``features.*`` and optionally LPIPS's ``lin0..4.model.1.weight``
     (uniform channel weights without them). MorphError naming the file when it is neither."""
-    paths = [Path(p).expanduser() for p in paths]
-    for p in paths:
-        if not p.is_file():
-            raise MorphError("no such file", where=p, hint="--vgg takes vgg16.pt or vgg16-397923af.pth (+ vgg.pth)")
+    paths = vgg_files(paths)
     if len(paths) == 1 and _is_torchscript(paths[0]):
-        with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format NVIDIA ships
-            warnings.simplefilter("ignore", DeprecationWarning)
-            net = torch.jit.load(str(paths[0]), map_location=device).eval()
+        try:
+            with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format NVIDIA ships
+                warnings.simplefilter("ignore", DeprecationWarning)
+                net = torch.jit.load(str(paths[0]), map_location=device).eval()
+        except Exception as e:  # torch raises RuntimeError and others for a damaged archive
+            raise MorphError(f"not a loadable TorchScript VGG16 ({' '.join(str(e).split())[:120]})",
+                             where=paths[0]) from None
 
         def bind(target: torch.Tensor):
             with torch.no_grad():
@@ -332,13 +341,10 @@ def make_distance(name: str, device: torch.device, vgg: Sequence[str | os.PathLi
 # --- the optimisation ------------------------------------------------------------------------------------------
 
 def w_stats(G, samples: int = 10_000) -> tuple[torch.Tensor, float]:
-    """(w_avg [w_dim], w_std): mean and RMS distance from it of w for ``samples`` seeded z (NVIDIA's seed 123)."""
-    device = next(G.parameters()).device
-    z = torch.from_numpy(np.random.RandomState(123).randn(samples, G.z_dim)).to(device, torch.float32)
-    c = torch.zeros(samples, G.c_dim, device=device) if G.c_dim else None
-    with torch.no_grad():
-        w = torch.cat([G.mapping(z[i:i + 1000], None if c is None else c[i:i + 1000])[:, 0]
-                       for i in range(0, samples, 1000)])
+    """(w_avg [w_dim], w_std): mean and RMS distance from it of w for ``samples`` seeded z (NVIDIA's seed 123;
+    class 0 of a conditional model)."""
+    z = torch.from_numpy(np.random.RandomState(123).randn(samples, G.z_dim)).to(torch.float32)
+    w = torch.cat([map_z(G, z[i:i + 1000])[:, 0] for i in range(0, samples, 1000)])
     w_avg = w.mean(dim=0)
     return w_avg, float(((w - w_avg).square().sum() / samples).sqrt())
 
@@ -385,6 +391,7 @@ def optimise(G, targets: torch.Tensor, distance: Distance, seeds: Sequence[int],
     keep = set(np.linspace(0, steps - 1, min(steps, HISTORY_FRAMES)).round().astype(int).tolist())
     history = []
     for step in range(steps):
+        check_stop()  # SIGTERM: stop between steps, not after the whole projection
         t = step / steps
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(t, recipe)
@@ -409,21 +416,23 @@ def optimise(G, targets: torch.Tensor, distance: Distance, seeds: Sequence[int],
             for i in range(n)]
 
 
-def synthesize(G, projections: Sequence[Projection]) -> np.ndarray:
-    """Each projection rendered with its own noise: uint8 [N, R, R, C]."""
+def synthesize(G, projections: Sequence[Projection], batch: int = 8) -> np.ndarray:
+    """Each projection rendered with its own noise, ``batch`` at a time: uint8 [N, R, R, C]."""
     device = next(G.parameters()).device
-    ws = torch.stack([p.ws(G.num_ws) for p in projections]).to(device)
-    maps = [torch.stack([p.noise[k] for p in projections])[:, None].to(device) for k in range(len(projections[0].noise))]
-    with torch.no_grad():
-        return images_to_uint8(G.synthesis(ws, noise_mode="const", noise_maps=maps)).cpu().numpy()
+    out = []
+    for start in range(0, len(projections), batch):
+        chunk = projections[start:start + batch]
+        ws = torch.stack([p.ws(G.num_ws) for p in chunk]).to(device)
+        maps = [torch.stack([p.noise[k] for p in chunk])[:, None].to(device) for k in range(len(chunk[0].noise))]
+        with torch.no_grad():
+            out.append(images_to_uint8(G.synthesis(ws, noise_mode="const", noise_maps=maps)).cpu().numpy())
+    return np.concatenate(out)
 
 
 # --- photos, cache, outputs ------------------------------------------------------------------------------------
 
 def cache_path(image: str | os.PathLike, model_sha256: str, settings: Settings, cache_dir: Optional[Path]) -> Path:
     """Where the projection of ``image`` with these settings is cached (``<cache>/projections/KEY.npz``)."""
-    from .render import default_cache_dir
-
     key = settings.key(file_sha256(image), model_sha256)
     return (cache_dir or default_cache_dir()) / "projections" / f"{key}.npz"
 
@@ -456,10 +465,8 @@ def resolve_settings(settings: Settings, model_path: str | os.PathLike,
                      vgg: Sequence[str | os.PathLike] = ()) -> Settings:
     """Settings with the loss named: LPIPS with the hashes of the ``--vgg`` files, else the model's default
     for "auto" (so the cache key says what was optimised)."""
-    from dataclasses import replace
-
     if vgg:
-        return replace(settings, loss="lpips", vgg=tuple(file_sha256(p) for p in vgg))
+        return replace(settings, loss="lpips", vgg=tuple(file_sha256(p) for p in vgg_files(vgg)))
     return replace(settings, loss=default_loss(model_path)) if settings.loss == "auto" else settings
 
 
@@ -477,17 +484,19 @@ def project_photos(images: Sequence[str | os.PathLike], G, settings: Settings = 
         distance = make_distance(settings.loss, device, vgg)
         stats = w_stats(G, settings.recipe.w_avg_samples)
         progress = Progress("project", settings.steps * math.ceil(len(todo) / batch_size), unit="steps", quiet=quiet)
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            x = torch.from_numpy(np.stack([targets[i] for i in chunk])).permute(0, 3, 1, 2).to(device)
-            x = x.float() / 127.5 - 1
-            x = x.mean(dim=1, keepdim=True) if G.img_channels == 1 else x
-            seeds = [int(paths[i].stem[:8], 16) ^ settings.seed for i in chunk]  # the key: image, model, settings
-            for i, p in zip(chunk, optimise(G, x, distance, seeds, settings.space, settings.steps, settings.recipe,
-                                            progress, stats)):
-                _save(paths[i], p)
-                found[i] = p
-        progress.close()
+        try:
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start:start + batch_size]
+                x = torch.from_numpy(np.stack([targets[i] for i in chunk])).permute(0, 3, 1, 2).to(device)
+                x = x.float() / 127.5 - 1
+                x = x.mean(dim=1, keepdim=True) if G.img_channels == 1 else x
+                seeds = [int(paths[i].stem[:8], 16) ^ settings.seed for i in chunk]  # the key: image, model, settings
+                for i, p in zip(chunk, optimise(G, x, distance, seeds, settings.space, settings.steps,
+                                                settings.recipe, progress, stats)):
+                    _save(paths[i], p)
+                    found[i] = p
+        finally:
+            progress.close()
     return found
 
 
@@ -520,7 +529,7 @@ def write_outputs(G, image: str | os.PathLike, p: Projection, recon: np.ndarray,
         write_png(tmp, grid(_rgb(np.stack([p.target, recon])), cols=2))
     if video:
         frames = synthesize(G, [Projection(w, p.noise, p.target, p.history) for w in p.history])
-        size = max(256, G.img_resolution + G.img_resolution % 2)
+        size = max(256, G.img_resolution)  # a video player's minimum; resolutions are powers of two (even)
         written.append(out / f"{name}.mp4")
         with SegmentWriter(written[-1], EncodeSettings(format="mp4", fps=10, size=size), G.img_resolution) as wr:
             wr.write(_rgb(frames))
@@ -553,7 +562,8 @@ def _model_facts(model_path: Path) -> tuple[str, int]:
 
 
 def projection_status(spec: Project, model_path: Optional[Path]) -> str:
-    """For ``morph check``: "cached" or "needs projection (N steps)"."""
+    """For ``morph check``: "cached", "needs projection (N steps)", or that plus why it will fail (an
+    unreadable photo)."""
     needs = f"needs projection ({spec.steps or SCENE_STEPS} steps)"
     if model_path is None:
         return needs

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from morph.builtin import WEIGHTS_DIR, builtin_path, direction_path
 from morph.cli import app
-from morph.directions import (as_space, condition, extremes, folder_indices, pca, read_direction, read_meta,
-                              save_array, sweep, train_folders, train_svm, w_images)
+from morph.directions import (as_space, condition, extremes, folder_indices, load_scores, pca, read_direction,
+                              read_meta, save_array, sweep, train_folders, train_svm, w_images)
 from morph.errors import MorphError
 from morph.latents import load_w
 from morph.toyfaces.png import write_png
@@ -148,6 +148,19 @@ def test_direction_file_and_sidecar_round_trip(tmp_path):
     np.save(tmp_path / "zero.npy", np.zeros(8))
     with pytest.raises(MorphError, match="not a direction"):
         read_direction(tmp_path / "zero.npy")
+
+
+def test_scores_table_problems_are_one_line(tmp_path):
+    latents = tmp_path / "latents.npy"
+    with pytest.raises(MorphError, match="no scores.npz beside the latents"):
+        load_scores("smile", latents)
+    (tmp_path / "scores.npz").write_bytes(b"PK\x03\x04 damaged")
+    with pytest.raises(MorphError, match="scores.npz: cannot read the scores"):
+        load_scores("smile", latents)
+    np.savez(tmp_path / "scores.npz", smile=np.arange(4.0))
+    assert load_scores("smile", latents)[1].tolist() == [0, 1, 2, 3]
+    with pytest.raises(MorphError, match="choose from smile"):
+        load_scores("glasses", latents)
 
 
 # --- the built-in model ----------------------------------------------------------------------------------------

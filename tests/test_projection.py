@@ -107,6 +107,16 @@ def test_second_projection_comes_from_the_cache(G, cache, projected, monkeypatch
 
 
 @needs_builtin
+def test_sigterm_stops_a_projection_between_steps(G, monkeypatch):
+    from morph import runtime
+
+    monkeypatch.setattr(runtime, "_stop_requested", True)
+    target = torch.zeros(1, G.img_channels, G.img_resolution, G.img_resolution)
+    with pytest.raises(runtime.Terminated):
+        projection.optimise(G, target, projection.laplacian(), [0], steps=3, stats=(G.mapping.w_avg, 1.0))
+
+
+@needs_builtin
 def test_outputs_hold_latent_noise_and_images(noisy_model, tmp_path):
     from morph.latents import read_w
     from morph.stylegan2 import load_generator
@@ -224,6 +234,24 @@ def test_lpips_from_torchscript(tmp_path):
     dist = projection.make_distance("ignored", torch.device("cpu"), [tmp_path / "vgg16.pt"])
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     assert torch.allclose(dist(x)(x), torch.zeros(2)) and (dist(x)(-x) > 0).all()
+
+
+def test_read_image_keeps_pixels_whose_values_are_whitespace_bytes(tmp_path):
+    from morph.toyfaces.png import write_png
+
+    image = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
+    image[0, 0] = (10, 32, 9)  # "\n", " ", "\t" right after the PPM header
+    write_png(tmp_path / "dark.png", image)
+    assert np.array_equal(align.read_image(tmp_path / "dark.png"), image)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(MorphError, match="bad.png: cannot read the image"):
+        align.read_image(tmp_path / "bad.png")
+
+
+def test_missing_vgg_file_is_one_line_before_anything_is_hashed(tmp_path):
+    with pytest.raises(MorphError) as err:
+        projection.resolve_settings(Settings(), tmp_path / "model.pkl", [tmp_path / "vgg16.pt"])
+    assert str(err.value).startswith(f"{tmp_path / 'vgg16.pt'}: no such file") and "\n" not in str(err.value)
 
 
 def test_missing_dlib_is_one_clear_line(tmp_path, monkeypatch):

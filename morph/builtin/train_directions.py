@@ -37,6 +37,7 @@ def sample_scores(G, clf, n: int, seed: int, psi: float = 1.0, batch: int = 128)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    """Sample, score, fit and write every built-in direction; print a table of how well each separates."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=6000, help="generator samples to score")
     parser.add_argument("--ratio", type=float, default=0.3, help="top and bottom fraction kept per attribute")
@@ -50,18 +51,17 @@ def main(argv: Optional[list[str]] = None) -> None:
     G, clf = load_builtin_generator(), load_builtin_classifier()
     w, scores = sample_scores(G, clf, args.n, args.seed, args.truncation)
     log(f"sampled and scored {args.n} faces in {time.monotonic() - start:.0f} s")
-    args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, values in scores.items():
         fit = train_svm(w, values, args.ratio, args.split, "w")
-        save_array(args.out / f"{name}.npy", fit.direction,
+        sd = spread(w, fit.direction, "w")
+        save_array(args.out / f"{name}.npy", fit.direction,  # atomic; creates the folder
                    {"method": "svm", "attribute": name, "space": "w", "accuracy": fit.accuracy,
                     "positives": fit.positives, "negatives": fit.negatives, "validation": fit.validation,
                     "ratio": args.ratio, "split": args.split, "count": args.n, "seed": args.seed,
-                    "truncation": args.truncation,
-                    "spread": spread(w, fit.direction, "w"), "scores": "morph builtin classifier",
+                    "truncation": args.truncation, "spread": sd, "scores": "morph builtin classifier",
                     "model": "builtin", "model_sha256": G.info.sha256})
-        rows.append((name, fit.accuracy, fit.positives, fit.validation, spread(w, fit.direction, "w")))
+        rows.append((name, fit.accuracy, fit.positives, fit.validation, sd))
     print(f"{'direction':<10} {'val acc':>8} {'per side':>9} {'held out':>9} {'spread':>7}")
     for name, acc, side, val, sd in rows:
         print(f"{name:<10} {acc:>8.1%} {side:>9d} {val:>9d} {sd:>7.3f}")
