@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
@@ -82,7 +84,7 @@ def check(scene: Path = typer.Argument(..., help="scene file (.yaml)")) -> None:
 
 
 @app.command(epilog=EXIT_CODES)
-def render(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
+def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
            only: Optional[list[str]] = typer.Option(None, "--only", help="render only this one (repeatable)"),
            out: Path = typer.Option(Path("outputs"), "--out", help="destination folder"),
            device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
@@ -102,30 +104,30 @@ def render(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
            shard: Optional[str] = typer.Option(None, "--shard", help="K/N: render shard K of N of the missing "
                                                                       "segments into the cache and exit (array jobs)"),
            ) -> None:
-    """Render a scene's videos and GIFs into OUT; unchanged segments come from the cache."""
-    from functools import partial
-
-    import torch
-
-    from .cluster import parse_shard
+    """Render scenes' videos and GIFs into OUT; unchanged segments come from the cache. Several scenes in one
+    call share one cluster (--workers, --cluster)."""
+    from .cluster import connect, parse_shard
     from .devices import resolve_device, resolve_precision
-    from .encode import EncodeSettings
-    from .progress import Progress, log
-    from .projection import project_scene
-    from .render import default_cache_dir, output_lock, render as render_video
-    from .scene import describe, load_scene, timelines
-    from .schedule import sample
-    from .stylegan2.loading import file_sha256, load_generator
+    from .render import default_cache_dir
+    from .scene import describe, load_scene
 
-    sc = load_scene(scene)
-    names = list(sc.renders) if not only else only
-    unknown = [n for n in names if n not in sc.renders]
+    loaded = {path: load_scene(path) for path in dict.fromkeys(scenes)}  # every scene's problems before any work
+    known = {name for sc in loaded.values() for name in sc.renders}
+    unknown = [n for n in only or () if n not in known]
     if unknown:
-        raise MorphError(f"no render named {', '.join(unknown)}", "--only", f"the scene has {', '.join(sc.renders)}")
-    dests = {n: out / (n if sc.renders[n].format == "png" else f"{n}.{sc.renders[n].format}") for n in names}
+        raise MorphError(f"no render named {', '.join(unknown)}", "--only", f"the scenes have {', '.join(sorted(known))}")
+    selected = {path: [n for n in sc.renders if not only or n in only] for path, sc in loaded.items()}
+    owners: dict[str, Path] = {}
+    for path, names in selected.items():
+        for n in names:
+            if n in owners:
+                raise MorphError(f"{owners[n]} and {path} both have a render named {n!r}, which would write the same "
+                                 "file", "morph render", "rename one, or render them with different --out folders")
+            owners[n] = path
     if dry_run:
-        typer.echo("\n".join(describe(sc)))
-        typer.echo("\n".join(f"{n} -> {d}" for n, d in dests.items()))
+        for path, sc in loaded.items():
+            typer.echo("\n".join(describe(sc)))
+            typer.echo("\n".join(f"{n} -> {_destination(out, sc, n)}" for n in selected[path]))
         return
     if not batch_size.isdigit() and batch_size != "auto":
         raise MorphError(f"not a batch size: {batch_size!r}", "--batch-size", "give a positive integer or auto")
@@ -134,51 +136,103 @@ def render(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
                          "a shard job renders on its own machine; a cluster run splits the work itself")
     if cluster_transfer and cluster is None and workers is None:
         raise MorphError("--cluster-transfer applies only with --cluster or --workers", "--cluster-transfer")
-    shard_k_n = parse_shard(shard) if shard is not None else None
-    dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
-    cache_dir = cache or default_cache_dir()
-    G = load_generator(sc.model_path, dev)
-    photos = project_scene(sc, G, cache_dir, quiet)
+    options = _RenderOptions(out, resolve_device(device), device, batch_size, force, quiet, no_wait,
+                             cache or default_cache_dir(), parse_shard(shard) if shard is not None else None,
+                             cluster_transfer)
+    options.dtype = resolve_precision(precision, options.device)
+    distributed = cluster is not None or workers is not None
+    with contextlib.ExitStack() as stack:
+        clients: list = []
+
+        def client():  # the cluster, connected (or started) on first need and shared by all scenes
+            if not clients:
+                clients.append(stack.enter_context(connect(cluster, workers)))
+            return clients[0]
+
+        for path, sc in loaded.items():
+            _render_scene(path, sc, selected[path], options, client if distributed else None)
+
+
+def _destination(out: Path, sc, name: str) -> Path:
+    """Where render ``name`` of scene ``sc`` goes: ``OUT/NAME.FORMAT``, or the folder ``OUT/NAME`` for png."""
+    fmt = sc.renders[name].format
+    return out / (name if fmt == "png" else f"{name}.{fmt}")
+
+
+@dataclass
+class _RenderOptions:
+    """``morph render``'s options, resolved once for all its scenes."""
+
+    out: Path
+    device: "torch.device"
+    device_name: str
+    batch_size: str
+    force: bool
+    quiet: bool
+    no_wait: bool
+    cache_dir: Path
+    shard: Optional[tuple[int, int]]
+    transfer: bool
+    dtype: Optional["torch.dtype"] = None
+
+
+def _render_scene(scene: Path, sc, names: list[str], o: _RenderOptions, client: Optional[Callable]) -> None:
+    """Render ``names`` of one loaded scene: locally, as a shard, or on the cluster of ``client()``, then join."""
+    from functools import partial
+
+    import torch
+
+    from .encode import EncodeSettings
+    from .progress import Progress, log
+    from .projection import project_scene
+    from .render import output_lock, render as render_video
+    from .scene import timelines
+    from .schedule import sample
+    from .stylegan2.loading import file_sha256, load_generator
+
+    G = load_generator(sc.model_path, o.device)
+    photos = project_scene(sc, G, o.cache_dir, o.quiet)
     paths = timelines(sc, G, photos.latent)
-    scene_sha = file_sha256(scene)
-    metadata = {"comment": f"morph scene {scene.name} sha256:{scene_sha[:16]} model sha256:{G.info.sha256[:16]}"}
+    metadata = {"comment": f"morph scene {scene.name} sha256:{file_sha256(scene)[:16]} "
+                           f"model sha256:{G.info.sha256[:16]}"}
     jobs = {name: (partial(sample, paths[name]), EncodeSettings(format=sc.renders[name].format,
                                                                fps=sc.renders[name].fps, size=sc.renders[name].size))
             for name in names}
-    batch = int(batch_size) if batch_size.isdigit() else None
-    half = None if dtype == torch.float32 else dtype
-    if shard_k_n is not None or cluster is not None or workers is not None:
+    dests = {name: _destination(o.out, sc, name) for name in names}
+    batch = int(o.batch_size) if o.batch_size.isdigit() else None
+    half = None if o.dtype == torch.float32 else o.dtype
+    force = o.force
+    if o.shard is not None or client is not None:
         from .cluster import Engine, Job, pending_work, render_distributed, render_shard
 
-        engine = Engine(str(Path(G.info.path).resolve()), G.info.sha256, sc.noise, device, batch, half)
-        work = pending_work(G, [Job(dests[n], *jobs[n], sc.renders[n].frames, sc.renders[n].audio) for n in names],
-                            engine, cache_dir, metadata, force)
+        engine = Engine(str(Path(G.info.path).resolve()), G.info.sha256, sc.noise, o.device_name, batch, half)
+        work = pending_work(G, [Job(dests[n], *jobs[n], sc.renders[n].frames, sc.renders[n].audio,
+                                    photos.model_key(G, n), photos.noise_maps(n)) for n in names],
+                            engine, o.cache_dir, metadata, force)
         start = time.monotonic()
-        label = f"shard {shard_k_n[0]}/{shard_k_n[1]}" if shard_k_n else "cluster"
-        progress = Progress(label, 0, quiet=quiet)
-        if shard_k_n is not None:
-            segments, frames = render_shard(G, work, *shard_k_n, engine, dev, progress, force)
+        label = f"shard {o.shard[0]}/{o.shard[1]}" if o.shard else "cluster"
+        progress = Progress(label, 0, quiet=o.quiet)
+        if o.shard is not None:
+            segments, frames = render_shard(G, work, *o.shard, engine, o.device, progress, force)
             where = "in this process"
         else:
-            segments, frames, n_workers = render_distributed(work, engine, cache_dir, progress, cluster, workers,
-                                                             cluster_transfer, force)
-            where = f"on {n_workers} workers"
-        if not quiet:
-            log(f"{label}: {segments} segments into the cache ({frames} rendered {where}) in "
-                f"{time.monotonic() - start:.1f} s" + ("; a plain morph render joins them" if shard_k_n else ""))
-        if shard_k_n is not None:
+            segments, frames = render_distributed(client, work, engine, o.cache_dir, progress, o.transfer, force)
+            where = f"on {len(client().nthreads())} workers" if segments else "on the cluster"
+        if not o.quiet:
+            log(f"{label} ({scene.name}): {segments} segments into the cache ({frames} rendered {where}) in "
+                f"{time.monotonic() - start:.1f} s" + ("; a plain morph render joins them" if o.shard else ""))
+        if o.shard is not None:
             return
         force = False  # every segment was just rendered and the outputs forgotten: the join below reads the cache
     for name in names:
         r, dest, tl = sc.renders[name], dests[name], paths[name]
         sample_w, settings = jobs[name]
         start = time.monotonic()
-        with output_lock(dest, wait=not no_wait), photos.noise(G, name) as model_key:
-            progress = Progress(name, r.frames, quiet=quiet)
-            stats = render_video(G, sample_w, tl.frames, dest, settings, model_key, sc.noise, dev, batch,
-                                 cache_dir, progress, audio=r.audio, metadata=metadata, dtype=half, force=force)
-        if quiet:
+        with output_lock(dest, wait=not o.no_wait), photos.noise(G, name) as model_key:
+            progress = Progress(name, r.frames, quiet=o.quiet)
+            stats = render_video(G, sample_w, tl.frames, dest, settings, model_key, sc.noise, o.device, batch,
+                                 o.cache_dir, progress, audio=r.audio, metadata=metadata, dtype=half, force=force)
+        if o.quiet:
             continue
         if stats.up_to_date:
             log(f"{name}: {dest} is up to date (0 frames rendered)")
@@ -450,9 +504,13 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
 
     if space not in SPACES:
         raise MorphError(f"unknown space {space!r}", "--space", "use w+ or w")
+    stems: dict[str, Path] = {}
     for image in images:
         if not image.is_file():
             raise MorphError("no such file", image)
+        if stems.setdefault(image.stem, image) != image:
+            raise MorphError(f"{stems[image.stem]} and {image} would both write {image.stem}.*", "--out",
+                             "rename one of them, or project them in separate runs with different --out")
     G = load_generator(model, resolve_device(device))
     settings = Settings(space=space, steps=steps, align=not no_align, face=face)
     results = project_photos(images, G, settings, vgg or (), cache, quiet=quiet)

@@ -28,7 +28,7 @@ from .errors import MorphError
 from .progress import Progress
 from .render import Segment, auto_batch_size, forget_output, is_up_to_date, plan_render, render_segment
 from .runtime import check_stop, keep_freed_memory
-from .stylegan2 import Generator
+from .stylegan2 import Generator, constant_noise
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -47,6 +47,7 @@ class Work:
     segment: Segment
     sample: Callable[[torch.Tensor], torch.Tensor]
     settings: EncodeSettings
+    noise: Optional[list[torch.Tensor]] = None
 
     @property
     def frames(self) -> int:
@@ -72,13 +73,16 @@ class Engine:
 
 @dataclass(frozen=True)
 class Job:
-    """A render to distribute: its output file, W frames, encoding, length and sound track."""
+    """A render to distribute: its output file, W frames, encoding, length, sound track, and the model's
+    cache key with the noise maps that replace the model's constant noise (a projected photo's), if any."""
 
     dest: Path
     sample: Callable[[torch.Tensor], torch.Tensor]
     settings: EncodeSettings
     frames: int
     audio: Optional[Path] = None
+    model_key: Optional[str] = None
+    noise: Optional[list[torch.Tensor]] = None
 
 
 def pending_work(G: Generator, jobs: Iterable[Job], engine: Engine, cache_dir: Path, metadata: dict[str, str],
@@ -88,14 +92,14 @@ def pending_work(G: Generator, jobs: Iterable[Job], engine: Engine, cache_dir: P
     a segment share its work. ``force`` takes every job and forgets its output, so the next render joins it."""
     seen: dict[str, Work] = {}
     for job in jobs:
-        plan = plan_render(G, job.sample, job.frames, job.settings, engine.model_sha256, engine.noise_mode,
+        plan = plan_render(G, job.sample, job.frames, job.settings, job.model_key or engine.model_sha256, engine.noise_mode,
                            cache_dir, job.audio, metadata, engine.dtype)
         if force:
             forget_output(cache_dir, job.dest)
         elif is_up_to_date(cache_dir, job.dest, plan.key):
             continue
         for seg in plan.segments:
-            seen.setdefault(seg.key, Work(seg, job.sample, job.settings))
+            seen.setdefault(seg.key, Work(seg, job.sample, job.settings, job.noise))
     return [seen[key] for key in sorted(seen)]
 
 
@@ -125,32 +129,32 @@ def render_shard(G: Generator, work: list[Work], k: int, n: int, engine: Engine,
     progress.total = sum(w.frames for w in todo)
     batch_size = engine.batch_size or auto_batch_size(G, device)
     try:
-        frames = sum(render_segment(G, w.ws(), w.segment.path, w.settings, engine.noise_mode, device, batch_size,
-                                    engine.dtype, progress.advance) for w in todo)
+        frames = 0
+        for w in todo:
+            with constant_noise(G, w.noise):
+                frames += render_segment(G, w.ws(), w.segment.path, w.settings, engine.noise_mode, device,
+                                         batch_size, engine.dtype, progress.advance)
     finally:
         progress.close()
     return len(todo), frames
 
 
-def render_distributed(work: list[Work], engine: Engine, cache_dir: Path, progress: Progress,
-                       address: Optional[str] = None, workers: Optional[int] = None, transfer: bool = False,
-                       force: bool = False) -> tuple[int, int, int]:
-    """Render the segments of ``work`` not in the cache (all with ``force``) on the cluster at ``address`` or
-    on a local one of ``workers`` processes; returns (segments, frames, workers)."""
+def render_distributed(client: Callable[[], "Client"], work: list[Work], engine: Engine, cache_dir: Path,
+                       progress: Progress, transfer: bool = False, force: bool = False) -> tuple[int, int]:
+    """Render the segments of ``work`` not in the cache (all with ``force``) on the cluster of ``client()``,
+    which is called only if there is work (so an up-to-date run starts no cluster); returns (segments, frames)."""
     if force:
         for w in work:
             w.segment.path.unlink(missing_ok=True)
     todo = [w for w in work if not w.segment.path.exists()]
     progress.total = sum(w.frames for w in todo)
     if not todo:
-        return 0, 0, 0
+        return 0, 0
     try:
-        with connect(address, workers) as client:
-            frames = render_on_cluster(client, todo, engine, cache_dir, progress, transfer)
-            n_workers = len(client.nthreads())
+        frames = render_on_cluster(client(), todo, engine, cache_dir, progress, transfer)
     finally:
         progress.close()
-    return len(todo), frames, n_workers
+    return len(todo), frames
 
 
 # --- workers --------------------------------------------------------------------------------------------------
@@ -187,18 +191,19 @@ def worker_generator(engine: Engine) -> tuple[Generator, torch.device]:
 
 
 def render_task(ws: torch.Tensor, dest: str, settings: EncodeSettings, engine: Engine,
-                shared_marker: Optional[str]) -> Optional[bytes]:
-    """A Dask task: render one segment. Into ``dest`` when this worker sees the client's cache (its
-    ``shared_marker`` file exists; returns None), else into a private temp file whose bytes it returns."""
+                shared_marker: Optional[str], noise: Optional[list[torch.Tensor]] = None) -> Optional[bytes]:
+    """A Dask task: render one segment (with ``noise`` as the constant noise, if given). Into ``dest`` when
+    this worker sees the client's cache (its ``shared_marker`` file exists; returns None), else into a
+    private temp file whose bytes it returns."""
     G, device = worker_generator(engine)
     batch_size = engine.batch_size or auto_batch_size(G, device)
     target = Path(dest)
-    if shared_marker is not None and Path(shared_marker).exists():
-        if not target.exists():  # another run may have rendered it meanwhile
-            render_segment(G, ws, target, settings, engine.noise_mode, device, batch_size, engine.dtype)
-        return None
-    with tempfile.TemporaryDirectory(prefix="morph-segment-") as folder:
-        local = Path(folder) / target.name
+    with constant_noise(G, noise), contextlib.ExitStack() as stack:
+        if shared_marker is not None and Path(shared_marker).exists():
+            if not target.exists():  # another run may have rendered it meanwhile
+                render_segment(G, ws, target, settings, engine.noise_mode, device, batch_size, engine.dtype)
+            return None
+        local = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="morph-segment-"))) / target.name
         render_segment(G, ws, local, settings, engine.noise_mode, device, batch_size, engine.dtype)
         return local.read_bytes()
 
@@ -271,7 +276,7 @@ def render_on_cluster(client: "Client", work: list[Work], engine: Engine, cache_
     try:
         for w in work:
             futures[client.submit(render_task, w.ws(), str(w.segment.path), w.settings, engine,
-                                  str(marker) if marker else None, key=f"morph-segment-{w.segment.key[:24]}-{tag}",
+                                  str(marker) if marker else None, w.noise, key=f"morph-segment-{w.segment.key[:24]}-{tag}",
                                   retries=RETRIES)] = w
         for future in as_completed(list(futures)):
             w = futures.pop(future)

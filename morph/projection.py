@@ -59,7 +59,7 @@ from .latents import From, Project, map_z
 from .progress import Progress
 from .render import default_cache_dir
 from .runtime import check_stop
-from .stylegan2 import images_to_uint8
+from .stylegan2 import constant_noise, images_to_uint8
 from .stylegan2.loading import file_sha256
 
 # Bump when a change to the optimisation alters results, so old cached projections are not reused.
@@ -69,6 +69,7 @@ LOSSES = ("l1", "l2", "laplacian", "ssim", "perceptual", "perceptual+laplacian")
 DEFAULT_LOSS = "perceptual+laplacian"
 HISTORY_FRAMES = 60  # optimisation snapshots kept for the progress video
 SCENE_STEPS = 1000  # steps for a scene's {project: photo}
+SCENE_BATCH = 8     # a scene's photos are projected this many at a time (memory at 1024 px)
 
 Distance = Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]  # target → (image → [N] distances)
 
@@ -597,24 +598,18 @@ class ScenePhotos:
                 return self.projections[latent.source].noise
         return None
 
+    def model_key(self, G, render: str) -> str:
+        """The model's key for the render cache: its file hash, plus the hash of the render's projected noise
+        maps when it has them, so cached segments never mix noises."""
+        maps = self.noise_maps(render)
+        return G.info.sha256 if maps is None else f"{G.info.sha256}+noise:{noise_digest(maps)}"
+
     @contextlib.contextmanager
     def noise(self, G, render: str) -> Iterator[str]:
         """``G`` drawing with the render's projected noise (:meth:`noise_maps`) in place of its constant noise
-        for the duration. Yields the model's key for the render cache: its file hash, plus the noise maps'
-        hash when they are swapped in, so cached segments never mix noises."""
-        maps = self.noise_maps(render)
-        if maps is None:
-            yield G.info.sha256
-            return
-        layers = G.synthesis.noise_layers()
-        saved = [layer.noise_const.clone() for layer in layers]
-        try:
-            for layer, m in zip(layers, maps):
-                layer.noise_const.copy_(m)
-            yield f"{G.info.sha256}+noise:{noise_digest(maps)}"
-        finally:
-            for layer, old in zip(layers, saved):
-                layer.noise_const.copy_(old)
+        for the duration; yields :meth:`model_key`."""
+        with constant_noise(G, self.noise_maps(render)):
+            yield self.model_key(G, render)
 
 
 def project_scene(scene, G, cache_dir: Optional[Path] = None, quiet: bool = False) -> ScenePhotos:
@@ -626,7 +621,7 @@ def project_scene(scene, G, cache_dir: Optional[Path] = None, quiet: bool = Fals
     done: dict[Project, Projection] = {}
     for settings, group in groups.items():
         done.update(zip(group, project_photos([spec.image for spec in group], G, settings, cache_dir=cache_dir,
-                                              batch_size=len(group), quiet=quiet)))
+                                              batch_size=min(len(group), SCENE_BATCH), quiet=quiet)))
     return ScenePhotos(scene, done)
 
 

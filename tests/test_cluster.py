@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -144,3 +145,35 @@ def test_unreachable_scheduler_is_one_line(monkeypatch):
         with morph_cluster.connect("tcp://127.0.0.1:1"):
             pass
     assert str(err.value).startswith("--cluster: cannot reach the Dask scheduler") and "\n" not in str(err.value)
+
+
+def test_several_scenes_in_one_call_share_the_cluster(tmp_path, scene, reference, client):
+    other = tmp_path / "other.yaml"
+    other.write_text(scene.read_text().replace("tour:", "tour2:").replace("seed: 4", "seed: 5"))
+    out = morph("render", str(scene), str(other), "--out", str(tmp_path), "--cache", str(tmp_path / "cache"),
+                "--cluster", client.scheduler.address)
+    assert out.returncode == 0, out.stderr
+    assert f"cluster (scene.yaml): 7 segments into the cache ({FRAMES} rendered on 2 workers)" in out.stderr
+    assert re.search(r"cluster \(other.yaml\): \d+ segments into the cache \(\d+ rendered on 2 workers\)", out.stderr)
+    assert np.array_equal(decode_frames(tmp_path / "tour.mp4", SIZE), reference)
+    assert len(decode_frames(tmp_path / "tour2.mp4", SIZE)) == FRAMES
+    (tmp_path / "copy.yaml").write_text(scene.read_text())
+    clash = morph("render", str(scene), str(tmp_path / "copy.yaml"), "--dry-run")
+    assert clash.returncode == 2 and "both have a render named 'tour'" in clash.stderr
+
+
+def test_a_shard_renders_projected_photos_with_their_noise(tmp_path):
+    """Shards key and draw segments with a projected photo's optimised noise, as the local join does: the
+    join after the only shard renders nothing."""
+    photo = Path(__file__).resolve().parents[1] / "scenes" / "team" / "ada.png"
+    builtin = Path(__file__).resolve().parents[1] / "morph" / "builtin" / "weights" / "generator.safetensors"
+    if not builtin.is_file():
+        pytest.skip("the built-in generator's weights are not in this checkout")
+    scene = tmp_path / "s.yaml"
+    scene.write_text(f"latents:\n  a: {{project: {photo}, steps: 4}}\n  b: {{seed: 2}}\n"
+                     "renders:\n  r: {path: [a, b], transition: {duration: 10f}, fps: 10}\n")
+    args = ("render", str(scene), "--out", str(tmp_path), "--cache", str(tmp_path / "cache"))
+    shard = morph(*args, "--shard", "1/1", env_extra=THREADS)
+    join = morph(*args, env_extra=THREADS)
+    assert shard.returncode == 0 and join.returncode == 0, shard.stderr + join.stderr
+    assert rendered(shard) == 11 and rendered(join) == 0, shard.stderr + join.stderr

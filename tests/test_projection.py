@@ -154,6 +154,11 @@ def test_project_command(tmp_path, monkeypatch):
     bad = runner.invoke(app, ["project", str(tmp_path / "nobody.png")])
     assert bad.exit_code != 0 and isinstance(bad.exception, MorphError)
     assert str(bad.exception) == f"{tmp_path / 'nobody.png'}: no such file"
+    (tmp_path / "b").mkdir()
+    twin = tmp_path / "b" / PHOTOS[0].name
+    twin.write_bytes(PHOTOS[0].read_bytes())
+    clash = runner.invoke(app, ["project", str(PHOTOS[0]), str(twin), "--out", str(tmp_path / "out")])
+    assert clash.exit_code != 0 and f"would both write {PHOTOS[0].stem}.*" in str(clash.exception)
 
 
 @needs_builtin

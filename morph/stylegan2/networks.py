@@ -7,8 +7,9 @@ are asserted at each boundary, as in the original, so a wrong checkpoint fails l
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -342,6 +343,25 @@ class Generator(nn.Module):
                 truncation_cutoff: Optional[int] = None, **synthesis_kwargs: Any) -> torch.Tensor:
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, **synthesis_kwargs)
+
+
+@contextlib.contextmanager
+def constant_noise(G: "Generator", maps: Optional[Sequence[torch.Tensor]]) -> Iterator[None]:
+    """For the block, ``G`` draws ``noise_mode="const"`` with ``maps`` (one per noise layer, e.g. a projection's
+    optimised noise) in place of its own constant noise; ``None`` changes nothing."""
+    if maps is None:
+        yield
+        return
+    layers = G.synthesis.noise_layers()
+    assert len(maps) == len(layers), (len(maps), len(layers))
+    saved = [layer.noise_const.clone() for layer in layers]
+    try:
+        for layer, m in zip(layers, maps):
+            layer.noise_const.copy_(m)
+        yield
+    finally:
+        for layer, old in zip(layers, saved):
+            layer.noise_const.copy_(old)
 
 
 def images_to_uint8(img: torch.Tensor) -> torch.Tensor:
