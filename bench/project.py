@@ -6,7 +6,7 @@
    built-in classifier's attribute agreement between target and reconstruction (the table in
    ``morph/projection.py``).
 
-    python bench/project.py [--model builtin|PATH] [--steps 50] [--losses] [--space w+|w]
+    python bench/project.py [--model builtin|PATH] [--steps 50] [--losses [LOSS ...]] [--space w+|w]
 """
 
 from __future__ import annotations
@@ -44,18 +44,19 @@ def main() -> None:
     ap.add_argument("--model", default="builtin")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--space", default="w+", choices=("w+", "w"))
-    ap.add_argument("--losses", action="store_true", help="compare the distances instead of timing batches")
+    ap.add_argument("--losses", nargs="*", choices=LOSSES, metavar="LOSS",
+                    help="compare these distances (all if none named) instead of timing batches")
     args = ap.parse_args()
     G = load_generator(args.model)
     stats = w_stats(G)
-    if args.losses:
+    if args.losses is not None:
         from morph.builtin import load_builtin_classifier
 
         clf = load_builtin_classifier()
         x = targets(G, len(TEAM))
         print(f"{len(x)} photos, {args.steps} steps, {args.space}")
         print(f"{'loss':<22} {'PSNR dB':>8} {'min':>6} {'agreement':>10} {'s':>6}")
-        for name in LOSSES:
+        for name in args.losses or LOSSES:
             start = time.perf_counter()
             results = optimise(G, x, make_distance(name, torch.device("cpu")), list(range(len(x))), args.space,
                                args.steps, stats=stats)

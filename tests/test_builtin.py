@@ -3,6 +3,7 @@ behaviour (load time, diversity, style mixing, classifier accuracy)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -204,3 +205,16 @@ def test_classifier_training_runs(tmp_path):
     train_classifier.main(["--out", str(tmp_path), "--train", "64", "--val", "32", "--epochs", "1", "--batch", "32",
                            "--widths", "4,4,8,8", "--export", str(path)])
     assert load_classifier(path).predict(render(sample_params(1, 2), 64))["probs"].shape == (2, len(ATTRIBUTES))
+
+
+def test_morph_info_builtin_describes_the_shipped_model():
+    _need("generator")
+    from typer.testing import CliRunner
+
+    from morph.cli import app
+
+    out = CliRunner().invoke(app, ["info", "builtin", "--json"])
+    assert out.exit_code == 0, out.output
+    facts = json.loads(out.output)
+    assert facts["format"] == "morph" and facts["resolution"] == 64 and facts["num_ws"] == 10
+    assert facts["file"] == str(builtin_path())
