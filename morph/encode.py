@@ -232,8 +232,7 @@ def probe(path: Path) -> dict[str, object]:
     size = re.search(r", (\d+)x(\d+)", line)
     fps = re.search(r"([\d.]+) (?:fps|tbr)", line)
     return {"codec": line.split("Video:")[1].split()[0].rstrip(","), "width": int(size.group(1)),
-            "height": int(size.group(2)), "fps": float(fps.group(1)) if fps else None, "stream": line.strip(),
-            "loop": "loop" in proc.stderr.lower()}
+            "height": int(size.group(2)), "fps": float(fps.group(1)) if fps else None, "stream": line.strip()}
 
 
 def decode_frames(path: Path, size: int) -> np.ndarray:
