@@ -80,16 +80,18 @@ def main() -> None:
     flops = synthesis_flops(G)
     print(f"threads {torch.get_num_threads()}, {flops / 1e9:.2f} GFLOP per 256 px image")
     with torch.inference_mode():
-        peak = matmul_peak(args.trials, args.seconds)
-        print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
-        print(f"{'batch':>5} {'morph img/s':>12} {'of peak':>8} {'baseline img/s':>15} {'of peak':>8} {'speed-up':>9}")
-        for batch in args.batches:
-            ours = images_per_second(G, batch, None, args.trials, args.seconds)
-            base = images_per_second(G, batch, True, args.trials, args.seconds)
-            print(f"{batch:>5} {ours:>12.3f} {ours * flops / peak:>8.1%} {base:>15.3f} {base * flops / peak:>8.1%}"
-                  f" {ours / base:>8.2f}x")
-        print(f"matmul peak re-measured after: {matmul_peak(args.trials, args.seconds) / 1e9:.1f} GFLOP/s")
-
+        before = matmul_peak(args.trials, args.seconds)
+        rows = [(batch, images_per_second(G, batch, None, args.trials, args.seconds),
+                 images_per_second(G, batch, True, args.trials, args.seconds)) for batch in args.batches]
+        after = matmul_peak(args.trials, args.seconds)
+    # The machine's peak drifts within a run (±10 % on a shared VM): judge against the higher measurement.
+    peak = max(before, after)
+    print(f"float32 matmul peak: {before / 1e9:.1f} GFLOP/s before, {after / 1e9:.1f} after; "
+          f"fractions below are of {peak / 1e9:.1f}")
+    print(f"{'batch':>5} {'morph img/s':>12} {'of peak':>8} {'baseline img/s':>15} {'of peak':>8} {'speed-up':>9}")
+    for batch, ours, base in rows:
+        print(f"{batch:>5} {ours:>12.3f} {ours * flops / peak:>8.1%} {base:>15.3f} {base * flops / peak:>8.1%}"
+              f" {ours / base:>8.2f}x")
 
 if __name__ == "__main__":
     main()
