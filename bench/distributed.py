@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import tempfile
@@ -21,6 +22,12 @@ import time
 from functools import partial
 from pathlib import Path
 from typing import Callable
+
+# bench/tour.py by its path: the workers re-import this script with its folder off the path (below).
+_spec = importlib.util.spec_from_file_location("bench_tour", Path(__file__).resolve().with_name("tour.py"))
+_tour = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_tour)
+write_tour = _tour.write_tour
 
 # This file shares its name with Dask's package: keep its folder off the import path (also for the worker
 # processes, which inherit it) so that `import distributed` finds Dask.
@@ -36,29 +43,10 @@ from morph.scene import load_scene, timelines  # noqa: E402
 from morph.schedule import sample  # noqa: E402
 from morph.stylegan2 import Generator, load_generator  # noqa: E402
 
-SCENE = """model: {model}
-truncation: 0.7
-latents:
-  a: {{seed: 1}}
-  b: {{seed: 2}}
-  c: {{seed: 3}}
-renders:
-  tour:
-    format: mp4
-    fps: {fps}
-    size: {size}
-    path: [a, b, c]
-    transition: {{duration: {step}f, interp: slerp}}
-    loop: true
-"""
-
-
 def scene_work(G: Generator, folder: Path, model: str, size: int, frames: int, fps: float,
                engine: Engine) -> list[Work]:
     """The segments of a looping 3-keyframe tour of about ``frames`` frames, cached in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    scene = folder / "scene.yaml"
-    scene.write_text(SCENE.format(model=model, size=size, fps=fps, step=max(1, frames // 3)))
+    scene = write_tour(folder / "scene.yaml", model, size, frames, fps)
     sc = load_scene(scene)
     render = sc.renders["tour"]
     job = Job(folder / "out.mp4", partial(sample, timelines(sc, G)["tour"]),

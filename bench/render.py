@@ -28,28 +28,10 @@ from morph.runtime import keep_freed_memory
 from morph.scene import load_scene, timelines
 from morph.schedule import sample
 from morph.stylegan2 import load_generator
-
-SCENE = """model: {model}
-truncation: 0.7
-latents:
-  a: {{seed: 1}}
-  b: {{seed: 2}}
-  c: {{seed: 3}}
-renders:
-  tour:
-    format: mp4
-    fps: 30
-    size: {size}
-    path: [a, b, c]
-    transition: {{duration: {seconds}f, interp: slerp}}
-    loop: true
-"""
-
+from tour import write_tour  # bench/tour.py, beside this script
 
 def write_scene(folder: Path, model: str, size: int, frames: int) -> Path:
-    scene = folder / f"scene-{frames}.yaml"
-    scene.write_text(SCENE.format(model=model, size=size, seconds=max(1, frames // 3)))
-    return scene
+    return write_tour(folder / f"scene-{frames}.yaml", model, size, frames)
 
 
 def peak_rss_mb(cmd: list[str]) -> float:
