@@ -9,12 +9,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 
 from .errors import MorphError
 from .runtime import Terminated, keep_freed_memory, request_stop
+
+if TYPE_CHECKING:  # torch is imported inside the commands, so that --help stays fast
+    import torch
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Render StyleGAN2 latent space into videos and looping GIFs.")
@@ -164,7 +167,7 @@ class _RenderOptions:
     """``morph render``'s options, resolved once for all its scenes."""
 
     out: Path
-    device: "torch.device"
+    device: torch.device
     device_name: str
     batch_size: str
     force: bool
@@ -173,7 +176,7 @@ class _RenderOptions:
     cache_dir: Path
     shard: Optional[tuple[int, int]]
     transfer: bool
-    dtype: Optional["torch.dtype"] = None
+    dtype: Optional[torch.dtype] = None
 
 
 def _render_scene(scene: Path, sc, names: list[str], o: _RenderOptions, client: Optional[Callable]) -> None:
