@@ -6,15 +6,15 @@ the work any implementation must do; filtering, bias and activations are overhea
 The baseline is NVIDIA's inference strategy (a grouped convolution of per-sample weights at every
 batch size) run through the same code, so the ratio isolates morph's choice of path.
 
-    python bench/generator.py [--batches 1 8 16] [--seconds 2] [--trials 3]
-
-Each figure is the best of several timed windows, so other load on the machine lowers it less.
+    python bench/generator.py [--batches 1 8 16] [--seconds 1.5] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from typing import Callable
 
 import torch
 
@@ -43,55 +43,68 @@ def synthesis_flops(G: Generator) -> float:
     return total
 
 
-def best_rate(step, work: float, trials: int, seconds: float) -> float:
-    """Highest work/s over ``trials`` timed windows: robust to other load on a shared machine."""
-    step()  # warm-up
-    best = 0.0
-    for _ in range(trials):
-        reps, start = 0, time.perf_counter()
-        while reps < 1 or time.perf_counter() - start < seconds:
-            step()
-            reps += 1
-        best = max(best, work * reps / (time.perf_counter() - start))
-    return best
+def rate(step: Callable[[], object], work: float, seconds: float) -> float:
+    """Work per second of ``step`` over one timed window of at least ``seconds`` (and one call)."""
+    reps, start = 0, time.perf_counter()
+    while reps < 1 or time.perf_counter() - start < seconds:
+        step()
+        reps += 1
+    return work * reps / (time.perf_counter() - start)
 
 
-def matmul_peak(trials: int, seconds: float) -> float:
-    """Float32 FLOP/s of a large square matmul, the practical peak of this machine."""
+def matmul_step() -> tuple[Callable[[], object], float]:
+    """A large square float32 matmul and its FLOPs: the practical peak of this machine."""
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
-    return best_rate(lambda: torch.mm(a, b), 2 * n ** 3, trials, seconds)
+    return (lambda: torch.mm(a, b)), 2.0 * n ** 3
 
 
-def images_per_second(G: Generator, batch: int, fused: bool | None, trials: int, seconds: float) -> float:
+def measure(G: Generator, batch: int, rounds: int, seconds: float) -> dict[str, list[float]]:
+    """Per round: the matmul peak, morph's and the baseline's images/s, then the peak again.
+
+    The machine's speed drifts (±20 % within a minute on a shared VM), so every fraction is taken
+    against the peaks measured just before and after it, and the rounds' median is reported.
+    """
     ws = G.mapping(torch.randn(batch, G.z_dim), None, truncation_psi=0.7)
-    return best_rate(lambda: G.synthesis(ws, noise_mode="const", fused_modconv=fused), batch, trials, seconds)
+    mm, mm_flops = matmul_step()
+    steps = {"morph": lambda: G.synthesis(ws, noise_mode="const"),
+             "baseline": lambda: G.synthesis(ws, noise_mode="const", fused_modconv=True)}
+    for step in (mm, *steps.values()):
+        step()  # warm-up
+    out: dict[str, list[float]] = {"peak": [], "morph": [], "baseline": [], "morph_frac": [], "baseline_frac": []}
+    flops = synthesis_flops(G)
+    for _ in range(rounds):
+        before = rate(mm, mm_flops, seconds / 2)
+        rates = {name: rate(step, batch, seconds) for name, step in steps.items()}
+        peak = max(before, rate(mm, mm_flops, seconds / 2))
+        out["peak"].append(peak)
+        for name, r in rates.items():
+            out[name].append(r)
+            out[f"{name}_frac"].append(r * flops / peak)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16])
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of one timed window")
-    parser.add_argument("--trials", type=int, default=3, help="timed windows per figure (the best is kept)")
+    parser.add_argument("--seconds", type=float, default=1.5, help="length of one timed window")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per batch size (the median is reported)")
     args = parser.parse_args()
     keep_freed_memory()  # as the morph CLI does
     torch.manual_seed(0)
     G = Generator(**CONFIG).eval()
-    flops = synthesis_flops(G)
-    print(f"threads {torch.get_num_threads()}, {flops / 1e9:.2f} GFLOP per 256 px image")
+    print(f"threads {torch.get_num_threads()}, {synthesis_flops(G) / 1e9:.2f} GFLOP per 256 px image; "
+          f"median of {args.rounds} rounds, each fraction against the matmul peak measured around it")
+    print(f"{'batch':>5} {'peak GFLOP/s':>12} {'morph img/s':>12} {'of peak':>8} {'(min-max)':>13} "
+          f"{'baseline img/s':>15} {'of peak':>8} {'speed-up':>9}")
     with torch.inference_mode():
-        before = matmul_peak(args.trials, args.seconds)
-        rows = [(batch, images_per_second(G, batch, None, args.trials, args.seconds),
-                 images_per_second(G, batch, True, args.trials, args.seconds)) for batch in args.batches]
-        after = matmul_peak(args.trials, args.seconds)
-    # The machine's peak drifts within a run (±10 % on a shared VM): judge against the higher measurement.
-    peak = max(before, after)
-    print(f"float32 matmul peak: {before / 1e9:.1f} GFLOP/s before, {after / 1e9:.1f} after; "
-          f"fractions below are of {peak / 1e9:.1f}")
-    print(f"{'batch':>5} {'morph img/s':>12} {'of peak':>8} {'baseline img/s':>15} {'of peak':>8} {'speed-up':>9}")
-    for batch, ours, base in rows:
-        print(f"{batch:>5} {ours:>12.3f} {ours * flops / peak:>8.1%} {base:>15.3f} {base * flops / peak:>8.1%}"
-              f" {ours / base:>8.2f}x")
+        for batch in args.batches:
+            m = measure(G, batch, args.rounds, args.seconds)
+            med = {k: statistics.median(v) for k, v in m.items()}
+            print(f"{batch:>5} {med['peak'] / 1e9:>12.1f} {med['morph']:>12.3f} {med['morph_frac']:>8.1%} "
+                  f"{min(m['morph_frac']):>6.1%}-{max(m['morph_frac']):<6.1%} {med['baseline']:>15.3f} "
+                  f"{med['baseline_frac']:>8.1%} {med['morph'] / med['baseline']:>8.2f}x", flush=True)
+
 
 if __name__ == "__main__":
     main()

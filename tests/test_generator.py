@@ -9,6 +9,7 @@ import torch
 import reference_sg2
 from conftest import load_reference
 from morph.stylegan2 import Generator, images_to_uint8
+from morph.stylegan2.ops import upsample_2d
 
 WS_TOL = 1e-5
 IMG_TOL = 1e-4
@@ -44,7 +45,7 @@ def test_mapping_matches_reference(reference, psi, cutoff, key):
     assert max_err(ws, cases[key + "_f64"]) < WS_TOL
 
 
-@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("fused", [True, False, None])
 @pytest.mark.parametrize("source,noise", [("psi1.0", "const"), ("psi1.0", "none"), ("psi0.7", "const"),
                                           ("psi0.7", "none"), ("wplus", "const"), ("wplus", "none")])
 def test_synthesis_matches_reference(reference, source, noise, fused):
@@ -85,6 +86,19 @@ def test_batch_of_one_equals_batch(reference):
         whole = G.synthesis(ws)
         single = torch.cat([G.synthesis(ws[i:i + 1]) for i in range(len(ws))])
     assert float((whole - single).abs().max()) < IMG_TOL
+    assert max_err(single, cases["img_psi0.7_const_f64"]) < IMG_TOL
+
+
+@pytest.mark.parametrize("taps", [2, 3, 4, 5, 6])
+def test_upsample_matches_upfirdn2d(taps):
+    """The transposed-convolution upsampling equals NVIDIA's zero insertion + FIR, for any filter length."""
+    f = torch.rand(taps, taps, generator=torch.Generator().manual_seed(taps), dtype=torch.float64)
+    x = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    p0, p1 = (taps + 1) // 2, (taps - 2) // 2
+    ref = reference_sg2.upfirdn2d(x, f, up=2, pad=(p0, p1, p0, p1), gain=4)
+    ours = upsample_2d(x, f)
+    assert ours.shape == ref.shape == (2, 3, 10, 14)
+    assert float((ours - ref).abs().max()) < 1e-12
 
 
 def test_naive_reference_matches_nvidia(stylegan2_fixtures):

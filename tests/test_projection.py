@@ -84,10 +84,14 @@ def test_batch_equals_loop(G, tmp_path):
     settings = Settings(steps=8, align=False)
     batch = project_photos(PHOTOS[:2], G, settings, cache_dir=tmp_path / "a", quiet=True)
     alone = [project_photos([p], G, settings, cache_dir=tmp_path / "b", quiet=True)[0] for p in PHOTOS[:2]]
-    # Same random streams and losses; only float rounding of batched convolutions differs (Adam magnifies it a
-    # little where gradients are near zero), far below the spread of w (~0.6 per dimension here).
+    # Same random streams and losses; only float rounding of batched convolutions differs: the first step's
+    # gradients agree to ~1e-6 of their size. Where rounding moves a pre-activation across lrelu's kink the
+    # gradient changes more, and Adam's normalised steps carry that on, so w drifts by ~0.002 on average
+    # (measured, at most ~0.02): far below its spread (~0.6 per dimension here). A batch that mixed its
+    # photos' noise, targets or losses would move w by that spread and fail the image check below.
     for x, y in zip(batch, alone):
-        torch.testing.assert_close(x.w, y.w, atol=2e-2, rtol=0)
+        diff = (x.w - y.w).abs()
+        assert float(diff.mean()) < 1e-2 and float(diff.max()) < 1e-1, (float(diff.mean()), float(diff.max()))
         for a, b in zip(x.noise, y.noise):
             torch.testing.assert_close(a, b, atol=2e-2, rtol=0)
     assert psnr(synthesize(G, batch), synthesize(G, alone)).min() > 40

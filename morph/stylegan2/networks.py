@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .ops import LRELU_GAIN, bias_act, conv_up2, modulated_conv2d, setup_filter, upsample_2d
+from .ops import LRELU_GAIN, bias_act, conv_up2, is_channels_last, modulated_conv2d, setup_filter, upsample_2d
 
 NOISE_MODES = ("const", "random", "none")
 ARCHITECTURES = ("orig", "skip", "resnet")
@@ -150,15 +150,26 @@ class SynthesisLayer(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
-    def weight_sq(self) -> torch.Tensor:
-        """Σ over the kernel window of weight², for demodulation; cached across inference calls."""
+    def _weight_derived(self, name: str, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``compute(weight)``, kept across inference calls until the weight changes (fresh under autograd)."""
         if torch.is_grad_enabled():
-            return self.weight.square().sum(dim=[2, 3])
+            return compute(self.weight)
         key = (self.weight.data_ptr(), self.weight._version, self.weight.device)
-        if getattr(self, "_weight_sq_key", None) != key:
-            self._weight_sq = self.weight.square().sum(dim=[2, 3])
-            self._weight_sq_key = key
-        return self._weight_sq
+        cache = self.__dict__.setdefault("_derived", {})
+        if name not in cache or cache[name][0] != key:
+            cache[name] = (key, compute(self.weight))
+        return cache[name][1]
+
+    def _nhwc(self, w: torch.Tensor) -> torch.Tensor:
+        """``w`` stored NHWC as the convolution reads it; for the 2× layer, the transposed convolution's
+        [I, O, k, k] is, so ``.transpose(0, 1)`` of the result is channels-last contiguous."""
+        if self.up == 2:
+            return w.transpose(0, 1).contiguous(memory_format=torch.channels_last).transpose(0, 1)
+        return w.contiguous(memory_format=torch.channels_last)
+
+    def weight_sq(self) -> torch.Tensor:
+        """Σ over the kernel window of weight², for demodulation."""
+        return self._weight_derived("sq", lambda w: w.square().sum(dim=[2, 3]))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", fused: Optional[bool] = None,
                 gain: float = 1.0, consume_input: bool = False,
@@ -173,7 +184,10 @@ class SynthesisLayer(nn.Module):
         elif self.use_noise and noise_mode == "const":
             noise = (self.noise_const if noise_map is None else noise_map) * self.noise_strength
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return modulated_conv2d(x, self.weight, styles, self.bias, noise=noise, up=self.up,
+        weight = self.weight
+        if is_channels_last(x):  # NHWC weights, so that neither weights nor activations are copied per call
+            weight = self._weight_derived("nhwc", self._nhwc)
+        return modulated_conv2d(x, weight, styles, self.bias, noise, up=self.up,
                                 resample_filter=self.resample_filter, fused=fused, act=self.activation,
                                 gain=self.act_gain * gain, clamp=clamp, weight_sq=self.weight_sq(),
                                 consume_input=consume_input)
