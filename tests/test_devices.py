@@ -45,15 +45,18 @@ def test_half_precision_is_gpu_only():
         resolve_precision("fp16", torch.device("cpu"))
 
 
-def test_reduced_precision_blocks_stay_close():
-    """bf16 in the blocks NVIDIA marks fp16 (num_fp16_res) changes pixels only a little; the image stays fp32."""
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 0.1), (torch.float16, 0.02)])
+def test_reduced_precision_blocks_stay_close(dtype, tol, batch):
+    """bf16/fp16 in the blocks NVIDIA marks fp16 (num_fp16_res) changes pixels only a little (fp16 takes
+    NVIDIA's overflow pre-normalisation path, here on the CPU); the image stays fp32."""
     G = small_generator()
-    ws = G.mapping(torch.randn(2, 32, generator=torch.Generator().manual_seed(1)), None, truncation_psi=0.7)
+    ws = G.mapping(torch.randn(batch, 32, generator=torch.Generator().manual_seed(1)), None, truncation_psi=0.7)
     with torch.no_grad():
         ref = G.synthesis(ws)
-        low = G.synthesis(ws, dtype=torch.bfloat16)
+        low = G.synthesis(ws, dtype=dtype)
     assert low.dtype == torch.float32
-    assert 0 < float((low - ref).abs().max()) < 0.1 * float(ref.abs().max())
+    assert 0 < float((low - ref).abs().max()) < tol * float(ref.abs().max())
 
 
 @needs_cuda

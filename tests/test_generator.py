@@ -89,12 +89,12 @@ def test_batch_of_one_equals_batch(reference):
     assert max_err(single, cases["img_psi0.7_const_f64"]) < IMG_TOL
 
 
-@pytest.mark.parametrize("taps", [2, 3, 4, 5, 6])
+@pytest.mark.parametrize("taps", [1, 2, 3, 4, 5, 6])
 def test_upsample_matches_upfirdn2d(taps):
     """The transposed-convolution upsampling equals NVIDIA's zero insertion + FIR, for any filter length."""
     f = torch.rand(taps, taps, generator=torch.Generator().manual_seed(taps), dtype=torch.float64)
     x = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    p0, p1 = (taps + 1) // 2, (taps - 2) // 2
+    p0, p1 = (taps + 1) // 2, (taps - 2) // 2  # NVIDIA's upsample2d padding
     ref = reference_sg2.upfirdn2d(x, f, up=2, pad=(p0, p1, p0, p1), gain=4)
     ours = upsample_2d(x, f)
     assert ours.shape == ref.shape == (2, 3, 10, 14)
@@ -184,3 +184,25 @@ def test_activations_stay_channels_last(batch):
     with torch.inference_mode():
         G.synthesis(G.mapping(torch.randn(batch, 16), None))
     assert len(layouts) == 7 and all(layouts), layouts
+
+
+def test_derived_weights_follow_the_weights():
+    """The per-layer NHWC weight cache: fresh after load_state_dict, dropped by .to(), usable under autograd
+    after an inference_mode render (as a render that projects photos first and draws frames after does)."""
+    kwargs = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
+                  synthesis_kwargs=dict(channel_base=512, channel_max=32))
+    G, other = Generator(**kwargs).eval(), Generator(**kwargs).eval()
+    G.load_state_dict(random_state(G, 1))
+    other.load_state_dict(random_state(other, 2))
+    G.requires_grad_(False)
+    ws = torch.randn(1, G.num_ws, 16, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        before = G.synthesis(ws)
+    G.load_state_dict(other.state_dict())
+    with torch.inference_mode():
+        assert torch.equal(G.synthesis(ws), other.synthesis(ws)) and not torch.allclose(before, other.synthesis(ws))
+    w = ws.clone().requires_grad_(True)
+    G.synthesis(w).square().sum().backward()
+    assert w.grad is not None and float(w.grad.abs().max()) > 0
+    G.float()  # any .to() drops the copies rather than keeping stale ones alive
+    assert not any("_derived" in layer.__dict__ for layer in G.synthesis.noise_layers())

@@ -151,14 +151,22 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
     def _weight_derived(self, name: str, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """``compute(weight)``, kept across inference calls until the weight changes (fresh under autograd)."""
-        if torch.is_grad_enabled():
+        """``compute(weight)``, kept until the weight changes (``load_state_dict``, ``copy_``; not edits made
+        through ``.data``); computed afresh only when autograd needs the weight's gradient."""
+        if torch.is_grad_enabled() and self.weight.requires_grad:
             return compute(self.weight)
-        key = (self.weight.data_ptr(), self.weight._version, self.weight.device)
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.device, self.weight.dtype)
         cache = self.__dict__.setdefault("_derived", {})
         if name not in cache or cache[name][0] != key:
-            cache[name] = (key, compute(self.weight))
+            # A plain tensor even inside inference_mode, so that a later projection can use it under autograd.
+            with torch.inference_mode(False), torch.no_grad():
+                cache[name] = (key, compute(self.weight))
         return cache[name][1]
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "SynthesisLayer":
+        """``.to()``, ``.half()`` and the like drop the derived weights rather than keep stale copies alive."""
+        self.__dict__.pop("_derived", None)
+        return super()._apply(fn, *args, **kwargs)
 
     def _nhwc(self, w: torch.Tensor) -> torch.Tensor:
         """``w`` stored NHWC as the convolution reads it; for the 2× layer, the transposed convolution's

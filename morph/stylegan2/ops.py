@@ -73,9 +73,10 @@ def upsample_2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     n, c, h, w = x.shape
     taps = f.shape[-1]
     pad = taps - 1 - (taps + up - 1) // 2  # aligns the transposed convolution's output with upfirdn2d's
-    assert pad >= 0, f"a {taps}-tap filter is too short for {up}x upsampling"
     kernel = (f * (up * up)).to(x.dtype).expand(c, 1, *f.shape)
-    y = F.conv_transpose2d(x, kernel, stride=up, padding=pad, groups=c)
+    y = F.conv_transpose2d(x, kernel, stride=up, padding=max(pad, 0), groups=c)
+    if pad < 0:  # a 1-tap filter: upfirdn2d shifts the zero-inserted samples by one
+        y = F.pad(y, [-pad, 0, -pad, 0])
     return y[:, :, : h * up, : w * up]  # odd filter lengths give one extra row and column
 
 
@@ -153,8 +154,11 @@ def modulated_conv2d(
 
     if x.dtype == torch.float16 and demodulate:
         # NVIDIA's pre-normalisation against fp16 overflow; a no-op on the result up to rounding.
-        weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        w_scale = 1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
+        weight = weight * w_scale
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+        if weight_sq is not None:  # the caller's Σ w² is of the weight before the rescaling
+            weight_sq = weight_sq * w_scale.reshape(-1, 1).square()
 
     # Output scale per (sample, channel): demodulation (sum over I,k,k of (w·s)² = s² · Σ_kk w², one
     # small matmul instead of materialising [N,O,I,k,k]) times the activation gain.
@@ -204,7 +208,7 @@ def modulated_conv2d(
             shift = torch.add(shift, noise, out=torch.empty(shape, dtype=y.dtype, device=y.device, memory_format=fmt))
             noise = None
         elif noise is not None:
-            shift, noise = shift + noise, None
+            shift, noise = in_layout_of(shift + noise, y), None
         y = torch.addcmul(shift, y, scale, out=y) if inplace else torch.addcmul(shift, y, scale)
     if noise is not None:
         y = y.add_(noise) if inplace else y + noise
