@@ -202,12 +202,7 @@ def modulated_conv2d(
         scale = scale.to(x.dtype).reshape(n, -1, 1, 1)
         # Bias and noise as one [1|N, O, R, R] term in y's layout: one pass over y, the term shared by the batch.
         shift = bias.reshape(1, -1, 1, 1)
-        if noise is not None and inplace:
-            fmt = torch.channels_last if is_channels_last(y) else torch.contiguous_format
-            shape = torch.broadcast_shapes(shift.shape, noise.shape)
-            shift = torch.add(shift, noise, out=torch.empty(shape, dtype=y.dtype, device=y.device, memory_format=fmt))
-            noise = None
-        elif noise is not None:
+        if noise is not None:
             shift, noise = in_layout_of(shift + noise, y), None
         y = torch.addcmul(shift, y, scale, out=y) if inplace else torch.addcmul(shift, y, scale)
     if noise is not None:
