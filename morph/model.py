@@ -1,0 +1,90 @@
+"""What morph needs from a generator, whatever its family: the contract scenes, rendering, projection
+and directions are written against (StyleGAN2 and StyleGAN3 implement it).
+
+A synthesis call is always given the noise it should draw with: a :class:`Noise` value (a mode and,
+optionally, explicit maps such as a projected photo's). Nothing outside a model's constructor and
+``load_state_dict`` writes its buffers, so one loaded model can serve several renders at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol, Sequence, runtime_checkable
+
+import torch
+
+NOISE_MODES = ("const", "random", "none")
+LAYER_GROUPS = ("coarse", "middle", "fine")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where a loaded generator came from: shown by ``morph info`` and keyed into render caches."""
+
+    path: str
+    format: str
+    sha256: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The noise a synthesis call draws with: ``mode`` (const | random | none) and, for ``const``,
+    optional ``maps`` (one per noise layer, [R, R] or per sample [N, 1, R, R]) replacing the model's own."""
+
+    mode: str = "const"
+    maps: Optional[tuple[torch.Tensor, ...]] = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in NOISE_MODES:
+            raise ValueError(f"noise mode must be one of {NOISE_MODES}, got {self.mode!r}")
+        if self.maps is not None and not isinstance(self.maps, tuple):
+            object.__setattr__(self, "maps", tuple(self.maps))
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A loaded generator: an ``nn.Module`` whose ``mapping`` and ``synthesis`` follow NVIDIA's API."""
+
+    family: str                 # "stylegan2" | "stylegan3": what `morph info` names
+    z_dim: int                  # input latent z
+    c_dim: int                  # class label (0: unconditional)
+    w_dim: int                  # intermediate latent w
+    num_ws: int                 # how many w vectors synthesis takes (W+ is [num_ws, w_dim])
+    img_resolution: int         # output images are [img_channels, R, R]
+    img_channels: int           # 1 or 3
+    info: ModelInfo             # file, format and content hash (set by the loader)
+
+    def mapping(self, z: Optional[torch.Tensor], c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0,
+                truncation_cutoff: Optional[int] = None) -> torch.Tensor:
+        """z [N, z_dim] (and c [N, c_dim]) → ws [N, num_ws, w_dim], truncated towards ``w_avg``."""
+
+    def synthesize(self, ws: torch.Tensor, noise: Noise = Noise(), dtype: Optional[torch.dtype] = None,
+                   **family_options: Any) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] → images [N, img_channels, R, R] in about [-1, 1], drawn with ``noise``."""
+
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """[R, R] of each noise input, in order; empty for a family without noise inputs (StyleGAN3)."""
+
+    def layer_groups(self) -> dict[str, range]:
+        """The w indices of the named style-mixing groups ``coarse``, ``middle`` and ``fine``."""
+
+
+def model_hash(G: Model) -> str:
+    """The content hash that identifies ``G``'s weights in cache keys (the checkpoint file's SHA-256)."""
+    return G.info.sha256
+
+
+def check_noise(G: Model, noise: Noise) -> None:
+    """Raise ValueError if ``noise.maps`` does not match ``G``'s noise inputs (count and size)."""
+    if noise.maps is None:
+        return
+    shapes = G.noise_shapes()
+    if len(noise.maps) != len(shapes):
+        raise ValueError(f"{len(noise.maps)} noise maps for a model with {len(shapes)} noise inputs")
+    for m, (h, w) in zip(noise.maps, shapes):
+        if tuple(m.shape[-2:]) != (h, w):
+            raise ValueError(f"noise map of shape {tuple(m.shape)} for a [{h}, {w}] noise input")
+
+
+__all__ = ["LAYER_GROUPS", "NOISE_MODES", "Model", "ModelInfo", "Noise", "check_noise", "model_hash"]
