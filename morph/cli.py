@@ -31,9 +31,9 @@ def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (Py
                                                 "or morph .safetensors"),
          as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text")) -> None:
     """Describe a generator checkpoint: format, resolution, layers, dimensions, parameter count, file hash."""
-    from .stylegan2.loading import load_generator
+    from .loader import load_model
 
-    G = load_generator(model)
+    G = load_model(model)
     syn = G.init_kwargs["synthesis_kwargs"]
     facts = {
         "file": G.info.path,
@@ -70,9 +70,9 @@ def convert(source: str = typer.Argument(..., help="any checkpoint morph reads")
             dest: Path = typer.Argument(..., help="output .safetensors file (morph's own format)")) -> None:
     """Convert a checkpoint to morph's own format: safetensors weights, architecture in the metadata."""
     from .stylegan2.formats import write_native
-    from .stylegan2.loading import load_generator
+    from .loader import load_model
 
-    G = load_generator(source)
+    G = load_model(source)
     write_native(dest, G.init_kwargs, G.state_dict(),
                  {"converted_from": Path(source).name, "source_format": G.info.format, "source_sha256": G.info.sha256})
     typer.echo(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB) from {G.info.format} {source}")
@@ -191,9 +191,10 @@ def _render_scene(scene: Path, sc, names: list[str], o: _RenderOptions, client: 
     from .render import output_lock, render as render_video
     from .scene import timelines
     from .schedule import sample
-    from .stylegan2.loading import file_sha256, load_generator
+    from .loader import load_model
+    from .stylegan2.loading import file_sha256
 
-    G = load_generator(sc.model_path, o.device)
+    G = load_model(sc.model_path, o.device)
     photos = project_scene(sc, G, o.cache_dir, o.quiet)
     paths = timelines(sc, G, photos.latent)
     metadata = {"comment": f"morph scene {scene.name} sha256:{file_sha256(scene)[:16]} "
@@ -259,12 +260,12 @@ def preview(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
     from .render import generate
     from .scene import load_scene, timelines
     from .schedule import sample
-    from .stylegan2.loading import load_generator
+    from .loader import load_model
     from .toyfaces.png import grid, write_png
 
     sc = load_scene(scene)
     dev = resolve_device(device)
-    G = load_generator(sc.model_path, dev)
+    G = load_model(sc.model_path, dev)
     photos = project_scene(sc, G)
     for name, tl in timelines(sc, G, photos.latent).items():
         keys = list(tl.keyframes)
@@ -323,13 +324,13 @@ def sample_cmd(model: str = typer.Option("builtin", "--model", help="checkpoint 
     from .directions import LATENTS_FILE, SCORES_FILE, Z_FILE, map_batches, save_array, seeds_z, w_images
     from .encode import atomic_path
     from .progress import Progress
-    from .stylegan2.loading import load_generator
+    from .loader import load_model
     from .toyfaces.png import write_png
 
     if classifier not in (None, "builtin"):
         raise MorphError(f"unknown classifier {classifier!r}", "--classifier", "the one available is builtin")
     dev = resolve_device(device)
-    G = load_generator(model, dev)
+    G = load_model(model, dev)
     if G.c_dim:
         raise MorphError("sampling conditional models is not supported", "--model")
     z = seeds_z(seed, n, G.z_dim)
@@ -429,9 +430,9 @@ def directions_pca(model: str = typer.Option("builtin", "--model", help="checkpo
     """GANSpace-style principal directions of W (incremental PCA of mapped samples), saved as pc0, pc1, ..."""
     from .devices import resolve_device
     from .directions import map_batches, pca, save_array, seeds_z
-    from .stylegan2.loading import load_generator
+    from .loader import load_model
 
-    G = load_generator(model, resolve_device(device))
+    G = load_model(model, resolve_device(device))
     if k > G.w_dim:
         raise MorphError(f"{k} components asked of a {G.w_dim}-dimensional W", "--k")
     comps = pca(map_batches(G, seeds_z(seed, n, G.z_dim), truncation, batch=max(10000, k)), k)
@@ -464,12 +465,12 @@ def directions_show(direction: str = typer.Argument(..., help="direction .npy/.n
     from .progress import log
     from .render import generate
     from .scene import builtin_direction_path
-    from .stylegan2.loading import load_generator
+    from .loader import load_model
     from .toyfaces.png import grid, write_png
 
     path = builtin_direction_path(direction.split(":", 1)[1]) if direction.startswith("builtin:") else Path(direction)
     dev = resolve_device(device)
-    G = load_generator(model, dev)
+    G = load_model(model, dev)
     trained_on = read_meta(path).get("model_sha256")
     if trained_on and trained_on != G.info.sha256:
         log(f"warning: {path} was trained on another model (sha256 {trained_on[:12]}, this one {G.info.sha256[:12]})")
@@ -503,7 +504,7 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
 
     from .devices import resolve_device
     from .projection import SPACES, Settings, project_photos, psnr, synthesize, write_outputs
-    from .stylegan2.loading import load_generator
+    from .loader import load_model
 
     if space not in SPACES:
         raise MorphError(f"unknown space {space!r}", "--space", "use w+ or w")
@@ -514,7 +515,7 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
         if stems.setdefault(image.stem, image) != image:
             raise MorphError(f"{stems[image.stem]} and {image} would both write {image.stem}.*", "--out",
                              "rename one of them, or project them in separate runs with different --out")
-    G = load_generator(model, resolve_device(device))
+    G = load_model(model, resolve_device(device))
     settings = Settings(space=space, steps=steps, align=not no_align, face=face)
     results = project_photos(images, G, settings, vgg or (), cache, quiet=quiet)
     recon = synthesize(G, results)

@@ -178,11 +178,11 @@ def worker_generator(engine: Engine) -> tuple[Generator, torch.device]:
     """The engine's generator in this worker process, loaded on first use and kept for later tasks."""
     key = (engine.model_path, engine.model_sha256, engine.device)
     if key not in _MODELS:
-        from .stylegan2.loading import load_generator
+        from .loader import load_model
 
         keep_freed_memory()
         device = _worker_device(engine.device)
-        G = load_generator(engine.model_path, device)
+        G = load_model(engine.model_path, device)
         if G.info.sha256 != engine.model_sha256:
             raise MorphError("the model file on this worker differs from the client's", engine.model_path,
                              "give every worker the same file, e.g. on a shared path")

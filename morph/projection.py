@@ -556,9 +556,9 @@ def scene_settings(spec: Project, resolution: int) -> Settings:
 @lru_cache(maxsize=4)
 def _model_facts(model_path: Path) -> tuple[str, int]:
     """(file sha256, resolution) of a checkpoint, loaded once per ``morph check``."""
-    from .stylegan2.loading import load_generator
+    from .loader import load_model
 
-    G = load_generator(model_path)
+    G = load_model(model_path)
     return G.info.sha256, G.img_resolution
 
 

@@ -127,9 +127,9 @@ def builtin_direction_path(name: str) -> Path:
 
 def model_dims(path: Path) -> ModelDims:
     """Dimensions of the model in ``path`` (loads it)."""
-    from .stylegan2.loading import load_generator
+    from .loader import load_model
 
-    return ModelDims.of(load_generator(path))
+    return ModelDims.of(load_model(path))
 
 
 # --- reading YAML nodes, collecting problems -------------------------------------------------------------------

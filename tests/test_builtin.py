@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from morph.builtin import builtin_path, is_builtin, resolve_model
+from morph.builtin import builtin_path
+from morph.resolver import is_builtin, resolve_model
 from morph.builtin.classifier import AttributeClassifier, load_classifier, save_classifier
 from morph.builtin.latent import (
     ATTRIBUTE_FIELD, COLOUR_FIELDS, LATENT_DIM, LEVEL, MIX_CUTOFF, coords, latent_from_params, mix_coords,
@@ -94,7 +96,7 @@ def test_classifier_file_round_trip(tmp_path):
 
 def test_builtin_name_resolves():
     assert is_builtin("builtin") and is_builtin(" Builtin ") and not is_builtin("builtin.pkl")
-    assert resolve_model("some/file.pkl") == "some/file.pkl"
+    assert resolve_model("some/file.pkl") == Path("some/file.pkl")
     if builtin_path().is_file():
         assert resolve_model("builtin") == builtin_path()
 

@@ -7,17 +7,15 @@ package (``morph/builtin/weights/``) so every command works offline on a fresh m
 >>> clf = load_builtin_classifier()
 >>> clf.predict(G(torch.randn(4, G.z_dim)))["smile"]     # P(smiling) per image
 
-``resolve_model("builtin")`` turns the name into the shipped file, so ``load_generator``
-accepts ``"builtin"`` wherever it accepts a path. Nothing here imports torch at import time.
+``morph.resolver`` turns the model name ``builtin`` into the shipped file. Nothing here imports
+torch at import time, and nothing here imports the rest of morph's front ends.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-BUILTIN_NAME = "builtin"
 # generator: the StyleGAN2; classifier: the judge (attribute probabilities, features for the Fréchet
 # distance); perceptual: a second classifier (other seed, other faces) whose activations are the
 # generator's perceptual training loss, so that the judge stays independent of training.
@@ -30,25 +28,6 @@ def builtin_path(name: str = "generator") -> Path:
     if name not in FILES:
         raise ValueError(f"unknown built-in model {name!r}; choose from {sorted(FILES)}")
     return WEIGHTS_DIR / FILES[name]
-
-
-def is_builtin(model: str | os.PathLike | None) -> bool:
-    """True for the model names that mean the built-in generator (``builtin``, any case)."""
-    return model is not None and isinstance(model, str) and model.strip().lower() == BUILTIN_NAME
-
-
-def resolve_model(model: str | os.PathLike) -> str | os.PathLike:
-    """``"builtin"`` → the shipped generator's path (a ``CheckpointError`` naming the fix if the
-    weights are missing from this install); anything else is returned unchanged."""
-    if not is_builtin(model):
-        return model
-    path = builtin_path("generator")
-    if not path.is_file():
-        from ..errors import CheckpointError
-
-        raise CheckpointError("the built-in generator's weights are not installed", path,
-                              "reinstall morph, or train them: python -m morph.builtin.train_generator")
-    return path
 
 
 def direction_path(name: str) -> Path:
@@ -68,7 +47,7 @@ def load_builtin_generator(device: str = "cpu"):
     """The shipped generator (``morph.stylegan2.load_generator`` on :func:`builtin_path`)."""
     from ..stylegan2.loading import load_generator
 
-    return load_generator(resolve_model(BUILTIN_NAME), device=device)
+    return load_generator(builtin_path("generator"), device=device)
 
 
 def load_builtin_classifier(device: str = "cpu"):
@@ -78,5 +57,5 @@ def load_builtin_classifier(device: str = "cpu"):
     return load_classifier(builtin_path("classifier"), device=device)
 
 
-__all__ = ["BUILTIN_NAME", "WEIGHTS_DIR", "builtin_path", "direction_path", "is_builtin", "load_builtin_classifier",
-           "load_builtin_generator", "resolve_model"]
+__all__ = ["WEIGHTS_DIR", "builtin_path", "direction_path", "load_builtin_classifier",
+           "load_builtin_generator"]

@@ -143,12 +143,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ..stylegan2.loading import load_generator
-    from . import builtin_path, resolve_model
+    from ..loader import load_model
+    from . import builtin_path
     from .classifier import load_classifier
 
     start = time.perf_counter()
-    G = load_generator(resolve_model(args.model))
+    G = load_model(args.model)
     clf = load_classifier(builtin_path("classifier") if args.classifier == "builtin" else args.classifier)
     result = evaluate(G, clf, args.n, args.seed, args.psi)
     result["model"], result["seconds"] = str(args.model), round(time.perf_counter() - start, 1)

@@ -98,10 +98,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ..stylegan2.loading import load_generator
-    from . import resolve_model
+    from ..loader import load_model
 
-    G = load_generator(resolve_model(args.model))
+    G = load_model(args.model)
     args.docs.mkdir(parents=True, exist_ok=True)
     figures = {"samples.png": enlarge(samples_figure(G), 2), "style-mixing.png": enlarge(mixing_figure(G), 2),
                "interpolation.png": enlarge(interpolation_figure(G), 2)}

@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
 import torch
 
-from ..builtin import resolve_model
+from ..model import ModelInfo
 from .formats import Checkpoint, check_state, read_checkpoint
 from .networks import Generator
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Where a loaded generator came from: shown by ``morph info`` and keyed into render caches."""
-
-    path: str
-    format: str
-    sha256: str
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -47,7 +34,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
 
     The returned module carries ``G.info`` (a ``ModelInfo``). Nothing in the file is executed.
     """
-    path = Path(resolve_model(path)).expanduser()
+    path = Path(path).expanduser()
     ckpt = read_checkpoint(path)
     G = build_generator(ckpt, path)
     G.info = ModelInfo(path=str(path), format=ckpt.format, sha256=file_sha256(path), metadata=dict(ckpt.metadata))
