@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -35,23 +34,19 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
-from morph.cluster import Engine, Job, Work, connect, pending_work, render_on_cluster, render_shard  # noqa: E402
-from morph.encode import EncodeSettings  # noqa: E402
+from morph.cluster import Work, WorkerModel, connect, distinct_segments, render_here, render_on_cluster  # noqa: E402
+from morph.engine import RenderOptions, open_scene  # noqa: E402
+from morph.loader import load_model  # noqa: E402
 from morph.progress import Progress  # noqa: E402
 from morph.runtime import keep_freed_memory  # noqa: E402
-from morph.scene import load_scene, timelines  # noqa: E402
-from morph.schedule import sample  # noqa: E402
-from morph.stylegan2 import Generator, load_generator  # noqa: E402
 
-def scene_work(G: Generator, folder: Path, model: str, size: int, frames: int, fps: float,
-               engine: Engine) -> list[Work]:
+
+def scene_work(device: torch.device, folder: Path, model: str, size: int, frames: int, fps: float) -> list[Work]:
     """The segments of a looping 3-keyframe tour of about ``frames`` frames, cached in ``folder``."""
     scene = write_tour(folder / "scene.yaml", model, size, frames, fps)
-    sc = load_scene(scene)
-    render = sc.renders["tour"]
-    job = Job(folder / "out.mp4", partial(sample, timelines(sc, G)["tour"]),
-              EncodeSettings(format="mp4", fps=render.fps, size=render.size), render.frames)
-    return pending_work(G, [job], engine, folder / "cache", {})
+    loaded = open_scene(scene, device, folder / "cache", quiet=True)
+    options = RenderOptions(out=folder, cache_dir=folder / "cache")
+    return distinct_segments([loaded.job("tour", options).plan(options.cache_dir)])
 
 
 def quiet(total: int = 0) -> Progress:
@@ -68,23 +63,23 @@ def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()
     device = torch.device("cpu")
-    G = load_generator(args.model, device)
-    engine = Engine(str(Path(G.info.path).resolve()), G.info.sha256, "const", "cpu")
+    G = load_model(args.model, device)
+    engine = WorkerModel(str(Path(G.info.path).resolve()), G.info.sha256, "cpu")
     cores = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="morph-bench-") as tmp:
         root = Path(tmp)
 
         def work(name: str, frames: int, fps: float) -> list[Work]:
-            return scene_work(G, root / name, args.model, args.size, frames, fps, engine)
+            return scene_work(device, root / name, args.model, args.size, frames, fps)
 
         single = work("single", args.frames, 30)
         frames = sum(w.frames for w in single)
-        single_s = timed(lambda: render_shard(G, single, 1, 1, engine, device, quiet()))
+        single_s = timed(lambda: render_here(G, single, device, None, quiet()))
 
         start = time.perf_counter()
         with connect(workers=args.workers) as client:
             up_s = time.perf_counter() - start
-            load_s = timed(lambda: client.run(load_model, engine))
+            load_s = timed(lambda: client.run(warm_worker, engine))
             cluster = work("cluster", args.frames, 30)
             cluster_s = timed(lambda: render_on_cluster(client, cluster, engine, root / "cluster" / "cache", quiet()))
             # one-frame segments, one at a time: each pays the whole round trip
@@ -98,7 +93,7 @@ def main() -> None:
         down_s = time.perf_counter() - down_start
 
         torch.set_num_threads(max(1, cores // args.workers))  # what one worker has
-        per_local = [timed(lambda w=w: render_shard(G, [w], 1, 1, engine, device, quiet()))
+        per_local = [timed(lambda w=w: render_here(G, [w], device, None, quiet()))
                      for w in work("tiny-l", args.tiny, 0.5)]
 
     local_ms, cluster_ms, transfer_ms = (1e3 * statistics.median(x) for x in (per_local, per_cluster, per_transfer))
@@ -124,7 +119,7 @@ def main() -> None:
         print(f"  N = {n:>2}: {n * worker_fps / (1 + overhead * worker_fps / 60):8.2f} frames/s")
 
 
-def load_model(engine: Engine) -> None:
+def warm_worker(engine: WorkerModel) -> None:
     """Run on every worker: load the engine's model (and keep it), so timings start warm."""
     from morph.cluster import worker_generator
 

@@ -17,17 +17,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from morph.encode import EncodeSettings
-from morph.render import auto_batch_size, generate, render
+from morph.engine import RenderOptions, open_scene, render_scene
+from morph.model import Noise
+from morph.render import auto_batch_size, generate
 from morph.runtime import keep_freed_memory
-from morph.scene import load_scene, timelines
 from morph.schedule import sample
-from morph.stylegan2 import load_generator
 from tour import write_tour  # bench/tour.py, beside this script
 
 def write_scene(folder: Path, model: str, size: int, frames: int) -> Path:
@@ -54,21 +52,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="morph-bench-") as tmp:
         folder = Path(tmp)
         scene = write_scene(folder, args.model, args.size, args.frames)
-        sc = load_scene(scene)
-        G = load_generator(sc.model_path)
-        tl = timelines(sc, G)["tour"]
-        n = tl.frames
         device = torch.device("cpu")
+        loaded = open_scene(scene, device, folder / "cache", quiet=True)
+        G, tl = loaded.G, loaded.timelines["tour"]
+        n = tl.frames
         batch = auto_batch_size(G, device)
         ws = sample(tl, torch.arange(n))
-        list(generate(G, ws[:batch], batch, "const", device))  # warm-up
+        list(generate(G, ws[:batch], batch, Noise(), device))  # warm-up
         start = time.perf_counter()
-        for _ in generate(G, ws, batch, "const", device):
+        for _ in generate(G, ws, batch, Noise(), device):
             pass
         gen_fps = n / (time.perf_counter() - start)
         start = time.perf_counter()
-        render(G, partial(sample, tl), n, folder / "out.mp4", EncodeSettings(format="mp4", fps=30, size=args.size),
-               G.info.sha256, device=device, batch_size=batch, cache_dir=folder / "cache")
+        render_scene(loaded, ["tour"], RenderOptions(out=folder, cache_dir=folder / "cache", batch_size=batch,
+                                                      quiet=True))
         e2e_fps = n / (time.perf_counter() - start)
         print(f"model {args.model} ({G.img_resolution} px → {args.size} px mp4), {n} frames, batch {batch}, "
               f"{torch.get_num_threads()} threads")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
-import subprocess
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
@@ -20,26 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .encode import ffmpeg_exe
+from .images import read_image
 from .errors import MorphError
 
-_PPM_HEADER = re.compile(rb"P6\s+(\d+)\s+(\d+)\s+255\s")
 ALIGN_HINT = "pip install 'morph[align]', or pass --no-align for images that are already aligned faces"
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Any image ffmpeg decodes (PNG, JPEG, WebP, GIF, BMP, TIFF) as uint8 RGB [H, W, 3]; MorphError if not."""
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", os.fspath(path),
-                           "-frames:v", "1", "-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "-"],
-                          capture_output=True)
-    # The header is "P6 WIDTH HEIGHT 255" and ONE whitespace byte; the pixels may start with whitespace values.
-    head = _PPM_HEADER.match(proc.stdout)
-    size = int(head.group(1)) * int(head.group(2)) * 3 if head else 0
-    if proc.returncode != 0 or head is None or len(proc.stdout) < head.end() + size:
-        last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["not an image"])[-1]
-        raise MorphError(f"cannot read the image ({last})", where=path)
-    pixels = np.frombuffer(proc.stdout, np.uint8, count=size, offset=head.end())
-    return pixels.reshape(int(head.group(2)), int(head.group(1)), 3).copy()
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:

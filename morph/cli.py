@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Optional
 
 import typer
 
 from .errors import MorphError
 from .runtime import Terminated, keep_freed_memory, request_stop
-
-if TYPE_CHECKING:  # torch is imported inside the commands, so that --help stays fast
-    import torch
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Render StyleGAN2 latent space into videos and looping GIFs.")
@@ -81,9 +76,11 @@ def convert(source: str = typer.Argument(..., help="any checkpoint morph reads")
 @app.command()
 def check(scene: Path = typer.Argument(..., help="scene file (.yaml)")) -> None:
     """Validate a scene and print its plan (renders' frames, durations, sizes; where each latent comes from)."""
+    from .projection import projection_status
     from .scene import describe, load_scene
 
-    typer.echo("\n".join(describe(load_scene(scene))))
+    sc = load_scene(scene)
+    typer.echo("\n".join(describe(sc, lambda photo: projection_status(photo, sc.model_path))))
 
 
 @app.command(epilog=EXIT_CODES)
@@ -109,28 +106,21 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
            ) -> None:
     """Render scenes' videos and GIFs into OUT; unchanged segments come from the cache. Several scenes in one
     call share one cluster (--workers, --cluster)."""
-    from .cluster import connect, parse_shard
+    import torch
+
+    from .cluster import parse_shard
     from .devices import resolve_device, resolve_precision
+    from .engine import RenderOptions, destination, render_scenes, select
+    from .projection import projection_status
     from .render import default_cache_dir
     from .scene import describe, load_scene
 
-    loaded = {path: load_scene(path) for path in dict.fromkeys(scenes)}  # every scene's problems before any work
-    known = {name for sc in loaded.values() for name in sc.renders}
-    unknown = [n for n in only or () if n not in known]
-    if unknown:
-        raise MorphError(f"no render named {', '.join(unknown)}", "--only", f"the scenes have {', '.join(sorted(known))}")
-    selected = {path: [n for n in sc.renders if not only or n in only] for path, sc in loaded.items()}
-    owners: dict[str, Path] = {}
-    for path, names in selected.items():
-        for n in names:
-            if n in owners:
-                raise MorphError(f"{owners[n]} and {path} both have a render named {n!r}, which would write the same "
-                                 "file", "morph render", "rename one, or render them with different --out folders")
-            owners[n] = path
     if dry_run:
-        for path, sc in loaded.items():
-            typer.echo("\n".join(describe(sc)))
-            typer.echo("\n".join(f"{n} -> {_destination(out, sc, n)}" for n in selected[path]))
+        loaded = {path: load_scene(path) for path in dict.fromkeys(scenes)}
+        for path, names in select(loaded, only).items():
+            sc = loaded[path]
+            typer.echo("\n".join(describe(sc, lambda photo: projection_status(photo, sc.model_path))))
+            typer.echo("\n".join(f"{n} -> {destination(out, sc.renders[n])}" for n in names))
         return
     if not batch_size.isdigit() and batch_size != "auto":
         raise MorphError(f"not a batch size: {batch_size!r}", "--batch-size", "give a positive integer or auto")
@@ -139,110 +129,14 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
                          "a shard job renders on its own machine; a cluster run splits the work itself")
     if cluster_transfer and cluster is None and workers is None:
         raise MorphError("--cluster-transfer applies only with --cluster or --workers", "--cluster-transfer")
-    options = _RenderOptions(out, resolve_device(device), device, batch_size, force, quiet, no_wait,
-                             cache or default_cache_dir(), parse_shard(shard) if shard is not None else None,
-                             cluster_transfer)
-    options.dtype = resolve_precision(precision, options.device)
-    distributed = cluster is not None or workers is not None
-    with contextlib.ExitStack() as stack:
-        clients: list = []
-
-        def client():  # the cluster, connected (or started) on first need and shared by all scenes
-            if not clients:
-                clients.append(stack.enter_context(connect(cluster, workers)))
-            return clients[0]
-
-        for path, sc in loaded.items():
-            _render_scene(path, sc, selected[path], options, client if distributed else None)
-
-
-def _destination(out: Path, sc, name: str) -> Path:
-    """Where render ``name`` of scene ``sc`` goes: ``OUT/NAME.FORMAT``, or the folder ``OUT/NAME`` for png."""
-    fmt = sc.renders[name].format
-    return out / (name if fmt == "png" else f"{name}.{fmt}")
-
-
-@dataclass
-class _RenderOptions:
-    """``morph render``'s options, resolved once for all its scenes."""
-
-    out: Path
-    device: torch.device
-    device_name: str
-    batch_size: str
-    force: bool
-    quiet: bool
-    no_wait: bool
-    cache_dir: Path
-    shard: Optional[tuple[int, int]]
-    transfer: bool
-    dtype: Optional[torch.dtype] = None
-
-
-def _render_scene(scene: Path, sc, names: list[str], o: _RenderOptions, client: Optional[Callable]) -> None:
-    """Render ``names`` of one loaded scene: locally, as a shard, or on the cluster of ``client()``, then join."""
-    from functools import partial
-
-    import torch
-
-    from .encode import EncodeSettings
-    from .progress import Progress, log
-    from .projection import project_scene
-    from .render import output_lock, render as render_video
-    from .scene import timelines
-    from .schedule import sample
-    from .loader import load_model
-    from .stylegan2.loading import file_sha256
-
-    G = load_model(sc.model_path, o.device)
-    photos = project_scene(sc, G, o.cache_dir, o.quiet)
-    paths = timelines(sc, G, photos.latent)
-    metadata = {"comment": f"morph scene {scene.name} sha256:{file_sha256(scene)[:16]} "
-                           f"model sha256:{G.info.sha256[:16]}"}
-    jobs = {name: (partial(sample, paths[name]), EncodeSettings(format=sc.renders[name].format,
-                                                               fps=sc.renders[name].fps, size=sc.renders[name].size))
-            for name in names}
-    dests = {name: _destination(o.out, sc, name) for name in names}
-    batch = int(o.batch_size) if o.batch_size.isdigit() else None
-    half = None if o.dtype == torch.float32 else o.dtype
-    force = o.force
-    if o.shard is not None or client is not None:
-        from .cluster import Engine, Job, pending_work, render_distributed, render_shard
-
-        engine = Engine(str(Path(G.info.path).resolve()), G.info.sha256, sc.noise, o.device_name, batch, half)
-        work = pending_work(G, [Job(dests[n], *jobs[n], sc.renders[n].frames, sc.renders[n].audio,
-                                    photos.model_key(G, n), photos.noise_maps(n)) for n in names],
-                            engine, o.cache_dir, metadata, force)
-        start = time.monotonic()
-        label = f"shard {o.shard[0]}/{o.shard[1]}" if o.shard else "cluster"
-        progress = Progress(label, 0, quiet=o.quiet)
-        if o.shard is not None:
-            segments, frames = render_shard(G, work, *o.shard, engine, o.device, progress, force)
-            where = "in this process"
-        else:
-            segments, frames = render_distributed(client, work, engine, o.cache_dir, progress, o.transfer, force)
-            where = f"on {len(client().nthreads())} workers" if segments else "on the cluster"
-        if not o.quiet:
-            log(f"{label} ({scene.name}): {segments} segments into the cache ({frames} rendered {where}) in "
-                f"{time.monotonic() - start:.1f} s" + ("; a plain morph render joins them" if o.shard else ""))
-        if o.shard is not None:
-            return
-        force = False  # every segment was just rendered and the outputs forgotten: the join below reads the cache
-    for name in names:
-        r, dest, tl = sc.renders[name], dests[name], paths[name]
-        sample_w, settings = jobs[name]
-        start = time.monotonic()
-        with output_lock(dest, wait=not o.no_wait), photos.noise(G, name) as model_key:
-            progress = Progress(name, r.frames, quiet=o.quiet)
-            stats = render_video(G, sample_w, tl.frames, dest, settings, model_key, sc.noise, o.device, batch,
-                                 o.cache_dir, progress, audio=r.audio, metadata=metadata, dtype=half, force=force)
-        if o.quiet:
-            continue
-        if stats.up_to_date:
-            log(f"{name}: {dest} is up to date (0 frames rendered)")
-        else:
-            log(f"{name}: {dest} written, {stats.frames} frames ({stats.generated} rendered, "
-                f"{stats.reused}/{stats.segments} segments from the cache) in {time.monotonic() - start:.1f} s")
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    options = RenderOptions(out=out, cache_dir=cache or default_cache_dir(), device=dev, device_name=device,
+                            dtype=None if dtype == torch.float32 else dtype,
+                            batch_size=int(batch_size) if batch_size.isdigit() else None, force=force,
+                            wait=not no_wait, quiet=quiet)
+    render_scenes(scenes, only, options, cluster, workers, parse_shard(shard) if shard is not None else None,
+                  cluster_transfer)
 
 
 @app.command()
@@ -252,33 +146,24 @@ def preview(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
             device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps")) -> None:
     """Write a PNG contact sheet per render: its keyframes, then evenly spaced frames (seconds, not minutes)."""
     import numpy as np
-    import torch
 
     from .devices import resolve_device
-    from .encode import atomic_path
-    from .projection import project_scene
-    from .render import generate
-    from .scene import load_scene, timelines
-    from .schedule import sample
-    from .loader import load_model
-    from .toyfaces.png import grid, write_png
+    from .engine import open_scene
+    from .files import atomic_path
+    from .images import grid, write_png
 
-    sc = load_scene(scene)
     dev = resolve_device(device)
-    G = load_model(sc.model_path, dev)
-    photos = project_scene(sc, G)
-    for name, tl in timelines(sc, G, photos.latent).items():
+    loaded = open_scene(scene, dev)
+    for name, tl in loaded.timelines.items():
         keys = list(tl.keyframes)
         spaced = np.linspace(0, tl.frames - 1, num=max(1, frames)).round().astype(int).tolist()
         row = max(len(keys), len(spaced))
         pick = keys + [keys[-1]] * (row - len(keys)) + spaced + [spaced[-1]] * (row - len(spaced))
-        with photos.noise(G, name):
-            images = np.concatenate(list(generate(G, sample(tl, torch.tensor(pick)), 8, sc.noise, dev)))
+        images = loaded.frames(name, pick, dev)
         blank = np.full_like(images[0], 255)
         images[len(keys):row] = blank  # pad the keyframe row with white
         images[row + len(spaced):] = blank
         dest = out / f"{name}-preview.png"
-        dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dest) as tmp:
             write_png(tmp, grid(images, cols=row))
         typer.echo(f"{dest}: {len(keys)} keyframes (top), {len(spaced)} of {tl.frames} frames (bottom)")
@@ -322,10 +207,10 @@ def sample_cmd(model: str = typer.Option("builtin", "--model", help="checkpoint 
 
     from .devices import resolve_device
     from .directions import LATENTS_FILE, SCORES_FILE, Z_FILE, map_batches, save_array, seeds_z, w_images
-    from .encode import atomic_path
+    from .files import atomic_path
     from .progress import Progress
     from .loader import load_model
-    from .toyfaces.png import write_png
+    from .images import write_png
 
     if classifier not in (None, "builtin"):
         raise MorphError(f"unknown classifier {classifier!r}", "--classifier", "the one available is builtin")
@@ -460,15 +345,16 @@ def directions_show(direction: str = typer.Argument(..., help="direction .npy/.n
 
     from .devices import resolve_device
     from .directions import read_meta, sweep
-    from .encode import atomic_path
+    from .files import atomic_path
     from .latents import load_w, seed_w
     from .progress import log
+    from .model import Noise
     from .render import generate
-    from .scene import builtin_direction_path
+    from .resolver import resolve_direction
     from .loader import load_model
-    from .toyfaces.png import grid, write_png
+    from .images import grid, write_png
 
-    path = builtin_direction_path(direction.split(":", 1)[1]) if direction.startswith("builtin:") else Path(direction)
+    path = resolve_direction(direction)
     dev = resolve_device(device)
     G = load_model(model, dev)
     trained_on = read_meta(path).get("model_sha256")
@@ -477,7 +363,7 @@ def directions_show(direction: str = typer.Argument(..., help="direction .npy/.n
     d = load_w(path, G.num_ws, G.w_dim)
     w = seed_w(G, int(latent), truncation) if latent.lstrip("-").isdigit() else load_w(latent, G.num_ws, G.w_dim)
     strengths = np.linspace(low, high, steps)
-    images = np.concatenate(list(generate(G, sweep(w, d, strengths), 8, "const", dev)))
+    images = np.concatenate(list(generate(G, sweep(w, d, strengths), 8, Noise("const"), dev)))
     out = out or Path("outputs") / f"{path.stem}-strip.png"
     with atomic_path(out) as tmp:
         write_png(tmp, grid(images, cols=steps))
@@ -503,7 +389,8 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
     import numpy as np
 
     from .devices import resolve_device
-    from .projection import SPACES, Settings, project_photos, psnr, synthesize, write_outputs
+    from .latents import SPACES
+    from .projection import Settings, project_photos, psnr, synthesize, write_outputs
     from .loader import load_model
 
     if space not in SPACES:

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 import torch
 
 from .devices import resolve_device
-from .encode import EncodeSettings, atomic_path
+from .encode import EncodeSettings
+from .files import atomic_path
 from .errors import MorphError
 from .progress import Progress
-from .render import Segment, auto_batch_size, forget_output, is_up_to_date, plan_render, render_segment
+from .model import Model, Noise
+from .render import RenderJob, RenderPlan, Segment, auto_batch_size, render_segment
 from .runtime import check_stop, keep_freed_memory
-from .stylegan2 import Generator, constant_noise
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -42,12 +43,10 @@ _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 @dataclass(frozen=True)
 class Work:
-    """One segment to render: its cache file, where its W frames come from, and how to encode them."""
+    """One segment to render and the job it belongs to (its W frames, encoding and noise)."""
 
     segment: Segment
-    sample: Callable[[torch.Tensor], torch.Tensor]
-    settings: EncodeSettings
-    noise: Optional[list[torch.Tensor]] = None
+    job: RenderJob
 
     @property
     def frames(self) -> int:
@@ -56,50 +55,26 @@ class Work:
 
     def ws(self) -> torch.Tensor:
         """The segment's W frames [frames, num_ws, w_dim] (computed on demand: small, but many segments)."""
-        return self.sample(torch.arange(self.segment.start, self.segment.stop))
+        return self.job.ws(self.segment)
 
 
 @dataclass(frozen=True)
-class Engine:
+class WorkerModel:
     """What every worker needs besides a segment: the model file (checked by hash) and how to run it."""
 
     model_path: str
     model_sha256: str
-    noise_mode: str
     device: str = "auto"
     batch_size: Optional[int] = None
-    dtype: Optional[torch.dtype] = None
 
 
-@dataclass(frozen=True)
-class Job:
-    """A render to distribute: its output file, W frames, encoding, length, sound track, and the model's
-    cache key with the noise maps that replace the model's constant noise (a projected photo's), if any."""
-
-    dest: Path
-    sample: Callable[[torch.Tensor], torch.Tensor]
-    settings: EncodeSettings
-    frames: int
-    audio: Optional[Path] = None
-    model_key: Optional[str] = None
-    noise: Optional[list[torch.Tensor]] = None
-
-
-def pending_work(G: Generator, jobs: Iterable[Job], engine: Engine, cache_dir: Path, metadata: dict[str, str],
-                 force: bool = False) -> list[Work]:
-    """Every distinct segment of the jobs whose output is not up to date, cached or not, sorted by cache key:
-    an order that depends only on the scene, so every shard job computes the same split. Renders sharing
-    a segment share its work. ``force`` takes every job and forgets its output, so the next render joins it."""
+def distinct_segments(plans: Iterable[RenderPlan]) -> list[Work]:
+    """Every distinct segment of the plans, sorted by cache key: an order that depends only on the scene, so
+    every shard job computes the same split. Renders sharing a segment share its work."""
     seen: dict[str, Work] = {}
-    for job in jobs:
-        plan = plan_render(G, job.sample, job.frames, job.settings, job.model_key or engine.model_sha256, engine.noise_mode,
-                           cache_dir, job.audio, metadata, engine.dtype)
-        if force:
-            forget_output(cache_dir, job.dest)
-        elif is_up_to_date(cache_dir, job.dest, plan.key):
-            continue
+    for plan in plans:
         for seg in plan.segments:
-            seen.setdefault(seg.key, Work(seg, job.sample, job.settings, job.noise))
+            seen.setdefault(seg.key, Work(seg, plan.job))
     return [seen[key] for key in sorted(seen)]
 
 
@@ -121,45 +96,39 @@ def shard(work: list[Work], k: int, n: int) -> list[Work]:
     return work[k - 1::n]
 
 
-def render_shard(G: Generator, work: list[Work], k: int, n: int, engine: Engine, device: torch.device,
-                 progress: Progress, force: bool = False) -> tuple[int, int]:
-    """Render in this process the segments of shard K/N not in the cache yet (all of them with ``force``);
-    returns (segments, frames) rendered."""
-    todo = [w for w in shard(work, k, n) if force or not w.segment.path.exists()]
+def render_here(G: Model, work: list[Work], device: torch.device, batch_size: Optional[int],
+                progress: Progress) -> int:
+    """Render in this process the segments of ``work`` not in the cache; returns the frames rendered."""
+    todo = [w for w in work if not w.segment.path.exists()]
     progress.total = sum(w.frames for w in todo)
-    batch_size = engine.batch_size or auto_batch_size(G, device)
+    batch_size = batch_size or auto_batch_size(G, device)
     try:
         frames = 0
         for w in todo:
-            with constant_noise(G, w.noise):
-                frames += render_segment(G, w.ws(), w.segment.path, w.settings, engine.noise_mode, device,
-                                         batch_size, engine.dtype, progress.advance)
+            frames += render_segment(G, w.ws(), w.segment.path, w.job.settings, w.job.noise, device, batch_size,
+                                     w.job.dtype, progress.advance)
     finally:
         progress.close()
-    return len(todo), frames
+    return frames
 
 
-def render_distributed(client: Callable[[], "Client"], work: list[Work], engine: Engine, cache_dir: Path,
-                       progress: Progress, transfer: bool = False, force: bool = False) -> tuple[int, int]:
-    """Render the segments of ``work`` not in the cache (all with ``force``) on the cluster of ``client()``,
-    which is called only if there is work (so an up-to-date run starts no cluster); returns (segments, frames)."""
-    if force:
-        for w in work:
-            w.segment.path.unlink(missing_ok=True)
+def render_distributed(client: Callable[[], "Client"], work: list[Work], model: WorkerModel, cache_dir: Path,
+                       progress: Progress, transfer: bool = False) -> int:
+    """Render the segments of ``work`` not in the cache on the cluster of ``client()``, which is called only if
+    there is work (so an up-to-date run starts no cluster); returns the frames rendered."""
     todo = [w for w in work if not w.segment.path.exists()]
     progress.total = sum(w.frames for w in todo)
     if not todo:
-        return 0, 0
+        return 0
     try:
-        frames = render_on_cluster(client(), todo, engine, cache_dir, progress, transfer)
+        return render_on_cluster(client(), todo, model, cache_dir, progress, transfer)
     finally:
         progress.close()
-    return len(todo), frames
 
 
 # --- workers --------------------------------------------------------------------------------------------------
 
-_MODELS: dict[tuple[str, str, str], tuple[Generator, torch.device]] = {}  # per worker process: loaded once
+_MODELS: dict[tuple[str, str, str], tuple[Model, torch.device]] = {}  # per worker process: loaded once
 
 
 def _worker_device(name: str) -> torch.device:
@@ -174,7 +143,7 @@ def _worker_device(name: str) -> torch.device:
     return device
 
 
-def worker_generator(engine: Engine) -> tuple[Generator, torch.device]:
+def worker_generator(engine: WorkerModel) -> tuple[Model, torch.device]:
     """The engine's generator in this worker process, loaded on first use and kept for later tasks."""
     key = (engine.model_path, engine.model_sha256, engine.device)
     if key not in _MODELS:
@@ -190,21 +159,21 @@ def worker_generator(engine: Engine) -> tuple[Generator, torch.device]:
     return _MODELS[key]
 
 
-def render_task(ws: torch.Tensor, dest: str, settings: EncodeSettings, engine: Engine,
-                shared_marker: Optional[str], noise: Optional[list[torch.Tensor]] = None) -> Optional[bytes]:
-    """A Dask task: render one segment (with ``noise`` as the constant noise, if given). Into ``dest`` when
-    this worker sees the client's cache (its ``shared_marker`` file exists; returns None), else into a
-    private temp file whose bytes it returns."""
+def render_task(ws: torch.Tensor, dest: str, settings: EncodeSettings, engine: WorkerModel,
+                shared_marker: Optional[str], noise: Noise, dtype: Optional[torch.dtype] = None) -> Optional[bytes]:
+    """A Dask task: render one segment with ``noise``. Into ``dest`` when this worker sees the client's cache
+    (its ``shared_marker`` file exists; returns None), else into a private temp file whose bytes it returns.
+    The noise is an argument, so tasks of renders with different noise can share one model at once."""
     G, device = worker_generator(engine)
     batch_size = engine.batch_size or auto_batch_size(G, device)
     target = Path(dest)
-    with constant_noise(G, noise), contextlib.ExitStack() as stack:
-        if shared_marker is not None and Path(shared_marker).exists():
-            if not target.exists():  # another run may have rendered it meanwhile
-                render_segment(G, ws, target, settings, engine.noise_mode, device, batch_size, engine.dtype)
-            return None
-        local = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="morph-segment-"))) / target.name
-        render_segment(G, ws, local, settings, engine.noise_mode, device, batch_size, engine.dtype)
+    if shared_marker is not None and Path(shared_marker).exists():
+        if not target.exists():  # another run may have rendered it meanwhile
+            render_segment(G, ws, target, settings, noise, device, batch_size, dtype)
+        return None
+    with tempfile.TemporaryDirectory(prefix="morph-segment-") as folder:
+        local = Path(folder) / target.name
+        render_segment(G, ws, local, settings, noise, device, batch_size, dtype)
         return local.read_bytes()
 
 
@@ -256,8 +225,8 @@ def _lost(address: str, done: int, total: int) -> MorphError:
                       "the finished segments stay cached; run again to render only the rest")
 
 
-def render_on_cluster(client: "Client", work: list[Work], engine: Engine, cache_dir: Path, progress: Progress,
-                      transfer: bool = False) -> int:
+def render_on_cluster(client: "Client", work: list[Work], engine: WorkerModel, cache_dir: Path,
+                      progress: Progress, transfer: bool = False) -> int:
     """Render ``work`` as tasks on ``client``'s cluster into the cache; returns the number of frames generated.
 
     Progress advances as segments complete. ``transfer`` makes every worker send its segments back
@@ -275,9 +244,9 @@ def render_on_cluster(client: "Client", work: list[Work], engine: Engine, cache_
     generated = 0
     try:
         for w in work:
-            futures[client.submit(render_task, w.ws(), str(w.segment.path), w.settings, engine,
-                                  str(marker) if marker else None, w.noise, key=f"morph-segment-{w.segment.key[:24]}-{tag}",
-                                  retries=RETRIES)] = w
+            futures[client.submit(render_task, w.ws(), str(w.segment.path), w.job.settings, engine,
+                                  str(marker) if marker else None, w.job.noise, w.job.dtype,
+                                  key=f"morph-segment-{w.segment.key[:24]}-{tag}", retries=RETRIES)] = w
         for future in as_completed(list(futures)):
             w = futures.pop(future)
             try:

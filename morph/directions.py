@@ -14,11 +14,10 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from .encode import atomic_path
+from .files import atomic_path
 from .errors import MorphError
-from .latents import map_z, read_w, z_from_seed
+from .latents import SPACES, map_z, read_w, z_from_seed
 
-SPACES = ("w", "w+")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 LATENTS_FILE, Z_FILE, SCORES_FILE = "latents.npy", "z.npy", "scores.npz"  # what ``morph sample`` writes
 

@@ -19,13 +19,15 @@ import tempfile
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from .errors import MorphError
+from .files import atomic_path
 
 FORMATS = ("mp4", "webm", "gif", "png")
+VIDEO_FORMATS = ("mp4", "webm")  # encoded by a video codec: even sizes only, and they carry a sound track
 SEGMENT_SUFFIX = {"mp4": ".mp4", "webm": ".webm", "gif": ".mkv", "png": ".mkv"}
 # Frames sampled for a GIF palette: palettegen over every frame is the slow part of GIF encoding.
 GIF_PALETTE_SAMPLES = 48
@@ -71,27 +73,6 @@ def _run(cmd: list[str], where: Path) -> None:
         raise MorphError(f"ffmpeg failed (exit {proc.returncode}): {last}", where)
 
 
-@contextlib.contextmanager
-def atomic_path(dest: Path, suffix: Optional[str] = None) -> Iterator[Path]:
-    """A temp path beside ``dest``; renamed onto ``dest`` if the block succeeds, removed otherwise."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path: Optional[Path] = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=(suffix or dest.suffix) + ".part",
-                                   dir=dest.parent)
-        tmp_path = Path(tmp)
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; finished files get the usual permissions
-        yield tmp_path
-        os.replace(tmp_path, dest)
-    finally:
-        if tmp_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                tmp_path.unlink()
-
-
 class SegmentWriter:
     """Streams uint8 frames [N, H, W, 3] into one segment file through an ffmpeg pipe.
 
@@ -104,7 +85,6 @@ class SegmentWriter:
         self.settings = settings
         self.src_size = src_size
         self._atomic = atomic_path(dest)
-        self.frames = 0
 
     def __enter__(self) -> "SegmentWriter":
         self._tmp = self._atomic.__enter__()
@@ -136,7 +116,6 @@ class SegmentWriter:
             self._proc.stdin.write(np.ascontiguousarray(frames).tobytes())
         except BrokenPipeError:
             self._fail()
-        self.frames += len(frames)
 
     def _fail(self) -> None:
         self._proc.wait()
@@ -178,7 +157,7 @@ def join_segments(segments: Sequence[Path], dest: Path, settings: EncodeSettings
         listing = _concat_list(segments, Path(work))
         src = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-f", "concat", "-safe", "0",
                "-i", str(listing)]
-        if settings.format in ("mp4", "webm"):
+        if settings.format in VIDEO_FORMATS:
             audio_in = ["-i", str(audio)] if audio else []
             # -t, not -shortest: a sound track longer than the video is cut to it, a shorter one never cuts the video
             audio_out = (["-map", "0:v", "-map", "1:a", "-c:a", "aac" if settings.format == "mp4" else "libopus",

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from .errors import MorphError
+from .model import Model
 
-GROUPS = ("coarse", "middle", "fine")
+SPACES = ("w+", "w")  # a projection's latent space: one w per layer, or one w broadcast to all
 
 
 @dataclass(frozen=True)
@@ -26,36 +27,28 @@ class ModelDims:
     z_dim: int
     c_dim: int
     resolution: int
+    groups: tuple[tuple[str, range], ...] = ()   # coarse / middle / fine w indices; () → StyleGAN2's by num_ws
+    family: str = "stylegan2"
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            from .stylegan2.networks import layer_groups
+
+            object.__setattr__(self, "groups", tuple(layer_groups(self.num_ws).items()))
 
     @classmethod
-    def of(cls, G) -> "ModelDims":
-        """Dimensions of a loaded ``Generator``."""
-        return cls(G.num_ws, G.w_dim, G.z_dim, G.c_dim, G.img_resolution)
+    def of(cls, G: Model) -> "ModelDims":
+        """Dimensions of a loaded generator."""
+        return cls(G.num_ws, G.w_dim, G.z_dim, G.c_dim, G.img_resolution, tuple(G.layer_groups().items()), G.family)
 
     @classmethod
     def at(cls, resolution: int, w_dim: int = 512, z_dim: Optional[int] = None, c_dim: int = 0) -> "ModelDims":
         """Dimensions of a StyleGAN2 of ``resolution`` px (num_ws = 2·log2(R) − 2), e.g. for tests."""
         return cls(2 * int(math.log2(resolution)) - 2, w_dim, w_dim if z_dim is None else z_dim, c_dim, resolution)
 
-
-def layer_resolution(index: int, num_ws: int) -> int:
-    """Resolution of the synthesis convolution that w index ``index`` modulates (4 for b4.conv1, R for bR.conv0/1).
-
-    A ``torgb`` index is shared with the next block's conv0 and counts as that block's; the last one
-    (the top ``torgb``) belongs to the top block.
-    """
-    top = 2 ** ((num_ws + 2) // 2)
-    return 4 if index == 0 else min(top, 2 ** ((index + 5) // 2))
-
-
-def layer_groups(num_ws: int) -> dict[str, range]:
-    """StyleGAN's named layer groups by resolution: coarse 4–8 px, middle 16–32 px, fine 64 px and up."""
-    bounds = {"coarse": (4, 8), "middle": (16, 32), "fine": (64, math.inf)}
-    groups = {}
-    for name, (low, high) in bounds.items():
-        idx = [i for i in range(num_ws) if low <= layer_resolution(i, num_ws) <= high]
-        groups[name] = range(idx[0], idx[-1] + 1) if idx else range(0)
-    return groups
+    def group(self, name: str) -> range:
+        """The w indices of layer group ``name`` (coarse, middle or fine)."""
+        return dict(self.groups)[name]
 
 
 # --- algebra ---------------------------------------------------------------------------------------------------
@@ -232,11 +225,6 @@ class Latent:
 Projector = Callable[[Project], torch.Tensor]
 
 
-def _no_projector(spec: Project) -> torch.Tensor:
-    raise MorphError(f"{spec.image} must be projected onto the model first, and projection is not available "
-                     "in this version of morph")
-
-
 def resolve(latents: Mapping[str, Latent], directions: Mapping[str, torch.Tensor], G,
             project: Optional[Projector] = None) -> dict[str, torch.Tensor]:
     """Every named latent as ``[num_ws, w_dim]``; ``latents`` must be in dependency order (as a Scene keeps them),
@@ -250,7 +238,9 @@ def resolve(latents: Mapping[str, Latent], directions: Mapping[str, torch.Tensor
             elif isinstance(src, File):
                 w = load_w(src.path, G.num_ws, G.w_dim)
             elif isinstance(src, Project):
-                w = (project or _no_projector)(src)
+                if project is None:
+                    raise MorphError(f"{src.image} must be projected onto the model first; no projector was given")
+                w = project(src)
             elif isinstance(src, Mean):
                 w = mean([out[n] for n in src.names])
             elif isinstance(src, Blend):

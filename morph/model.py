@@ -9,7 +9,7 @@ optionally, explicit maps such as a projected photo's). Nothing outside a model'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import torch
 
@@ -68,6 +68,9 @@ class Model(Protocol):
 
     def layer_groups(self) -> dict[str, range]:
         """The w indices of the named style-mixing groups ``coarse``, ``middle`` and ``fine``."""
+
+    def activation_size(self) -> int:
+        """Elements of the largest activation one image passes through (sizes render batches)."""
 
 
 def model_hash(G: Model) -> str:

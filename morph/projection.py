@@ -35,7 +35,6 @@ every time; the noise's hash joins the render's cache key.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -45,7 +44,7 @@ import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -53,18 +52,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .align import aligned_face
-from .encode import EncodeSettings, SegmentWriter, atomic_path
+from .encode import EncodeSettings, SegmentWriter
+from .files import atomic_path
 from .errors import MorphError
 from .latents import From, Project, map_z
 from .progress import Progress
 from .render import default_cache_dir
 from .runtime import check_stop
-from .stylegan2 import constant_noise, images_to_uint8
-from .stylegan2.loading import file_sha256
+from .model import Noise
+from .stylegan2 import images_to_uint8
+from .files import file_sha256
 
 # Bump when a change to the optimisation alters results, so old cached projections are not reused.
 PROJECTION_VERSION = "1"
-SPACES = ("w+", "w")
 LOSSES = ("l1", "l2", "laplacian", "ssim", "perceptual", "perceptual+laplacian")
 DEFAULT_LOSS = "perceptual+laplacian"
 HISTORY_FRAMES = 60  # optimisation snapshots kept for the progress video
@@ -398,7 +398,7 @@ def optimise(G, targets: torch.Tensor, distance: Distance, seeds: Sequence[int],
             group["lr"] = learning_rate(t, recipe)
         scale = w_std * recipe.w_noise * max(0.0, 1.0 - t / recipe.w_noise_ramp) ** 2
         ws = (w_opt + randn(w_opt.shape[1:]) * scale).expand(n, num_ws, -1)
-        img = G.synthesis(ws, noise_mode="const", noise_maps=noise)
+        img = G.synthesize(ws, Noise("const", tuple(noise)))
         loss = (dist(img) + recipe.noise_reg * noise_regularizer(noise)).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -426,7 +426,7 @@ def synthesize(G, projections: Sequence[Projection], batch: int = 8) -> np.ndarr
         ws = torch.stack([p.ws(G.num_ws) for p in chunk]).to(device)
         maps = [torch.stack([p.noise[k] for p in chunk])[:, None].to(device) for k in range(len(chunk[0].noise))]
         with torch.no_grad():
-            out.append(images_to_uint8(G.synthesis(ws, noise_mode="const", noise_maps=maps)).cpu().numpy())
+            out.append(images_to_uint8(G.synthesize(ws, Noise("const", tuple(maps)))).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -517,7 +517,7 @@ def write_outputs(G, image: str | os.PathLike, p: Projection, recon: np.ndarray,
                   video: bool = False) -> list[Path]:
     """``NAME.npy`` (the latent), ``NAME.noise.npz`` (noise maps by layer), ``NAME.png`` (target | ``recon``,
     the reconstruction) and, with ``video``, ``NAME.mp4`` (the reconstruction at each kept optimisation step)."""
-    from .toyfaces.png import grid, write_png
+    from .images import grid, write_png
 
     name = Path(image).stem
     names = {id(m): n for n, m in G.synthesis.named_modules()}
@@ -546,7 +546,7 @@ def _rgb(images: np.ndarray) -> np.ndarray:
 def scene_settings(spec: Project, resolution: int) -> Settings:
     """How a scene's ``{project: photo, steps, space}`` is projected: defaults unless the scene says; a square
     photo at the model's own resolution is taken as an already aligned face (what ``morph project`` makes)."""
-    from .align import read_image
+    from .images import read_image
 
     h, w = read_image(spec.image).shape[:2]
     return Settings(space=spec.space or Settings.space, steps=spec.steps or SCENE_STEPS,
@@ -598,18 +598,16 @@ class ScenePhotos:
                 return self.projections[latent.source].noise
         return None
 
+    def noise(self, render: str, mode: str) -> Noise:
+        """What the render draws with: the scene's noise ``mode``, with :meth:`noise_maps` when it has them."""
+        maps = self.noise_maps(render)
+        return Noise(mode, None if maps is None else tuple(maps))
+
     def model_key(self, G, render: str) -> str:
         """The model's key for the render cache: its file hash, plus the hash of the render's projected noise
         maps when it has them, so cached segments never mix noises."""
         maps = self.noise_maps(render)
         return G.info.sha256 if maps is None else f"{G.info.sha256}+noise:{noise_digest(maps)}"
-
-    @contextlib.contextmanager
-    def noise(self, G, render: str) -> Iterator[str]:
-        """``G`` drawing with the render's projected noise (:meth:`noise_maps`) in place of its constant noise
-        for the duration; yields :meth:`model_key`."""
-        with constant_noise(G, self.noise_maps(render)):
-            yield self.model_key(G, render)
 
 
 def project_scene(scene, G, cache_dir: Optional[Path] = None, quiet: bool = False) -> ScenePhotos:

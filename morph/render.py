@@ -17,19 +17,21 @@ import json
 import os
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
-from .encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, atomic_path, join_segments
+from .encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, join_segments
+from .files import atomic_path
 from .errors import MorphError
 from .progress import Progress
 from .runtime import check_stop
-from .stylegan2 import Generator, images_to_uint8
-from .stylegan2.loading import file_sha256
+from .model import Model, Noise
+from .stylegan2 import images_to_uint8
+from .files import file_sha256
 
 SEGMENT_SECONDS = 2.0
 # Bump when a change to the generator or encoder alters pixels, so old cached segments are not reused.
@@ -60,45 +62,41 @@ def segment_bounds(n_frames: int, fps: float) -> list[tuple[int, int]]:
     return [(s, min(s + size, n_frames)) for s in range(0, n_frames, size)]
 
 
-def segment_key(ws: torch.Tensor, model_sha256: str, settings: EncodeSettings, noise_mode: str,
+def segment_key(ws: torch.Tensor, model_key: str, settings: EncodeSettings, noise_mode: str,
                 extra: Optional[dict] = None) -> str:
     """Hex SHA-256 over everything that decides a segment's bytes."""
-    head = json.dumps({"version": RENDER_VERSION, "model": model_sha256, "noise": noise_mode,
+    head = json.dumps({"version": RENDER_VERSION, "model": model_key, "noise": noise_mode,
                        "encode": settings.key(), "frames": list(ws.shape), **(extra or {})}, sort_keys=True)
     digest = hashlib.sha256(head.encode())
     digest.update(ws.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
-def plan_segments(sample: Callable[[torch.Tensor], torch.Tensor], n_frames: int, settings: EncodeSettings,
-                  model_sha256: str, noise_mode: str, cache_dir: Path, extra: Optional[dict] = None) -> list[Segment]:
-    """The segments of a render with their cache keys; ``sample(frame_indices)`` gives W frames."""
-    out = []
-    for start, stop in segment_bounds(n_frames, settings.fps):
-        ws = sample(torch.arange(start, stop))
-        key = segment_key(ws, model_sha256, settings, noise_mode, extra)
-        out.append(Segment(start, stop, key, cache_dir / "segments" / f"{key}{SEGMENT_SUFFIX[settings.format]}"))
-    return out
-
-
-def auto_batch_size(G: Generator, device: torch.device) -> int:
+def auto_batch_size(G: Model, device: torch.device) -> int:
     """Frames per batch: keep the largest activation near 256 MB on a CPU, 1 GB on a GPU; 1 … 32."""
-    last = getattr(G.synthesis, f"b{G.img_resolution}")
-    per_frame = last.conv1.weight.shape[0] * G.img_resolution ** 2 * 4
+    per_frame = G.activation_size() * 4
     budget = (1 << 30) if device.type == "cuda" else (256 << 20)
     return int(max(1, min(32, budget // per_frame)))
 
 
-def generate(G: Generator, ws: torch.Tensor, batch_size: int, noise_mode: str, device: torch.device,
+def generate(G: Model, ws: torch.Tensor, batch_size: int, noise: Noise, device: torch.device,
              dtype: Optional[torch.dtype] = None) -> Iterator[np.ndarray]:
-    """uint8 frames [b, H, W, C] batch by batch for W frames ``ws`` [n, num_ws, w_dim]."""
+    """uint8 RGB frames [b, H, W, 3] batch by batch for W frames ``ws`` [n, num_ws, w_dim], drawn with ``noise``."""
+    noise = _on(noise, device)
     with torch.inference_mode():
         for i in range(0, len(ws), batch_size):
-            img = G.synthesis(ws[i:i + batch_size].to(device), noise_mode=noise_mode, dtype=dtype)
+            img = G.synthesize(ws[i:i + batch_size].to(device), noise, dtype=dtype)
             frames = images_to_uint8(img).cpu().numpy()
             if frames.shape[-1] == 1:
                 frames = np.repeat(frames, 3, axis=-1)
             yield frames
+
+
+def _on(noise: Noise, device: torch.device) -> Noise:
+    """``noise`` with its maps on ``device`` (a projection's maps are kept on the CPU)."""
+    if noise.maps is None:
+        return noise
+    return Noise(noise.mode, tuple(m.to(device) for m in noise.maps))
 
 
 def _threaded(batches: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
@@ -199,13 +197,13 @@ def remember_output(cache_dir: Path, dest: Path, key: str) -> None:
         tmp.write_text(json.dumps(_output_state(dest, key)))
 
 
-def render_segment(G: Generator, ws: torch.Tensor, dest: Path, settings: EncodeSettings, noise_mode: str,
+def render_segment(G: Model, ws: torch.Tensor, dest: Path, settings: EncodeSettings, noise: Noise,
                    device: torch.device, batch_size: int, dtype: Optional[torch.dtype] = None,
                    advance: Optional[Callable[[int], None]] = None) -> int:
     """Generate W frames ``ws`` and encode them into segment file ``dest`` (atomic: complete or absent);
     ``advance(n)`` is called per batch. Returns the number of frames generated."""
     with SegmentWriter(dest, settings, G.img_resolution) as writer:
-        for frames in _threaded(generate(G, ws, batch_size, noise_mode, device, dtype)):
+        for frames in _threaded(generate(G, ws, batch_size, noise, device, dtype)):
             check_stop()
             writer.write(frames)
             if advance is not None:
@@ -213,69 +211,76 @@ def render_segment(G: Generator, ws: torch.Tensor, dest: Path, settings: EncodeS
     return len(ws)
 
 
-def render_segments(G: Generator, segments: list[Segment], sample: Callable[[torch.Tensor], torch.Tensor],
-                    settings: EncodeSettings, noise_mode: str, device: torch.device, batch_size: int,
-                    progress: Progress, dtype: Optional[torch.dtype] = None) -> int:
-    """Encode every segment missing from the cache; returns the number of frames generated."""
-    generated = 0
-    for seg in segments:
-        if seg.path.exists():
-            continue
-        generated += render_segment(G, sample(torch.arange(seg.start, seg.stop)), seg.path, settings, noise_mode,
-                                    device, batch_size, dtype, progress.advance)
-    return generated
+@dataclass(frozen=True)
+class RenderJob:
+    """One output file and everything that decides its bytes: the one place a render's cache keys come from.
+
+    ``model_key`` is the model file's SHA-256, with the digest of ``noise.maps`` appended when a projected
+    photo's noise replaces the model's, so cached segments never mix noises.
+    """
+
+    name: str
+    dest: Path
+    sample: Callable[[torch.Tensor], torch.Tensor]   # frame indices → W frames [n, num_ws, w_dim]
+    frames: int
+    settings: EncodeSettings
+    noise: Noise
+    model_key: str
+    resolution: int
+    dtype: Optional[torch.dtype] = None               # None: float32
+    audio: Optional[Path] = None                      # sound track muxed into the output
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def ws(self, segment: Segment) -> torch.Tensor:
+        """The W frames of one of this job's segments."""
+        return self.sample(torch.arange(segment.start, segment.stop))
+
+    def plan(self, cache_dir: Path) -> "RenderPlan":
+        """The segments with their cache files, and the key the joined output is recorded under."""
+        extra = {"resolution": self.resolution, "dtype": str(self.dtype or torch.float32)}
+        segments = []
+        for start, stop in segment_bounds(self.frames, self.settings.fps):
+            key = segment_key(self.sample(torch.arange(start, stop)), self.model_key, self.settings, self.noise.mode,
+                              extra)
+            segments.append(Segment(start, stop, key,
+                                    cache_dir / "segments" / f"{key}{SEGMENT_SUFFIX[self.settings.format]}"))
+        key = hashlib.sha256(json.dumps({"segments": [s.key for s in segments], "metadata": self.metadata,
+                                         "audio": file_sha256(self.audio) if self.audio else None,
+                                         "format": self.settings.format}, sort_keys=True).encode()).hexdigest()
+        return RenderPlan(self, segments, key)
 
 
 @dataclass(frozen=True)
 class RenderPlan:
-    """A render's segments, and the key its joined output is recorded under (see ``is_up_to_date``)."""
+    """A job's segments, and the key its joined output is recorded under (see ``is_up_to_date``)."""
 
+    job: RenderJob
     segments: list[Segment]
     key: str
 
-
-def plan_render(G: Generator, sample: Callable[[torch.Tensor], torch.Tensor], n_frames: int,
-                settings: EncodeSettings, model_sha256: str, noise_mode: str, cache_dir: Path,
-                audio: Optional[Path] = None, metadata: Optional[dict[str, str]] = None,
-                dtype: Optional[torch.dtype] = None) -> RenderPlan:
-    """The segments of a render with their cache files, and the up-to-date key of its output."""
-    segments = plan_segments(sample, n_frames, settings, model_sha256, noise_mode, cache_dir,
-                             extra={"resolution": G.img_resolution, "dtype": str(dtype or torch.float32)})
-    key = hashlib.sha256(json.dumps({"segments": [s.key for s in segments], "metadata": metadata or {},
-                                     "audio": file_sha256(audio) if audio else None,
-                                     "format": settings.format}, sort_keys=True).encode()).hexdigest()
-    return RenderPlan(segments, key)
+    def missing(self) -> list[Segment]:
+        """The segments the cache does not hold."""
+        return [s for s in self.segments if not s.path.exists()]
 
 
-def render(G: Generator, sample: Callable[[torch.Tensor], torch.Tensor], n_frames: int, dest: Path,
-           settings: EncodeSettings, model_sha256: str, noise_mode: str = "const",
-           device: torch.device = torch.device("cpu"), batch_size: Optional[int] = None,
-           cache_dir: Optional[Path] = None, progress: Optional[Progress] = None,
-           audio: Optional[Path] = None, metadata: Optional[dict[str, str]] = None,
-           dtype: Optional[torch.dtype] = None, force: bool = False) -> RenderStats:
-    """Render W frames ``sample(range)`` to ``dest`` through the segment cache; atomic at ``dest``.
+def render_missing(G: Model, plan: RenderPlan, device: torch.device, batch_size: Optional[int],
+                   progress: Progress) -> int:
+    """Encode every segment of ``plan`` missing from the cache; returns the number of frames generated."""
+    batch_size = batch_size or auto_batch_size(G, device)
+    generated = 0
+    for seg in plan.missing():
+        generated += render_segment(G, plan.job.ws(seg), seg.path, plan.job.settings, plan.job.noise, device,
+                                    batch_size, plan.job.dtype, progress.advance)
+    return generated
 
-    ``force`` re-renders every segment (replacing the cached ones) and re-joins the output.
-    """
-    cache_dir = cache_dir or default_cache_dir()
-    plan = plan_render(G, sample, n_frames, settings, model_sha256, noise_mode, cache_dir, audio, metadata, dtype)
-    segments, output_key = plan.segments, plan.key
-    if force:
-        for seg in segments:
-            seg.path.unlink(missing_ok=True)
-    elif is_up_to_date(cache_dir, dest, output_key):
-        return RenderStats(frames=n_frames, segments=len(segments), reused=len(segments), up_to_date=True)
-    cached = [s.path.exists() for s in segments]
-    missing = sum(s.stop - s.start for s, hit in zip(segments, cached) if not hit)
-    progress = progress or Progress(dest.name, missing, quiet=True)
-    progress.total = missing
-    generated = render_segments(G, segments, sample, settings, noise_mode, device,
-                                batch_size or auto_batch_size(G, device), progress, dtype)
-    progress.close()
+
+def join(plan: RenderPlan, cache_dir: Path) -> None:
+    """Join the plan's cached segments into its output (atomic at the destination) and record it as up to date."""
+    job = plan.job
     check_stop()
-    join_segments([s.path for s in segments], dest, settings, n_frames, audio=audio, metadata=metadata)
-    remember_output(cache_dir, dest, output_key)
-    for s in segments:  # mark as recently used, for cache eviction by age
+    join_segments([s.path for s in plan.segments], job.dest, job.settings, job.frames, audio=job.audio,
+                  metadata=job.metadata)
+    remember_output(cache_dir, job.dest, plan.key)
+    for s in plan.segments:  # mark as recently used, for cache eviction by age
         with contextlib.suppress(OSError):
             os.utime(s.path)
-    return RenderStats(frames=n_frames, generated=generated, segments=len(segments), reused=sum(cached))

@@ -1,4 +1,4 @@
-"""Model names → files: ``builtin`` → the shipped weights, a path relative to where it was written.
+"""Model and direction names → files: ``builtin`` → the shipped weights, a path relative to where it was written.
 
 This is the one place that turns what a user writes after ``model:`` / ``--model`` into a file on
 disk; the network packages never look up names themselves.
@@ -34,4 +34,15 @@ def resolve_model(model: str | os.PathLike, base: Path = Path(".")) -> Path:
     return path if path.is_absolute() else base / path
 
 
-__all__ = ["BUILTIN", "is_builtin", "resolve_model"]
+def resolve_direction(spec: str | os.PathLike, base: Path = Path(".")) -> Path:
+    """The file a direction spec names: ``builtin:NAME`` → the shipped direction (a one-line error listing
+    the ones there are), else a path relative to ``base``."""
+    if isinstance(spec, str) and spec.startswith(f"{BUILTIN}:"):
+        from .builtin import direction_path
+
+        return direction_path(spec.split(":", 1)[1])
+    path = Path(spec).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+__all__ = ["BUILTIN", "is_builtin", "resolve_direction", "resolve_model"]

@@ -1,9 +1,14 @@
-"""Shared test fixtures: the reference files in ../shared/fixtures (absent in a user's clone)."""
+"""Shared test fixtures and helpers: the reference files in ../shared/fixtures (absent in a user's clone),
+and the ``morph`` command run as a subprocess."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -26,3 +31,12 @@ def load_reference(folder: Path, name: str) -> tuple[dict, dict[str, torch.Tenso
     state = {k: torch.from_numpy(v) for k, v in np.load(folder / f"{name}.npz").items()}
     cases = dict(np.load(folder / f"{name}_cases.npz"))
     return kwargs, state, cases
+
+
+def morph(*args: str, env_extra: Optional[dict] = None, cwd: Optional[Path] = None,
+          timeout: float = 600) -> subprocess.CompletedProcess:
+    """``morph ARGS`` as a user runs it: a real subprocess, its exit code and its output (import with
+    ``from conftest import morph``)."""
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "morph.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=timeout)

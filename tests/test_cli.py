@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from morph.stylegan2 import load_generator
+from conftest import morph
 
 
-def morph(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "morph.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
 
 
 def test_help_lists_every_command():

@@ -18,7 +18,7 @@ from morph.directions import (as_space, condition, extremes, folder_indices, loa
                               read_meta, save_array, sweep, train_folders, train_svm, w_images)
 from morph.errors import MorphError
 from morph.latents import load_w
-from morph.toyfaces.png import write_png
+from morph.images import write_png
 
 SHIPPED = WEIGHTS_DIR / "directions"
 STRENGTHS = np.linspace(-3, 3, 7)
@@ -213,7 +213,7 @@ def test_builtin_smile_raises_the_smile_score_and_conditioning_spares_glasses(mo
 
 def test_shipped_directions_belong_to_the_shipped_generator():
     needs_shipped("smile")
-    from morph.stylegan2.loading import file_sha256
+    from morph.files import file_sha256
 
     sha = file_sha256(builtin_path("generator"))
     stale = [p.stem for p in SHIPPED.glob("*.npy") if read_meta(p).get("model_sha256") != sha]

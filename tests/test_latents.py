@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from morph.errors import MorphError
-from morph.latents import (Blend, File, From, Latent, Mean, Mix, ModelDims, Project, Seed, add, blend, layer_groups,
-                           layer_resolution, load_w, mean, mix, random_offsets, resolve, seed_w, z_from_seed)
+from morph.latents import (Blend, File, From, Latent, Mean, Mix, ModelDims, Project, Seed, add, blend, load_w, mean, mix,
+                           random_offsets, resolve, seed_w, z_from_seed)
 from morph.stylegan2 import Generator
+from morph.stylegan2.networks import layer_groups, layer_resolution
 
 quick = settings(max_examples=60, deadline=None)  # the whole file runs in seconds on 2 cores
 

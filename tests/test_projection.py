@@ -246,7 +246,7 @@ def test_lpips_from_torchscript(tmp_path):
 
 
 def test_read_image_keeps_pixels_whose_values_are_whitespace_bytes(tmp_path):
-    from morph.toyfaces.png import write_png
+    from morph.images import write_png
 
     image = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
     image[0, 0] = (10, 32, 9)  # "\n", " ", "\t" right after the PPM header
@@ -265,7 +265,7 @@ def test_missing_vgg_file_is_one_line_before_anything_is_hashed(tmp_path):
 
 def test_missing_dlib_is_one_clear_line(tmp_path, monkeypatch):
     image = tmp_path / "me.png"
-    from morph.toyfaces.png import write_png
+    from morph.images import write_png
 
     write_png(image, np.zeros((40, 60, 3), np.uint8))
     monkeypatch.setattr(align, "_predictor_path", lambda: None)
@@ -279,7 +279,7 @@ def test_missing_dlib_is_one_clear_line(tmp_path, monkeypatch):
 
 @needs_dlib
 def test_no_face_names_the_file(tmp_path):
-    from morph.toyfaces.png import write_png
+    from morph.images import write_png
 
     image = tmp_path / "wall.png"
     write_png(image, np.full((80, 80, 3), 128, np.uint8))
@@ -294,7 +294,7 @@ def test_no_face_names_the_file(tmp_path):
 def test_astronaut_is_aligned_like_ffhq(tmp_path):
     from skimage import data
 
-    from morph.toyfaces.png import write_png
+    from morph.images import write_png
 
     photo = tmp_path / "astronaut.png"
     write_png(photo, data.astronaut())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from morph.scene import load_scene, timelines
 from morph.schedule import sample
 from morph.stylegan2 import Generator, images_to_uint8, load_generator
 from morph.stylegan2.formats import write_native
+from conftest import morph
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +65,6 @@ renders:
 """
 
 
-def morph(*args: str, env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "morph.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=600, **kw)
 
 
 def rendered(out: subprocess.CompletedProcess) -> int:

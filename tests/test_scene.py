@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -13,13 +11,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import morph.scene
 from morph.errors import MorphError
 from morph.latents import Blend, Mix, ModelDims, Project, Seed, seed_w
-from morph.scene import SceneError, load_scene, parse_scene, resolve_model_path, timelines
+from morph.resolver import resolve_model as resolve_model_path
+from morph.scene import SceneError, load_scene, parse_scene, timelines
 from morph.schedule import chunks
 from morph.stylegan2 import Generator
 from morph.stylegan2.formats import write_native
+from conftest import morph
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "scenes").glob("*.yaml"))
@@ -254,18 +253,17 @@ def test_merge_keys_share_render_settings(folder):
     assert (renders["r1"].fps, renders["r2"].fps, renders["r2"].format) == (12, 24, "gif")
 
 
-def test_model_paths_resolve_relative_to_the_scene_and_builtin_through_its_hook(tmp_path, monkeypatch):
+def test_model_paths_resolve_relative_to_the_scene_and_builtin_to_its_weights(tmp_path, monkeypatch):
+    import morph.builtin
+
     assert resolve_model_path("m.pkl", Path("scenes")) == Path("scenes/m.pkl")
     assert resolve_model_path("~/m.pkl", Path("scenes")) == Path.home() / "m.pkl"
     weights = tmp_path / "generator.safetensors"
-    monkeypatch.setattr(morph.scene, "_hook", lambda module, name: lambda: weights)
-    with pytest.raises(MorphError, match="built-in model's weights are not installed"):
+    monkeypatch.setattr(morph.builtin, "builtin_path", lambda name="generator": weights)
+    with pytest.raises(MorphError, match="built-in generator's weights are not installed"):
         resolve_model_path("builtin")
     weights.write_bytes(b"x")
     assert resolve_model_path("builtin") == weights
-    monkeypatch.setattr(morph.scene, "_hook", lambda module, name: None)
-    with pytest.raises(MorphError, match="built-in model is not part of this version"):
-        resolve_model_path("builtin")
 
 
 @pytest.mark.parametrize("scene", EXAMPLES, ids=lambda p: p.name)
@@ -302,13 +300,11 @@ def test_timelines_resolve_every_render_deterministically(tiny_model):
     assert torch.equal(first["team-morph"].keys[1], seed_w(G, 42, 0.7, 8))  # julie
 
 
-def morph_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "morph.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_check_prints_the_plan(tiny_model):
     Path("scene.yaml").write_text(FULL.replace("model: builtin", "model: model.safetensors"))
-    out = morph_cli("check", "scene.yaml")
+    out = morph("check", "scene.yaml")
     assert out.returncode == 0, out.stderr
     plan = out.stdout
     assert "64 px, 10 layers of w[128]" in plan
@@ -322,7 +318,7 @@ def test_check_prints_the_plan(tiny_model):
 
 def test_check_reports_every_problem_on_stderr_and_exits_2(folder):
     Path("scene.yaml").write_text("model: nothere.pkl\nlatents:\n  a: {sed: 1}\nrenders:\n  r: {around: a, fps: -1}\n")
-    out = morph_cli("check", "scene.yaml")
+    out = morph("check", "scene.yaml")
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.splitlines() == [
         "scene.yaml:1:8: model: nothere.pkl: no such file",
@@ -342,7 +338,7 @@ def builtin_installed() -> bool:
 @pytest.mark.skipif(not builtin_installed(), reason="the built-in model's weights are not installed yet")
 @pytest.mark.parametrize("scene", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_scene_passes_morph_check(scene):
-    out = morph_cli("check", str(scene))
+    out = morph("check", str(scene))
     assert out.returncode == 0, out.stderr
 
 

@@ -1,6 +1,7 @@
 """StyleGAN2 in plain PyTorch: NVIDIA's generator semantics and state-dict names, safe checkpoint loading."""
 
-from .loading import ModelInfo, load_generator
-from .networks import Generator, constant_noise, images_to_uint8
+from ..model import ModelInfo
+from .loading import load_generator
+from .networks import Generator, images_to_uint8, layer_groups
 
-__all__ = ["Generator", "ModelInfo", "constant_noise", "images_to_uint8", "load_generator"]
+__all__ = ["Generator", "ModelInfo", "images_to_uint8", "layer_groups", "load_generator"]

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 import torch
 
+from ..files import file_sha256
 from ..model import ModelInfo
 from .formats import Checkpoint, check_state, read_checkpoint
 from .networks import Generator
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks (checkpoints can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_generator(ckpt: Checkpoint, where: str | os.PathLike) -> Generator:

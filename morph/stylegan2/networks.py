@@ -7,17 +7,16 @@ are asserted at each boundary, as in the original, so a wrong checkpoint fails l
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..model import NOISE_MODES, Noise, check_noise
 from .ops import LRELU_GAIN, bias_act, conv_up2, is_channels_last, modulated_conv2d, setup_filter, upsample_2d
 
-NOISE_MODES = ("const", "random", "none")
 ARCHITECTURES = ("orig", "skip", "resnet")
 
 
@@ -180,9 +179,9 @@ class SynthesisLayer(nn.Module):
         return self._weight_derived("sq", lambda w: w.square().sum(dim=[2, 3]))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", fused: Optional[bool] = None,
-                gain: float = 1.0, consume_input: bool = False,
-                noise_map: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``noise_map`` ([R, R] or per sample [N, 1, R, R]) replaces ``noise_const`` in noise_mode "const"."""
+                gain: float = 1.0, noise_map: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``noise_map`` ([R, R] or per sample [N, 1, R, R]) replaces ``noise_const`` in noise_mode "const".
+        ``x`` is consumed: inference may scale it in place (every caller's input is dead after the layer)."""
         in_res = self.resolution // self.up
         assert x.shape[1:] == (self.weight.shape[1], in_res, in_res), (x.shape, self.weight.shape, in_res)
         styles = self.affine(w)
@@ -198,7 +197,7 @@ class SynthesisLayer(nn.Module):
         return modulated_conv2d(x, weight, styles, self.bias, noise, up=self.up,
                                 resample_filter=self.resample_filter, fused=fused, act=self.activation,
                                 gain=self.act_gain * gain, clamp=clamp, weight_sq=self.weight_sq(),
-                                consume_input=consume_input)
+                                consume_input=True)
 
 
 class ToRGBLayer(nn.Module):
@@ -255,30 +254,30 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
                 noise_mode: str = "const", fused: Optional[bool] = None, dtype: torch.dtype = torch.float32,
-                channels_last: bool = False, noise_maps: Optional[list[torch.Tensor]] = None):
+                noise_maps: Optional[list[torch.Tensor]] = None):
         assert ws.shape[1] == self.num_conv + self.num_torgb, (ws.shape, self.num_conv, self.num_torgb)
         w_iter = iter(ws.unbind(dim=1))
         maps = dict(zip(self.noise_layers(), noise_maps)) if noise_maps is not None else {}
         if self.in_channels == 0:
+            # NHWC activations make the convolutions and the FIR faster on CPU (oneDNN; bench/generator.py).
             x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True,
+            x = x.contiguous(memory_format=torch.channels_last)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused,
                            noise_map=maps.get(self.conv1))
         elif self.architecture == "resnet":
             x = x.to(dtype)
             y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True,
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused,
                            noise_map=maps.get(self.conv0))
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, gain=math.sqrt(0.5),
-                           consume_input=True, noise_map=maps.get(self.conv1))
+                           noise_map=maps.get(self.conv1))
             x = y + x
         else:
             x = x.to(dtype)
             # The block's input is no longer needed (the previous ToRGB has used it): conv0 may scale it in place.
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True,
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused,
                            noise_map=maps.get(self.conv0))
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused, consume_input=True,
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused,
                            noise_map=maps.get(self.conv1))
         if img is not None:
             img = upsample_2d(img, self.resample_filter)
@@ -301,8 +300,6 @@ class SynthesisNetwork(nn.Module):
         self.block_resolutions = [2 ** i for i in range(2, log2 + 1)]
         channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
         fp16_resolution = max(2 ** (log2 + 1 - num_fp16_res), 8)
-        # NHWC activations make the convolutions ~1.3x faster and the FIR 3x faster on CPU (oneDNN).
-        self.channels_last = True
         self.num_ws = 0
         for res in self.block_resolutions:
             is_last = res == img_resolution
@@ -339,13 +336,37 @@ class SynthesisNetwork(nn.Module):
             maps = None if noise_maps is None else noise_maps[n_idx:n_idx + n_maps]
             n_idx += n_maps
             x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode=noise_mode,
-                           fused=fused_modconv, dtype=block_dtype, channels_last=self.channels_last, noise_maps=maps)
+                           fused=fused_modconv, dtype=block_dtype, noise_maps=maps)
             w_idx += block.num_conv
         return img
 
 
+def layer_resolution(index: int, num_ws: int) -> int:
+    """Resolution of the synthesis convolution that w index ``index`` modulates (4 for b4.conv1, R for bR.conv0/1).
+
+    A ``torgb`` index is shared with the next block's conv0 and counts as that block's; the last one
+    (the top ``torgb``) belongs to the top block.
+    """
+    top = 2 ** ((num_ws + 2) // 2)
+    return 4 if index == 0 else min(top, 2 ** ((index + 5) // 2))
+
+
+def layer_groups(num_ws: int) -> dict[str, range]:
+    """StyleGAN2's named style-mixing groups by resolution: coarse 4–8 px, middle 16–32 px, fine 64 px and up."""
+    res = [layer_resolution(i, num_ws) for i in range(num_ws)]
+    bounds = {"coarse": (4, 8), "middle": (16, 32), "fine": (64, math.inf)}
+    groups = {}
+    for name, (low, high) in bounds.items():
+        idx = [i for i in range(num_ws) if low <= res[i] <= high]
+        groups[name] = range(idx[0], idx[-1] + 1) if idx else range(0)
+    return groups
+
+
 class Generator(nn.Module):
-    """The whole StyleGAN2 generator; ``Generator(**init_kwargs)`` takes NVIDIA's constructor kwargs."""
+    """The whole StyleGAN2 generator; ``Generator(**init_kwargs)`` takes NVIDIA's constructor kwargs.
+    Implements morph's :class:`morph.model.Model`."""
+
+    family = "stylegan2"
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  mapping_kwargs: Optional[dict] = None, synthesis_kwargs: Optional[dict] = None, **_unused: Any):
@@ -366,24 +387,24 @@ class Generator(nn.Module):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, **synthesis_kwargs)
 
+    def synthesize(self, ws: torch.Tensor, noise: Noise = Noise(), dtype: Optional[torch.dtype] = None,
+                   fused_modconv: Optional[bool] = None) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] → images, drawn with ``noise``; writes no buffer, so concurrent calls are safe."""
+        check_noise(self, noise)
+        maps = list(noise.maps) if noise.maps is not None else None
+        return self.synthesis(ws, noise_mode=noise.mode, fused_modconv=fused_modconv, dtype=dtype, noise_maps=maps)
 
-@contextlib.contextmanager
-def constant_noise(G: "Generator", maps: Optional[Sequence[torch.Tensor]]) -> Iterator[None]:
-    """For the block, ``G`` draws ``noise_mode="const"`` with ``maps`` (one per noise layer, e.g. a projection's
-    optimised noise) in place of its own constant noise; ``None`` changes nothing."""
-    if maps is None:
-        yield
-        return
-    layers = G.synthesis.noise_layers()
-    assert len(maps) == len(layers), (len(maps), len(layers))
-    saved = [layer.noise_const.clone() for layer in layers]
-    try:
-        for layer, m in zip(layers, maps):
-            layer.noise_const.copy_(m)
-        yield
-    finally:
-        for layer, old in zip(layers, saved):
-            layer.noise_const.copy_(old)
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """[R, R] of every noise input, in the order of NVIDIA's ``noise_const`` buffers."""
+        return [(layer.resolution, layer.resolution) for layer in self.synthesis.noise_layers()]
+
+    def layer_groups(self) -> dict[str, range]:
+        """coarse / middle / fine w indices (see :func:`layer_groups`)."""
+        return layer_groups(self.num_ws)
+
+    def activation_size(self) -> int:
+        """Elements of the top block's activation for one image (channels × R²)."""
+        return getattr(self.synthesis, f"b{self.img_resolution}").conv1.weight.shape[0] * self.img_resolution ** 2
 
 
 def images_to_uint8(img: torch.Tensor) -> torch.Tensor:

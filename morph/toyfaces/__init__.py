@@ -8,7 +8,7 @@ built-in StyleGAN2 model and its judge.
 
 from .labels import ATTRIBUTES, CONTINUOUS, ambiguous, labels
 from .params import BALD, LONG, SHORT, FaceParams, sample_params
-from .png import grid, write_png
+from ..images import grid, write_png
 from .compose import render, render_seed
 from .team import TEAM_NAMES, team_params
 

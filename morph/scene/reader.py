@@ -1,138 +1,55 @@
-"""Scene files: YAML → a validated :class:`Scene` (every problem of the file reported at once, each as
-``file:line:col: key.path: what``), the plan ``morph check`` prints, and each render's timeline."""
+"""Scene YAML → a validated :class:`Scene`: every problem of the file reported at once, each as
+``file:line:col: key.path: what``.
+
+A latent source is one ``source_NAME`` method of :class:`_Reader` (registered with ``@source``), one
+dataclass in ``morph.latents`` and one case in ``morph.latents.resolve``.
+"""
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.util
 import math
 import re
-from dataclasses import dataclass, replace
-from functools import partial
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .errors import MorphError
-from .latents import (GROUPS, Blend, File, From, Latent, Mean, Mix, ModelDims, Project, Projector, Seed,
-                      layer_groups, load_w, random_offsets, read_w, resolve, w_shape_problem)
-from .schedule import EASINGS, INTERPS, Breathe, Cycle, Deform, Motion, Path as KeyPath, Timeline, cycle, timeline
+from ..encode import VIDEO_FORMATS
+from ..errors import MorphError
+from ..latents import SPACES, Blend, File, From, Latent, Mean, Mix, ModelDims, Project, Seed, read_w, w_shape_problem
+from ..model import LAYER_GROUPS, NOISE_MODES
+from ..resolver import BUILTIN, resolve_direction, resolve_model
+from ..schedule import EASINGS, INTERPS, Breathe, Cycle, Deform, Motion, Path as KeyPath, cycle
+from .types import (BREATHE_KEYS, DEFAULT_FPS, DEFAULTS, DEFORM_KEYS, IMAGE_MAGIC, RENDER_KEYS, STEP_KEYS,
+                    TOP_KEYS, TRANSITION_KEYS, Render, Scene, SceneError, range_text, runs)
 
-FORMATS = {"mp4": 30, "webm": 30, "gif": 25, "png": 30}  # format → default fps
-NOISE_MODES = ("const", "random", "none")
-SOURCES = ("seed", "file", "project", "mean", "blend", "mix", "from")
-TOP_KEYS = ("model", "truncation", "truncation_cutoff", "noise", "audio", "directions", "latents", "renders")
-LATENT_KEYS = SOURCES + ("add", "layers", "truncation", "class", "steps", "space")
-PROJECT_SPACES = ("w+", "w")
-RENDER_KEYS = ("format", "fps", "size", "path", "around", "loop", "transition", "hold", "duration", "deform", "breathe",
-               "audio")
-AUDIO_FORMATS = ("mp4", "webm")  # formats that carry a sound track
-TRANSITION_KEYS = ("duration", "interp", "ease")
-STEP_KEYS = ("duration", "hold", "ease")
-DEFORM_KEYS = ("layers", "amplitude", "period", "seed")
-BREATHE_KEYS = ("direction", "strength", "period", "layers")
-DEFAULTS = {"transition": 1.0, "interp": "lerp", "ease": "in-out", "hold": 0.0, "period": 4.0, "amplitude": 0.5,
-            "truncation": 1.0}
-BUILTIN = "builtin"
-IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|f)\s*$")
 _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 _RENDER_NAME = re.compile(r"^[\w.-]+$")
 
 
-class SceneError(MorphError):
-    """Every problem found in a scene file, one ``file:line:col: key.path: what`` line each."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__(problems[0])
-
-    def __str__(self) -> str:
-        return "\n".join(self.problems)
+# source key → the keys only latents of that source take; filled by @source on the _Reader's methods
+SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {}
+EDIT_KEYS = ("add", "layers")
 
 
-@dataclass(frozen=True)
-class Render:
-    """One output file: its format, fps, square size in pixels, and motion."""
-
-    name: str
-    format: str
-    fps: float
-    size: int
-    motion: Motion
-    where: str
-    audio: Optional[Path] = None   # sound track muxed into the video, cut to its length
-
-    @property
-    def frames(self) -> int:
-        """Number of frames."""
-        return self.motion.frames
-
-    @property
-    def seconds(self) -> float:
-        """Duration in seconds."""
-        return self.frames / self.fps
-
-
-@dataclass(frozen=True)
-class Scene:
-    """A validated scene: latents in dependency order, directions as files, renders with frame-exact timing."""
-
-    file: Path
-    model: str                     # as written in the file
-    model_path: Optional[Path]     # None when dimensions were given instead of read from the model
-    dims: ModelDims
-    noise: str
-    directions: dict[str, Path]    # name (or "builtin:NAME") → file
-    latents: dict[str, Latent]
-    renders: dict[str, Render]
-
-
-# --- hooks into modules that other parts of morph provide ------------------------------------------------------
-
-def _hook(module: str, name: str) -> Optional[Callable]:
-    """``module.name`` if that module is installed and defines it, else None."""
-    if importlib.util.find_spec(module) is None:
-        return None
-    return getattr(importlib.import_module(module), name, None)
-
-
-def resolve_model_path(model: str, base: Path = Path(".")) -> Path:
-    """A scene's ``model:`` as a file: ``builtin`` → the shipped weights, ``~`` expanded, relative to ``base``."""
-    if model.strip().lower() == BUILTIN:
-        builtin_path = _hook("morph.builtin", "builtin_path")
-        if builtin_path is None:
-            raise MorphError("the built-in model is not part of this version of morph",
-                             hint="name a checkpoint file (.pkl, .pt, .safetensors) instead")
-        path = Path(builtin_path())
-        if not path.is_file():
-            raise MorphError(f"the built-in model's weights are not installed ({path})",
-                             hint="reinstall morph, or name a checkpoint file instead")
-        return path
-    path = Path(model).expanduser()
-    return path if path.is_absolute() else base / path
-
-
-def builtin_direction_path(name: str) -> Path:
-    """The file of built-in direction ``name`` (``builtin:NAME`` in a scene), from ``morph.builtin``."""
-    direction_path = _hook("morph.builtin", "direction_path")
-    if direction_path is None:
-        raise MorphError("built-in directions are not part of this version of morph",
-                         hint="point at a direction .npy file instead")
-    return Path(direction_path(name))
+def source(key: str, *options: str) -> Callable:
+    """Register ``_Reader.source_KEY(node, items, path)`` as the parser of latents ``{KEY: ...}``."""
+    def register(method: Callable) -> Callable:
+        SOURCE_OPTIONS[key] = options
+        return method
+    return register
 
 
 def model_dims(path: Path) -> ModelDims:
     """Dimensions of the model in ``path`` (loads it)."""
-    from .loader import load_model
+    from ..loader import load_model
 
     return ModelDims.of(load_model(path))
 
-
-# --- reading YAML nodes, collecting problems -------------------------------------------------------------------
 
 def _did_you_mean(word: Any, options: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
@@ -144,18 +61,8 @@ def _alternatives(options: Iterable[str], word: str = "or") -> str:
     return options[0] if len(options) == 1 else ", ".join(options[:-1]) + f" {word} {options[-1]}"
 
 
-def _range_text(r: range) -> str:
-    return str(r.start) if len(r) == 1 else f"{r.start}-{r.stop - 1}"
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _runs(values: tuple) -> list[range]:
-    """Maximal runs of equal consecutive values."""
-    starts = [i for i in range(len(values)) if i == 0 or values[i] != values[i - 1]]
-    return [range(a, b) for a, b in zip(starts, starts[1:] + [len(values)])]
 
 
 Items = dict[str, tuple[Node, Node]]  # key → (key node, value node)
@@ -168,6 +75,7 @@ class _Reader:
 
     def __init__(self, file: str, base: Path, dims: Optional[ModelDims]):
         self.scene_file, self.base, self.dims = file, base, dims
+        self.psi, self.cutoff = DEFAULTS["truncation"], None  # the scene's, for seed latents
         self.constructor = yaml.constructor.SafeConstructor()
         self.problems: list[tuple[int, int, str]] = []
         self.latent_refs: list[tuple[str, Node, str]] = []
@@ -295,8 +203,8 @@ class _Reader:
         (None when the model's dimensions are unknown)."""
         value = self.value(node)
         match = _RANGE.match(value) if isinstance(value, str) else None
-        if isinstance(value, str) and value in GROUPS + ("all",):
-            found = self.all_layers() if value == "all" or not self.dims else layer_groups(self.dims.num_ws)[value]
+        if isinstance(value, str) and value in LAYER_GROUPS + ("all",):
+            found = self.all_layers() if value == "all" or not self.dims else self.dims.group(value)
             if found is not None and not found:
                 self.fail(node, path, f"the {self.dims.resolution} px model has no {value} layers")
                 return None
@@ -307,7 +215,7 @@ class _Reader:
             first, last = int(match[1]), int(match[2]) if match[2] else None
         else:
             self.fail(node, path, f"expected layers (5, 0-7, 8-, coarse, middle, fine or all), got {self.show(node)}"
-                      + _did_you_mean(value, GROUPS + ("all",)))
+                      + _did_you_mean(value, LAYER_GROUPS + ("all",)))
             return None
         if last is not None and last < first:
             self.fail(node, path, f"layer range {value} is empty (it ends before it starts)")
@@ -371,7 +279,7 @@ class _Reader:
             found = text and self.w_file(node, path)
         else:
             try:
-                found = builtin_direction_path(text.split(":", 1)[1])
+                found = resolve_direction(text)
             except (MorphError, ValueError, KeyError) as err:
                 self.fail(node, path, str(err))
                 return
@@ -383,31 +291,28 @@ class _Reader:
 
     # latents ---------------------------------------------------------------------------------------------------
 
-    def latent(self, node: Node, path: str, psi: float, cutoff: Optional[int]) -> Optional[Latent]:
+    def latent(self, node: Node, path: str) -> Optional[Latent]:
         known = len(self.problems)
-        items = self.mapping(node, path, LATENT_KEYS)
+        sources = tuple(SOURCE_OPTIONS)
+        items = self.mapping(node, path, sources + EDIT_KEYS + tuple(k for o in SOURCE_OPTIONS.values() for k in o))
         if items is None:
             return None
-        given = [k for k in SOURCES if k in items]
+        given = [k for k in sources if k in items]
         if len(given) > 1:
             self.fail(node, path, f"gives {_alternatives(given, 'and')}; a latent has exactly one of "
-                                  f"{_alternatives(SOURCES)}")
+                                  f"{_alternatives(sources)}")
         elif not given and len(self.problems) == known:  # else an unknown key was probably meant as the source
-            self.fail(node, path, f"needs one of {_alternatives(SOURCES)}")
+            self.fail(node, path, f"needs one of {_alternatives(sources)}")
         if len(given) != 1:
             return None
         kind = given[0]
-        for key, owner in (("truncation", "seed"), ("class", "seed"), ("steps", "project"), ("space", "project")):
-            if key in items and kind != owner:
-                self.fail(items[key][0], path, f"{key} only applies to {owner} latents")
+        for owner, options in SOURCE_OPTIONS.items():
+            for key in options:
+                if key in items and kind != owner:
+                    self.fail(items[key][0], path, f"{key} only applies to {owner} latents")
         if "layers" in items and "add" not in items:
             self.fail(items["layers"][0], path, "layers only applies together with add")
-        if kind == "seed":
-            source = self.seed(node, path, items, psi, cutoff)
-        elif kind == "project":
-            source = self.source_project(items, path)
-        else:
-            source = getattr(self, f"source_{kind}")(items[kind][1], f"{path}.{kind}")
+        source = getattr(self, f"source_{kind}")(node, items, path)
         edits = []
         for direction, (key_node, strength) in (self.option(items, "add", path, self.mapping) or {}).items():
             self.direction_ref(key_node, f"{path}.add", direction)
@@ -417,9 +322,10 @@ class _Reader:
             return None
         return Latent(source, tuple(edits), layers, self.where(node, path))
 
-    def seed(self, node: Node, path: str, items: Items, psi: float, cutoff: Optional[int]) -> Optional[Seed]:
+    @source("seed", "truncation", "class")
+    def source_seed(self, node: Node, items: Items, path: str) -> Optional[Seed]:
         seed = self.number(items["seed"][1], f"{path}.seed", *SEED_RULE, integer=True)
-        psi = self.option(items, "truncation", path, self.number, default=psi)
+        psi = self.option(items, "truncation", path, self.number, default=self.psi)
         classes = self.dims.c_dim if self.dims else None
         label = None
         if "class" in items and classes == 0:
@@ -431,17 +337,19 @@ class _Reader:
             self.fail(node, path, f"the model is conditional: give class: 0 to {classes - 1}")
         if None in (seed, psi) or classes and label is None:
             return None
-        return Seed(int(seed), float(psi), cutoff, label)
+        return Seed(int(seed), float(psi), self.cutoff, label)
 
-    def source_file(self, node: Node, path: str) -> Optional[File]:
-        found = self.w_file(node, path)
+    @source("file")
+    def source_file(self, node: Node, items: Items, path: str) -> Optional[File]:
+        found = self.w_file(items["file"][1], f"{path}.file")
         return found and File(found)
 
-    def source_project(self, items: Items, path: str) -> Optional[Project]:
+    @source("project", "steps", "space")
+    def source_project(self, node: Node, items: Items, path: str) -> Optional[Project]:
         """A photo, with the projection's optional ``steps`` and ``space`` (w+ or w)."""
         steps = self.option(items, "steps", path, self.number, "a positive whole number of steps",
                             lambda x: x > 0, True)
-        space = self.option(items, "space", path, self.choice, PROJECT_SPACES)
+        space = self.option(items, "space", path, self.choice, SPACES)
         node, path = items["project"][1], f"{path}.project"
         found = self.existing(node, path, "an image file")
         if found is None:
@@ -455,14 +363,18 @@ class _Reader:
             return None
         return Project(found, None if steps is None else int(steps), space)
 
-    def source_mean(self, node: Node, path: str) -> Optional[Mean]:
+    @source("mean")
+    def source_mean(self, latent: Node, latent_items: Items, latent_path: str) -> Optional[Mean]:
+        node, path = latent_items["mean"][1], f"{latent_path}.mean"
         items = self.sequence(node, path)
         if items == []:
             self.fail(node, path, "expected a list of latent names, got an empty list")
         names = tuple(self.latent_ref(item, f"{path}[{i}]") for i, item in enumerate(items or []))
         return Mean(names) if names and None not in names else None
 
-    def source_blend(self, node: Node, path: str) -> Optional[Blend]:
+    @source("blend")
+    def source_blend(self, latent: Node, latent_items: Items, latent_path: str) -> Optional[Blend]:
+        node, path = latent_items["blend"][1], f"{latent_path}.blend"
         items = self.mapping(node, path)
         if items == {}:
             self.fail(node, path, "expected latent names with weights, e.g. {peter: 0.5, brad: 0.5}")
@@ -470,7 +382,9 @@ class _Reader:
                         for name, (key_node, value) in (items or {}).items())
         return Blend(weights) if weights and all(k is not None for _, k in weights) else None
 
-    def source_mix(self, node: Node, path: str) -> Optional[Mix]:
+    @source("mix")
+    def source_mix(self, latent: Node, latent_items: Items, latent_path: str) -> Optional[Mix]:
+        node, path = latent_items["mix"][1], f"{latent_path}.mix"
         items = self.mapping(node, path)
         if items is None:
             return None
@@ -490,13 +404,15 @@ class _Reader:
                 owners[i] = name
         missing = tuple(i for i, owner in enumerate(owners) if owner is None)
         if complete and missing and rest is None:
-            gaps = ", ".join(_range_text(range(missing[r.start], missing[r.stop - 1] + 1))
-                             for r in _runs(tuple(i - j for j, i in enumerate(missing))))
+            gaps = ", ".join(range_text(range(missing[r.start], missing[r.stop - 1] + 1))
+                             for r in runs(tuple(i - j for j, i in enumerate(missing))))
             self.fail(node, path, f"layers {gaps} have no source; add them, or rest: NAME")
             return None
         return Mix(tuple(owner or rest for owner in owners)) if complete else None
 
-    def source_from(self, node: Node, path: str) -> Optional[From]:
+    @source("from")
+    def source_from(self, latent: Node, latent_items: Items, latent_path: str) -> Optional[From]:
+        node, path = latent_items["from"][1], f"{latent_path}.from"
         name = self.latent_ref(node, path)
         return name and From(name)
 
@@ -512,17 +428,17 @@ class _Reader:
         items = self.mapping(node, path, RENDER_KEYS)
         if items is None:
             return None
-        fmt = self.option(items, "format", path, self.choice, FORMATS, default="mp4")
+        fmt = self.option(items, "format", path, self.choice, DEFAULT_FPS, default="mp4")
         fps = self.option(items, "fps", path, self.number, "a positive number", lambda x: x > 0,
-                          default=FORMATS.get(fmt, 30))
+                          default=DEFAULT_FPS.get(fmt, 30))
         size = self.option(items, "size", path, self.number, "a positive integer (pixels)", lambda x: x > 0, True,
                            default=self.dims and self.dims.resolution)
-        if size is not None and size % 2 and fmt in ("mp4", "webm"):
+        if size is not None and size % 2 and fmt in VIDEO_FORMATS:
             self.fail(items["size"][1], f"{path}.size", f"{fmt} needs an even size, got {size}")
         motion = self.motion(node, path, items, fps or 30)
-        if "audio" in items and fmt is not None and fmt not in AUDIO_FORMATS:
+        if "audio" in items and fmt is not None and fmt not in VIDEO_FORMATS:
             self.fail(items["audio"][0], f"{path}.audio", f"a {fmt} render has no sound track; "
-                                                           f"use format {_alternatives(AUDIO_FORMATS)}, or drop audio")
+                                                           f"use format {_alternatives(VIDEO_FORMATS)}, or drop audio")
         elif "audio" in items:
             audio = self.audio(items["audio"][1], f"{path}.audio")
             if audio is None:
@@ -530,7 +446,7 @@ class _Reader:
         if None in (fmt, fps, size, motion):
             return None
         return Render(path.split(".", 1)[1], fmt, float(fps), int(size), motion, self.where(node, path),
-                      audio if fmt in AUDIO_FORMATS else None)
+                      audio if fmt in VIDEO_FORMATS else None)
 
     def motion(self, node: Node, path: str, items: Items, fps: float) -> Optional[Motion]:
         if ("path" in items) == ("around" in items):
@@ -694,7 +610,7 @@ def _model_dims(r: _Reader, top: Items, root: Node, dims: Callable[[Path], Model
     if model is None:
         return None
     try:
-        path = resolve_model_path(model, r.base)
+        path = resolve_model(model, r.base)
         if not path.is_file():
             raise MorphError(f"{model}: no such file" + (f" ({path})" if str(path) != model else ""))
         r.dims = dims(path)
@@ -743,7 +659,8 @@ def parse_scene(text: str, file: str | Path,
     for name, (_, node) in declared.items():
         r.direction(name, node, f"directions.{name}")
     latent_nodes = section("latents")
-    latents = {name: r.latent(node, f"latents.{name}", psi or 1.0, cutoff) for name, (_, node) in latent_nodes.items()}
+    r.psi, r.cutoff = psi or 1.0, cutoff
+    latents = {name: r.latent(node, f"latents.{name}") for name, (_, node) in latent_nodes.items()}
     render_nodes = section("renders")
     if "renders" in top and isinstance(top["renders"][1], MappingNode) and not render_nodes:
         r.fail(top["renders"][1], "renders", "no renders; add at least one")
@@ -781,88 +698,3 @@ def load_scene(path: str | Path, dims: Union[ModelDims, Callable[[Path], ModelDi
     except (OSError, UnicodeDecodeError) as e:
         raise MorphError(f"cannot read the scene ({getattr(e, 'strerror', None) or e})", where=path) from None
     return parse_scene(text, path, dims)
-
-
-# --- using a scene ---------------------------------------------------------------------------------------------
-
-def timelines(scene: Scene, G, project: Optional[Projector] = None) -> dict[str, Timeline]:
-    """Each render's timeline on generator ``G``: seeds mapped, files read, photos projected by ``project``."""
-    directions = {name: load_w(path, G.num_ws, G.w_dim) for name, path in scene.directions.items()}
-    ws = resolve(scene.latents, directions, G, project)
-    offsets = partial(random_offsets, G)
-    return {name: timeline(render.motion, ws, directions, offsets) for name, render in scene.renders.items()}
-
-
-def _origin(latent: Latent, projection: Callable[[Project], str]) -> str:
-    """Where a latent comes from, in words."""
-    src = latent.source
-    if isinstance(src, Seed):
-        text = f"seed {src.seed} (truncation {src.psi:g}" + (f" on layers 0-{src.cutoff - 1}" if src.cutoff else "") \
-            + (f", class {src.label})" if src.label is not None else ")")
-    elif isinstance(src, File):
-        text = f"file {src.path}"
-    elif isinstance(src, Project):
-        text = f"projection of {src.image}" + (f" into {src.space.upper()}" if src.space else "") \
-            + f" ({projection(src)})"
-    elif isinstance(src, Mean):
-        text = f"derived: mean of {', '.join(src.names)}"
-    elif isinstance(src, Blend):
-        text = "derived: blend " + " + ".join(f"{k:g}·{n}" for n, k in src.weights)
-    elif isinstance(src, Mix):
-        text = "derived: mix " + ", ".join(f"layers {_range_text(r)} from {src.owners[r.start]}"
-                                           for r in _runs(src.owners))
-    else:
-        text = f"derived: {src.name}"
-    if latent.edits:
-        text += " + " + " + ".join(f"{k:g}·{d}" for d, k in latent.edits)
-        text += f" on layers {_range_text(latent.layers)}" if latent.layers is not None else ""
-    return text
-
-
-def _motion_text(render: Render) -> str:
-    """A render's motion, in words."""
-    p, fps = render.motion.path, render.fps
-    if p.moves:
-        text = "path " + " → ".join(p.keys + ((p.keys[0],) if p.loop else ()))
-        text += f", {p.interp}" + ("" if p.interp == "spline" else f" {'/'.join(sorted(set(p.eases)))}")
-        text += f", transitions {'/'.join(f'{m / fps:.2f}' for m in sorted(set(p.moves)))} s"
-        text += f", holds {'/'.join(f'{h / fps:.2f}' for h in sorted(set(p.holds)))} s" if any(p.holds) else ""
-        text += ", loop" if p.loop else ""
-    else:
-        text = f"around {p.keys[0]}"
-    d, b = render.motion.deform, render.motion.breathe
-    if d:
-        text += (f"; deform layers {_range_text(d.layers)} amplitude {d.amplitude:g} seed {d.seed}, "
-                 f"period {d.cycle.frames / d.cycle.cycles / fps:.2f} s")
-    if b:
-        text += (f"; breathe {b.direction} {b.low:g}…{b.high:g} on layers {_range_text(b.layers)}, "
-                 f"period {b.cycle.frames / b.cycle.cycles / fps:.2f} s")
-    return text
-
-
-def _projection_status(model: Optional[Path]) -> Callable[[Project], str]:
-    """``photo → "cached" / "needs projection"`` from the projection module, when installed."""
-    status = _hook("morph.projection", "projection_status")
-    if status is None:
-        return lambda photo: "needs projection, which this version of morph cannot do yet"
-    return lambda photo: status(photo, model)
-
-
-def describe(scene: Scene, projection: Optional[Callable[[Project], str]] = None) -> list[str]:
-    """The plan ``morph check`` prints: model, each latent's origin, each render's frames, duration, fps, size."""
-    projection = projection or _projection_status(scene.model_path)
-    d = scene.dims
-    lines = [f"scene {scene.file}: model {scene.model}" + (f" ({scene.model_path})" if scene.model_path and
-                                                            str(scene.model_path) != scene.model else "")
-             + f", {d.resolution} px, {d.num_ws} layers of w[{d.w_dim}], noise {scene.noise}", "latents:"]
-    width = max(map(len, scene.latents), default=0)
-    lines += [f"  {name:<{width}}  {_origin(latent, projection)}" for name, latent in scene.latents.items()]
-    if scene.directions:
-        lines.append("directions:")
-        lines += [f"  {name}  {path}" for name, path in scene.directions.items()]
-    lines.append("renders:")
-    width = max(map(len, scene.renders), default=0)
-    for name, r in scene.renders.items():
-        lines.append(f"  {name:<{width}}  {r.format} {r.size}x{r.size} {r.fps:g} fps, {r.frames} frames, "
-                     f"{r.seconds:.2f} s: {_motion_text(r)}" + (f"; audio {r.audio}" if r.audio else ""))
-    return lines

@@ -1,0 +1,229 @@
+"""Scenes → renders → files: the one engine behind ``morph render``, ``preview``, the cluster path and the studio.
+
+It loads the model a scene names, projects its photos, turns each render into a :class:`RenderJob`
+(every input of its cache keys, decided here), then renders the missing segments in this process,
+on a Dask cluster or as one shard of an array job, and joins each output. ``--force`` means one
+thing, decided in :func:`render_scenes`: the segments this run would render are deleted first and
+the outputs are forgotten, so everything is rendered and joined afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .encode import EncodeSettings
+from .errors import MorphError
+from .files import file_sha256
+from .model import Model, Noise
+from .progress import Progress, log
+from .render import (RenderJob, RenderPlan, RenderStats, default_cache_dir, forget_output, generate, is_up_to_date,
+                     join, output_lock, render_missing)
+from .scene import Render, Scene, load_scene, timelines
+from .schedule import Timeline, sample
+
+if TYPE_CHECKING:
+    from .projection import ScenePhotos
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to render, whatever the scene: ``morph render``'s options, resolved once."""
+
+    out: Path = Path("outputs")                 # destination folder
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    device: torch.device = torch.device("cpu")
+    device_name: str = "cpu"                    # as the user gave it (workers resolve their own)
+    dtype: Optional[torch.dtype] = None         # None: float32; fp16/bf16 on a GPU
+    batch_size: Optional[int] = None            # None: auto
+    force: bool = False                         # re-render what the cache holds, re-join every output
+    wait: bool = True                           # queue behind another run writing the same output
+    quiet: bool = False
+
+
+def destination(out: Path, render: Render) -> Path:
+    """Where a render goes: ``OUT/NAME.FORMAT``, or the folder ``OUT/NAME`` for png."""
+    return out / (render.name if render.format == "png" else f"{render.name}.{render.format}")
+
+
+@dataclass
+class LoadedScene:
+    """A scene with its model loaded and photos projected: the timelines and render jobs it draws."""
+
+    path: Path
+    scene: Scene
+    G: Model
+    photos: "ScenePhotos"
+    timelines: dict[str, Timeline]
+
+    def noise(self, name: str) -> Noise:
+        """What render ``name`` draws with: the scene's noise mode, a projected photo's maps if it has them."""
+        return self.photos.noise(name, self.scene.noise)
+
+    def job(self, name: str, options: RenderOptions) -> RenderJob:
+        """Render ``name`` as a job: every input of its cache keys, from this one place."""
+        r, G = self.scene.renders[name], self.G
+        metadata = {"comment": f"morph scene {self.path.name} sha256:{file_sha256(self.path)[:16]} "
+                               f"model sha256:{G.info.sha256[:16]}"}
+        return RenderJob(name=name, dest=destination(options.out, r), sample=partial(sample, self.timelines[name]),
+                         frames=r.frames, settings=EncodeSettings(format=r.format, fps=r.fps, size=r.size),
+                         noise=self.noise(name), model_key=self.photos.model_key(G, name),
+                         resolution=G.img_resolution, dtype=options.dtype, audio=r.audio, metadata=metadata)
+
+    def frames(self, name: str, indices: Sequence[int], device: torch.device, batch_size: int = 8) -> np.ndarray:
+        """Frames ``indices`` of render ``name`` at the model's resolution, exactly as a render draws them."""
+        ws = sample(self.timelines[name], torch.as_tensor(list(indices)))
+        return np.concatenate(list(generate(self.G, ws, batch_size, self.noise(name), device)))
+
+
+def open_scene(path: Path, device: torch.device, cache_dir: Optional[Path] = None, quiet: bool = False,
+               scene: Optional[Scene] = None) -> LoadedScene:
+    """Load ``path`` (or the already validated ``scene``), its model on ``device``, and its projected photos."""
+    from .loader import load_model
+    from .projection import project_scene
+
+    sc = scene or load_scene(path)
+    G = load_model(sc.model_path, device)
+    photos = project_scene(sc, G, cache_dir, quiet)
+    return LoadedScene(Path(path), sc, G, photos, timelines(sc, G, photos.latent))
+
+
+def select(scenes: dict[Path, Scene], only: Optional[Iterable[str]]) -> dict[Path, list[str]]:
+    """The renders of each scene to run (all, or those named by ``--only``); two scenes may not write one file."""
+    only = list(only or ())
+    known = {name for sc in scenes.values() for name in sc.renders}
+    unknown = [n for n in only if n not in known]
+    if unknown:
+        raise MorphError(f"no render named {', '.join(unknown)}", "--only", f"the scenes have {', '.join(sorted(known))}")
+    selected = {path: [n for n in sc.renders if not only or n in only] for path, sc in scenes.items()}
+    owners: dict[str, Path] = {}
+    for path, names in selected.items():
+        for n in names:
+            if n in owners:
+                raise MorphError(f"{owners[n]} and {path} both have a render named {n!r}, which would write the same "
+                                 "file", "morph render", "rename one, or render them with different --out folders")
+            owners[n] = path
+    return selected
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Where the missing segments are rendered: a Dask cluster (``client()`` connects on first need), or one
+    shard K/N of an array job (rendered here, not joined)."""
+
+    client: Optional[Callable] = None
+    shard: Optional[tuple[int, int]] = None
+    transfer: bool = False
+
+
+def _clear_for_force(plans: Sequence[RenderPlan], segments: Iterable, cache_dir: Path) -> None:
+    """``--force``: delete the segments this run renders and forget every output, so all is rendered and joined."""
+    for seg in segments:
+        seg.path.unlink(missing_ok=True)
+    for plan in plans:
+        forget_output(cache_dir, plan.job.dest)
+
+
+def render_scene(loaded: LoadedScene, names: Sequence[str], options: RenderOptions,
+                 where: Distribution = Distribution()) -> dict[str, RenderStats]:
+    """Render ``names`` of a loaded scene into ``options.out``: the missing segments locally, on the cluster
+    or as a shard, then (except for a shard) join each output. Returns each render's figures."""
+    plans = [loaded.job(n, options).plan(options.cache_dir) for n in names]
+    distributed = where.client is not None or where.shard is not None
+    if distributed:
+        from .cluster import distinct_segments, shard
+
+        work = distinct_segments(p for p in plans if options.force or
+                                 not is_up_to_date(options.cache_dir, p.job.dest, p.key))
+        if where.shard is not None:
+            work = shard(work, *where.shard)
+        if options.force:
+            _clear_for_force(plans, (w.segment for w in work), options.cache_dir)
+        _render_elsewhere(loaded, work, options, where)
+        if where.shard is not None:
+            return {}
+    elif options.force:
+        _clear_for_force(plans, (s for p in plans for s in p.segments), options.cache_dir)
+    return {plan.job.name: _render_and_join(loaded.G, plan, options) for plan in plans}
+
+
+def _render_elsewhere(loaded: LoadedScene, work: list, options: RenderOptions, where: Distribution) -> None:
+    """The segments of ``work`` into the cache, on the cluster or in this process for a shard; logs a summary."""
+    from .cluster import WorkerModel, render_distributed, render_here
+
+    start = time.monotonic()
+    label = f"shard {where.shard[0]}/{where.shard[1]}" if where.shard else "cluster"
+    progress = Progress(label, 0, quiet=options.quiet)
+    missing = sum(not w.segment.path.exists() for w in work)
+    if where.shard is not None:
+        frames = render_here(loaded.G, work, options.device, options.batch_size, progress)
+        place = "in this process"
+    else:
+        model = WorkerModel(str(Path(loaded.G.info.path).resolve()), loaded.G.info.sha256, options.device_name,
+                            options.batch_size)
+        frames = render_distributed(where.client, work, model, options.cache_dir, progress, where.transfer)
+        count = len(where.client().nthreads()) if missing else 0
+        place = f"on {count} worker{'s' * (count != 1)}" if missing else "on the cluster"
+    if not options.quiet:
+        log(f"{label} ({loaded.path.name}): {missing} segments into the cache ({frames} rendered {place}) in "
+            f"{time.monotonic() - start:.1f} s" + ("; a plain morph render joins them" if where.shard else ""))
+
+
+def _render_and_join(G: Model, plan: RenderPlan, options: RenderOptions) -> RenderStats:
+    """One output: up to date, or its missing segments rendered here and the whole joined (under its lock)."""
+    job, start = plan.job, time.monotonic()
+    with output_lock(job.dest, wait=options.wait):
+        if is_up_to_date(options.cache_dir, job.dest, plan.key):
+            stats = RenderStats(frames=job.frames, segments=len(plan.segments), reused=len(plan.segments),
+                                up_to_date=True)
+        else:
+            missing = plan.missing()
+            progress = Progress(job.name, sum(s.stop - s.start for s in missing), quiet=options.quiet)
+            try:
+                generated = render_missing(G, plan, options.device, options.batch_size, progress)
+            finally:
+                progress.close()
+            join(plan, options.cache_dir)
+            stats = RenderStats(frames=job.frames, generated=generated, segments=len(plan.segments),
+                                reused=len(plan.segments) - len(missing))
+    if not options.quiet:
+        if stats.up_to_date:
+            log(f"{job.name}: {job.dest} is up to date (0 frames rendered)")
+        else:
+            log(f"{job.name}: {job.dest} written, {stats.frames} frames ({stats.generated} rendered, "
+                f"{stats.reused}/{stats.segments} segments from the cache) in {time.monotonic() - start:.1f} s")
+    return stats
+
+
+def render_scenes(paths: Sequence[Path], only: Optional[Iterable[str]], options: RenderOptions,
+                  cluster: Optional[str] = None, workers: Optional[int] = None,
+                  shard: Optional[tuple[int, int]] = None, transfer: bool = False) -> None:
+    """``morph render``: validate every scene first (all problems before any work), then render each in turn;
+    several scenes share one cluster, connected (or started) only when a segment needs it."""
+    scenes = {path: load_scene(path) for path in dict.fromkeys(paths)}
+    selected = select(scenes, only)
+    with contextlib.ExitStack() as stack:
+        clients: list = []
+
+        def client():
+            if not clients:
+                from .cluster import connect
+
+                clients.append(stack.enter_context(connect(cluster, workers)))
+            return clients[0]
+
+        where = Distribution(client if cluster is not None or workers is not None else None, shard, transfer)
+        for path, sc in scenes.items():
+            loaded = open_scene(path, options.device, options.cache_dir, options.quiet, scene=sc)
+            render_scene(loaded, selected[path], options, where)
+
+
+__all__ = ["Distribution", "LoadedScene", "RenderOptions", "destination", "open_scene", "render_scene",
+           "render_scenes", "select"]

@@ -1,0 +1,85 @@
+"""A validated scene as data: its renders, latents and directions, the words of the scene language, and
+the error that lists every problem of a file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..encode import FORMATS
+from ..errors import MorphError
+from ..latents import Latent, ModelDims
+from ..schedule import Motion
+
+DEFAULT_FPS = {fmt: 25 if fmt == "gif" else 30 for fmt in FORMATS}  # output format → default fps
+TOP_KEYS = ("model", "truncation", "truncation_cutoff", "noise", "audio", "directions", "latents", "renders")
+RENDER_KEYS = ("format", "fps", "size", "path", "around", "loop", "transition", "hold", "duration", "deform", "breathe",
+               "audio")
+TRANSITION_KEYS = ("duration", "interp", "ease")
+STEP_KEYS = ("duration", "hold", "ease")
+DEFORM_KEYS = ("layers", "amplitude", "period", "seed")
+BREATHE_KEYS = ("direction", "strength", "period", "layers")
+DEFAULTS = {"transition": 1.0, "interp": "lerp", "ease": "in-out", "hold": 0.0, "period": 4.0, "amplitude": 0.5,
+            "truncation": 1.0}
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+
+def range_text(r: range) -> str:
+    """``5`` or ``0-7``: a layer range as a scene writes it."""
+    return str(r.start) if len(r) == 1 else f"{r.start}-{r.stop - 1}"
+
+
+def runs(values: tuple) -> list[range]:
+    """Maximal runs of equal consecutive values."""
+    starts = [i for i in range(len(values)) if i == 0 or values[i] != values[i - 1]]
+    return [range(a, b) for a, b in zip(starts, starts[1:] + [len(values)])]
+
+
+class SceneError(MorphError):
+    """Every problem found in a scene file, one ``file:line:col: key.path: what`` line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(problems[0])
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+@dataclass(frozen=True)
+class Render:
+    """One output file: its format, fps, square size in pixels, and motion."""
+
+    name: str
+    format: str
+    fps: float
+    size: int
+    motion: Motion
+    where: str
+    audio: Optional[Path] = None   # sound track muxed into the video, cut to its length
+
+    @property
+    def frames(self) -> int:
+        """Number of frames."""
+        return self.motion.frames
+
+    @property
+    def seconds(self) -> float:
+        """Duration in seconds."""
+        return self.frames / self.fps
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A validated scene: latents in dependency order, directions as files, renders with frame-exact timing."""
+
+    file: Path
+    model: str                     # as written in the file
+    model_path: Optional[Path]     # None when dimensions were given instead of read from the model
+    dims: ModelDims
+    noise: str
+    directions: dict[str, Path]    # name (or "builtin:NAME") → file
+    latents: dict[str, Latent]
+    renders: dict[str, Render]
