@@ -26,6 +26,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Iterator, Optional, TextIO
 
@@ -37,6 +38,7 @@ CHUNK = 1 << 20            # bytes per read; also the progress unit (MiB)
 TIMEOUT = 60.0             # seconds without a byte before a connection counts as dead
 RETRIES = 3                # automatic resumes after a cut connection, per download
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_CACHE_ROOT: ContextVar[Optional[Path]] = ContextVar("morph_download_cache_root", default=None)
 
 
 def is_url(spec: object) -> bool:
@@ -44,8 +46,21 @@ def is_url(spec: object) -> bool:
     return isinstance(spec, str) and spec.strip().lower().startswith(("https://", "http://"))
 
 
+@contextlib.contextmanager
+def cache_root(cache_dir: Optional[Path]) -> Iterator[None]:
+    """Inside this block, downloads that name no cache folder go to ``cache_dir`` (a command's ``--cache``, for
+    callees such as scene loading that do not take one); None leaves the default."""
+    token = _CACHE_ROOT.set(cache_dir)
+    try:
+        yield
+    finally:
+        _CACHE_ROOT.reset(token)
+
+
 def models_dir(cache_dir: Optional[Path] = None) -> Path:
-    """Where downloads live: ``<cache>/models`` (the cache is ``$MORPH_CACHE``, else ``~/.cache/morph``)."""
+    """Where downloads live: ``<cache>/models`` (the cache is ``cache_dir``, else the one :func:`cache_root` set,
+    else ``$MORPH_CACHE``, else ``~/.cache/morph``)."""
+    cache_dir = cache_dir or _CACHE_ROOT.get()
     if cache_dir is None:
         from .render import default_cache_dir
 
@@ -293,5 +308,29 @@ def cached_downloads(cache_dir: Optional[Path] = None) -> list[tuple[str, Path, 
     return out
 
 
-__all__ = ["MODELS", "cached_downloads", "cached_path", "check_pin", "download", "file_name", "is_url",
-           "models_dir", "recorded_sha256", "url_folder"]
+def clear_downloads(cache_dir: Optional[Path] = None, older_than_days: Optional[float] = None) -> tuple[int, int]:
+    """Delete downloads (finished and partial) not modified for ``older_than_days`` (all if None), skipping any a
+    process is fetching right now; (removed, kept)."""
+    import shutil
+    import time
+
+    cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
+    removed = kept = 0
+    for folder in sorted(p for p in models_dir(cache_dir).glob("*") if p.is_dir()):
+        newest = max((f.stat().st_mtime for f in folder.iterdir() if f.name != ".lock"), default=0.0)
+        if cutoff is not None and newest >= cutoff:
+            kept += 1
+            continue
+        with open(folder / ".lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                kept += 1
+                continue
+            shutil.rmtree(folder, ignore_errors=True)  # the lock goes too: a waiter re-takes a fresh one
+        removed += 1
+    return removed, kept
+
+
+__all__ = ["MODELS", "cache_root", "cached_downloads", "cached_path", "check_pin", "clear_downloads", "download",
+           "file_name", "is_url", "models_dir", "recorded_sha256", "url_folder"]

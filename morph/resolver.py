@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from .errors import CheckpointError, MorphError
 
@@ -76,19 +76,39 @@ def resolve_model(model: str | os.PathLike, base: Path = Path("."), sha256: Opti
         if not path.is_file():
             raise CheckpointError("the built-in generator's weights are not installed", path,
                                   "reinstall morph, or train them: python -m morph.builtin.train_generator")
-        return path
-    url = model_url(model, base)
-    if url is not None:
+    elif (url := model_url(model, base)) is not None:
         from .download import download
 
         return download(url, cache_dir, sha256, quiet)
-    if isinstance(model, str) and "://" in model:
+    elif isinstance(model, str) and "://" in model:
         raise MorphError(f"unsupported address {model!r}", "model", "give an https:// or http:// URL, or a file")
-    path = Path(model).expanduser()
-    path = path if path.is_absolute() else base / path
+    else:
+        path = Path(model).expanduser()
+        path = path if path.is_absolute() else base / path
     if sha256 is not None and path.is_file():
         verify_sha256(path, sha256)
     return path
+
+
+def resolve_vgg(paths: Sequence[str | os.PathLike], cache_dir: Optional[Path] = None,
+                quiet: bool = False) -> list[str | os.PathLike]:
+    """``--vgg`` as files: ``auto`` → NVIDIA's ``vgg16.pt`` (the VGG16 + LPIPS file stylegan2-ada-pytorch's projector
+    downloads), fetched once into the cache like a model; anything else is passed on as written.
+
+    That file is TorchScript, read by :func:`morph.projection.lpips` (``_is_torchscript``, then
+    ``torch.jit.load``), never by Python's pickle: TorchScript's own unpickler builds only tensors and
+    TorchScript classes (no Python global is imported or called), and its ``code/`` is compiled by the
+    TorchScript compiler and run by its interpreter, which calls torch operators only, so no Python from
+    the file runs. Its sha256 is recorded at the first download; NVIDIA publishes none to pin.
+    """
+    if [str(p) for p in paths] != ["auto"]:
+        if "auto" in map(str, paths):
+            raise MorphError("auto stands alone: it fetches NVIDIA's vgg16.pt", "--vgg",
+                             "give --vgg auto, or the files themselves")
+        return list(paths)
+    from .download import download
+
+    return [download(VGG16_URL, cache_dir, quiet=quiet)]
 
 
 def verify_sha256(path: Path, sha256: str) -> None:
@@ -103,4 +123,4 @@ def verify_sha256(path: Path, sha256: str) -> None:
 
 
 __all__ = ["BUILTIN", "PUBLISHED", "VGG16_URL", "is_builtin", "model_url", "published_url", "resolve_model",
-           "verify_sha256"]
+           "resolve_vgg", "verify_sha256"]

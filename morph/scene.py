@@ -24,7 +24,7 @@ from .schedule import EASINGS, INTERPS, Breathe, Cycle, Deform, Motion, Path as 
 FORMATS = {"mp4": 30, "webm": 30, "gif": 25, "png": 30}  # format → default fps
 NOISE_MODES = ("const", "random", "none")
 SOURCES = ("seed", "file", "project", "mean", "blend", "mix", "from")
-TOP_KEYS = ("model", "truncation", "truncation_cutoff", "noise", "audio", "directions", "latents", "renders")
+TOP_KEYS = ("model", "sha256", "truncation", "truncation_cutoff", "noise", "audio", "directions", "latents", "renders")
 LATENT_KEYS = SOURCES + ("add", "layers", "truncation", "class", "steps", "space")
 PROJECT_SPACES = ("w+", "w")
 RENDER_KEYS = ("format", "fps", "size", "path", "around", "loop", "transition", "hold", "duration", "deform", "breathe",
@@ -100,8 +100,13 @@ def _hook(module: str, name: str) -> Optional[Callable]:
     return getattr(importlib.import_module(module), name, None)
 
 
-def resolve_model_path(model: str, base: Path = Path(".")) -> Path:
-    """A scene's ``model:`` as a file: ``builtin`` → the shipped weights, ``~`` expanded, relative to ``base``."""
+def resolve_model_path(model: str, base: Path = Path("."), sha256: Optional[str] = None) -> Path:
+    """A scene's ``model:`` as a file: ``builtin`` → the shipped weights, a URL or published name → its download
+    (checked against the scene's ``sha256:``), ``~`` expanded, relative to ``base``."""
+    from .resolver import model_url, resolve_model
+
+    if sha256 is not None or model_url(model, base) is not None:
+        return resolve_model(model, base, sha256)
     if model.strip().lower() == BUILTIN:
         builtin_path = _hook("morph.builtin", "builtin_path")
         if builtin_path is None:
@@ -694,7 +699,7 @@ def _model_dims(r: _Reader, top: Items, root: Node, dims: Callable[[Path], Model
     if model is None:
         return None
     try:
-        path = resolve_model_path(model, r.base)
+        path = resolve_model_path(model, r.base, r.option(top, "sha256", "", r.text, "a sha256 digest"))
         if not path.is_file():
             raise MorphError(f"{model}: no such file" + (f" ({path})" if str(path) != model else ""))
         r.dims = dims(path)
