@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -135,3 +136,103 @@ def test_two_processes_fetching_one_url_do_one_download(server, tmp_path):
     assert outs[0][0] == outs[1][0] == f"{cached_path(url, tmp_path)}\n"
     assert [r for r in state.requests if r[0] == "/nets/model.pkl"] == [("/nets/model.pkl", None)]
     assert cached_path(url, tmp_path).read_bytes() == BODY
+
+
+def morph(*args: str, cache: Path, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MORPH_CACHE": str(cache)}  # nothing may reach ~/.cache in a test
+    return subprocess.run([sys.executable, "-m", "morph.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=600, **kw)
+
+
+SCENE = """latents:
+  a: {seed: 1}
+  b: {seed: 2}
+renders:
+  clip:
+    format: gif
+    fps: 10
+    size: 64
+    path: [a, b]
+    transition: {duration: 3f}
+    hold: 1f
+"""
+
+
+@pytest.fixture
+def builtin_server():
+    from morph.builtin import builtin_path
+
+    weights = builtin_path("generator").read_bytes()
+    state = Files(files={"/w/generator.safetensors": weights})
+    with serve(state) as base:
+        yield state, f"{base}/w/generator.safetensors", hashlib.sha256(weights).hexdigest()
+
+
+def test_render_a_scene_whose_model_is_a_loopback_url(builtin_server, tmp_path):
+    state, url, digest = builtin_server
+    scene = tmp_path / "scene.yaml"
+    scene.write_text(f"model: {url}\nsha256: {digest}\n" + SCENE)
+    cache = tmp_path / "cache"
+    out = morph("render", str(scene), "--out", str(tmp_path / "out"), "--cache", str(cache), cache=tmp_path / "env")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "out" / "clip.gif").read_bytes().startswith(b"GIF89a")
+    assert cached_path(url, cache).is_file()  # downloaded into --cache, not $MORPH_CACHE
+    assert not (tmp_path / "env").exists()
+    again = morph("render", str(scene), "--out", str(tmp_path / "out"), "--cache", str(cache), cache=tmp_path / "env")
+    assert again.returncode == 0 and "up to date" in again.stderr
+    assert len(state.requests) == 1  # downloaded once
+    listed = morph("cache", "--cache", str(cache), "--models", cache=tmp_path / "env")
+    assert listed.returncode == 0 and url in listed.stdout and digest in listed.stdout
+    assert "1 downloaded models" in morph("cache", "--cache", str(cache), cache=tmp_path / "env").stdout
+    cleared = morph("cache", "--cache", str(cache), "--models", "--clear", cache=tmp_path / "env")
+    assert cleared.returncode == 0 and "removed 1 downloads" in cleared.stdout
+    assert not cached_path(url, cache).exists()
+
+
+def test_scene_with_a_wrong_pin_fails_check_in_one_line(builtin_server, tmp_path):
+    _, url, digest = builtin_server
+    scene = tmp_path / "scene.yaml"
+    scene.write_text(f"model: {url}\nsha256: {'f' * 64}\n" + SCENE)
+    out = morph("check", str(scene), cache=tmp_path / "cache")
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.strip().splitlines() if not re.match(r"\d{4}-\d\d-\d\dT", line)]  # not logs
+    assert len(lines) == 1 and lines[0].startswith(f"{scene}:1:") and digest in lines[0] and url in lines[0], out.stderr
+    assert leftovers(tmp_path / "cache") == []
+
+
+def test_fetch_by_url_and_list(builtin_server, tmp_path):
+    _, url, digest = builtin_server
+    out = morph("fetch", url, "--quiet", cache=tmp_path / "cache")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{cached_path(url, tmp_path / 'cache')}  sha256 {digest}"
+    listed = morph("fetch", "--list", cache=tmp_path / "cache")
+    assert listed.returncode == 0
+    assert "ffhq  " in listed.stdout and "stylegan3-r-afhqv2-512x512" in listed.stdout
+    assert "not downloaded" in listed.stdout
+    bad = morph("fetch", "no-such-network", cache=tmp_path / "cache")
+    assert bad.returncode == 2 and "morph fetch --list" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_published_names_resolve_to_nvidia_urls_without_network(tmp_path):
+    from morph.resolver import PUBLISHED, VGG16_URL, model_url
+
+    assert model_url("ffhq") == "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl"
+    assert model_url("FFHQ") == model_url("ffhq")
+    assert model_url("stylegan3-t-ffhqu-256x256") == ("https://api.ngc.nvidia.com/v2/models/nvidia/research/"
+                                                      "stylegan3/versions/1/files/stylegan3-t-ffhqu-256x256.pkl")
+    assert VGG16_URL == "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt"
+    assert all(url.startswith("https://") and url.endswith(".pkl") for url in PUBLISHED.values())
+    (tmp_path / "ffhq").write_bytes(b"x")
+    assert model_url("ffhq", tmp_path) is None  # a file of that name wins
+    assert model_url("model.pkl") is None
+
+
+def test_vgg_auto_downloads_nvidias_file_the_same_way(monkeypatch, builtin_server, tmp_path):
+    import morph.resolver as resolver
+
+    _, url, _ = builtin_server
+    monkeypatch.setattr(resolver, "VGG16_URL", url)  # the loopback server stands in for NVIDIA's
+    assert resolver.resolve_vgg(["auto"], tmp_path, quiet=True) == [cached_path(url, tmp_path)]
+    assert resolver.resolve_vgg([Path("vgg16.pt")], tmp_path) == [Path("vgg16.pt")]
+    with pytest.raises(MorphError, match="auto stands alone"):
+        resolver.resolve_vgg(["auto", "x.pth"], tmp_path)
