@@ -517,6 +517,7 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
     import numpy as np
 
     from .devices import resolve_device
+    from .download import cache_root
     from .projection import SPACES, Settings, project_photos, psnr, synthesize, write_outputs
     from .loader import load_model
     from .resolver import resolve_vgg
@@ -530,7 +531,8 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
         if stems.setdefault(image.stem, image) != image:
             raise MorphError(f"{stems[image.stem]} and {image} would both write {image.stem}.*", "--out",
                              "rename one of them, or project them in separate runs with different --out")
-    G = load_model(model, resolve_device(device))
+    with cache_root(cache):  # a --model URL is downloaded into --cache
+        G = load_model(model, resolve_device(device))
     settings = Settings(space=space, steps=steps, align=not no_align, face=face)
     results = project_photos(images, G, settings, resolve_vgg(vgg or (), cache, quiet), cache, quiet=quiet)
     recon = synthesize(G, results)
@@ -553,7 +555,8 @@ def _cache_models(root: Path, clear: bool, older_than: Optional[float], summary:
     size = sum(path.stat().st_size for _, path, _ in found)
     if summary:
         if found:
-            typer.echo(f"{models_dir(root)}: {len(found)} downloaded models, {size / 1e6:.1f} MB (morph cache --models)")
+            typer.echo(f"{models_dir(root)}: {len(found)} downloaded models, {size / 1e6:.1f} MB "
+                       "(morph cache --models)")
         return
     typer.echo(f"{models_dir(root)}: {len(found)} downloaded models, {size / 1e6:.1f} MB")
     for url, path, digest in found:
@@ -611,8 +614,9 @@ def latents_export(source: Path = typer.Argument(..., help="a latent: .npy/.npz,
                                                          "OUT.npy: a plain [num_ws, w_dim] array"),
                    model: Optional[str] = typer.Option(None, "--model", help="for a W latent: the model whose "
                                                                              "layer count it is repeated over"),
-                   num_ws: Optional[int] = typer.Option(None, "--num-ws", min=1, help="for a W latent: the layer "
-                                                                                      "count, without a model")) -> None:
+                   num_ws: Optional[int] = typer.Option(None, "--num-ws", min=1,
+                                                        help="for a W latent: the layer count, without a model")
+                   ) -> None:
     """Write a latent as NVIDIA's projected_w.npz (generate.py --projected_w) or as a plain [num_ws, w_dim] .npy."""
     from .latents import export_w, read_w
 

@@ -216,7 +216,8 @@ def _fetch_part(url: str, part: Path, validator: Path, progress_label: str, quie
                     try:
                         block = resp.read(CHUNK)
                     except (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout) as err:
-                        raise _Cut(str(err)) from None
+                        raise _Cut(f"after {done}{f' of {total}' if total else ''} bytes "
+                                   f"({type(err).__name__})") from None
                     if not block:
                         break
                     out.write(block)
@@ -225,7 +226,7 @@ def _fetch_part(url: str, part: Path, validator: Path, progress_label: str, quie
         finally:
             progress.close()
         if total is not None and done < total:
-            raise _Cut(f"{done} of {total} bytes")
+            raise _Cut(f"after {done} of {total} bytes")
 
 
 def download(url: str, cache_dir: Optional[Path] = None, sha256: Optional[str] = None, quiet: bool = False,
@@ -270,12 +271,11 @@ def _download(url: str, dest: Path, pin: Optional[str], quiet: bool, stream: Tex
             _fetch_part(url, part, validator, dest.name, quiet, stream)
             break
         except _Cut as cut:
-            got = part.stat().st_size if part.exists() else 0
             if attempt == retries:
-                raise MorphError(f"the connection was cut after {got} bytes ({cut}); the partial file is kept "
-                                 "and the next try resumes it", url, _by_hand(url, dest)) from None
+                raise MorphError(f"the connection was cut {cut}; the partial file is kept and the next try resumes "
+                                 "it", url, _by_hand(url, dest)) from None
             if not quiet:
-                log(f"{url}: connection cut after {got} bytes; resuming", stream)
+                log(f"{url}: the connection was cut {cut}; resuming", stream)
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
             raise MorphError(_failure(url, err), url, _by_hand(url, dest)) from None
     digest = file_sha256(part)
