@@ -19,6 +19,7 @@ class Files:
     files: dict[str, bytes] = field(default_factory=dict)
     cuts: dict[str, int] = field(default_factory=dict)        # path → how many more responses to cut half-way
     hold: dict[str, threading.Event] = field(default_factory=dict)  # path → send the second half once set
+    misplaced: set[str] = field(default_factory=set)  # paths whose 206 answers start at byte 0, not where asked
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)  # set when a body starts going out
 
@@ -40,7 +41,7 @@ def _handler(state: Files):
             start = 0
             m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
             if m and self.headers.get("If-Range", etag) == etag:
-                start = int(m.group(1))
+                start = 0 if self.path in state.misplaced else int(m.group(1))
                 if start >= len(body):
                     self.send_error(416, "Range Not Satisfiable")
                     return

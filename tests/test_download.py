@@ -83,6 +83,16 @@ def test_a_resumed_range_that_does_not_fit_starts_over(server, tmp_path):
     assert state.requests == [("/nets/model.pkl", "bytes=1000-")]  # If-Range failed: the server sent it all
 
 
+def test_a_content_range_that_starts_elsewhere_is_not_appended(server, tmp_path):
+    state, base = server
+    url = f"{base}/nets/model.pkl"
+    state.cuts["/nets/model.pkl"] = 1
+    state.misplaced.add("/nets/model.pkl")  # the resumed answer is 206 from byte 0: appending it would corrupt
+    assert download(url, tmp_path, quiet=True).read_bytes() == BODY
+    assert state.requests == [("/nets/model.pkl", None), ("/nets/model.pkl", f"bytes={len(BODY) // 2}-"),
+                              ("/nets/model.pkl", None)]
+
+
 def test_wrong_pin_is_refused_and_nothing_is_left(server, tmp_path):
     _, base = server
     url = f"{base}/nets/model.pkl"
@@ -112,6 +122,30 @@ def test_refused_connection(tmp_path):
     line = str(err.value)
     assert "\n" not in line and line.startswith(url) and "refused" in line and "curl -L -o model.pkl" in line
     assert leftovers(tmp_path) == []
+
+
+def test_tls_failure_is_one_line(server, tmp_path):
+    _, base = server
+    url = base.replace("http://", "https://") + "/nets/model.pkl"  # TLS spoken to a plain HTTP server
+    with pytest.raises(MorphError) as err:
+        download(url, tmp_path, quiet=True)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith(url) and "TLS failed" in line and "by hand" in line
+
+
+def test_dns_failure_is_one_line(monkeypatch, tmp_path):
+    import socket
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)  # offline, without asking any resolver
+    url = "https://models.example/ffhq.pkl"
+    with pytest.raises(MorphError) as err:
+        download(url, tmp_path, quiet=True)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith(url) and "cannot resolve the host models.example" in line
+    assert "curl -L -o ffhq.pkl" in line
 
 
 FETCH = "import sys; from pathlib import Path; from morph.download import download; " \
