@@ -62,12 +62,19 @@ def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (Py
 
 @app.command()
 def convert(source: str = typer.Argument(..., help="any checkpoint morph reads"),
-            dest: Path = typer.Argument(..., help="output .safetensors file (morph's own format)")) -> None:
-    """Convert a checkpoint to morph's own format: safetensors weights, architecture in the metadata."""
+            dest: Path = typer.Argument(..., help="output .safetensors file (morph's own format)"),
+            to: str = typer.Option("morph", "--to", help="morph (safetensors) | rosinality (.pt for pSp, e4e, "
+                                                         "ReStyle, GANSpace, StyleCLIP)")) -> None:
+    """Convert a checkpoint to morph's own format (safetensors weights, architecture in the metadata), or with
+    --to rosinality to a stylegan2-pytorch checkpoint (g_ema, latent_avg)."""
     from .stylegan2.formats import write_native
     from .loader import load_model
 
+    if to not in ("morph", "rosinality"):
+        raise MorphError(f"unknown format {to!r}", "--to", "use morph or rosinality")
     G = load_model(source)
+    if to == "rosinality":
+        return _convert_rosinality(G, source, dest)
     write_native(dest, G.init_kwargs, G.state_dict(),
                  {"converted_from": Path(source).name, "source_format": G.info.format, "source_sha256": G.info.sha256})
     typer.echo(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB) from {G.info.format} {source}")
@@ -173,11 +180,14 @@ def preview(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
 def cache(clear: bool = typer.Option(False, "--clear", help="delete cached segments"),
           older_than: Optional[float] = typer.Option(None, "--older-than", help="with --clear: only those unused "
                                                                                  "for this many days"),
-          folder: Optional[Path] = typer.Option(None, "--cache", help="cache folder [default: ~/.cache/morph]")) -> None:
-    """Show the segment cache (where, how many, how large) or clear it."""
+          folder: Optional[Path] = typer.Option(None, "--cache", help="cache folder [default: ~/.cache/morph]"),
+          models: bool = typer.Option(False, "--models", help="the downloaded models instead of the segments")) -> None:
+    """Show the segment cache (where, how many, how large) or clear it; with --models, the downloaded models."""
     from .render import default_cache_dir
 
     root = folder or default_cache_dir()
+    if models:
+        return _cache_models(root, clear, older_than)
     files = [p for p in (root / "segments").glob("*") if p.is_file()]
     if clear:
         cutoff = time.time() - older_than * 86400 if older_than is not None else None
@@ -188,6 +198,7 @@ def cache(clear: bool = typer.Option(False, "--clear", help="delete cached segme
         return
     size = sum(p.stat().st_size for p in files)
     typer.echo(f"{root}: {len(files)} segments, {size / 1e6:.1f} MB")
+    _cache_models(root, False, None, summary=True)
 
 
 @app.command("sample")
@@ -380,8 +391,9 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
             no_align: bool = typer.Option(False, "--no-align", help="images are aligned faces already"),
             face: Optional[int] = typer.Option(None, "--face", min=1, help="which face, counted from the left "
                                                                            "[default: the largest]"),
-            vgg: Optional[list[Path]] = typer.Option(None, "--vgg", help="LPIPS weights: NVIDIA's vgg16.pt, or "
-                                                     "vgg16-397923af.pth plus LPIPS's vgg.pth (repeat --vgg)"),
+            vgg: Optional[list[Path]] = typer.Option(None, "--vgg", help="LPIPS weights: NVIDIA's vgg16.pt (auto: "
+                                                     "download it once), or vgg16-397923af.pth plus LPIPS's vgg.pth "
+                                                     "(repeat --vgg)"),
             device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
             cache: Optional[Path] = typer.Option(None, "--cache", help="cache folder [default: ~/.cache/morph]"),
             quiet: bool = typer.Option(False, "--quiet", help="no progress, only errors")) -> None:
@@ -392,6 +404,7 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
     from .latents import SPACES
     from .projection import Settings, project_photos, psnr, synthesize, write_outputs
     from .loader import load_model
+    from .resolver import resolve_vgg
 
     if space not in SPACES:
         raise MorphError(f"unknown space {space!r}", "--space", "use w+ or w")
@@ -402,15 +415,109 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
         if stems.setdefault(image.stem, image) != image:
             raise MorphError(f"{stems[image.stem]} and {image} would both write {image.stem}.*", "--out",
                              "rename one of them, or project them in separate runs with different --out")
-    G = load_model(model, resolve_device(device))
+    G = load_model(model, resolve_device(device), cache_dir=cache)
     settings = Settings(space=space, steps=steps, align=not no_align, face=face)
-    results = project_photos(images, G, settings, vgg or (), cache, quiet=quiet)
+    results = project_photos(images, G, settings, resolve_vgg(vgg or (), cache, quiet), cache, quiet=quiet)
     recon = synthesize(G, results)
     scores = psnr(np.stack([r.target for r in results]), recon)
     for image, p, rec, score in zip(images, results, recon, scores):
         written = write_outputs(G, image, p, rec, out, video)
         if not quiet:
             typer.echo(f"{image}: PSNR {score:.1f} dB -> {', '.join(map(str, written))}")
+
+
+def _cache_models(root: Path, clear: bool, older_than: Optional[float], summary: bool = False) -> None:
+    """``morph cache --models``: list (or one summary line) or clear the downloads under ``root/models``."""
+    from .download import cached_downloads, clear_downloads, models_dir
+
+    if clear:
+        removed, kept = clear_downloads(root, older_than)
+        typer.echo(f"{models_dir(root)}: removed {removed} downloads, {kept} left")
+        return
+    found = cached_downloads(root)
+    size = sum(path.stat().st_size for _, path, _ in found)
+    if summary:
+        if found:
+            typer.echo(f"{models_dir(root)}: {len(found)} downloaded models, {size / 1e6:.1f} MB "
+                       "(morph cache --models)")
+        return
+    typer.echo(f"{models_dir(root)}: {len(found)} downloaded models, {size / 1e6:.1f} MB")
+    for url, path, digest in found:
+        typer.echo(f"  {path.stat().st_size / 1e6:9.1f} MB  sha256 {digest or '?'}  {url}\n{'':14}-> {path}")
+
+
+def _convert_rosinality(G, source: str, dest: Path) -> None:
+    """``morph convert --to rosinality``: a stylegan2-pytorch checkpoint rosinality's Generator loads."""
+    from .stylegan2.formats.rosinality import rosinality_config, write_rosinality
+
+    size, style_dim, n_mlp, cm = rosinality_config(G.init_kwargs, source)
+    write_rosinality(dest, G.init_kwargs, G.state_dict())
+    clamp = G.init_kwargs["synthesis_kwargs"].get("conv_clamp")
+    typer.echo(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB) from {G.info.format} {source}: load it with "
+               f"Generator({size}, {style_dim}, {n_mlp}, channel_multiplier={cm})"
+               + (f"; rosinality's generator does not clamp (this one clamped at {clamp:g})" if clamp else ""))
+
+
+@app.command()
+def fetch(spec: Optional[str] = typer.Argument(None, help="a published network's name (morph fetch --list) or an "
+                                                           "https:// URL"),
+          list_names: bool = typer.Option(False, "--list", help="list the published networks and which are here"),
+          sha256: Optional[str] = typer.Option(None, "--sha256", help="refuse the file unless it has this sha256"),
+          cache: Optional[Path] = typer.Option(None, "--cache", help="cache folder [default: ~/.cache/morph]"),
+          quiet: bool = typer.Option(False, "--quiet", help="no progress, only errors")) -> None:
+    """Download a model once into the cache (resumable, sha256 recorded) and print where it is."""
+    from .download import cached_path, download, recorded_sha256
+    from .resolver import PUBLISHED, model_url
+
+    if list_names:
+        width = max(map(len, PUBLISHED))
+        for name, url in PUBLISHED.items():
+            here = cached_path(url, cache)
+            state = f"sha256 {recorded_sha256(here) or '?'}" if here.is_file() else "not downloaded"
+            typer.echo(f"{name:<{width}}  {url}  ({state})")
+        return
+    if spec is None:
+        raise MorphError("give a published network's name or a URL, or --list", "morph fetch")
+    url = model_url(spec)
+    if url is None:
+        raise MorphError(f"{spec!r} is neither an http(s) URL nor a published network", "morph fetch",
+                         "morph fetch --list shows the names")
+    path = download(url, cache, sha256, quiet)
+    typer.echo(f"{path}  sha256 {recorded_sha256(path)}")
+
+
+latents_app = typer.Typer(no_args_is_help=True, help="Latent files: export to the formats other tools read.")
+app.add_typer(latents_app, name="latents")
+
+
+@latents_app.command("export")
+def latents_export(source: Path = typer.Argument(..., help="a latent: .npy/.npz, W [w_dim] / [1, w_dim] or "
+                                                            "W+ [num_ws, w_dim]"),
+                   dest: Path = typer.Argument(..., help="OUT.npz: NVIDIA's projected_w.npz (w [1, num_ws, w_dim]); "
+                                                         "OUT.npy: a plain [num_ws, w_dim] array"),
+                   model: Optional[str] = typer.Option(None, "--model", help="for a W latent: the model whose "
+                                                                             "layer count it is repeated over"),
+                   num_ws: Optional[int] = typer.Option(None, "--num-ws", min=1,
+                                                        help="for a W latent: the layer count, without a model")
+                   ) -> None:
+    """Write a latent as NVIDIA's projected_w.npz (generate.py --projected_w) or as a plain [num_ws, w_dim] .npy."""
+    from .latents import export_w, read_w
+
+    if dest.suffix not in (".npz", ".npy"):
+        raise MorphError("the output must end in .npz (NVIDIA's projected_w) or .npy ([num_ws, w_dim])", dest)
+    shape = read_w(source, mmap=True).shape
+    if num_ws is None and model is not None:
+        from .loader import load_model
+
+        num_ws = load_model(model).num_ws
+    if num_ws is None:
+        if len(shape) == 3 and shape[0] == 1 or len(shape) == 2 and shape[0] > 1:
+            num_ws = shape[-2]
+        else:
+            raise MorphError(f"a W latent of shape {list(shape)} has no layer count", source,
+                             "give --model MODEL or --num-ws N to repeat it over the layers")
+    w = export_w(source, dest, num_ws)
+    typer.echo(f"wrote {dest}: {'w ' if dest.suffix == '.npz' else ''}{list(w.shape)}")
 
 
 def main() -> None:

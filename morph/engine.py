@@ -89,7 +89,7 @@ def open_scene(path: Path, device: torch.device, cache_dir: Optional[Path] = Non
     from .loader import load_model
     from .projection import project_scene
 
-    sc = scene or load_scene(path)
+    sc = scene or load_scene(path, cache_dir=cache_dir)
     G = load_model(sc.model_path, device)
     photos = project_scene(sc, G, cache_dir, quiet)
     return LoadedScene(Path(path), sc, G, photos, timelines(sc, G, photos.latent))
@@ -207,7 +207,7 @@ def render_scenes(paths: Sequence[Path], only: Optional[Iterable[str]], options:
                   shard: Optional[tuple[int, int]] = None, transfer: bool = False) -> None:
     """``morph render``: validate every scene first (all problems before any work), then render each in turn;
     several scenes share one cluster, connected (or started) only when a segment needs it."""
-    scenes = {path: load_scene(path) for path in dict.fromkeys(paths)}
+    scenes = {path: load_scene(path, cache_dir=options.cache_dir) for path in dict.fromkeys(paths)}
     selected = select(scenes, only)
     with contextlib.ExitStack() as stack:
         clients: list = []

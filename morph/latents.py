@@ -141,6 +141,21 @@ def load_w(path: str | os.PathLike, num_ws: int, w_dim: int) -> torch.Tensor:
     return torch.from_numpy(np.array(array, dtype=np.float32)).reshape(-1, w_dim).expand(num_ws, w_dim).clone()
 
 
+def export_w(source: str | os.PathLike, dest: Path, num_ws: int) -> np.ndarray:
+    """Latent file ``source`` as ``[num_ws, w_dim]`` float32 (W repeated over the layers), written atomically to
+    ``dest``: NVIDIA's ``projected_w.npz`` (``w``: [1, num_ws, w_dim]) for ``.npz``, else a plain ``.npy``."""
+    from .files import atomic_path
+
+    w = load_w(source, num_ws, read_w(source, mmap=True).shape[-1]).numpy()
+    out = w[None] if dest.suffix == ".npz" else w
+    with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        if dest.suffix == ".npz":
+            np.savez(fh, w=out)
+        else:
+            np.save(fh, out)
+    return out
+
+
 # --- a scene's latents -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

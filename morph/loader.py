@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -11,11 +12,13 @@ from .model import Model
 from .resolver import resolve_model
 
 
-def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu", base: Path = Path(".")) -> Model:
-    """Resolve ``spec`` (relative paths from ``base``) and load it safely onto ``device``; nothing in it is run."""
+def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu", base: Path = Path("."),
+               cache_dir: Optional[Path] = None) -> Model:
+    """Resolve ``spec`` (relative paths from ``base``; a URL downloaded into ``cache_dir``) and load it safely
+    onto ``device``; nothing in it is run."""
     from .stylegan2.loading import load_generator
 
-    return load_generator(resolve_model(spec, base), device)
+    return load_generator(resolve_model(spec, base, cache_dir=cache_dir), device)
 
 
 __all__ = ["load_model"]

@@ -603,14 +603,16 @@ def _order(deps: dict[str, tuple[str, ...]]) -> tuple[list[str], list[list[str]]
     return order, cycles
 
 
-def _model_dims(r: _Reader, top: Items, root: Node, dims: Callable[[Path], ModelDims]) -> Optional[Path]:
-    """Resolve the scene's model and read its dimensions into ``r``; the model's path, or None after reporting."""
+def _model_dims(r: _Reader, top: Items, root: Node, dims: Callable[[Path], ModelDims],
+                cache_dir: Optional[Path]) -> Optional[Path]:
+    """Resolve the scene's model (a URL is downloaded into ``cache_dir``, checked against ``sha256:``) and read
+    its dimensions into ``r``; the model's path, or None after reporting."""
     node = top["model"][1] if "model" in top else root
     model = r.text(node, "model", "a model file or builtin") if "model" in top else BUILTIN
     if model is None:
         return None
     try:
-        path = resolve_model(model, r.base)
+        path = resolve_model(model, r.base, r.option(top, "sha256", "", r.text, "a sha256 digest"), cache_dir)
         if not path.is_file():
             raise MorphError(f"{model}: no such file" + (f" ({path})" if str(path) != model else ""))
         r.dims = dims(path)
@@ -620,12 +622,13 @@ def _model_dims(r: _Reader, top: Items, root: Node, dims: Callable[[Path], Model
         return None
 
 
-def parse_scene(text: str, file: str | Path,
-                dims: Union[ModelDims, Callable[[Path], ModelDims]] = model_dims) -> Scene:
+def parse_scene(text: str, file: str | Path, dims: Union[ModelDims, Callable[[Path], ModelDims]] = model_dims,
+                cache_dir: Optional[Path] = None) -> Scene:
     """Validate scene ``text`` read from ``file`` (relative paths in it are resolved against its folder).
 
     ``dims`` are the model's dimensions, or a function reading them from the model file the scene
-    names (the default loads the model). Raises :class:`SceneError` listing every problem.
+    names (the default loads the model; a model URL is downloaded into ``cache_dir``). Raises
+    :class:`SceneError` listing every problem.
     """
     file = str(file)
     try:
@@ -645,7 +648,7 @@ def parse_scene(text: str, file: str | Path,
         if key not in top:
             r.fail(root, key, "missing; a scene needs latents: and renders:")
     model = r.value(top["model"][1]) if "model" in top else BUILTIN
-    model_path = None if isinstance(dims, ModelDims) else _model_dims(r, top, root, dims)
+    model_path = None if isinstance(dims, ModelDims) else _model_dims(r, top, root, dims, cache_dir)
     noise = r.option(top, "noise", "", r.choice, NOISE_MODES, default="const")
     audio = r.option(top, "audio", "", r.audio)
     psi = r.option(top, "truncation", "", r.number, default=DEFAULTS["truncation"])
@@ -691,10 +694,11 @@ def parse_scene(text: str, file: str | Path,
                  {name: latents[name] for name in order}, renders)
 
 
-def load_scene(path: str | Path, dims: Union[ModelDims, Callable[[Path], ModelDims]] = model_dims) -> Scene:
+def load_scene(path: str | Path, dims: Union[ModelDims, Callable[[Path], ModelDims]] = model_dims,
+               cache_dir: Optional[Path] = None) -> Scene:
     """Read and validate a scene file (see :func:`parse_scene`)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise MorphError(f"cannot read the scene ({getattr(e, 'strerror', None) or e})", where=path) from None
-    return parse_scene(text, path, dims)
+    return parse_scene(text, path, dims, cache_dir)

@@ -13,7 +13,7 @@ from ..latents import Latent, ModelDims
 from ..schedule import Motion
 
 DEFAULT_FPS = {fmt: 25 if fmt == "gif" else 30 for fmt in FORMATS}  # output format → default fps
-TOP_KEYS = ("model", "truncation", "truncation_cutoff", "noise", "audio", "directions", "latents", "renders")
+TOP_KEYS = ("model", "sha256", "truncation", "truncation_cutoff", "noise", "audio", "directions", "latents", "renders")
 RENDER_KEYS = ("format", "fps", "size", "path", "around", "loop", "transition", "hold", "duration", "deform", "breathe",
                "audio")
 TRANSITION_KEYS = ("duration", "interp", "ease")

@@ -1,4 +1,6 @@
-"""Reader of rosinality/stylegan2-pytorch ``.pt`` checkpoints (``g_ema``), via ``torch.load(weights_only=True)``.
+"""rosinality/stylegan2-pytorch ``.pt`` checkpoints (``g_ema``): the reader, via ``torch.load(weights_only=True)``,
+and the writer (for the tools that read only that format: pSp, e4e, ReStyle, GANSpace, StyleCLIP), which
+runs the reader's name mapping backwards.
 
 These files carry no constructor arguments: the configuration is inferred from the tensor shapes
 (channel counts solved for NVIDIA's ``channel_base``/``channel_max``), and ``w_avg`` is estimated
@@ -8,18 +10,21 @@ from the mapping network when the file has no ``latent_avg``.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pickle
 import re
 import zipfile
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from ...errors import CheckpointError
 from ..networks import MappingNetwork
-from .checkpoint import Checkpoint, as_float32, build_checkpoint, check_state, fmt_shape, noise_buffer_names
-from .config import valid_init_kwargs
+from .checkpoint import (Checkpoint, as_float32, build_checkpoint, check_state, expected_shapes, fmt_shape,
+                         noise_buffer_names)
+from .config import normalize_init_kwargs, valid_init_kwargs
 from .fileio import SUPPORTED_HINT, refused_global, short
 
 W_AVG_SAMPLES = 10_000
@@ -233,3 +238,123 @@ def read_rosinality(path) -> Checkpoint:
         meta["w_avg"] = (f"estimated from {W_AVG_SAMPLES} samples of the mapping network "
                          f"(seed {W_AVG_SEED}); the checkpoint has no latent_avg")
     return build_checkpoint("rosinality", kw, state, meta, path)
+
+
+# --- writing --------------------------------------------------------------------------------------------------
+# rosinality's Generator has a fixed channel table: 512 up to 32 px, then (16384 // R) · channel_multiplier.
+
+def _rosinality_channels(resolution: int, channel_multiplier: int) -> dict[int, int]:
+    return {2 ** i: 512 if 2 ** i <= 32 else (16384 >> i) * channel_multiplier
+            for i in range(2, int(math.log2(resolution)) + 1)}
+
+
+def rosinality_shapes(size: int, style_dim: int, n_mlp: int, channel_multiplier: int) -> dict[str, tuple[int, ...]]:
+    """Name → shape of every tensor of rosinality's ``Generator(size, style_dim, n_mlp, channel_multiplier)``
+    ``state_dict()``, in its order (blur/upsample kernels included)."""
+    ch = _rosinality_channels(size, channel_multiplier)
+    out: dict[str, tuple[int, ...]] = {}
+    for i in range(1, n_mlp + 1):
+        out.update({f"style.{i}.weight": (style_dim, style_dim), f"style.{i}.bias": (style_dim,)})
+
+    def modulated(prefix: str, cin: int, cout: int, k: int, blur: bool) -> None:
+        out[f"{prefix}.weight"] = (1, cout, cin, k, k)
+        if blur:
+            out[f"{prefix}.blur.kernel"] = tuple(_FIR_KERNEL.shape)
+        out.update({f"{prefix}.modulation.weight": (cin, style_dim), f"{prefix}.modulation.bias": (cin,)})
+
+    def styled(prefix: str, cin: int, cout: int, up: bool) -> None:
+        modulated(f"{prefix}.conv", cin, cout, 3, up)
+        out.update({f"{prefix}.noise.weight": (1,), f"{prefix}.activate.bias": (cout,)})
+
+    def to_rgb(prefix: str, cin: int, up: bool) -> None:
+        out[f"{prefix}.bias"] = (1, 3, 1, 1)
+        if up:
+            out[f"{prefix}.upsample.kernel"] = tuple(_FIR_KERNEL.shape)
+        modulated(f"{prefix}.conv", cin, 3, 1, False)
+
+    out["input.input"] = (1, ch[4], 4, 4)
+    styled("conv1", ch[4], ch[4], False)
+    to_rgb("to_rgb1", ch[4], False)
+    resolutions = [r for r in ch if r > 4]
+    for j, r in enumerate(resolutions):
+        styled(f"convs.{2 * j}", ch[r // 2], ch[r], True)
+        styled(f"convs.{2 * j + 1}", ch[r], ch[r], False)
+    for j, r in enumerate(resolutions):
+        to_rgb(f"to_rgbs.{j}", ch[r], True)
+    for layer in range(2 * len(resolutions) + 1):
+        res = 2 ** ((layer + 5) // 2)
+        out[f"noises.noise_{layer}"] = (1, 1, res, res)
+    return out
+
+
+def rosinality_config(init_kwargs: dict, where) -> tuple[int, int, int, int]:
+    """(size, style_dim, n_mlp, channel_multiplier) of the rosinality Generator that holds this network exactly;
+    CheckpointError saying why when none does."""
+    init_kwargs = normalize_init_kwargs(init_kwargs)
+    syn, mapping = init_kwargs["synthesis_kwargs"], init_kwargs["mapping_kwargs"]
+    res, w_dim = init_kwargs["img_resolution"], init_kwargs["w_dim"]
+
+    def refuse(why: str) -> CheckpointError:
+        return CheckpointError(f"rosinality's generator cannot hold this network: {why}", where=where,
+                               hint="convert it to morph's format instead (morph convert IN OUT.safetensors)")
+
+    if init_kwargs["c_dim"]:
+        raise refuse(f"it is conditional (c_dim {init_kwargs['c_dim']}); rosinality's has no class input")
+    if init_kwargs["z_dim"] != w_dim or mapping.get("layer_features") not in (None, w_dim):
+        raise refuse(f"its z ({init_kwargs['z_dim']}) and mapping widths differ from w ({w_dim})")
+    if init_kwargs["img_channels"] != 3:
+        raise refuse(f"it draws {init_kwargs['img_channels']} channels; rosinality's draws RGB")
+    if syn.get("architecture", "skip") != "skip":
+        raise refuse(f"its architecture is {syn['architecture']}; rosinality's is skip")
+    odd = [(k, v) for k, v in {**mapping, **syn}.items()
+           if k in ("embed_features", "activation", "resample_filter", "use_noise", "kernel_size")]
+    if odd:  # normalised kwargs hold these only where they differ from NVIDIA's defaults, which rosinality fixes
+        raise refuse(f"its {odd[0][0]} is {odd[0][1]}; rosinality's generator has only the default")
+    if res < 8:
+        raise refuse(f"its resolution is {res} px; rosinality's starts at 8")
+    channels = {}
+    for name, shape in expected_shapes(init_kwargs, where).items():
+        m = re.fullmatch(r"synthesis\.b(\d+)\.conv1\.weight", name)
+        if m:
+            channels[int(m.group(1))] = shape[0]
+    cm = channels[64] // 256 if res >= 64 and channels[64] % 256 == 0 else 2
+    fixed = _rosinality_channels(res, max(cm, 1))
+    wrong = [r for r in fixed if channels[r] != fixed[r]]
+    if cm < 1 or wrong:
+        per = ", ".join(f"{r} px: {channels[r]}" for r in wrong[:3])
+        raise refuse(f"its channels ({per}) are not rosinality's fixed table (512 up to 32 px, then "
+                     "16384 / R × channel_multiplier)")
+    return res, w_dim, mapping["num_layers"], cm
+
+
+def rosinality_state(init_kwargs: dict, state: dict[str, torch.Tensor], where) -> dict[str, torch.Tensor]:
+    """``{"g_ema", "latent_avg"}`` for rosinality's ``Generator.load_state_dict``, from NVIDIA-named tensors,
+    through the reader's own name mapping (:func:`_target`) read backwards."""
+    init_kwargs = normalize_init_kwargs(init_kwargs)
+    size, style_dim, n_mlp, cm = rosinality_config(init_kwargs, where)
+    noise_names = noise_buffer_names(init_kwargs)
+    # rosinality's mapping layers always train at lr_mlp 0.01 (the default its tools construct with): rescale
+    # the stored weights so that stored × multiplier stays the same.
+    lr_scale = init_kwargs["mapping_kwargs"].get("lr_multiplier", 0.01) / 0.01
+    g_ema = {}
+    for name, shape in rosinality_shapes(size, style_dim, n_mlp, cm).items():
+        if name.endswith(".kernel"):
+            g_ema[name] = _FIR_KERNEL.clone()
+            continue
+        source, _ = _target(name)
+        source = noise_names[int(source[len("noise"):])] if source.startswith("noise") else source
+        t = state[source].detach().to("cpu", torch.float32)
+        g_ema[name] = (t * lr_scale if name.startswith("style.") else t).reshape(shape).clone()
+    return {"g_ema": g_ema, "latent_avg": state["mapping.w_avg"].detach().to("cpu", torch.float32).clone()}
+
+
+def write_rosinality(path, init_kwargs: dict, state: dict[str, torch.Tensor]) -> None:
+    """Write a rosinality ``.pt`` checkpoint (plain tensors and dicts, ``torch.save``) atomically."""
+    from ...files import atomic_path
+
+    ckpt = rosinality_state(init_kwargs, state, path)
+    try:
+        with atomic_path(Path(path)) as tmp:
+            torch.save(ckpt, tmp)
+    except OSError as e:
+        raise CheckpointError(f"cannot write checkpoint ({e.strerror or e})", where=path) from None
