@@ -1,0 +1,218 @@
+"""The studio's one adapter over morph's rendering internals: a model loaded once, a scene made into
+timelines (photos projected once, latents cached per scene text), single frames drawn exactly as
+``morph render`` draws them, seed and direction looks, and the ``morph render`` run itself.
+
+Nothing else in ``morph.studio`` imports morph's rendering modules, so moving the studio onto the
+engine module means re-pointing the functions of this file only.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import re
+import subprocess
+import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..latents import ModelDims
+from ..scene import Scene, builtin_direction_path, parse_scene
+
+FRAME_CACHE = 256  # encoded frames kept per studio (a played loop is served from memory the second time)
+
+
+@dataclass
+class Prepared:
+    """A validated scene ready to draw: its photos' projections and each render's timeline."""
+
+    scene: Scene
+    photos: object                      # morph.projection.ScenePhotos
+    timelines: dict[str, object]        # render name → morph.schedule.Timeline
+    ws: dict[str, torch.Tensor] = field(default_factory=dict)  # latent name → [num_ws, w_dim]
+
+
+class Frames:
+    """One generator on one device, kept across requests; draws are serialised (noise is swapped in G)."""
+
+    def __init__(self, model_path: Path, device: torch.device, cache_dir: Path, quiet: bool = False):
+        from ..loader import load_model
+
+        self.G = load_model(model_path, device)
+        self.model_path, self.device, self.cache_dir, self.quiet = Path(model_path), device, cache_dir, quiet
+        self.dims = ModelDims.of(self.G)
+        self.lock = threading.RLock()
+        self._projections: dict = {}
+        self._images: OrderedDict[tuple, bytes] = OrderedDict()
+
+    # scenes ----------------------------------------------------------------------------------------------------
+
+    def parse(self, text: str, file: Path) -> Scene:
+        """Validate scene text as ``morph check`` does (raises ``SceneError``), this model's dimensions reused."""
+        return parse_scene(text, file, lambda path: self.dims if Path(path).resolve() == self.model_path.resolve()
+                           else ModelDims.of(self._load(path)))
+
+    def _load(self, path: Path):
+        from ..loader import load_model
+
+        return load_model(path)
+
+    def prepare(self, scene: Scene) -> Prepared:
+        """Project the scene's photos (cached on disk and here) and build every render's timeline."""
+        from ..latents import Project, load_w, resolve
+        from ..projection import ScenePhotos, project_scene
+        from ..scene import timelines
+
+        with self.lock:
+            specs = {l.source for l in scene.latents.values() if isinstance(l.source, Project)}
+            if not specs <= self._projections.keys():
+                self._projections.update(project_scene(scene, self.G, self.cache_dir, self.quiet).projections)
+            photos = ScenePhotos(scene, {s: self._projections[s] for s in specs})
+            directions = {name: load_w(path, self.G.num_ws, self.G.w_dim) for name, path in scene.directions.items()}
+            ws = resolve(scene.latents, directions, self.G, photos.latent)
+            return Prepared(scene, photos, timelines(scene, self.G, photos.latent), ws)
+
+    # pictures --------------------------------------------------------------------------------------------------
+
+    def _draw(self, ws: torch.Tensor, noise: str, photos=None, render: Optional[str] = None) -> np.ndarray:
+        """uint8 images [n, H, W, 3] for W frames ``ws``, with a render's projected noise when named."""
+        import contextlib
+
+        from ..render import generate
+
+        with self.lock:
+            ctx = photos.noise(self.G, render) if photos is not None else contextlib.nullcontext()
+            with ctx:
+                return np.concatenate(list(generate(self.G, ws, 8, noise, self.device)))
+
+    def frame(self, p: Prepared, render: str, index: int, size: int) -> np.ndarray:
+        """Frame ``index`` of ``render`` at ``size`` px: the W ``morph render`` samples there, drawn with its
+        noise, then scaled with Lanczos like the encoder's scaler."""
+        from ..schedule import sample
+
+        image = self._draw(sample(p.timelines[render], torch.tensor([index])), p.scene.noise, p.photos, render)[0]
+        return resize(image, size)
+
+    def look(self, w: torch.Tensor, noise: str) -> np.ndarray:
+        """One latent [num_ws, w_dim] drawn with the model's own noise."""
+        return self._draw(w[None], noise)[0]
+
+    def seed(self, seed: int, psi: float) -> torch.Tensor:
+        """W+ of a seed at truncation ``psi`` (the scene's ``{seed: N}``)."""
+        from ..latents import seed_w
+
+        return seed_w(self.G, seed, psi)
+
+    def direction(self, scene: Scene, name: str) -> torch.Tensor:
+        """A direction of the scene, or ``builtin:NAME``, as [num_ws, w_dim]."""
+        from ..latents import load_w
+
+        path = scene.directions.get(name) or builtin_direction_path(name.split(":", 1)[1])
+        return load_w(path, self.G.num_ws, self.G.w_dim)
+
+    # memo of encoded images ------------------------------------------------------------------------------------
+
+    def cached(self, key: tuple, make: Callable[[], bytes]) -> bytes:
+        """``make()`` once per key (LRU of FRAME_CACHE entries)."""
+        with self.lock:
+            if key in self._images:
+                self._images.move_to_end(key)
+                return self._images[key]
+        data = make()
+        with self.lock:
+            self._images[key] = data
+            while len(self._images) > FRAME_CACHE:
+                self._images.popitem(last=False)
+        return data
+
+
+def builtin_directions() -> list[str]:
+    """``builtin:NAME`` of every shipped direction."""
+    from ..builtin import WEIGHTS_DIR
+
+    return [f"builtin:{p.stem}" for p in sorted((WEIGHTS_DIR / "directions").glob("*.npy"))]
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` scaled to ``size`` × ``size`` with Lanczos (unchanged at its own size)."""
+    if image.shape[0] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
+
+
+def encode(image: np.ndarray, fmt: str) -> bytes:
+    """PNG (exact) or JPEG (fast, for previews) bytes of a uint8 image."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt, **({"quality": 85} if fmt == "JPEG" else {"compress_level": 1}))
+    return buf.getvalue()
+
+
+# --- the render button -----------------------------------------------------------------------------------------
+
+_PROGRESS = re.compile(r"(\d+)/(\d+) frames")
+_WRITTEN = re.compile(r"^\S+ ([\w.-]+): (\S+) (?:written|is up to date)")
+
+
+@dataclass
+class RenderJob:
+    """A ``morph render`` of the scene file in a child process, its progress read from its progress bar."""
+
+    out: Path
+    done: int = 0
+    total: int = 0
+    current: str = ""
+    files: dict[str, str] = field(default_factory=dict)   # render name → output path
+    error: str = ""
+    running: bool = True
+
+    def state(self) -> dict:
+        return {"running": self.running, "done": self.done, "total": self.total, "current": self.current,
+                "files": self.files, "error": self.error}
+
+
+def start_render(scene_file: Path, out: Path, cache_dir: Path, device: str) -> RenderJob:
+    """Run ``morph render SCENE --out OUT --cache CACHE --device DEVICE`` (the command itself, so the result is
+    exactly its file) with its stderr on a pseudo-terminal, whose progress bar gives the frame counts."""
+    job = RenderJob(out)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "morph.cli", "render", str(scene_file), "--out", str(out),
+                             "--cache", str(cache_dir), "--device", device],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+
+    def follow() -> None:
+        buffer, lines = b"", []
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buffer += chunk
+            *parts, buffer = re.split(rb"[\r\n]", buffer)
+            for part in parts:
+                text = part.decode(errors="replace").strip()
+                if not text:
+                    continue
+                lines.append(text)
+                if m := _PROGRESS.search(text):
+                    job.done, job.total, job.current = int(m[1]), int(m[2]), text.split(" ", 1)[0]
+                if m := _WRITTEN.match(text):
+                    job.files[m[1]] = m[2]
+        os.close(master)
+        code = proc.wait()
+        if code:
+            job.error = next((l for l in reversed(lines) if l), f"morph render exited {code}")
+        job.running = False
+
+    threading.Thread(target=follow, daemon=True).start()
+    return job
