@@ -112,10 +112,13 @@ def apply(text: str, edit: Edit) -> str:
                                  hint="the page is out of date; reload it")
             return _insert(text, node, key, _nested(edit.path[depth + 1:], edit.text), depth == 0)
         node = child
+    if not edit.text.strip():
+        raise MorphError(f"{'.'.join(map(str, edit.path))}: no value given", hint="type a value")
     start, end = node.start_mark.index, node.end_mark.index
     if isinstance(node, ScalarNode) and node.style is None and end > start:
         end = start + len(text[start:end].rstrip())
-    return text[:start] + edit.text + text[end:]
+    gap = " " if start == end and text[start - 1:start] == ":" else ""  # an empty value, as in ``key:``
+    return text[:start] + gap + edit.text + text[end:]
 
 
 def value_text(value: object) -> str:
