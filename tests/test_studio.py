@@ -78,16 +78,21 @@ def test_mix_text_names_whole_groups_and_ranges_the_rest():
 
 # --- the page in a browser ---------------------------------------------------------------------------------
 
-def _browser_missing() -> str:
-    for module in ("selenium", "starlette", "uvicorn", "PIL"):
+def _missing(*modules: str) -> str:
+    """Why the studio (or its browser tests) cannot run here, or ""."""
+    for module in modules:
         try:
             __import__(module)
         except ImportError:
             return f"{module} is not installed (pip install 'morph[studio]' selenium)"
+    return ""
+
+
+def _browser_missing() -> str:
     for exe in ("chromium", "chromedriver"):
         if shutil.which(exe) is None:
             return f"{exe} is not installed (apt-get install chromium chromium-driver)"
-    return ""
+    return _missing("starlette", "uvicorn", "PIL", "selenium")
 
 
 browser = pytest.mark.skipif(bool(_browser_missing()), reason=_browser_missing() or "browser present")
@@ -201,8 +206,11 @@ def test_scrubbed_frames_are_the_rendered_frames_and_fast(page, studio_server):
         score = _psnr(shown, rendered[index])
         assert score > 35, f"frame {index}: PSNR {score:.1f} dB against morph render's"
     if os.environ.get("MORPH_STUDIO_SCREENSHOT"):
+        page.set_window_size(1280, 1320)
         _scrub(page, 160)
+        time.sleep(1)  # the seed grid and the direction strip
         page.save_screenshot(os.environ["MORPH_STUDIO_SCREENSHOT"])
+        page.set_window_size(1280, 1000)
     picks = np.random.default_rng(0).choice(np.setdiff1d(np.arange(405), [100, 160, 360]), 50, replace=False)
     page.execute_script("window.studio.latencies = []")
     for index in picks.tolist():
@@ -315,3 +323,36 @@ def test_the_token_is_required_and_loopback_is_the_default(studio_server):
                  for line in Path(name).read_text().splitlines()[1:]
                  if line.split()[1].endswith(f":{port}") and line.split()[3] == "0A"]
     assert listening == ["0100007F:" + port]
+
+
+@browser
+def test_style_mix_picker_and_add_to_scene_write_the_yaml(page, studio_server):
+    from selenium.webdriver.support.ui import Select
+
+    scene = studio_server["scene"]
+    mix = page.find_element("css selector", "[data-path='[\"latents\",\"hybrid\",\"mix\"]']")
+    Select(mix.find_element("css selector", "select[data-group=coarse]")).select_by_visible_text("ada")
+    _wait(page, lambda d: d.find_element("id", "dirty").is_displayed())
+    page.find_elements("css selector", "#seeds img")[3].click()
+    assert page.find_element("id", "new-name").get_attribute("value") == "seed3"
+    page.find_element("id", "add").click()
+    _wait(page, lambda d: "seed3" in d.execute_script("return [...document.getElementById('strip-latent').options]"
+                                                        ".map(o => o.value)"))
+    page.find_element("id", "save").click()
+    _wait(page, lambda d: not d.find_element("id", "dirty").is_displayed())
+    saved = yaml.safe_load(scene.read_text())["latents"]
+    assert saved["hybrid"] == {"mix": {"coarse": "ada", "middle": "dana", "fine": "eli"}}
+    assert saved["seed3"] == {"seed": 3}
+    diff = [l[0] for l in difflib.ndiff(studio_server["original"].splitlines(), scene.read_text().splitlines())
+            if l[:1] in "+-"]
+    assert sorted(diff) == ["+", "+", "-"]  # the hybrid line changed, one line added
+
+
+@pytest.mark.skipif(bool(_missing("starlette", "uvicorn", "PIL")), reason=_missing("starlette", "uvicorn", "PIL") or "-")
+def test_a_bad_scene_or_port_is_one_line_and_exit_2(tmp_path):
+    missing = _cli("studio", str(tmp_path / "none.yaml"), "--port", "0")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1 and "none.yaml" in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("latents:\n  a: {seed: -1}\nrenders: {r: {around: a, duration: 1}}\n")
+    invalid = _cli("studio", str(bad), "--port", "0")
+    assert invalid.returncode == 2 and re.match(r".*bad\.yaml:2:\d+: latents\.a\.seed: expected a seed", invalid.stderr)

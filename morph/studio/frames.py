@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import MorphError
 from ..latents import ModelDims
 from ..scene import Scene, builtin_direction_path, parse_scene
 
@@ -41,7 +42,8 @@ class Prepared:
 
 
 class Frames:
-    """One generator on one device, kept across requests; draws are serialised (noise is swapped in G)."""
+    """One generator on one device, kept across requests; draws and projections are serialised (a render's
+    projected noise is swapped into G for its draw)."""
 
     def __init__(self, model_path: Path, device: torch.device, cache_dir: Path, quiet: bool = False):
         from ..loader import load_model
@@ -57,13 +59,12 @@ class Frames:
 
     def parse(self, text: str, file: Path) -> Scene:
         """Validate scene text as ``morph check`` does (raises ``SceneError``), this model's dimensions reused."""
-        return parse_scene(text, file, lambda path: self.dims if Path(path).resolve() == self.model_path.resolve()
-                           else ModelDims.of(self._load(path)))
+        from ..scene import model_dims
 
-    def _load(self, path: Path):
-        from ..loader import load_model
+        return parse_scene(text, file, lambda path: self.dims if self._same(path) else model_dims(path))
 
-        return load_model(path)
+    def _same(self, path: Optional[Path]) -> bool:
+        return path is not None and Path(path).resolve() == self.model_path.resolve()
 
     def prepare(self, scene: Scene) -> Prepared:
         """Project the scene's photos (cached on disk and here) and build every render's timeline."""
@@ -71,14 +72,17 @@ class Frames:
         from ..projection import ScenePhotos, project_scene
         from ..scene import timelines
 
-        with self.lock:
-            specs = {l.source for l in scene.latents.values() if isinstance(l.source, Project)}
+        if not self._same(scene.model_path):
+            raise MorphError(f"the studio draws with {self.model_path}, the scene now names {scene.model}",
+                             scene.file, "restart morph studio to change the model")
+        specs = {l.source for l in scene.latents.values() if isinstance(l.source, Project)}
+        with self.lock:  # projecting runs the synthesis; the rest only maps seeds, so it need not wait for a draw
             if not specs <= self._projections.keys():
                 self._projections.update(project_scene(scene, self.G, self.cache_dir, self.quiet).projections)
             photos = ScenePhotos(scene, {s: self._projections[s] for s in specs})
-            directions = {name: load_w(path, self.G.num_ws, self.G.w_dim) for name, path in scene.directions.items()}
-            ws = resolve(scene.latents, directions, self.G, photos.latent)
-            return Prepared(scene, photos, timelines(scene, self.G, photos.latent), ws)
+        directions = {name: load_w(path, self.G.num_ws, self.G.w_dim) for name, path in scene.directions.items()}
+        ws = resolve(scene.latents, directions, self.G, photos.latent)
+        return Prepared(scene, photos, timelines(scene, self.G, photos.latent), ws)
 
     # pictures --------------------------------------------------------------------------------------------------
 
@@ -132,6 +136,17 @@ class Frames:
             while len(self._images) > FRAME_CACHE:
                 self._images.popitem(last=False)
         return data
+
+
+def open_scene(scene: Path, device: str, cache_dir: Optional[Path]) -> Frames:
+    """The frames of scene file ``scene``'s model on ``device`` (auto, cpu, cuda...), projections cached in
+    ``cache_dir`` (morph's default cache when None); a scene invalid from the start fails as ``morph check``."""
+    from ..devices import resolve_device
+    from ..render import default_cache_dir
+    from ..scene import load_scene
+
+    sc = load_scene(scene)
+    return Frames(sc.model_path, resolve_device(device), cache_dir or default_cache_dir())
 
 
 def builtin_directions() -> list[str]:

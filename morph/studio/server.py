@@ -272,12 +272,7 @@ def serve(scene: Path, host: str = "127.0.0.1", port: int = 8765, device: str = 
     """Load the scene's model and photos, bind ``host:port`` (0: any free port), print the URL, serve."""
     import uvicorn
 
-    from ..devices import resolve_device
-    from ..render import default_cache_dir
-    from ..scene import load_scene
-
-    sc = load_scene(scene)  # a scene that is invalid from the start is reported as morph check does
-    frames = engine.Frames(sc.model_path, resolve_device(device), cache or default_cache_dir())
+    frames = engine.open_scene(scene, device, cache)
     studio = Studio(scene, frames, out.resolve(), device)
     studio.reload()
     token = secrets.token_urlsafe(24)
