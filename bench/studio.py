@@ -8,6 +8,7 @@ the render's size, PNG). The browser test measures the 64 px built-in model end 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -55,7 +56,8 @@ def main() -> None:
         draw = timed(lambda: frames.frame(p, "tour", next(index) % 90, res), args.rounds)
         preview = timed(lambda: engine.encode(frames.frame(p, "tour", next(index) % 90, small), "JPEG"), args.rounds)
         full = timed(lambda: engine.encode(frames.frame(p, "tour", next(index) % 90, res), "PNG"), args.rounds)
-    print(f"{res} px network on {torch.get_num_threads()} CPU threads, median of {args.rounds}: draw {draw:.0f} ms; "
+    print(f"{res} px network on {torch.get_num_threads()} CPU threads (load average {os.getloadavg()[0]:.1f}), "
+          f"median of {args.rounds}: draw {draw:.0f} ms; "
           f"preview ({small} px JPEG) {preview:.0f} ms; full ({res} px PNG) {full:.0f} ms; "
           f"preview/full {preview / full:.2f}")
 

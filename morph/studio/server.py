@@ -111,8 +111,11 @@ class Studio:
             except SceneError as err:
                 self.errors = err.problems
                 return False
+            mode = self.file.stat().st_mode if self.file.exists() else None
             with atomic_path(self.file) as tmp:
                 tmp.write_text(self.text, encoding="utf-8")
+                if mode is not None:
+                    tmp.chmod(mode)  # the file keeps its permissions
             self.disk_text, self.mtime = self.text, self.file.stat().st_mtime_ns
             self.notice = f"saved {self.file.name}"
             self.version += 1
@@ -209,7 +212,7 @@ def make_app(studio: Studio, token: str) -> Starlette:
         r = p.scene.renders[name]
         index = min(max(int(q.get("i", "0")), 0), r.frames - 1)
         size, fmt = _size(q.get("quality", "full"), r.size, studio.frames.dims.resolution)
-        data = studio.frames.cached((at, name, index, size),
+        data = studio.frames.cached((at, name, index, size, fmt),
                                     lambda: engine.encode(studio.frames.frame(p, name, index, size), fmt))
         return _image(data, fmt)
 

@@ -284,8 +284,9 @@ function explore(first) {
 // --- render --------------------------------------------------------------------------------------------------
 
 function renderJob(job) {
+  $("render-go").disabled = S.dirty || Boolean(job && job.running);
+  $("render-go").title = S.dirty ? "save first: the render is of the file" : "";
   if (!job) return;
-  $("render-go").disabled = job.running;
   $("render-progress").max = Math.max(1, job.total);
   $("render-progress").value = job.done;
   $("render-text").textContent = job.error ? job.error : job.running ? `${job.current} ${job.done}/${job.total} frames` : "done";
