@@ -23,7 +23,6 @@ from typing import Optional
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
@@ -169,15 +168,26 @@ def _size(quality: str, full: int, resolution: int) -> tuple[int, str]:
 def make_app(studio: Studio, token: str) -> Starlette:
     """The ASGI app over ``studio``; every route needs ``token``."""
 
-    async def guard(request: Request, call_next):
-        given = (request.query_params.get("token") or request.headers.get("x-morph-token")
-                 or request.cookies.get(COOKIE) or "")
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return PlainTextResponse("403: this page needs the token from the URL morph studio printed", 403)
-        response = await call_next(request)
-        if request.url.path == "/":
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-        return response
+    def guard(app):
+        """Plain ASGI middleware: 403 without the token; the page's response sets it as a cookie."""
+        async def check(scope, receive, send):
+            if scope["type"] != "http":
+                return await app(scope, receive, send)
+            request = Request(scope)
+            given = (request.query_params.get("token") or request.headers.get("x-morph-token")
+                     or request.cookies.get(COOKIE) or "")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                response = PlainTextResponse("403: this page needs the token from the URL morph studio printed", 403)
+                return await response(scope, receive, send)
+
+            async def send_with_cookie(message):
+                if message["type"] == "http.response.start" and scope["path"] == "/":
+                    cookie = f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+                    message = {**message, "headers": [*message["headers"], (b"set-cookie", cookie.encode())]}
+                await send(message)
+
+            await app(scope, receive, send_with_cookie)
+        return check
 
     def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
@@ -267,7 +277,7 @@ def make_app(studio: Studio, token: str) -> Starlette:
               Route("/api/frame", frame), Route("/api/look", look), Route("/api/add", add, methods=["POST"]),
               Route("/api/render", render, methods=["POST"]), Route("/outputs/{name}", output),
               Mount("/static", StaticFiles(directory=STATIC))]
-    return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
+    return Starlette(routes=routes, middleware=[Middleware(guard)])
 
 
 def serve(scene: Path, host: str = "127.0.0.1", port: int = 8765, device: str = "auto",

@@ -16,7 +16,10 @@ const studio = window.studio = {latencies: [], shown: null};  // read by the bro
 
 // --- frames ------------------------------------------------------------------------------------------------
 
-let wanted = null, inflight = false, fullTimer = null;
+// Scrubbing keeps one request in flight (the latest position wins); playback keeps PLAY_DEPTH, so that
+// transfer and decoding overlap the next draw, and shows a frame only if it is newer than the one shown.
+const PLAY_DEPTH = 3;
+let wanted = null, inflight = 0, fullTimer = null, sent = 0, shownSeq = 0;
 
 function requestFrame(quality, t0 = performance.now()) {
   if (!S || !renderName) return;
@@ -25,23 +28,26 @@ function requestFrame(quality, t0 = performance.now()) {
 }
 
 async function pump() {
-  if (inflight || !wanted) return;
-  const w = wanted; wanted = null; inflight = true;
+  if (inflight >= (playing ? PLAY_DEPTH : 1) || !wanted) return;
+  const w = wanted; wanted = null; inflight++;
+  w.seq = ++sent;
   try {
     const r = await api(`/api/frame?render=${enc(w.render)}&i=${w.i}&quality=${w.quality}&v=${w.v}`);
-    if (r.ok) {
+    if (r.ok && w.seq > shownSeq) {
       const url = URL.createObjectURL(await r.blob());
       const img = $("frame"), old = img.src;
       await new Promise((done) => { img.onload = done; img.onerror = done; img.src = url; });
       if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+      shownSeq = Math.max(shownSeq, w.seq);
       const ms = performance.now() - w.t0;
       studio.shown = {render: w.render, index: w.i, quality: w.quality, version: w.v, ms};
       Object.assign(img.dataset, {render: w.render, index: w.i, quality: w.quality, version: w.v});
-      if (w.quality === "preview") studio.latencies.push(ms);
+      if (w.quality === "preview" && !playing) studio.latencies.push(ms);
+      if (playing) studio.played = (studio.played || 0) + 1;
       $("latency").textContent = `frame ${w.i} (${w.quality}) shown in ${ms.toFixed(0)} ms`;
     }
   } finally {
-    inflight = false;
+    inflight--;
     pump();
   }
 }
@@ -67,15 +73,15 @@ function play() {
   playing = !playing;
   $("play").textContent = playing ? "❚❚ Pause" : "▶ Play";
   if (!playing) { requestFrame("full"); return; }
-  const r = currentRender(), start = performance.now(), first = +$("scrub").value;
-  let shown = 0, last = -1;
+  const r = currentRender(), start = performance.now(), first = +$("scrub").value, played = studio.played || 0;
+  let last = -1;
   const tick = (now) => {
     if (!playing) return;
     const i = Math.floor(first + (now - start) * r.fps / 1000) % r.frames;
-    if (!inflight && i !== last) {
-      last = i; $("scrub").value = i; readout(); requestFrame("preview"); shown++;
-      $("fps").textContent = ` · playing at ${(shown * 1000 / (now - start)).toFixed(1)} of ${r.fps} fps`;
+    if (inflight < PLAY_DEPTH && i !== last) {
+      last = i; $("scrub").value = i; readout(); requestFrame("preview");
     }
+    $("fps").textContent = ` · playing at ${(((studio.played || 0) - played) * 1000 / (now - start)).toFixed(1)} of ${r.fps} fps`;
     requestAnimationFrame(tick);
   };
   requestAnimationFrame(tick);
