@@ -362,3 +362,24 @@ def test_a_bad_scene_or_port_is_one_line_and_exit_2(tmp_path):
     bad.write_text("latents:\n  a: {seed: -1}\nrenders: {r: {around: a, duration: 1}}\n")
     invalid = _cli("studio", str(bad), "--port", "0")
     assert invalid.returncode == 2 and re.match(r".*bad\.yaml:2:\d+: latents\.a\.seed: expected a seed", invalid.stderr)
+
+
+@pytest.mark.parametrize("name", ["basics.yaml", "team.yaml"])
+def test_every_control_writes_back_a_valid_scene(name):
+    from morph.scene import load_scene, parse_scene
+    from morph.studio.controls import controls
+    from morph.studio.edits import compose, find
+
+    path = ROOT / "scenes" / name
+    text = path.read_text()
+    listed = controls(load_scene(path), compose(text))
+    kinds = {c["kind"] for c in listed}
+    assert {"number", "choice", "mix"} <= kinds
+    for c in listed:
+        if c["kind"] == "mix":
+            continue
+        value = c["value"] if c["kind"] == "choice" else f"{c['value']:g}{c['unit']}"
+        edited = apply(text, Edit(tuple(c["path"]), value))
+        parse_scene(edited, path)  # still valid
+        if c.get("unit") and find(compose(text), tuple(c["path"])) is not None:
+            assert edited == text, c["label"]  # a duration written back as it was written

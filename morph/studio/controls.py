@@ -4,9 +4,9 @@ read from the validated scene and, for how a value is written (1.5, 1.5s, 45f), 
 from __future__ import annotations
 
 import re
-from yaml.nodes import Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ..latents import Mix, layer_groups
+from ..latents import Blend, Mix, layer_groups
 from ..scene import DEFAULTS, Scene
 from ..schedule import EASINGS, INTERPS
 from .edits import find
@@ -23,15 +23,18 @@ def _choice(path: tuple, label: str, value: str, options: list[str]) -> dict:
     return {"kind": "choice", "path": list(path), "label": label, "value": value, "options": options}
 
 
-def _duration(root: Node, path: tuple, label: str, default_seconds: float, fps: float) -> dict:
-    """A duration as written: seconds (``1.5`` or ``1.5s``, slider in seconds) or frames (``45f``)."""
+def _duration(root: Node, path: tuple, label: str, default_seconds: float, fps: float, positive: bool = True) -> dict:
+    """A duration as written: seconds (``1.5`` or ``1.5s``, slider in seconds) or frames (``45f``); a hold
+    (not ``positive``) may be 0."""
     node = find(root, path)
     text = node.value if isinstance(node, ScalarNode) else ""
     match = _DURATION.match(text) if node is not None and node.tag.endswith(":str") else None
     if match and match[2] == "f":
-        return _number(path, f"{label} (frames)", float(match[1]), 0, max(8 * fps, 2 * float(match[1])), 1, "f")
+        return _number(path, f"{label} (frames)", float(match[1]), int(positive), max(8 * fps, 2 * float(match[1])),
+                       1, "f")
     seconds = float(match[1]) if match else float(text) if node is not None and _is_float(text) else default_seconds
-    return _number(path, f"{label} (s)", seconds, 0, max(8.0, 2 * seconds), 0.05, "s" if match or node is None else "")
+    return _number(path, f"{label} (s)", seconds, 0.05 if positive else 0, max(8.0, 2 * seconds), 0.05,
+                   "s" if match or node is None else "")
 
 
 def _is_float(text: str) -> bool:
@@ -40,6 +43,25 @@ def _is_float(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _steps(root: Node, base: tuple, fps: float, interp: str) -> list[dict]:
+    """Controls for the options written on a path's own steps (``- NAME: {duration, hold, ease}``)."""
+    steps = find(root, base + ("path",))
+    out: list[dict] = []
+    for i, step in enumerate(steps.value if isinstance(steps, SequenceNode) else ()):
+        if not (isinstance(step, MappingNode) and len(step.value) == 1 and isinstance(step.value[0][1], MappingNode)):
+            continue
+        name = step.value[0][0].value
+        keys = {k.value for k, _ in step.value[0][1].value}
+        at = base + ("path", i, name)
+        if "duration" in keys:
+            out.append(_duration(root, at + ("duration",), f"transition into {name}", DEFAULTS["transition"], fps))
+        if "hold" in keys:
+            out.append(_duration(root, at + ("hold",), f"hold at {name}", DEFAULTS["hold"], fps, False))
+        if "ease" in keys and interp != "spline":
+            out.append(_choice(at + ("ease",), f"easing into {name}", find(root, at + ("ease",)).value, list(EASINGS)))
+    return out
 
 
 def controls(scene: Scene, root: Node) -> list[dict]:
@@ -52,6 +74,9 @@ def controls(scene: Scene, root: Node) -> list[dict]:
     names = list(scene.latents)
     for name, latent in scene.latents.items():
         group = f"latent {name}"
+        if isinstance(latent.source, Blend):
+            out += [{**_number(("latents", name, "blend", other), f"blend weight of {other}", k, -1, 2, 0.01),
+                     "group": group} for other, k in latent.source.weights]
         for direction, strength in latent.edits:
             out.append({**_number(("latents", name, "add", direction), f"{direction} strength", strength, -5, 5, 0.05),
                         "group": group})
@@ -72,7 +97,8 @@ def controls(scene: Scene, root: Node) -> list[dict]:
                 out.append({**_choice(base + ("transition", "ease"), "easing",
                                       ease.value if isinstance(ease, ScalarNode) else DEFAULTS["ease"],
                                       list(EASINGS)), "group": group})
-            out.append({**_duration(root, base + ("hold",), "hold", DEFAULTS["hold"], fps), "group": group})
+            out.append({**_duration(root, base + ("hold",), "hold", DEFAULTS["hold"], fps, False), "group": group})
+            out += [{**c, "group": group} for c in _steps(root, base, fps, path.interp)]
         elif find(root, base + ("duration",)) is not None:
             out.append({**_duration(root, base + ("duration",), "duration", render.seconds, fps), "group": group})
         d, b = render.motion.deform, render.motion.breathe
