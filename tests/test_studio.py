@@ -383,3 +383,13 @@ def test_every_control_writes_back_a_valid_scene(name):
         parse_scene(edited, path)  # still valid
         if c.get("unit") and find(compose(text), tuple(c["path"])) is not None:
             assert edited == text, c["label"]  # a duration written back as it was written
+
+
+def test_the_picture_memo_is_bounded_in_bytes():
+    from morph.studio.frames import Memo
+
+    memo, made = Memo(limit=250), []
+    for key in range(5):
+        memo.get((key,), lambda: made.append(1) or b"x" * 100)
+    assert memo.get((4,), lambda: b"other") == b"x" * 100
+    assert list(memo.items) == [(3,), (4,)] and memo.size == 200 and len(made) == 5

@@ -28,7 +28,7 @@ from ..errors import MorphError
 from ..latents import ModelDims
 from ..scene import Scene, builtin_direction_path, parse_scene
 
-FRAME_CACHE = 256  # encoded frames kept per studio (a played loop is served from memory the second time)
+FRAME_CACHE_BYTES = 64 << 20  # encoded pictures kept in memory (a loop played twice is drawn once)
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Frames:
         self.dims = ModelDims.of(self.G)
         self.lock = threading.RLock()
         self._projections: dict = {}
-        self._images: OrderedDict[tuple, bytes] = OrderedDict()
+        self.memo = Memo()
 
     # scenes ----------------------------------------------------------------------------------------------------
 
@@ -122,19 +122,29 @@ class Frames:
         path = scene.directions.get(name) or builtin_direction_path(name.split(":", 1)[1])
         return load_w(path, self.G.num_ws, self.G.w_dim)
 
-    # memo of encoded images ------------------------------------------------------------------------------------
 
-    def cached(self, key: tuple, make: Callable[[], bytes]) -> bytes:
-        """``make()`` once per key (LRU of FRAME_CACHE entries)."""
+class Memo:
+    """Encoded pictures by key, least recently used out first once they hold more than ``limit`` bytes."""
+
+    def __init__(self, limit: int = FRAME_CACHE_BYTES):
+        self.limit, self.size = limit, 0
+        self.lock = threading.Lock()
+        self.items: OrderedDict[tuple, bytes] = OrderedDict()
+
+    def get(self, key: tuple, make: Callable[[], bytes]) -> bytes:
+        """The bytes for ``key``, made by ``make()`` the first time."""
         with self.lock:
-            if key in self._images:
-                self._images.move_to_end(key)
-                return self._images[key]
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
         data = make()
         with self.lock:
-            self._images[key] = data
-            while len(self._images) > FRAME_CACHE:
-                self._images.popitem(last=False)
+            if key in self.items:  # made meanwhile by another request
+                return self.items[key]
+            self.items[key] = data
+            self.size += len(data)
+            while self.size > self.limit:
+                self.size -= len(self.items.popitem(last=False)[1])
         return data
 
 

@@ -222,7 +222,7 @@ def make_app(studio: Studio, token: str) -> Starlette:
         r = p.scene.renders[name]
         index = min(max(int(q.get("i", "0")), 0), r.frames - 1)
         size, fmt = _size(q.get("quality", "full"), r.size, studio.frames.dims.resolution)
-        data = studio.frames.cached((at, name, index, size, fmt),
+        data = studio.frames.memo.get((at, name, index, size, fmt),
                                     lambda: engine.encode(studio.frames.frame(p, name, index, size), fmt))
         return _image(data, fmt)
 
@@ -246,7 +246,7 @@ def make_app(studio: Studio, token: str) -> Starlette:
         except (KeyError, ValueError, MorphError) as err:
             return PlainTextResponse(f"bad request: {err}", 400)
         size, fmt = _size("preview", 0, f.dims.resolution)
-        data = f.cached(("look",) + key, lambda: engine.encode(engine.resize(f.look(w, p.scene.noise), size), fmt))
+        data = f.memo.get(("look",) + key, lambda: engine.encode(engine.resize(f.look(w, p.scene.noise), size), fmt))
         return _image(data, fmt)
 
     async def add(request: Request) -> Response:
