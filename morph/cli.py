@@ -520,6 +520,24 @@ def latents_export(source: Path = typer.Argument(..., help="a latent: .npy/.npz,
     typer.echo(f"wrote {dest}: {'w ' if dest.suffix == '.npz' else ''}{list(w.shape)}")
 
 
+@app.command()
+def studio(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
+           port: int = typer.Option(8765, "--port", help="port to listen on (0: any free one)"),
+           host: str = typer.Option("127.0.0.1", "--host", help="address to listen on; another than loopback "
+                                                             "only on purpose (the token is still required)"),
+           device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
+           out: Path = typer.Option(Path("outputs"), "--out", help="where the Render button writes"),
+           cache: Optional[Path] = typer.Option(None, "--cache", help="cache folder [default: ~/.cache/morph]")) -> None:
+    """Edit a scene in a local web page: scrub its renders, drag its strengths, save back into the YAML. Prints
+    the page's URL (with its access token) and opens nothing."""
+    try:
+        from .studio.server import serve
+    except ImportError as err:
+        raise MorphError(f"morph studio needs {err.name}, which is not installed", "morph studio",
+                         "pip install 'morph[studio]'") from None
+    serve(scene, host, port, device, cache, out)
+
+
 def main() -> None:
     """Console entry point: a user error becomes one line per problem on stderr (``where: what``), exit code 2."""
     keep_freed_memory()

@@ -1,0 +1,243 @@
+"""The studio's one adapter over morph's rendering internals: a model loaded once, a scene made into
+timelines (photos projected once, latents cached per scene text), single frames drawn exactly as
+``morph render`` draws them, seed and direction looks, and the ``morph render`` run itself.
+
+Nothing else in ``morph.studio`` imports morph's rendering modules, so moving the studio onto the
+engine module means re-pointing the functions of this file only.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import re
+import subprocess
+import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import MorphError
+from ..latents import ModelDims
+from ..model import Noise
+from ..resolver import resolve_direction
+from ..scene import Scene, parse_scene
+
+FRAME_CACHE_BYTES = 64 << 20  # encoded pictures kept in memory (a loop played twice is drawn once)
+
+
+@dataclass
+class Prepared:
+    """A validated scene ready to draw: its photos' projections and each render's timeline."""
+
+    scene: Scene
+    photos: object                      # morph.projection.ScenePhotos
+    timelines: dict[str, object]        # render name → morph.schedule.Timeline
+    ws: dict[str, torch.Tensor] = field(default_factory=dict)  # latent name → [num_ws, w_dim]
+
+
+class Frames:
+    """One generator on one device, kept across requests; draws and projections are serialised, so that
+    concurrent requests do not fight over the CPU's threads."""
+
+    def __init__(self, model_path: Path, device: torch.device, cache_dir: Path, quiet: bool = False):
+        from ..loader import load_model
+
+        self.G = load_model(model_path, device)
+        self.model_path, self.device, self.cache_dir, self.quiet = Path(model_path), device, cache_dir, quiet
+        self.dims = ModelDims.of(self.G)
+        self.lock = threading.RLock()
+        self._projections: dict = {}
+        self.memo = Memo()
+
+    # scenes ----------------------------------------------------------------------------------------------------
+
+    def parse(self, text: str, file: Path) -> Scene:
+        """Validate scene text as ``morph check`` does (raises ``SceneError``), this model's dimensions reused."""
+        from ..scene import model_dims
+
+        return parse_scene(text, file, lambda path: self.dims if self._same(path) else model_dims(path))
+
+    def _same(self, path: Optional[Path]) -> bool:
+        return path is not None and Path(path).resolve() == self.model_path.resolve()
+
+    def prepare(self, scene: Scene) -> Prepared:
+        """Project the scene's photos (cached on disk and here) and build every render's timeline."""
+        from ..latents import Project, load_w, resolve
+        from ..projection import ScenePhotos, project_scene
+        from ..scene import timelines
+
+        if not self._same(scene.model_path):
+            raise MorphError(f"the studio draws with {self.model_path}, the scene now names {scene.model}",
+                             scene.file, "restart morph studio to change the model")
+        specs = {l.source for l in scene.latents.values() if isinstance(l.source, Project)}
+        with self.lock:  # projecting runs the synthesis; the rest only maps seeds, so it need not wait for a draw
+            if not specs <= self._projections.keys():
+                self._projections.update(project_scene(scene, self.G, self.cache_dir, self.quiet).projections)
+            photos = ScenePhotos(scene, {s: self._projections[s] for s in specs})
+        directions = {name: load_w(path, self.G.num_ws, self.G.w_dim) for name, path in scene.directions.items()}
+        ws = resolve(scene.latents, directions, self.G, photos.latent)
+        return Prepared(scene, photos, timelines(scene, self.G, photos.latent), ws)
+
+    # pictures --------------------------------------------------------------------------------------------------
+
+    def _draw(self, ws: torch.Tensor, noise: Noise) -> np.ndarray:
+        """uint8 images [n, H, W, 3] for W frames ``ws`` drawn with ``noise``."""
+        from ..render import generate
+
+        with self.lock:
+            return np.concatenate(list(generate(self.G, ws, 8, noise, self.device)))
+
+    def frame(self, p: Prepared, render: str, index: int, size: int) -> np.ndarray:
+        """Frame ``index`` of ``render`` at ``size`` px, drawn by the engine exactly as ``morph render`` draws it
+        (its projected noise included), then scaled with Lanczos like the encoder's scaler."""
+        from ..engine import LoadedScene
+
+        loaded = LoadedScene(p.scene.file, p.scene, self.G, p.photos, p.timelines)
+        with self.lock:
+            image = loaded.frames(render, [index], self.device)[0]
+        return resize(image, size)
+
+    def look(self, w: torch.Tensor, noise: str) -> np.ndarray:
+        """One latent [num_ws, w_dim] drawn with the model's own noise."""
+        return self._draw(w[None], Noise(noise))[0]
+
+    def seed(self, seed: int, psi: float) -> torch.Tensor:
+        """W+ of a seed at truncation ``psi`` (the scene's ``{seed: N}``)."""
+        from ..latents import seed_w
+
+        return seed_w(self.G, seed, psi)
+
+    def direction(self, scene: Scene, name: str) -> torch.Tensor:
+        """A direction of the scene, or ``builtin:NAME``, as [num_ws, w_dim]."""
+        from ..latents import load_w
+
+        path = scene.directions.get(name) or resolve_direction(name)
+        return load_w(path, self.G.num_ws, self.G.w_dim)
+
+
+class Memo:
+    """Encoded pictures by key, least recently used out first once they hold more than ``limit`` bytes."""
+
+    def __init__(self, limit: int = FRAME_CACHE_BYTES):
+        self.limit, self.size = limit, 0
+        self.lock = threading.Lock()
+        self.items: OrderedDict[tuple, bytes] = OrderedDict()
+
+    def get(self, key: tuple, make: Callable[[], bytes]) -> bytes:
+        """The bytes for ``key``, made by ``make()`` the first time."""
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        data = make()
+        with self.lock:
+            if key in self.items:  # made meanwhile by another request
+                return self.items[key]
+            self.items[key] = data
+            self.size += len(data)
+            while self.size > self.limit:
+                self.size -= len(self.items.popitem(last=False)[1])
+        return data
+
+
+def open_scene(scene: Path, device: str, cache_dir: Optional[Path]) -> Frames:
+    """The frames of scene file ``scene``'s model on ``device`` (auto, cpu, cuda...), projections cached in
+    ``cache_dir`` (morph's default cache when None); a scene invalid from the start fails as ``morph check``."""
+    from ..devices import resolve_device
+    from ..render import default_cache_dir
+    from ..scene import load_scene
+
+    sc = load_scene(scene)
+    return Frames(sc.model_path, resolve_device(device), cache_dir or default_cache_dir())
+
+
+def builtin_directions() -> list[str]:
+    """``builtin:NAME`` of every shipped direction."""
+    from ..builtin import WEIGHTS_DIR
+
+    return [f"builtin:{p.stem}" for p in sorted((WEIGHTS_DIR / "directions").glob("*.npy"))]
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` scaled to ``size`` × ``size`` with Lanczos (unchanged at its own size)."""
+    if image.shape[0] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
+
+
+def encode(image: np.ndarray, fmt: str) -> bytes:
+    """PNG (exact) or JPEG (fast, for previews) bytes of a uint8 image."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt, **({"quality": 85} if fmt == "JPEG" else {"compress_level": 1}))
+    return buf.getvalue()
+
+
+# --- the render button -----------------------------------------------------------------------------------------
+
+_PROGRESS = re.compile(r"(\d+)/(\d+) frames")
+_WRITTEN = re.compile(r"^\S+ ([\w.-]+): (\S+) (?:written|is up to date)")
+
+
+@dataclass
+class RenderJob:
+    """A ``morph render`` of the scene file in a child process, its progress read from its progress bar."""
+
+    out: Path
+    done: int = 0
+    total: int = 0
+    current: str = ""
+    files: dict[str, str] = field(default_factory=dict)   # render name → output path
+    error: str = ""
+    running: bool = True
+
+    def state(self) -> dict:
+        return {"running": self.running, "done": self.done, "total": self.total, "current": self.current,
+                "files": self.files, "error": self.error}
+
+
+def start_render(scene_file: Path, out: Path, cache_dir: Path, device: str) -> RenderJob:
+    """Run ``morph render SCENE --out OUT --cache CACHE --device DEVICE`` (the command itself, so the result is
+    exactly its file) with its stderr on a pseudo-terminal, whose progress bar gives the frame counts."""
+    job = RenderJob(out)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "morph.cli", "render", str(scene_file), "--out", str(out),
+                             "--cache", str(cache_dir), "--device", device],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+
+    def follow() -> None:
+        buffer, lines = b"", []
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buffer += chunk
+            *parts, buffer = re.split(rb"[\r\n]", buffer)
+            for part in parts:
+                text = part.decode(errors="replace").strip()
+                if not text:
+                    continue
+                lines.append(text)
+                if m := _PROGRESS.search(text):
+                    job.done, job.total, job.current = int(m[1]), int(m[2]), text.split(" ", 1)[0]
+                if m := _WRITTEN.match(text):
+                    job.files[m[1]] = m[2]
+        os.close(master)
+        code = proc.wait()
+        if code:
+            job.error = next((l for l in reversed(lines) if l), f"morph render exited {code}")
+        job.running = False
+
+    threading.Thread(target=follow, daemon=True).start()
+    return job
