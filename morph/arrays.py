@@ -62,19 +62,34 @@ def _read_header(fh, data_bytes: int, where) -> None:
                           f"file holds {held} bytes of data; it is truncated or damaged", where)
 
 
-def check_member(info: zipfile.ZipInfo, where) -> None:
-    """Refuse a zip member that would inflate past MAX_COMPRESSION_RATIO × its compressed size (a zip bomb)."""
+def check_member(info: zipfile.ZipInfo, archive_bytes: int, where) -> None:
+    """Refuse a zip member that lies outside the archive's ``archive_bytes``, or that would inflate past
+    MAX_COMPRESSION_RATIO × its compressed size (a zip bomb), before any of it is read."""
+    hostile = "the file is damaged or hostile; do not use it"
+    if info.header_offset + info.compress_size > archive_bytes or (
+            info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size):
+        raise MorphError(f"archive member {info.filename!r} claims more bytes than the archive holds", where=where,
+                         hint=hostile)
     if info.compress_type != zipfile.ZIP_STORED and info.file_size > MIN_RATIO_CHECKED \
             and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
         raise MorphError(f"archive member {info.filename!r} inflates from {info.compress_size} to {info.file_size} "
-                         f"bytes (more than {MAX_COMPRESSION_RATIO}x); refusing to unpack it", where=where,
-                         hint="the file is damaged or hostile; do not use it")
+                         f"bytes (more than {MAX_COMPRESSION_RATIO}x); refusing to unpack it", where=where, hint=hostile)
 
 
 def check_zip(zf: zipfile.ZipFile, where) -> None:
     """:func:`check_member` for every member of ``zf`` (e.g. a torch zip checkpoint, before ``torch.load``)."""
+    size = _archive_bytes(zf)
     for info in zf.infolist():
-        check_member(info, where)
+        check_member(info, size, where)
+
+
+def _archive_bytes(zf: zipfile.ZipFile) -> int:
+    fp = zf.fp
+    position = fp.tell()
+    try:
+        return fp.seek(0, os.SEEK_END)
+    finally:
+        fp.seek(position)
 
 
 def _file_kind(path: Path) -> str:
@@ -111,7 +126,7 @@ def _read_member(zf: zipfile.ZipFile, name: str, where) -> np.ndarray:
     member = name if name in zf.namelist() else f"{name}.npy"
     try:
         info = zf.getinfo(member)
-        check_member(info, where)
+        check_member(info, _archive_bytes(zf), where)
         with zf.open(info) as fh:
             _read_header(fh, info.file_size, f"{where}[{name}]")
         with zf.open(info) as fh:
@@ -155,13 +170,23 @@ def read_arrays(path: str | os.PathLike, names: Optional[Sequence[str]] = None) 
         return {n: _read_member(zf, n, path) for n in (present if names is None else names) if n in present}
 
 
-def require_finite(array: np.ndarray, where, what: str = "value") -> None:
-    """MorphError unless every value of ``array`` is finite (NaN or inf would render black frames)."""
+def require_finite(array: np.ndarray, where, what: str = "value", chunk: int = 1 << 20) -> None:
+    """MorphError unless every value of ``array`` is finite (NaN or inf would render black frames).
+
+    Scanned ``chunk`` values at a time, so a memory-mapped file is never copied whole.
+    """
     if array.dtype.kind != "f":
         return
-    bad = ~np.isfinite(array)
-    count = int(np.count_nonzero(bad))
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    flat = array.reshape(-1, order=order)  # a view in memory order, also of a Fortran-ordered file
+    count, first = 0, None
+    for start in range(0, flat.size, chunk):
+        bad = ~np.isfinite(flat[start:start + chunk])
+        n = int(np.count_nonzero(bad))
+        if n and first is None:
+            first = start + int(np.argmax(bad))
+        count += n
     if count:
-        first = [int(i) for i in np.unravel_index(int(np.argmax(bad.reshape(-1))), array.shape)]
-        raise MorphError(f"holds {count} NaN or infinite {what}{'s' if count > 1 else ''} (first at index {first})",
+        index = [int(i) for i in np.unravel_index(first, array.shape, order=order)]
+        raise MorphError(f"holds {count} NaN or infinite {what}{'s' if count > 1 else ''} (first at index {index})",
                          where=where, hint="the file is damaged or came from a run that diverged; write it again")
