@@ -9,6 +9,7 @@ morph alone peaks around 300 MB, so PEAK_LIMIT_MB leaves about 200 MB for readin
 from __future__ import annotations
 
 import collections
+import io
 import json
 import os
 import pickle
@@ -19,7 +20,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from test_formats import fake_modules, make_nvidia_generator, random_state  # noqa: F401 (fake_modules: a fixture)
@@ -76,6 +76,7 @@ def measure(cmd: list[str], tmp_path: Path) -> tuple[dict, str]:
 def assert_refused(cmd: list[str], tmp_path: Path, path: Path, *fragments: str) -> str:
     """``cmd`` exits 2 with one stderr line naming ``path`` (and ``fragments``), peaking under PEAK_LIMIT_MB."""
     result, stderr = measure(cmd, tmp_path)
+    print(f"{path.name}: rc {result['rc']}, peak {result['peak_mb']} MB")  # shown with pytest -s
     assert not result["killed"], f"stopped by the watchdog ({result['killed']}): {result}"
     assert result["peak_mb"] < PEAK_LIMIT_MB, result
     lines = stderr.strip().splitlines()
@@ -245,7 +246,6 @@ def test_torch_zip_of_compressed_zeros(tmp_path):
         def persistent_id(self, obj):
             return ("storage", torch.FloatStorage, "0", "cpu", numel) if obj is storage else None
 
-    import io
     buf = io.BytesIO()
     tensor = _Reduce(torch._utils._rebuild_tensor_v2, (storage, 0, (numel,), (1,), False, collections.OrderedDict()))
     Pickler(buf, protocol=2).dump({"g_ema": {"style.1.weight": tensor}})

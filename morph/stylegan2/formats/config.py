@@ -39,7 +39,7 @@ _KINDS = {
                          "architecture": "str", "resample_filter": "filter", "use_noise": "bool", "activation": "str",
                          "fp16_channels_last": "bool", "kernel_size": "int", "channels_last": "bool"},
 }
-# Inclusive bounds of the integer arguments (None: no such argument or value None is allowed).
+# Inclusive bounds of the integer arguments (optional ones may also be absent or None).
 _BOUNDS = {
     "z_dim": (0, MAX_LATENT_DIM), "c_dim": (0, MAX_LABELS), "w_dim": (1, MAX_LATENT_DIM),
     "img_resolution": (4, MAX_RESOLUTION), "img_channels": (1, MAX_IMAGE_CHANNELS),
@@ -110,7 +110,9 @@ def _scalar_problem(value, kind: str) -> Optional[str]:
     elif kind == "bool":
         ok = isinstance(value, (bool, np.bool_))
     elif kind == "str":
-        ok = isinstance(value, str) and len(value) <= MAX_ARG_CHARS
+        if isinstance(value, str) and len(value) > MAX_ARG_CHARS:
+            return f"a string of {len(value)} characters (at most {MAX_ARG_CHARS})"
+        ok = isinstance(value, str)
     else:  # "filter"
         ok = (isinstance(value, (list, tuple)) and 1 <= len(value) <= MAX_FILTER_TAPS
               and all(_is_number(v, integer=False) for v in value))
