@@ -75,21 +75,17 @@ _MEMO_STORES = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 
 
 def check_memo_indices(file) -> None:
-    """Refuse a pickle whose memo indices run ahead of what it has stored: Python's unpickler grows its memo
-    table to twice the largest index, so one ``LONG_BINPUT 2**31`` in a 10-byte file would take gigabytes.
+    """Refuse a pickle whose memo indices run ahead of the stream: Python's unpickler grows its memo table to
+    twice the largest index, so one ``LONG_BINPUT 2**31`` in a 10-byte file would take gigabytes.
 
-    Picklers number memo entries 0, 1, 2, ...; this scan (by :func:`pickletools.genops`, nothing
-    executed) allows any index up to the count stored so far, which bounds the table by the file's size.
-    Reads up to the pickle's STOP; lengths beyond the end of the file raise ValueError.
+    Picklers number memo entries 0, 1, 2, ... (one per stored value, each at least one opcode), so an
+    index may not exceed the count of opcodes before it; that bounds the table by the file's size.
+    The scan (:func:`pickletools.genops`, nothing executed) reads up to the pickle's STOP; lengths
+    beyond the end of the file raise ValueError.
     """
-    stored = 0
-    for opcode, arg, _pos in pickletools.genops(_CappedReader(file)):
-        if opcode.name == "MEMOIZE":
-            stored += 1
-        elif opcode.name in _MEMO_STORES:
-            if not isinstance(arg, int) or not 0 <= arg <= stored:
-                raise UnsafePickleError(f"memo index {arg!r:.20} out of sequence (after {stored} entries)")
-            stored = max(stored, arg + 1)
+    for count, (opcode, arg, _pos) in enumerate(pickletools.genops(_CappedReader(file))):
+        if opcode.name in _MEMO_STORES and not (isinstance(arg, int) and 0 <= arg <= count):
+            raise UnsafePickleError(f"memo index {arg!r:.20} out of sequence (at opcode {count})")
 
 
 # --------------------------------------------------------------------------------------------
