@@ -113,10 +113,15 @@ def _scalar_problem(value, kind: str) -> Optional[str]:
         if isinstance(value, str) and len(value) > MAX_ARG_CHARS:
             return f"a string of {len(value)} characters (at most {MAX_ARG_CHARS})"
         ok = isinstance(value, str)
-    else:  # "filter"
-        ok = (isinstance(value, (list, tuple)) and 1 <= len(value) <= MAX_FILTER_TAPS
-              and all(_is_number(v, integer=False) for v in value))
-    return None if ok else f"{type(value).__name__} where {'an integer' if kind == 'int' else 'a ' + kind} belongs"
+    elif isinstance(value, (list, tuple)):  # "filter"
+        if not 1 <= len(value) <= MAX_FILTER_TAPS or not all(_is_number(v, integer=False) for v in value):
+            return f"a list of {len(value)} items, not 1 to {MAX_FILTER_TAPS} numbers"
+        ok = True
+    else:
+        ok = False
+    wanted = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string",
+              "filter": f"a list of 1 to {MAX_FILTER_TAPS} numbers"}[kind]
+    return None if ok else f"{type(value).__name__} value where {wanted} belongs"
 
 
 def check_arguments(kwargs, where=None) -> None:
