@@ -14,9 +14,11 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from .files import atomic_path
+from .arrays import npz_names, read_arrays, require_finite
 from .errors import MorphError
-from .latents import SPACES, map_z, read_w, z_from_seed
+from .files import atomic_path
+from .latents import SPACES, finite_float32, map_z, read_w, z_from_seed
+from .model import Noise
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 LATENTS_FILE, Z_FILE, SCORES_FILE = "latents.npy", "z.npy", "scores.npz"  # what ``morph sample`` writes
@@ -238,7 +240,7 @@ def w_images(G, w: np.ndarray, batch: int = 32, device: torch.device | str = "cp
     from .render import generate
 
     ws = torch.from_numpy(np.asarray(w, np.float32)).unsqueeze(1).expand(-1, G.num_ws, -1)
-    return generate(G, ws, batch, "const", torch.device(device))
+    return generate(G, ws, batch, Noise("const"), torch.device(device))
 
 
 def sweep(w: torch.Tensor, direction: torch.Tensor, strengths: Sequence[float]) -> torch.Tensor:
@@ -279,15 +281,15 @@ def load_scores(spec: str, latents_path: str | os.PathLike) -> tuple[str, np.nda
         raise MorphError(f"no {SCORES_FILE} beside the latents to take {spec!r} from", where=table.parent,
                          hint="sample with --classifier builtin, or give a .npy of scores")
     try:
-        data = np.load(table, allow_pickle=False)
+        with zipfile.ZipFile(table) as zf:
+            names = npz_names(zf)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise MorphError(f"cannot read the scores ({' '.join(str(e).split())})", where=table) from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise MorphError("is not an .npz of named score arrays", where=table)
-    with data:
-        if spec not in data.files:
-            raise MorphError(f"no scores named {spec!r}", where=table, hint=f"choose from {', '.join(data.files)}")
-        return spec, np.asarray(data[spec], dtype=np.float64)
+    if spec not in names:
+        raise MorphError(f"no scores named {spec!r}", where=table, hint=f"choose from {', '.join(names)}")
+    scores = read_arrays(table, [spec])[spec]
+    require_finite(scores, table, "score")
+    return spec, np.asarray(scores, dtype=np.float64)
 
 
 def spread(latents: np.ndarray, direction: np.ndarray, space: str) -> float:
@@ -309,7 +311,7 @@ def read_meta(path: str | os.PathLike) -> dict:
 def read_direction(path: str | os.PathLike) -> np.ndarray:
     """A direction file in any common shape as float32: ``[w_dim]``, InterFaceGAN's ``[1, w_dim]`` (→ ``[w_dim]``),
     or ``[num_ws, w_dim]`` (e.g. ``*-latent-direction.npy``, ``[18, 512]``)."""
-    array = np.asarray(read_w(path), dtype=np.float32)
+    array = finite_float32(read_w(path), path)
     if array.ndim == 2 and array.shape[0] == 1:
         array = array[0]
     if array.ndim not in (1, 2) or not np.isfinite(array).all() or not np.any(array):

@@ -12,6 +12,7 @@ from typing import Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .arrays import read_array, require_finite
 from .errors import MorphError
 from .model import Model
 
@@ -114,22 +115,31 @@ def w_shape_problem(shape: Sequence[int], num_ws: int, w_dim: int) -> Optional[s
             f"or [{num_ws}, {w_dim}] (W+)")
 
 
+def _pick_w(names: list[str], path) -> str:
+    """The member of a latent/direction ``.npz`` to read: ``w``, ``direction``, or its only array."""
+    keys = [k for k in ("w", "direction") if k in names] or (names if len(names) == 1 else [])
+    if not keys:
+        raise MorphError(f"holds arrays {names}; expected one named 'w' or 'direction', or a single array", where=path)
+    return keys[0]
+
+
 def read_w(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
     """The array in a ``.npy`` file, or in a ``.npz`` (key ``w`` as in NVIDIA's ``projected_w.npz``,
-    ``direction``, or its only array). Raises MorphError naming the file."""
+    ``direction``, or its only array): real, finite numbers only. Raises MorphError naming the file."""
     path = Path(path)
-    try:
-        data = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise MorphError(f"cannot read as .npy/.npz ({' '.join(str(e).split())})", where=path) from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        return data
-    with data:
-        keys = [k for k in ("w", "direction") if k in data.files] or (data.files if len(data.files) == 1 else [])
-        if not keys:
-            raise MorphError(f"holds arrays {data.files}; expected one named 'w' or 'direction', or a single array",
-                             where=path)
-        return data[keys[0]]
+    array = read_array(path, mmap=mmap, choose=lambda names: _pick_w(names, path))
+    require_finite(array, path)
+    return array
+
+
+def finite_float32(array: np.ndarray, where) -> np.ndarray:
+    """``array`` as float32, refusing values that only overflow there (1e300 in a float64 file)."""
+    with np.errstate(over="ignore"):
+        out = np.array(array, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise MorphError("holds values too large for float32 (beyond ±3.4e38)", where=where,
+                         hint="the file is damaged or came from a run that diverged; write it again")
+    return out
 
 
 def load_w(path: str | os.PathLike, num_ws: int, w_dim: int) -> torch.Tensor:
@@ -138,7 +148,7 @@ def load_w(path: str | os.PathLike, num_ws: int, w_dim: int) -> torch.Tensor:
     problem = w_shape_problem(array.shape, num_ws, w_dim)
     if problem:
         raise MorphError(problem, where=path)
-    return torch.from_numpy(np.array(array, dtype=np.float32)).reshape(-1, w_dim).expand(num_ws, w_dim).clone()
+    return torch.from_numpy(finite_float32(array, path)).reshape(-1, w_dim).expand(num_ws, w_dim).clone()
 
 
 def export_w(source: str | os.PathLike, dest: Path, num_ws: int) -> np.ndarray:

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .align import aligned_face
+from .arrays import read_arrays
 from .encode import EncodeSettings, SegmentWriter
 from .files import atomic_path
 from .errors import MorphError
@@ -446,11 +447,11 @@ def _save(path: Path, p: Projection) -> None:
 
 def _load(path: Path) -> Optional[Projection]:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            count = sum(name.startswith("noise") for name in data.files)
-            return Projection(torch.from_numpy(data["w"]), [torch.from_numpy(data[f"noise{k}"]) for k in range(count)],
-                              data["target"], torch.from_numpy(data["history"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        data = read_arrays(path)  # headers and member sizes checked before anything is inflated
+        count = sum(name.startswith("noise") for name in data)
+        return Projection(torch.from_numpy(data["w"]), [torch.from_numpy(data[f"noise{k}"]) for k in range(count)],
+                          data["target"], torch.from_numpy(data["history"]))
+    except (MorphError, OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None
 
 

@@ -724,3 +724,29 @@ def test_native_truncated(tmp_path):
     raw = path.read_bytes()
     path.write_bytes(raw[:len(raw) - 100])
     read_error(path)
+
+
+# ------------------------------------------------------------------------------------------
+# Expected shapes are computed from the configuration; they must be exactly the network's.
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"architecture": "orig", "use_noise": False},
+    {"architecture": "resnet", "kernel_size": 5},
+    {"c_dim": 3, "embed_features": 5, "layer_features": 7, "w_avg_beta": None, "num_layers": 3},
+    {"img_resolution": 32, "channel_base": 256, "channel_max": 16, "img_channels": 1, "z_dim": 0, "c_dim": 2},
+])
+def test_computed_shapes_are_the_networks(changes):
+    from morph.stylegan2.formats.checkpoint import stylegan2_shapes
+    from morph.stylegan2.networks import Generator
+
+    top = {k: changes[k] for k in ("c_dim", "img_resolution", "img_channels", "z_dim") if k in changes}
+    mapping = {k: changes[k] for k in ("embed_features", "layer_features", "w_avg_beta", "num_layers") if k in changes}
+    synthesis = {k: v for k, v in changes.items() if k not in top and k not in mapping}
+    kw = normalize_init_kwargs({"z_dim": 6, "c_dim": 0, "w_dim": 8, "img_resolution": 16, "img_channels": 3,
+                                **top, "mapping_kwargs": {"num_layers": 2, **mapping},
+                                "synthesis_kwargs": {"channel_base": 128, "channel_max": 8, **synthesis}})
+    network = [(k, tuple(v.shape)) for k, v in Generator(**kw).state_dict().items()
+               if not k.endswith("resample_filter")]
+    assert stylegan2_shapes(kw) == network
+    assert list(expected_shapes(kw).items()) == network

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "morph"
-BELOW_NETWORKS = {"morph.model", "morph.errors", "morph.files", "morph.progress", "morph.runtime", "morph.devices"}
+BELOW_NETWORKS = {"morph.model", "morph.errors", "morph.files", "morph.arrays", "morph.limits", "morph.progress",
+                  "morph.runtime", "morph.devices"}
 FRONT_ENDS = ("morph.cli",)
 
 

@@ -64,7 +64,28 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def restricted_load(file, allowed: Mapping[tuple[str, str], Any], persistent_load=None) -> Any:
+    """Unpickle one object from ``file`` (seekable) after :func:`check_memo_indices` has vetted its opcodes."""
+    start = file.tell()
+    check_memo_indices(file)
+    file.seek(start)
     return RestrictedUnpickler(file, allowed, persistent_load).load()
+
+
+_MEMO_STORES = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def check_memo_indices(file) -> None:
+    """Refuse a pickle whose memo indices run ahead of the stream: Python's unpickler grows its memo table to
+    twice the largest index, so one ``LONG_BINPUT 2**31`` in a 10-byte file would take gigabytes.
+
+    Picklers number memo entries 0, 1, 2, ... (one per stored value, each at least one opcode), so an
+    index may not exceed the count of opcodes before it; that bounds the table by the file's size.
+    The scan (:func:`pickletools.genops`, nothing executed) reads up to the pickle's STOP; lengths
+    beyond the end of the file raise ValueError.
+    """
+    for count, (opcode, arg, _pos) in enumerate(pickletools.genops(_CappedReader(file))):
+        if opcode.name in _MEMO_STORES and not (isinstance(arg, int) and 0 <= arg <= count):
+            raise UnsafePickleError(f"memo index {arg!r:.20} out of sequence (at opcode {count})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,18 +178,40 @@ def iter_globals(file) -> Iterator[tuple[str, str]]:
 # --------------------------------------------------------------------------------------------
 # numpy values (TF variables, NVIDIA's numpy float64 attributes).
 
+class _NdarrayClass:
+    """What the global ``numpy.ndarray`` resolves to: a token ``_reconstruct`` accepts, never callable.
+
+    numpy pickles arrays as ``_reconstruct(ndarray, (0,), b"b")`` plus a state holding the bytes;
+    calling ``ndarray(shape, dtype, buffer, offset, strides)`` itself could view one byte as a
+    20000×20000 array (stride 0), so that is refused.
+    """
+
+    def __call__(self, *args, **kwargs):
+        raise UnsafePickleError("a checkpoint never constructs numpy arrays directly (numpy.ndarray called)")
+
+    def __repr__(self):
+        return "numpy.ndarray (restricted)"
+
+
+NDARRAY = _NdarrayClass()
+
+
 def _np_reconstruct(subtype, shape, dtype):
-    if subtype is not np.ndarray:
-        raise UnsafePickleError(f"numpy array of unexpected type {subtype!r}")
-    return _np_reconstruct_impl(np.ndarray, shape, dtype)
+    if subtype is not NDARRAY:
+        raise UnsafePickleError(f"numpy array of unexpected type {subtype!r:.80}")
+    if not (isinstance(shape, (tuple, list)) and tuple(shape) == (0,)):
+        raise UnsafePickleError(f"unexpected numpy array prototype shape {shape!r:.80}")  # numpy writes (0,)
+    return _np_reconstruct_impl(np.ndarray, (0,), dtype)
 
 
 def _np_dtype(spec, *args):
     if not isinstance(spec, str):
-        raise UnsafePickleError(f"unexpected numpy dtype specification {spec!r}")
+        raise UnsafePickleError(f"unexpected numpy dtype specification {spec!r:.80}")
     dtype = np.dtype(spec, *args)
     if dtype.hasobject:
         raise UnsafePickleError("numpy object arrays are not allowed in a checkpoint")
+    if dtype.subdtype is not None or dtype.fields is not None:
+        raise UnsafePickleError(f"numpy dtype {spec!r:.40} is not a plain number type")
     return dtype
 
 
@@ -182,7 +225,7 @@ def _np_scalar(dtype, data=None):
 
 NUMPY_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy", "dtype"): _np_dtype,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): NDARRAY,
 }
 for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
     NUMPY_GLOBALS[(_mod, "scalar")] = _np_scalar
@@ -363,11 +406,19 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
         numel *= s
     if numel == 0:
         return torch.empty(tuple(size), dtype=flat.dtype)
-    last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))
-    if last >= flat.numel():
+    check_view(flat.numel(), storage_offset, size, stride, numel)
+    return torch.as_strided(flat, tuple(size), tuple(stride), storage_offset)  # a view: nothing is copied here
+
+
+def check_view(storage_numel: int, offset: int, size, stride, numel: int) -> None:
+    """Refuse a tensor view that reaches past its storage, or that shows more elements than the storage
+    holds (stride 0 or overlapping strides: 4 bytes shown as [32768, 32768])."""
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride))
+    if last >= storage_numel:
         raise UnsafePickleError("tensor extends past the end of its storage")
-    view = torch.as_strided(flat, tuple(size), tuple(stride), storage_offset)
-    return view.clone(memory_format=torch.contiguous_format)
+    if numel > storage_numel:
+        raise UnsafePickleError(f"tensor of {numel} elements is a view of a storage of {storage_numel} "
+                                f"(stride-0 or overlapping strides)")
 
 
 def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None):

@@ -1,20 +1,20 @@
 """What every reader returns (:class:`Checkpoint`), and the one check of a state dict against its configuration.
 
-Expected tensor names and shapes are read off the network itself (``Generator(**init_kwargs)``),
-so the readers can never drift from the model they feed.
+Expected tensor names and shapes are worked out from the (bounded) configuration without building
+the network, so a small file with a huge configuration costs nothing; a test compares them with
+``Generator(**init_kwargs).state_dict()`` so the readers cannot drift from the model they feed.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import torch
 
 from ...errors import CheckpointError
-from ..networks import Generator
-from .config import plain, valid_init_kwargs
+from .config import block_resolutions, plain, valid_init_kwargs
 
 
 @dataclass
@@ -31,24 +31,54 @@ def _is_resample_filter(name: str) -> bool:
     return name == "resample_filter" or name.endswith(".resample_filter")
 
 
-@functools.lru_cache(maxsize=8)
-def _state_shapes(kwargs_json: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    # Built on the CPU, not the meta device: meta ops import torch._dynamo (1.5 s) while even a 1024px
-    # generator builds in 0.25 s, once per configuration thanks to the cache.
-    with torch.random.fork_rng(devices=[]):  # construction draws random weights; leave the caller's RNG alone
-        G = Generator(**json.loads(kwargs_json))
-    return tuple((k, tuple(v.shape)) for k, v in G.state_dict().items() if not _is_resample_filter(k))
+def _fc(prefix: str, in_features: int, out_features: int) -> list[tuple[str, tuple[int, ...]]]:
+    return [(f"{prefix}.weight", (out_features, in_features)), (f"{prefix}.bias", (out_features,))]
+
+
+def _layer(prefix: str, in_ch: int, out_ch: int, w_dim: int, res: int, kernel: int, noise: bool):
+    """A SynthesisLayer's tensors, in ``state_dict()`` order (own parameters, buffers, then ``affine``)."""
+    own = [(f"{prefix}.weight", (out_ch, in_ch, kernel, kernel))]
+    own += [(f"{prefix}.noise_strength", ())] if noise else []
+    own += [(f"{prefix}.bias", (out_ch,))]
+    own += [(f"{prefix}.noise_const", (res, res))] if noise else []
+    return own + _fc(f"{prefix}.affine", w_dim, in_ch)
+
+
+def stylegan2_shapes(kw: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """Name and shape of every tensor ``Generator(**kw)`` holds (``resample_filter`` buffers aside), worked out
+    from normalised kwargs alone, in ``state_dict()`` order; tests check it against the network itself."""
+    m, s = kw["mapping_kwargs"], kw["synthesis_kwargs"]
+    w_dim, img_channels = kw["w_dim"], kw["img_channels"]
+    kernel, noise = s.get("kernel_size", 3), s.get("use_noise", True)
+    channels = {r: min(s["channel_base"] // r, s["channel_max"]) for r in block_resolutions(kw)}
+    out: list[tuple[str, tuple[int, ...]]] = []
+    for r, ch in channels.items():
+        prefix, in_ch, is_last = f"synthesis.b{r}", channels.get(r // 2, 0), r == kw["img_resolution"]
+        out += [(f"{prefix}.const", (ch, r, r))] if r == 4 else _layer(f"{prefix}.conv0", in_ch, ch, w_dim, r,
+                                                                         kernel, noise)
+        out += _layer(f"{prefix}.conv1", ch, ch, w_dim, r, kernel, noise)
+        if is_last or s["architecture"] == "skip":
+            out += [(f"{prefix}.torgb.weight", (img_channels, ch, 1, 1)), (f"{prefix}.torgb.bias", (img_channels,))]
+            out += _fc(f"{prefix}.torgb.affine", w_dim, ch)
+        if r > 4 and s["architecture"] == "resnet":
+            out += [(f"{prefix}.skip.weight", (ch, in_ch, 1, 1))]
+    embed = 0 if kw["c_dim"] == 0 else (m.get("embed_features") or w_dim)
+    layer = m.get("layer_features") or w_dim
+    features = [kw["z_dim"] + embed] + [layer] * (m["num_layers"] - 1) + [w_dim]
+    out += [("mapping.w_avg", (w_dim,))] if m.get("w_avg_beta", 0.995) is not None else []
+    out += _fc("mapping.embed", kw["c_dim"], embed) if kw["c_dim"] else []
+    for i in range(m["num_layers"]):
+        out += _fc(f"mapping.fc{i}", features[i], features[i + 1])
+    return out
 
 
 def expected_shapes(init_kwargs: dict, where=None) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor of ``Generator(**init_kwargs)``, in its ``state_dict()`` order.
 
-    ``resample_filter`` buffers are left out: they are constants rebuilt from the kwargs.
+    Computed, not built: nothing is allocated however large the (validated) configuration. ``resample_filter``
+    buffers are left out: they are constants rebuilt from the kwargs.
     """
-    try:
-        return dict(_state_shapes(json.dumps(plain(init_kwargs), sort_keys=True)))
-    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
-        raise CheckpointError(f"unsupported generator configuration ({type(e).__name__}: {e})", where=where) from None
+    return dict(stylegan2_shapes(valid_init_kwargs(init_kwargs, where)))
 
 
 def noise_buffer_names(init_kwargs: dict) -> list[str]:
@@ -75,25 +105,52 @@ def _first_few(items: list[str], shown: int = 3) -> str:
     return ", ".join(items[:shown]) + more
 
 
+def check_storage_use(tensors: Mapping[str, torch.Tensor], where) -> None:
+    """CheckpointError if materialising ``tensors`` would take more memory than the storages behind them hold.
+
+    Catches stride-0 or overlapping views (a few bytes shown as gigabytes) and many tensors viewing one
+    storage, before anything is copied; honest files give each tensor its own storage.
+    """
+    storages: dict[int, int] = {}
+    needed = 0
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"{name!r} is not a tensor", where=where)
+        nbytes, storage = t.numel() * t.element_size(), t.untyped_storage()
+        if nbytes > storage.nbytes():
+            raise CheckpointError(f"tensor {name!r} {fmt_shape(t.shape)} needs {nbytes} bytes but its storage holds "
+                                  f"{storage.nbytes()} (a stride-0 or overlapping view)", where=where,
+                                  hint="the file is damaged or hostile; do not use it")
+        storages[storage.data_ptr()] = storage.nbytes()
+        needed += nbytes
+    if needed > sum(storages.values()):
+        raise CheckpointError(f"the tensors need {needed} bytes but share storages of {sum(storages.values())}",
+                              where=where, hint="the file is damaged or hostile; do not use it")
+
+
 def check_state(init_kwargs: dict, state: dict, where) -> dict[str, torch.Tensor]:
     """``state`` as float32 CPU tensors in ``Generator(**init_kwargs)`` order, if it fits that network exactly.
 
     ``resample_filter`` entries are ignored. Otherwise one CheckpointError names the first few
-    missing, unexpected and wrongly shaped tensors.
+    missing, unexpected and wrongly shaped tensors. Names, shapes and storage use are checked
+    before any tensor is copied.
     """
     expected = expected_shapes(init_kwargs, where)
     state = {k: v for k, v in state.items() if not _is_resample_filter(k)}
-    out = {k: as_float32(k, state[k], where) for k in expected if k in state}
+    for k, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"{k!r} is not a tensor", where=where)
     missing = [repr(k) for k in expected if k not in state]
     unexpected = [repr(k) for k in state if k not in expected]
-    misshapen = [f"{k!r} {fmt_shape(t.shape)} (expected {fmt_shape(expected[k])})"
-                 for k, t in out.items() if tuple(t.shape) != expected[k]]
+    misshapen = [f"{k!r} {fmt_shape(state[k].shape)} (expected {fmt_shape(shape)})"
+                 for k, shape in expected.items() if k in state and tuple(state[k].shape) != shape]
     problems = [f"{what}{'s' if len(names) > 1 else ''} {_first_few(names)}" for what, names in
                 (("missing tensor", missing), ("unexpected tensor", unexpected), ("wrong shape", misshapen)) if names]
     if problems:
         raise CheckpointError("tensors do not match the generator configuration: " + "; ".join(problems),
                               where=where, hint="incomplete, or another network (StyleGAN3 or a modified StyleGAN2?)")
-    return out
+    check_storage_use(state, where)
+    return {k: as_float32(k, state[k], where) for k in expected}
 
 
 def build_checkpoint(fmt: str, init_kwargs: dict, state: dict, metadata: dict, where) -> Checkpoint:

@@ -52,4 +52,6 @@ def unpickle(path, loader):
             if isinstance(e, EOFError) or "truncated" in text:
                 raise CheckpointError(f"truncated or corrupt pickle ({text})", where=path,
                                       hint="download or copy the file again") from None
+            if isinstance(e, sp.UnsafePickleError):  # structure no checkpoint has (bombs, expanding views, ...)
+                raise CheckpointError(f"refusing to load this pickle: {text}", where=path, hint=UNTRUSTED_HINT) from None
             raise CheckpointError(f"corrupt or unsupported pickle ({text})", where=path) from None

@@ -7,10 +7,12 @@ never run. Tensors are collected from the pickled modules' ``_parameters``/``_bu
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import torch
 
 from ...errors import CheckpointError
+from ...limits import MAX_MODULES
 from .. import safe_pickle as sp
 from .checkpoint import Checkpoint, build_checkpoint
 from .config import TOP_LEVEL
@@ -27,8 +29,18 @@ def _table(module: sp.PersistentObject, key: str, prefix: str, where) -> dict:
     return table
 
 
-def _collect_tensors(module: sp.PersistentObject, prefix: str, out: dict, where) -> None:
-    """Add every parameter and buffer under ``module`` to ``out``, by state_dict name."""
+def _collect_tensors(module: sp.PersistentObject, prefix: str, out: dict, where, seen: Optional[set] = None) -> None:
+    """Add every parameter and buffer under ``module`` to ``out``, by state_dict name.
+
+    Each module may appear once in the tree (``seen``), and at most MAX_MODULES of them: a pickle that
+    reuses one module under many names (or in a cycle) cannot make the walk exponential.
+    """
+    seen = set() if seen is None else seen
+    if id(module) in seen or len(seen) >= MAX_MODULES:
+        raise CheckpointError(f"module {prefix.rstrip('.') or 'G_ema'!r} appears more than once in the network, "
+                              f"or the network has over {MAX_MODULES} modules", where=where,
+                              hint="the file is damaged or hostile; do not use it")
+    seen.add(id(module))
     for key in ("_parameters", "_buffers"):
         out.update((prefix + str(name), t) for name, t in _table(module, key, prefix, where).items() if t is not None)
     for name, child in _table(module, "_modules", prefix, where).items():
@@ -36,19 +48,22 @@ def _collect_tensors(module: sp.PersistentObject, prefix: str, out: dict, where)
             continue
         if not isinstance(child, sp.PersistentObject):
             raise CheckpointError(f"module {prefix + str(name)!r} is not a network module", where=where)
-        _collect_tensors(child, f"{prefix}{name}.", out, where)
+        _collect_tensors(child, f"{prefix}{name}.", out, where, seen)
 
 
 def _init_kwargs(g: sp.PersistentObject, where) -> dict:
     """The constructor arguments of ``G_ema``, laid out as stylegan2-ada-pytorch's ``Generator`` takes them."""
-    args = g.state.get("_init_args") or ()
-    kwargs = g.state.get("_init_kwargs") or {}
+    args, kwargs = g.state.get("_init_args"), g.state.get("_init_kwargs")
+    args, kwargs = (() if args is None else args), ({} if kwargs is None else kwargs)
     if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict) or len(args) > len(_GENERATOR_ARGS):
         raise CheckpointError("malformed generator constructor arguments", where=where)
     init_kwargs = {**dict(zip(_GENERATOR_ARGS, args)), **kwargs}
     # The stylegan3 repository's StyleGAN2 Generator takes the synthesis arguments as **kwargs at
     # the top level; move them where stylegan2-ada-pytorch expects them.
-    synthesis_kwargs = dict(init_kwargs.get("synthesis_kwargs") or {})
+    synthesis_kwargs = init_kwargs.get("synthesis_kwargs")
+    if synthesis_kwargs is not None and not isinstance(synthesis_kwargs, dict):
+        raise CheckpointError("malformed generator constructor arguments (synthesis_kwargs)", where=where)
+    synthesis_kwargs = dict(synthesis_kwargs or {})
     for key in [k for k in init_kwargs if k not in _GENERATOR_ARGS]:
         synthesis_kwargs.setdefault(key, init_kwargs.pop(key))
     synthesis_kwargs.pop("fused_modconv_default", None)  # a run-time choice, not part of the weights

@@ -20,10 +20,11 @@ from typing import Callable
 
 import torch
 
-from ...errors import CheckpointError
+from ...arrays import check_zip
+from ...errors import CheckpointError, MorphError
 from ..networks import MappingNetwork
-from .checkpoint import (Checkpoint, as_float32, build_checkpoint, check_state, expected_shapes, fmt_shape,
-                         noise_buffer_names)
+from .checkpoint import (Checkpoint, as_float32, build_checkpoint, check_state, check_storage_use, expected_shapes,
+                         fmt_shape, noise_buffer_names)
 from .config import normalize_init_kwargs, valid_init_kwargs
 from .fileio import SUPPORTED_HINT, refused_global, short
 
@@ -59,9 +60,12 @@ def _torch_load_safely(path):
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
+                check_zip(z, path)  # before torch.load inflates anything
             if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
                 raise CheckpointError("a zip archive that is not a torch checkpoint (no data.pkl inside)",
                                       where=path, hint=SUPPORTED_HINT)
+    except MorphError as e:
+        raise CheckpointError(e.message, where=path, hint=e.hint) from None
     except (zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"corrupt zip archive ({e})", where=path,
                               hint="download or copy the file again") from None
@@ -160,6 +164,7 @@ def _g_ema(ckpt, path) -> dict:
                               hint=SUPPORTED_HINT)
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError("'g_ema' is not a state dict of tensors", where=path)
+    check_storage_use(sd, path)  # before any tensor is converted (copied)
     return sd
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ...errors import CheckpointError
+from ...limits import MAX_MODULES
 from .. import safe_pickle as sp
 from .checkpoint import Checkpoint, build_checkpoint, expected_shapes, fmt_shape
 from .config import valid_init_kwargs
@@ -70,10 +71,16 @@ def _convert_kwargs(static_kwargs: dict, where) -> dict:
 def _collect_vars(net: sp.TFNetworkStub, where) -> dict[str, Any]:
     """Every variable of ``net`` and its components, by TF name ("synthesis/4x4/Conv/weight")."""
     out: dict[str, Any] = {}
+    seen: set[int] = set()  # each component once: a pickle reusing one under many names cannot blow up the walk
 
     def recurse(prefix, node, depth):
         if not isinstance(node, sp.TFNetworkStub) or depth > 8:
             raise CheckpointError("malformed TensorFlow network (component is not a Network)", where=where)
+        if id(node) in seen or len(seen) >= MAX_MODULES:
+            raise CheckpointError(f"TensorFlow component {prefix.rstrip('/') or 'Gs'!r} appears more than once, or "
+                                  f"the network has over {MAX_MODULES} components", where=where,
+                                  hint="the file is damaged or hostile; do not use it")
+        seen.add(id(node))
         variables = node.state.get("variables") or []
         for item in variables.items() if isinstance(variables, dict) else variables:
             if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):

@@ -1,0 +1,30 @@
+"""Bounds every reader of untrusted files checks before it allocates (checkpoints, pickles, .npy/.npz, zips).
+
+They are far above any published StyleGAN2 (the largest are 1024 px, 512 channels, w[512], 8 mapping
+layers) and low enough that validating a file never needs more memory than the file itself, give or
+take the data it really holds. One module, so the README, the readers and the tests agree.
+"""
+
+from __future__ import annotations
+
+# --- generator constructor arguments (init_kwargs) --------------------------------------------------------------
+MAX_RESOLUTION = 4096        # img_resolution: a power of two, 4 .. 4096
+MAX_IMAGE_CHANNELS = 4       # img_channels: grey, RGB or RGBA
+MAX_LATENT_DIM = 4096        # z_dim, w_dim, mapping embed_features / layer_features
+MAX_LABELS = 65536           # c_dim (class-conditional models)
+MAX_CHANNELS = 4096          # synthesis channel_max (feature maps of any block)
+MAX_CHANNEL_BASE = 2 ** 24   # synthesis channel_base (block channels are min(channel_base // res, channel_max))
+MAX_MAPPING_LAYERS = 32      # mapping num_layers
+MAX_KERNEL_SIZE = 7          # synthesis kernel_size (odd)
+MAX_FILTER_TAPS = 16         # resample_filter length
+MAX_ARG_CHARS = 64           # a string argument (architecture, activation)
+
+# --- pickles ----------------------------------------------------------------------------------------------------
+MAX_MODULES = 10_000         # persistent modules / TF components under one generator (a 1024 px G_ema has ~150)
+MAX_PLAIN_NODES = 10_000     # values plain() converts in one call (constructor arguments, metadata)
+MAX_PLAIN_DEPTH = 32         # nesting plain() follows
+
+# --- zip archives (.npz, torch zip checkpoints) ----------------------------------------------------------------
+MAX_COMPRESSION_RATIO = 64   # a compressed member may inflate to at most 64x its compressed size ...
+MIN_RATIO_CHECKED = 1 << 20  # ... once it inflates to more than 1 MiB (real float data compresses ~1.1x)
+MAX_NPY_HEADER = 10_000      # bytes of a .npy header (numpy's own default)
