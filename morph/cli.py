@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .errors import MorphError
+from .errors import MorphError, os_error_line
+from .limits import MAX_BATCH, MAX_PREVIEW_FRAMES, MAX_STRIP_STEPS
 from .runtime import Terminated, keep_freed_memory, request_stop
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Render StyleGAN2 latent space into videos and looping GIFs.")
 
 EXIT_CODES = ("Exit codes: 0 done, 1 internal error, 2 bad input (scene, model file or option), "
-              "3 output locked by another run (--no-wait), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")
+              "3 output locked by another run (--no-wait), 4 file-system error (permissions, full disk, a file "
+              "where a folder belongs), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")
 
 
 @app.command()
@@ -104,7 +105,7 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
            cache: Optional[Path] = typer.Option(None, "--cache", help="segment cache folder [default: ~/.cache/morph]"),
            cluster: Optional[str] = typer.Option(None, "--cluster", help="render segments on the Dask cluster whose "
                                                                           "scheduler is here, e.g. tcp://host:8786"),
-           workers: Optional[int] = typer.Option(None, "--workers", help="render segments on a local cluster of N "
+           workers: Optional[int] = typer.Option(None, "--workers", min=1, help="render segments on a local cluster of N "
                                                                           "worker processes"),
            cluster_transfer: bool = typer.Option(False, "--cluster-transfer", help="workers send segments back "
                                                  "instead of writing the cache (no shared filesystem)"),
@@ -115,7 +116,7 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
     call share one cluster (--workers, --cluster)."""
     import torch
 
-    from .cluster import parse_shard
+    from .cluster import check_address, parse_shard
     from .devices import resolve_device, resolve_precision
     from .engine import RenderOptions, destination, render_scenes, select
     from .projection import projection_status
@@ -129,8 +130,11 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
             typer.echo("\n".join(describe(sc, lambda photo: projection_status(photo, sc.model_path))))
             typer.echo("\n".join(f"{n} -> {destination(out, sc.renders[n])}" for n in names))
         return
-    if not batch_size.isdigit() and batch_size != "auto":
-        raise MorphError(f"not a batch size: {batch_size!r}", "--batch-size", "give a positive integer or auto")
+    if batch_size != "auto" and not (batch_size.isdigit() and 1 <= int(batch_size) <= MAX_BATCH):
+        raise MorphError(f"not a batch size: {batch_size!r}", "--batch-size",
+                         f"give a whole number from 1 to {MAX_BATCH}, or auto")
+    if cluster is not None:
+        check_address(cluster)
     if sum(x is not None for x in (cluster, workers, shard)) > 1:
         raise MorphError("--cluster, --workers and --shard exclude each other", "morph render",
                          "a shard job renders on its own machine; a cluster run splits the work itself")
@@ -149,7 +153,8 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
 @app.command()
 def preview(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
             out: Path = typer.Option(Path("outputs"), "--out", help="destination folder"),
-            frames: int = typer.Option(8, "--frames", help="evenly spaced frames per render, besides keyframes"),
+            frames: int = typer.Option(8, "--frames", min=1, max=MAX_PREVIEW_FRAMES,
+                                       help="evenly spaced frames per render, besides keyframes"),
             device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps")) -> None:
     """Write a PNG contact sheet per render: its keyframes, then evenly spaced frames (seconds, not minutes)."""
     import numpy as np
@@ -177,25 +182,37 @@ def preview(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
 
 
 @app.command()
-def cache(clear: bool = typer.Option(False, "--clear", help="delete cached segments"),
-          older_than: Optional[float] = typer.Option(None, "--older-than", help="with --clear: only those unused "
-                                                                                 "for this many days"),
+def cache(clear: bool = typer.Option(False, "--clear", help="delete cached segments (never those a running "
+                                                             "render uses)"),
+          older_than: Optional[float] = typer.Option(None, "--older-than", min=0, help="with --clear: only those "
+                                                     "unused for this many days"),
+          verify: bool = typer.Option(False, "--verify", help="check every cached segment and projection against "
+                                                               "its record; remove the damaged ones"),
           folder: Optional[Path] = typer.Option(None, "--cache", help="cache folder [default: ~/.cache/morph]"),
           models: bool = typer.Option(False, "--models", help="the downloaded models instead of the segments")) -> None:
-    """Show the segment cache (where, how many, how large) or clear it; with --models, the downloaded models."""
+    """Show the segment cache (where, how many, how large), verify it, or clear it; with --models, the
+    downloaded models."""
+    from . import cache as store
     from .render import default_cache_dir
 
     root = folder or default_cache_dir()
+    store.check_folder(root)
+    if older_than is not None and not clear:
+        raise MorphError("--older-than applies only with --clear", "--older-than")
     if models:
         return _cache_models(root, clear, older_than)
-    files = [p for p in (root / "segments").glob("*") if p.is_file()]
-    if clear:
-        cutoff = time.time() - older_than * 86400 if older_than is not None else None
-        gone = [p for p in files if cutoff is None or p.stat().st_mtime < cutoff]
-        for p in gone:
-            p.unlink(missing_ok=True)
-        typer.echo(f"{root}: removed {len(gone)} segments, {len(files) - len(gone)} left")
+    if verify:
+        checked, bad = store.verify(root)
+        for path, why in bad:
+            typer.echo(f"{path}: damaged ({why}); removed")
+        typer.echo(f"{root}: {checked} cached files checked, {len(bad)} damaged and removed")
         return
+    if clear:
+        removed, kept, busy = store.clear(root, older_than)
+        typer.echo(f"{root}: removed {removed} segments, {kept} left" +
+                   (f" ({busy} in use by a running render)" if busy else ""))
+        return
+    files = store.entries(root)
     size = sum(p.stat().st_size for p in files)
     typer.echo(f"{root}: {len(files)} segments, {size / 1e6:.1f} MB")
     _cache_models(root, False, None, summary=True)
@@ -348,7 +365,7 @@ def directions_show(direction: str = typer.Argument(..., help="direction .npy/.n
                     out: Optional[Path] = typer.Option(None, "--out", help="PNG [default: outputs/NAME-strip.png]"),
                     low: float = typer.Option(-3.0, "--from", help="first strength"),
                     high: float = typer.Option(3.0, "--to", help="last strength"),
-                    steps: int = typer.Option(7, "--steps", min=2, help="images in the strip"),
+                    steps: int = typer.Option(7, "--steps", min=2, max=MAX_STRIP_STEPS, help="images in the strip"),
                     truncation: float = typer.Option(1.0, "--truncation", help="psi for a seed"),
                     device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps")) -> None:
     """A PNG strip of one face moved along a direction, from strength --from to --to."""
@@ -538,21 +555,47 @@ def studio(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
     serve(scene, host, port, device, cache, out)
 
 
+def _usage_errors() -> tuple[type, ...]:
+    """The usage-error class of the click typer runs on: its own copy (``typer._click``) in recent typer
+    releases, the ``click`` package in older ones."""
+    import importlib
+
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).UsageError)
+        except ImportError:
+            continue
+    return tuple(found)
+
+
 def main() -> None:
-    """Console entry point: a user error becomes one line per problem on stderr (``where: what``), exit code 2."""
+    """Console entry point: a user error becomes one line per problem on stderr (``where: what``), exit code 2;
+    a file-system error one line, exit code 4; SIGTERM exits 143 (see EXIT_CODES)."""
     keep_freed_memory()
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        app()
+        code = app(standalone_mode=False)
+    except _usage_errors() as err:  # a bad option: one line, as every other mistake
+        command = err.ctx.command_path if err.ctx else "morph"
+        if type(err).__name__ == "NoArgsIsHelpError":
+            typer.echo(err.ctx.get_help())
+        else:
+            typer.echo(" ".join(f"{command}: {err.format_message()}; see {command} --help".split()), err=True)
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):  # click turns Ctrl-C into Abort
+        typer.echo("morph: interrupted; finished segments stay cached", err=True)
+        sys.exit(130)
     except MorphError as err:
         typer.echo(str(err), err=True)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("morph: interrupted; finished segments stay cached", err=True)
-        sys.exit(130)
+    except OSError as err:  # the file system said no: one line, temp files already removed on the way out
+        typer.echo(os_error_line(err), err=True)
+        sys.exit(4)
     except Terminated:
         typer.echo("morph: terminated; finished segments stay cached", err=True)
         sys.exit(143)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

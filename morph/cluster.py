@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
 import torch
 
+from .cache import SEGMENTS, reusable, seal
 from .devices import resolve_device
 from .encode import EncodeSettings
 from .files import atomic_path
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 RETRIES = 2
 CONNECT_TIMEOUT_S = 10
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|inproc)://)?(?:\[[0-9A-Fa-f:.]+\]|[\w.-]+)(?::\d{1,5})?$")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,13 @@ def distinct_segments(plans: Iterable[RenderPlan]) -> list[Work]:
     return [seen[key] for key in sorted(seen)]
 
 
+def check_address(address: str) -> None:
+    """MorphError in one line unless ``address`` reads as a Dask scheduler address (``tcp://host:port``)."""
+    if not _ADDRESS.match(address):
+        raise MorphError(f"not a scheduler address: {address!r}", "--cluster",
+                         "give the address `dask scheduler` prints, e.g. tcp://10.0.0.5:8786")
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``K/N`` → (K, N) with 1 ≤ K ≤ N."""
     match = _SHARD.match(text)
@@ -96,10 +105,14 @@ def shard(work: list[Work], k: int, n: int) -> list[Work]:
     return work[k - 1::n]
 
 
-def render_here(G: Model, work: list[Work], device: torch.device, batch_size: Optional[int],
+def missing(work: list[Work]) -> list[Work]:
+    """The work whose segment the cache does not hold whole (a damaged one is reported and removed)."""
+    return [w for w in work if not reusable(w.segment.path, w.frames, w.job.name)]
+
+
+def render_here(G: Model, todo: list[Work], device: torch.device, batch_size: Optional[int],
                 progress: Progress) -> int:
-    """Render in this process the segments of ``work`` not in the cache; returns the frames rendered."""
-    todo = [w for w in work if not w.segment.path.exists()]
+    """Render the segments of ``todo`` in this process; returns the frames rendered."""
     progress.total = sum(w.frames for w in todo)
     batch_size = batch_size or auto_batch_size(G, device)
     try:
@@ -112,11 +125,10 @@ def render_here(G: Model, work: list[Work], device: torch.device, batch_size: Op
     return frames
 
 
-def render_distributed(client: Callable[[], "Client"], work: list[Work], model: WorkerModel, cache_dir: Path,
+def render_distributed(client: Callable[[], "Client"], todo: list[Work], model: WorkerModel, cache_dir: Path,
                        progress: Progress, transfer: bool = False) -> int:
-    """Render the segments of ``work`` not in the cache on the cluster of ``client()``, which is called only if
-    there is work (so an up-to-date run starts no cluster); returns the frames rendered."""
-    todo = [w for w in work if not w.segment.path.exists()]
+    """Render the segments of ``todo`` on the cluster of ``client()``, which is called only if there is work
+    (so an up-to-date run starts no cluster); returns the frames rendered."""
     progress.total = sum(w.frames for w in todo)
     if not todo:
         return 0
@@ -168,7 +180,7 @@ def render_task(ws: torch.Tensor, dest: str, settings: EncodeSettings, engine: W
     batch_size = engine.batch_size or auto_batch_size(G, device)
     target = Path(dest)
     if shared_marker is not None and Path(shared_marker).exists():
-        if not target.exists():  # another run may have rendered it meanwhile
+        if not reusable(target, len(ws)):  # another run may have rendered it meanwhile
             render_segment(G, ws, target, settings, noise, device, batch_size, dtype)
         return None
     with tempfile.TemporaryDirectory(prefix="morph-segment-") as folder:
@@ -236,7 +248,7 @@ def render_on_cluster(client: "Client", work: list[Work], engine: WorkerModel, c
 
     address = str(client.scheduler.address)
     tag = uuid.uuid4().hex[:12]
-    marker = None if transfer else cache_dir / "segments" / f".shared-{tag}"
+    marker = None if transfer else cache_dir / SEGMENTS / f".shared-{tag}"
     if marker is not None:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
@@ -260,6 +272,7 @@ def render_on_cluster(client: "Client", work: list[Work], engine: WorkerModel, c
             if data is not None:
                 with atomic_path(w.segment.path) as tmp:
                     tmp.write_bytes(data)
+                seal(w.segment.path, w.frames)
             generated += w.frames
             progress.advance(w.frames)
             check_stop()

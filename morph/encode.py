@@ -31,6 +31,7 @@ VIDEO_FORMATS = ("mp4", "webm")  # encoded by a video codec: even sizes only, an
 SEGMENT_SUFFIX = {"mp4": ".mp4", "webm": ".webm", "gif": ".mkv", "png": ".mkv"}
 # Frames sampled for a GIF palette: palettegen over every frame is the slow part of GIF encoding.
 GIF_PALETTE_SAMPLES = 48
+_FRAME_NAME = re.compile(r"^frame_\d{6}\.png$")
 
 
 def ffmpeg_exe() -> str:
@@ -166,6 +167,7 @@ def join_segments(segments: Sequence[Path], dest: Path, settings: EncodeSettings
             with atomic_path(dest) as tmp:
                 _run([*src, *audio_in, "-c:v", "copy", *audio_out, *faststart, *meta_args,
                       "-f", settings.format, str(tmp)], dest)
+                check_joined(tmp, settings, total_frames, dest)
         elif settings.format == "gif":
             step = max(1, total_frames // GIF_PALETTE_SAMPLES)
             palette = Path(work) / "palette.png"
@@ -174,19 +176,33 @@ def join_segments(segments: Sequence[Path], dest: Path, settings: EncodeSettings
             with atomic_path(dest) as tmp:
                 _run([*src, "-i", str(palette), "-lavfi", "[0:v][1:v]paletteuse=dither=bayer:bayer_scale=3",
                       "-r", str(settings.fps), "-loop", "0", "-f", "gif", str(tmp)], dest)
+                check_joined(tmp, settings, total_frames, dest)
         elif settings.format == "png":
-            _join_png(src, dest)
+            _join_png(src, dest, settings, total_frames)
         else:
             raise MorphError(f"unknown format {settings.format!r}", dest, f"use one of {', '.join(FORMATS)}")
 
 
-def _join_png(src: list[str], dest: Path) -> None:
-    """PNG frames into folder ``dest`` (frame_000000.png, ...), built beside it and renamed into place."""
+def is_frame_file(path: Path) -> bool:
+    """Whether ``path`` is a frame a png render writes (``frame_000000.png`` …): all a png folder may hold."""
+    return path.is_file() and _FRAME_NAME.match(path.name) is not None
+
+
+def _join_png(src: list[str], dest: Path, settings: EncodeSettings, total_frames: int) -> None:
+    """PNG frames into folder ``dest`` (frame_000000.png, ...), built beside it and renamed into place; an
+    existing ``dest`` is replaced only if it holds nothing but such frames (the caller checks it first)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a finished folder gets the usual permissions
         _run([*src, "-start_number", "0", str(tmp / "frame_%06d.png")], dest)
+        check_joined(tmp, settings, total_frames, dest)
         if dest.exists():
+            if any(not is_frame_file(p) for p in dest.iterdir()):
+                raise MorphError("holds files morph did not write; it is left as it was", dest,
+                                 "move them away, or render into another --out")
             old = dest.with_name(f".{dest.name}.old")
             os.replace(dest, old)
             _remove_tree(old)
@@ -200,6 +216,43 @@ def _remove_tree(folder: Path) -> None:
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def count_frames(path: Path) -> tuple[int, int, int]:
+    """(frames, width, height) of a video file's first stream, read without decoding; of a png folder, its
+    frame files and the first one's size."""
+    if path.is_dir():
+        frames = sorted(p for p in path.iterdir() if is_frame_file(p))
+        if not frames:
+            return 0, 0, 0
+        head = frames[0].read_bytes()[:24]
+        return len(frames), int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-map", "0:v:0", "-c", "copy",
+                           "-f", "null", "-"], capture_output=True, text=True)
+    counted = re.findall(r"frame=\s*(\d+)", proc.stderr)
+    size = re.search(r"Video:.*?, (\d+)x(\d+)", proc.stderr)
+    if proc.returncode != 0 or not counted or size is None:
+        return 0, 0, 0
+    return int(counted[-1]), int(size.group(1)), int(size.group(2))
+
+
+def check_joined(path: Path, settings: EncodeSettings, total_frames: int, dest: Path) -> None:
+    """MorphError unless the joined file at ``path`` holds exactly the planned frames at the planned size."""
+    frames, width, height = count_frames(path)
+    if (frames, width, height) != (total_frames, settings.size, settings.size):
+        raise MorphError(f"the joined output has {frames} frames of {width}x{height}, planned "
+                         f"{total_frames} of {settings.size}x{settings.size}; nothing was written", dest,
+                         "run morph cache --verify, then render again")
+
+
+def audio_problem(path: Path) -> Optional[str]:
+    """Why ffmpeg cannot take ``path`` as a sound track (None when it holds an audio stream it decodes)."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:a:0", "-t", "1",
+                           "-f", "null", "-"], capture_output=True, text=True)
+    if proc.returncode == 0:
+        return None
+    last = (proc.stderr.strip().splitlines() or ["no audio stream"])[-1]
+    return "no audio stream" if "matches no streams" in last else f"ffmpeg cannot decode it ({last})"
 
 
 def probe(path: Path) -> dict[str, object]:

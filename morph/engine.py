@@ -3,8 +3,8 @@
 It loads the model a scene names, projects its photos, turns each render into a :class:`RenderJob`
 (every input of its cache keys, decided here), then renders the missing segments in this process,
 on a Dask cluster or as one shard of an array job, and joins each output. ``--force`` means one
-thing, decided in :func:`render_scenes`: the segments this run would render are deleted first and
-the outputs are forgotten, so everything is rendered and joined afresh.
+thing, decided in :func:`render_scene`: every segment is rendered again (replaced atomically, never
+deleted first) and every output is forgotten, so all is rendered and joined afresh.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from .errors import MorphError
 from .files import file_sha256
 from .model import Model, Noise
 from .progress import Progress, log
+from .cache import check_folder, lease, sweep
+from .encode import is_frame_file
 from .render import (RenderJob, RenderPlan, RenderStats, default_cache_dir, forget_output, generate, is_up_to_date,
-                     join, output_lock, render_missing)
+                     join, output_lock, render_segments)
 from .scene import Render, Scene, load_scene, timelines
 from .schedule import Timeline, sample
 
@@ -123,76 +125,74 @@ class Distribution:
     transfer: bool = False
 
 
-def _clear_for_force(plans: Sequence[RenderPlan], segments: Iterable, cache_dir: Path) -> None:
-    """``--force``: delete the segments this run renders and forget every output, so all is rendered and joined."""
-    for seg in segments:
-        seg.path.unlink(missing_ok=True)
-    for plan in plans:
-        forget_output(cache_dir, plan.job.dest)
-
-
 def render_scene(loaded: LoadedScene, names: Sequence[str], options: RenderOptions,
                  where: Distribution = Distribution()) -> dict[str, RenderStats]:
     """Render ``names`` of a loaded scene into ``options.out``: the missing segments locally, on the cluster
-    or as a shard, then (except for a shard) join each output. Returns each render's figures."""
+    or as a shard, then (except for a shard) join each output. Returns each render's figures.
+
+    The segments the scene uses are leased for the whole run, so ``morph cache --clear`` in another process
+    leaves them alone; ``--force`` renders them again in place (atomically) and forgets the outputs.
+    """
     plans = [loaded.job(n, options).plan(options.cache_dir) for n in names]
-    distributed = where.client is not None or where.shard is not None
-    if distributed:
-        from .cluster import distinct_segments, shard
-
-        work = distinct_segments(p for p in plans if options.force or
-                                 not is_up_to_date(options.cache_dir, p.job.dest, p.key))
-        if where.shard is not None:
-            work = shard(work, *where.shard)
-        if options.force:
-            _clear_for_force(plans, (w.segment for w in work), options.cache_dir)
-        _render_elsewhere(loaded, work, options, where)
-        if where.shard is not None:
-            return {}
-    elif options.force:
-        _clear_for_force(plans, (s for p in plans for s in p.segments), options.cache_dir)
-    return {plan.job.name: _render_and_join(loaded.G, plan, options) for plan in plans}
+    for plan in plans:
+        check_destination(plan.job)
+    if options.force:
+        for plan in plans:
+            forget_output(options.cache_dir, plan.job.dest)
+    with lease(options.cache_dir, (s.path.name for p in plans for s in p.segments)):
+        if where.client is not None or where.shard is not None:
+            _render_elsewhere(loaded, plans, options, where)
+            if where.shard is not None:
+                return {}
+        return {plan.job.name: _render_and_join(loaded.G, plan, options, where.client is None)
+                for plan in plans}
 
 
-def _render_elsewhere(loaded: LoadedScene, work: list, options: RenderOptions, where: Distribution) -> None:
-    """The segments of ``work`` into the cache, on the cluster or in this process for a shard; logs a summary."""
-    from .cluster import WorkerModel, render_distributed, render_here
+def _render_elsewhere(loaded: LoadedScene, plans: Sequence[RenderPlan], options: RenderOptions,
+                      where: Distribution) -> None:
+    """The plans' segments into the cache, on the cluster or (one shard of them) in this process."""
+    from .cluster import WorkerModel, distinct_segments, missing, render_distributed, render_here, shard
 
+    work = distinct_segments(p for p in plans if options.force or
+                             not is_up_to_date(options.cache_dir, p.job.dest, p.key))
+    if where.shard is not None:
+        work = shard(work, *where.shard)
+    todo = work if options.force else missing(work)
     start = time.monotonic()
     label = f"shard {where.shard[0]}/{where.shard[1]}" if where.shard else "cluster"
     progress = Progress(label, 0, quiet=options.quiet)
-    missing = sum(not w.segment.path.exists() for w in work)
     if where.shard is not None:
-        frames = render_here(loaded.G, work, options.device, options.batch_size, progress)
+        frames = render_here(loaded.G, todo, options.device, options.batch_size, progress)
         place = "in this process"
     else:
         model = WorkerModel(str(Path(loaded.G.info.path).resolve()), loaded.G.info.sha256, options.device_name,
                             options.batch_size)
-        frames = render_distributed(where.client, work, model, options.cache_dir, progress, where.transfer)
-        count = len(where.client().nthreads()) if missing else 0
-        place = f"on {count} worker{'s' * (count != 1)}" if missing else "on the cluster"
+        frames = render_distributed(where.client, todo, model, options.cache_dir, progress, where.transfer)
+        count = len(where.client().nthreads()) if todo else 0
+        place = f"on {count} worker{'s' * (count != 1)}" if todo else "on the cluster"
     if not options.quiet:
-        log(f"{label} ({loaded.path.name}): {missing} segments into the cache ({frames} rendered {place}) in "
+        log(f"{label} ({loaded.path.name}): {len(todo)} segments into the cache ({frames} rendered {place}) in "
             f"{time.monotonic() - start:.1f} s" + ("; a plain morph render joins them" if where.shard else ""))
 
 
-def _render_and_join(G: Model, plan: RenderPlan, options: RenderOptions) -> RenderStats:
-    """One output: up to date, or its missing segments rendered here and the whole joined (under its lock)."""
+def _render_and_join(G: Model, plan: RenderPlan, options: RenderOptions, local: bool) -> RenderStats:
+    """One output: up to date, or its missing segments rendered here and the whole joined (under its lock).
+    With ``--force`` a local render renders every segment again (a cluster run has just done so)."""
     job, start = plan.job, time.monotonic()
     with output_lock(job.dest, wait=options.wait):
         if is_up_to_date(options.cache_dir, job.dest, plan.key):
             stats = RenderStats(frames=job.frames, segments=len(plan.segments), reused=len(plan.segments),
                                 up_to_date=True)
         else:
-            missing = plan.missing()
-            progress = Progress(job.name, sum(s.stop - s.start for s in missing), quiet=options.quiet)
+            todo = plan.segments if options.force and local else plan.missing()
+            progress = Progress(job.name, sum(s.stop - s.start for s in todo), quiet=options.quiet)
             try:
-                generated = render_missing(G, plan, options.device, options.batch_size, progress)
+                generated = render_segments(G, plan, todo, options.device, options.batch_size, progress)
             finally:
                 progress.close()
             join(plan, options.cache_dir)
             stats = RenderStats(frames=job.frames, generated=generated, segments=len(plan.segments),
-                                reused=len(plan.segments) - len(missing))
+                                reused=len(plan.segments) - len(todo))
     if not options.quiet:
         if stats.up_to_date:
             log(f"{job.name}: {job.dest} is up to date (0 frames rendered)")
@@ -202,13 +202,39 @@ def _render_and_join(G: Model, plan: RenderPlan, options: RenderOptions) -> Rend
     return stats
 
 
+def check_destination(job: RenderJob) -> None:
+    """MorphError in one line, before any frame is rendered, when the output cannot go where it should: the
+    destination folder is a file, or the destination is a folder for a video (a file for png frames), or a
+    png destination holds files morph did not write."""
+    folder = job.dest.parent
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise MorphError("is a file, not a folder", parent, "give --out a folder")
+            break
+    if job.settings.format == "png":
+        if job.dest.exists() and not job.dest.is_dir():
+            raise MorphError("is a file; png frames go into a folder of this name", job.dest,
+                             "move the file away or rename the render")
+        if job.dest.is_dir() and any(not is_frame_file(p) for p in job.dest.iterdir()):
+            raise MorphError("holds files morph did not write, and a png render replaces the whole folder",
+                             job.dest, "move them away, render into another --out, or rename the render")
+    elif job.dest.is_dir():
+        raise MorphError(f"is a folder; the {job.settings.format} render writes a file of this name", job.dest,
+                         "move the folder away or rename the render")
+
+
 def render_scenes(paths: Sequence[Path], only: Optional[Iterable[str]], options: RenderOptions,
                   cluster: Optional[str] = None, workers: Optional[int] = None,
                   shard: Optional[tuple[int, int]] = None, transfer: bool = False) -> None:
     """``morph render``: validate every scene first (all problems before any work), then render each in turn;
     several scenes share one cluster, connected (or started) only when a segment needs it."""
+    check_folder(options.cache_dir)
     scenes = {path: load_scene(path, cache_dir=options.cache_dir) for path in dict.fromkeys(paths)}
     selected = select(scenes, only)
+    swept = sweep(options.cache_dir, [options.out])
+    if swept and not options.quiet:
+        log(f"removed {swept} temp files that stopped renders left behind")
     with contextlib.ExitStack() as stack:
         clients: list = []
 

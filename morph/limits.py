@@ -28,3 +28,18 @@ MAX_PLAIN_DEPTH = 32         # nesting plain() follows
 MAX_COMPRESSION_RATIO = 64   # a compressed member may inflate to at most 64x its compressed size ...
 MIN_RATIO_CHECKED = 1 << 20  # ... once it inflates to more than 1 MiB (real float data compresses ~1.1x)
 MAX_NPY_HEADER = 10_000      # bytes of a .npy header (numpy's own default)
+
+# --- scenes -------------------------------------------------------------------------------------------------------
+MAX_SCENE_BYTES = 1 << 20    # a scene file is a short text; anything longer (or /dev/zero) is refused unread
+MIN_FPS, MAX_FPS = 1, 240    # frames per second of a render
+MIN_SIZE, MAX_SIZE = 16, 8192  # pixels of a render's square frame
+MAX_SECONDS = 3600           # any one duration: a hold, a transition, a render's duration, a wave's period
+MAX_FRAMES = 216_000         # frames of one render (two hours at 30 fps): planning stays seconds
+MAX_STRENGTH = 100.0         # |add strength|, |breathe strength|, |blend weight| (directions are unit vectors)
+MAX_AMPLITUDE = 100.0        # deform amplitude (a multiple of the model's real latent spread)
+MAX_RENDER_NAME = 100        # characters of a render name (it becomes a file name)
+
+# --- command options ----------------------------------------------------------------------------------------------
+MAX_BATCH = 4096             # --batch-size
+MAX_PREVIEW_FRAMES = 200     # morph preview --frames
+MAX_STRIP_STEPS = 64         # morph directions show --steps

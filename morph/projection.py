@@ -53,6 +53,7 @@ from torch import nn
 
 from .align import aligned_face
 from .arrays import read_arrays
+from .cache import reusable, seal
 from .encode import EncodeSettings, SegmentWriter
 from .files import atomic_path
 from .errors import MorphError
@@ -443,9 +444,14 @@ def _save(path: Path, p: Projection) -> None:
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, w=p.w.numpy(), target=p.target, history=p.history.numpy(),
                  **{f"noise{k}": n.numpy() for k, n in enumerate(p.noise)})
+    seal(path)
 
 
 def _load(path: Path) -> Optional[Projection]:
+    """The cached projection at ``path``, or None when there is none whole (a damaged one is reported and
+    removed, so it is projected again)."""
+    if not reusable(path, label="projection"):
+        return None
     try:
         data = read_arrays(path)  # headers and member sizes checked before anything is inflated
         count = sum(name.startswith("noise") for name in data)
@@ -479,7 +485,7 @@ def project_photos(images: Sequence[str | os.PathLike], G, settings: Settings = 
     settings = resolve_settings(settings, G.info.path, vgg)
     device = next(G.parameters()).device
     paths = [cache_path(img, G.info.sha256, settings, cache_dir) for img in images]
-    found = [_load(p) if p.is_file() else None for p in paths]
+    found = [_load(p) for p in paths]
     todo = [i for i, f in enumerate(found) if f is None]
     if todo:
         targets = {i: aligned_face(images[i], G.img_resolution, settings.align, settings.face) for i in todo}

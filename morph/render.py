@@ -27,8 +27,9 @@ import torch
 from .encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, join_segments
 from .files import atomic_path
 from .errors import MorphError
-from .progress import Progress
-from .runtime import check_stop
+from .cache import OUTPUTS, SEGMENTS, reusable, seal
+from .progress import Progress, log
+from .runtime import check_stop, stop_points
 from .model import Model, Noise
 from .stylegan2 import images_to_uint8
 from .files import file_sha256
@@ -165,7 +166,7 @@ def output_lock(dest: Path, wait: bool = True) -> Iterator[None]:
 
 
 def _output_record(cache_dir: Path, dest: Path) -> Path:
-    return cache_dir / "outputs" / (hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:32] + ".json")
+    return cache_dir / OUTPUTS / (hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:32] + ".json")
 
 
 def _output_state(dest: Path, key: str) -> Optional[dict]:
@@ -202,12 +203,14 @@ def render_segment(G: Model, ws: torch.Tensor, dest: Path, settings: EncodeSetti
                    advance: Optional[Callable[[int], None]] = None) -> int:
     """Generate W frames ``ws`` and encode them into segment file ``dest`` (atomic: complete or absent);
     ``advance(n)`` is called per batch. Returns the number of frames generated."""
-    with SegmentWriter(dest, settings, G.img_resolution) as writer:
-        for frames in _threaded(generate(G, ws, batch_size, noise, device, dtype)):
-            check_stop()
-            writer.write(frames)
-            if advance is not None:
-                advance(len(frames))
+    with stop_points():
+        with SegmentWriter(dest, settings, G.img_resolution) as writer:
+            for frames in _threaded(generate(G, ws, batch_size, noise, device, dtype)):
+                check_stop()
+                writer.write(frames)
+                if advance is not None:
+                    advance(len(frames))
+        seal(dest, len(ws))
     return len(ws)
 
 
@@ -243,7 +246,7 @@ class RenderJob:
             key = segment_key(self.sample(torch.arange(start, stop)), self.model_key, self.settings, self.noise.mode,
                               extra)
             segments.append(Segment(start, stop, key,
-                                    cache_dir / "segments" / f"{key}{SEGMENT_SUFFIX[self.settings.format]}"))
+                                    cache_dir / SEGMENTS / f"{key}{SEGMENT_SUFFIX[self.settings.format]}"))
         key = hashlib.sha256(json.dumps({"segments": [s.key for s in segments], "metadata": self.metadata,
                                          "audio": file_sha256(self.audio) if self.audio else None,
                                          "format": self.settings.format}, sort_keys=True).encode()).hexdigest()
@@ -259,16 +262,17 @@ class RenderPlan:
     key: str
 
     def missing(self) -> list[Segment]:
-        """The segments the cache does not hold."""
-        return [s for s in self.segments if not s.path.exists()]
+        """The segments the cache does not hold whole (a damaged one is reported, removed and listed)."""
+        return [s for s in self.segments if not reusable(s.path, s.stop - s.start, self.job.name)]
 
 
-def render_missing(G: Model, plan: RenderPlan, device: torch.device, batch_size: Optional[int],
-                   progress: Progress) -> int:
-    """Encode every segment of ``plan`` missing from the cache; returns the number of frames generated."""
+def render_segments(G: Model, plan: RenderPlan, segments: list[Segment], device: torch.device,
+                    batch_size: Optional[int], progress: Progress) -> int:
+    """Encode ``segments`` of ``plan`` into the cache (each replaced atomically, so a concurrent join of the
+    old file still reads it whole); returns the number of frames generated."""
     batch_size = batch_size or auto_batch_size(G, device)
     generated = 0
-    for seg in plan.missing():
+    for seg in segments:
         generated += render_segment(G, plan.job.ws(seg), seg.path, plan.job.settings, plan.job.noise, device,
                                     batch_size, plan.job.dtype, progress.advance)
     return generated
@@ -280,7 +284,11 @@ def join(plan: RenderPlan, cache_dir: Path) -> None:
     check_stop()
     join_segments([s.path for s in plan.segments], job.dest, job.settings, job.frames, audio=job.audio,
                   metadata=job.metadata)
-    remember_output(cache_dir, job.dest, plan.key)
+    try:
+        remember_output(cache_dir, job.dest, plan.key)
+    except OSError as err:  # the output is complete; only the shortcut for the next run is lost
+        log(f"{job.name}: warning: {job.dest} is complete, but its up-to-date record was not written "
+            f"({err.strerror or err}); the next run joins it again")
     for s in plan.segments:  # mark as recently used, for cache eviction by age
         with contextlib.suppress(OSError):
             os.utime(s.path)

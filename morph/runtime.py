@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import sys
+from typing import Iterator
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -30,17 +32,32 @@ def keep_freed_memory() -> bool:
 
 
 class Terminated(BaseException):
-    """A stop asked for by SIGTERM, raised at the next safe point so every temp file is cleaned up."""
+    """A stop asked for by SIGTERM; temp files are removed on the way out, as for any exception."""
 
 
 _stop_requested = False
+_deferring = 0
 
 
 def request_stop(*_signal_args: object) -> None:
-    """Signal handler for SIGTERM: only records the request (raising inside arbitrary code could strand
-    a half-started ffmpeg or a temp file); long loops call ``check_stop`` between units of work."""
+    """Signal handler for SIGTERM: stop now (Terminated) — except inside :func:`stop_points`, where raising
+    could strand a half-started ffmpeg, so it only records the request for the next ``check_stop``."""
     global _stop_requested
     _stop_requested = True
+    if not _deferring:
+        raise Terminated()
+
+
+@contextlib.contextmanager
+def stop_points() -> Iterator[None]:
+    """A block that calls ``check_stop`` between its units of work: SIGTERM waits for the next one."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    check_stop()
 
 
 def check_stop() -> None:

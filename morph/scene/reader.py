@@ -17,8 +17,11 @@ from typing import Any, Callable, Iterable, Optional, Union
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ..encode import VIDEO_FORMATS
+from ..encode import VIDEO_FORMATS, audio_problem
 from ..errors import MorphError
+from ..images import read_image
+from ..limits import (MAX_AMPLITUDE, MAX_FPS, MAX_FRAMES, MAX_RENDER_NAME, MAX_SCENE_BYTES, MAX_SECONDS, MAX_SIZE,
+                      MAX_STRENGTH, MIN_FPS, MIN_SIZE)
 from ..latents import SPACES, Blend, File, From, Latent, Mean, Mix, ModelDims, Project, Seed, read_w, w_shape_problem
 from ..model import LAYER_GROUPS, NOISE_MODES
 from ..resolver import BUILTIN, resolve_direction, resolve_model
@@ -28,7 +31,7 @@ from .types import (BREATHE_KEYS, DEFAULT_FPS, DEFAULTS, DEFORM_KEYS, IMAGE_MAGI
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|f)\s*$")
 _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
-_RENDER_NAME = re.compile(r"^[\w.-]+$")
+_RENDER_NAME = re.compile(rf"^[A-Za-z0-9_][\w.-]{{0,{MAX_RENDER_NAME - 1}}}$")
 
 
 # source key → the keys only latents of that source take; filled by @source on the _Reader's methods
@@ -67,6 +70,8 @@ def _is_number(value: Any) -> bool:
 
 Items = dict[str, tuple[Node, Node]]  # key → (key node, value node)
 SEED_RULE = ("a seed (an integer from 0 to 2**32 - 1)", lambda x: 0 <= x < 2 ** 32)
+STRENGTH_RULE = (f"a strength from -{MAX_STRENGTH:g} to {MAX_STRENGTH:g}", lambda x: abs(x) <= MAX_STRENGTH)
+WEIGHT_RULE = (f"a weight from -{MAX_STRENGTH:g} to {MAX_STRENGTH:g}", lambda x: abs(x) <= MAX_STRENGTH)
 
 
 class _Reader:
@@ -196,6 +201,9 @@ class _Reader:
         if positive and round(frames) == 0:
             self.fail(node, path, f"{shown} is shorter than one frame at {fps:g} fps")
             return None
+        if frames > MAX_SECONDS * fps:
+            self.fail(node, path, f"{shown} is longer than {MAX_SECONDS // 60} minutes, the most one duration can be")
+            return None
         return frames
 
     def layers(self, node: Node, path: str) -> Optional[range]:
@@ -238,6 +246,9 @@ class _Reader:
             return None
         full = Path(text).expanduser()
         full = full if full.is_absolute() else self.base / full
+        if full.is_dir():
+            self.fail(node, path, f"{text} is a folder; expected {what}")
+            return None
         if not full.is_file():
             self.fail(node, path, f"{text}: no such file" + (f" ({full})" if str(full) != text else "")
                       + (f"; {hint}" if hint else ""))
@@ -316,7 +327,7 @@ class _Reader:
         edits = []
         for direction, (key_node, strength) in (self.option(items, "add", path, self.mapping) or {}).items():
             self.direction_ref(key_node, f"{path}.add", direction)
-            edits.append((direction, self.number(strength, f"{path}.add.{direction}", "a strength (a number)")))
+            edits.append((direction, self.number(strength, f"{path}.add.{direction}", *STRENGTH_RULE)))
         layers = self.option(items, "layers", path, self.layers)
         if source is None or any(k is None for _, k in edits):
             return None
@@ -359,6 +370,11 @@ class _Reader:
         if not (head.startswith(IMAGE_MAGIC) or head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
             self.fail(node, path, f"{node.value} is not an image (PNG, JPEG, WebP, GIF, BMP or TIFF)")
             return None
+        try:
+            read_image(found)  # what projection will read: a damaged photo fails here, not mid-render
+        except MorphError as err:
+            self.fail(node, path, f"{node.value}: {err.message}")
+            return None
         if ("steps" in items and steps is None) or ("space" in items and space is None):
             return None
         return Project(found, None if steps is None else int(steps), space)
@@ -378,7 +394,7 @@ class _Reader:
         items = self.mapping(node, path)
         if items == {}:
             self.fail(node, path, "expected latent names with weights, e.g. {peter: 0.5, brad: 0.5}")
-        weights = tuple((self.latent_ref(key_node, path, name), self.number(value, f"{path}.{name}", "a weight"))
+        weights = tuple((self.latent_ref(key_node, path, name), self.number(value, f"{path}.{name}", *WEIGHT_RULE))
                         for name, (key_node, value) in (items or {}).items())
         return Blend(weights) if weights and all(k is not None for _, k in weights) else None
 
@@ -420,8 +436,13 @@ class _Reader:
 
     def audio(self, node: Node, path: str) -> Optional[Path]:
         """A sound file for ``audio:`` (any format ffmpeg reads: mp3, wav, aac, ogg, flac …)."""
-        return self.existing(node, path, "an audio file path",
-                             "give an audio file (mp3, wav, …) relative to the scene's folder")
+        found = self.existing(node, path, "an audio file path",
+                              "give an audio file (mp3, wav, …) relative to the scene's folder")
+        problem = found and audio_problem(found)
+        if problem:
+            self.fail(node, path, f"{node.value}: {problem}; give an audio file ffmpeg reads (mp3, wav, ogg, …)")
+            return None
+        return found
 
     def render(self, node: Node, path: str, audio: Optional[Path] = None) -> Optional[Render]:
         """A render; ``audio`` is the scene's sound track, used by mp4/webm renders that name none."""
@@ -429,10 +450,10 @@ class _Reader:
         if items is None:
             return None
         fmt = self.option(items, "format", path, self.choice, DEFAULT_FPS, default="mp4")
-        fps = self.option(items, "fps", path, self.number, "a positive number", lambda x: x > 0,
-                          default=DEFAULT_FPS.get(fmt, 30))
-        size = self.option(items, "size", path, self.number, "a positive integer (pixels)", lambda x: x > 0, True,
-                           default=self.dims and self.dims.resolution)
+        fps = self.option(items, "fps", path, self.number, f"a frame rate from {MIN_FPS} to {MAX_FPS}",
+                          lambda x: MIN_FPS <= x <= MAX_FPS, default=DEFAULT_FPS.get(fmt, 30))
+        size = self.option(items, "size", path, self.number, f"a size from {MIN_SIZE} to {MAX_SIZE} pixels",
+                           lambda x: MIN_SIZE <= x <= MAX_SIZE, True, default=self.dims and self.dims.resolution)
         if size is not None and size % 2 and fmt in VIDEO_FORMATS:
             self.fail(items["size"][1], f"{path}.size", f"{fmt} needs an even size, got {size}")
         motion = self.motion(node, path, items, fps or 30)
@@ -444,6 +465,10 @@ class _Reader:
             if audio is None:
                 return None
         if None in (fmt, fps, size, motion):
+            return None
+        if motion.frames > MAX_FRAMES:
+            self.fail(node, path, f"{motion.frames} frames ({motion.frames / fps / 3600:.1f} h at {fps:g} fps); "
+                                  f"a render has at most {MAX_FRAMES}: split it into several renders")
             return None
         return Render(path.split(".", 1)[1], fmt, float(fps), int(size), motion, self.where(node, path),
                       audio if fmt in VIDEO_FORMATS else None)
@@ -548,8 +573,8 @@ class _Reader:
         if items is None:
             return None
         layers = self.option(items, "layers", path, self.layers, default=self.all_layers())
-        amplitude = self.option(items, "amplitude", path, self.number, "a positive number", lambda x: x > 0,
-                                default=DEFAULTS["amplitude"])
+        amplitude = self.option(items, "amplitude", path, self.number, f"a positive number up to {MAX_AMPLITUDE:g}",
+                                lambda x: 0 < x <= MAX_AMPLITUDE, default=DEFAULTS["amplitude"])
         seed = self.option(items, "seed", path, self.number, *SEED_RULE, True, default=0)
         period = self.period(items, path, fps)
         if None in (layers, amplitude, seed, period):
@@ -575,9 +600,10 @@ class _Reader:
     def strength(self, node: Node, path: str) -> Optional[tuple[float, float]]:
         """``HIGH`` (swinging from 0) or ``[LOW, HIGH]``."""
         if isinstance(node, SequenceNode) and len(node.value) == 2:
-            low, high = (self.number(n, f"{path}[{i}]") for i, n in enumerate(node.value))
+            low, high = (self.number(n, f"{path}[{i}]", *STRENGTH_RULE) for i, n in enumerate(node.value))
             return None if low is None or high is None else (float(low), float(high))
-        high = self.number(node, path, "a strength: HIGH or [LOW, HIGH]")
+        high = self.number(node, path, f"a strength: HIGH or [LOW, HIGH], each from -{MAX_STRENGTH:g} to "
+                                       f"{MAX_STRENGTH:g}", STRENGTH_RULE[1])
         return None if high is None else (0.0, float(high))
 
 
@@ -631,8 +657,19 @@ def parse_scene(text: str, file: str | Path, dims: Union[ModelDims, Callable[[Pa
     :class:`SceneError` listing every problem.
     """
     file = str(file)
+    if "\x00" in text:
+        at = text.index("\x00")
+        line = text.count("\n", 0, at)
+        raise SceneError([f"{file}:{line + 1}:{at - (text.rfind(chr(10), 0, at) + 1) + 1}: a NUL byte; a scene is "
+                          "a text file (is this the right file?)"])
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise SceneError([f"{file}:1:1: nested too deeply to read; a scene needs only a few levels"]) from None
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position)
+        raise SceneError([f"{file}:{line + 1}:{e.position - (text.rfind(chr(10), 0, e.position) + 1) + 1}: "
+                          f"character {e.character!r} is not allowed in YAML"]) from None
     except yaml.MarkedYAMLError as e:
         mark, start = e.problem_mark or e.context_mark, e.context_mark
         extra = f" ({e.context}" + (f" at {start.line + 1}:{start.column + 1}" if start and start is not mark else "") \
@@ -670,7 +707,8 @@ def parse_scene(text: str, file: str | Path, dims: Union[ModelDims, Callable[[Pa
     renders = {}
     for name, (key_node, node) in render_nodes.items():
         if not _RENDER_NAME.match(name):
-            r.fail(key_node, "renders", f"render name {name!r} is used as a file name: use letters, digits, _ . - only")
+            r.fail(key_node, "renders", f"render name {name[:40]!r} is used as a file name: start with a letter, digit "
+                                        f"or _, then letters, digits, _ . - (at most {MAX_RENDER_NAME} characters)")
         renders[name] = r.render(node, f"renders.{name}", audio)
 
     for name, node, path in r.latent_refs:
@@ -698,7 +736,14 @@ def load_scene(path: str | Path, dims: Union[ModelDims, Callable[[Path], ModelDi
                cache_dir: Optional[Path] = None) -> Scene:
     """Read and validate a scene file (see :func:`parse_scene`)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SCENE_BYTES + 1)
+        if len(data) > MAX_SCENE_BYTES:
+            raise MorphError(f"larger than {MAX_SCENE_BYTES >> 20} MiB; a scene is a short text file", path,
+                             "is this the right file?")
+        text = data.decode("utf-8")
+    except IsADirectoryError:
+        raise MorphError("is a folder, not a scene file", where=path) from None
     except (OSError, UnicodeDecodeError) as e:
         raise MorphError(f"cannot read the scene ({getattr(e, 'strerror', None) or e})", where=path) from None
     return parse_scene(text, path, dims, cache_dir)
