@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from morph.errors import MorphError
+from morph.images import write_png
 from morph.latents import Blend, Mix, ModelDims, Project, Seed, seed_w
 from morph.resolver import resolve_model as resolve_model_path
 from morph.scene import SceneError, load_scene, parse_scene, timelines
@@ -31,7 +33,7 @@ def files(folder: Path) -> Path:
     np.save(folder / "w.npy", np.ones((1, 128), np.float32))
     np.save(folder / "age.npy", np.ones((10, 128), np.float32))
     np.save(folder / "bad.npy", np.ones((5, 128), np.float32))
-    (folder / "face.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    write_png(folder / "face.png", np.full((8, 8, 3), 128, np.uint8))  # a real image: morph check decodes it
     (folder / "notes.txt").write_text("not an image")
     return folder
 
@@ -343,7 +345,9 @@ def test_every_example_scene_passes_morph_check(scene):
 
 
 def test_audio_must_exist_and_suit_the_format(folder):
-    (folder / "song.wav").write_bytes(b"RIFF")
+    with wave.open(str(folder / "song.wav"), "wb") as song:  # a real sound: morph check decodes it
+        song.setnchannels(1), song.setsampwidth(2), song.setframerate(8000)
+        song.writeframes(bytes(1600))
     text = ("audio: nosong.mp3\nlatents:\n  a: {seed: 1}\n  b: {seed: 2}\nrenders:\n"
             "  r: {path: [a, b], audio: missing.mp3}\n  g: {path: [a, b], format: gif, audio: song.wav}\n")
     assert problems(text) == [

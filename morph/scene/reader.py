@@ -31,7 +31,7 @@ from .types import (BREATHE_KEYS, DEFAULT_FPS, DEFAULTS, DEFORM_KEYS, IMAGE_MAGI
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|f)\s*$")
 _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
-_RENDER_NAME = re.compile(rf"^[A-Za-z0-9_][\w.-]{{0,{MAX_RENDER_NAME - 1}}}$")
+_RENDER_NAME = re.compile(r"^[\w.-]+$")
 
 
 # source key → the keys only latents of that source take; filled by @source on the _Reader's methods
@@ -450,10 +450,16 @@ class _Reader:
         if items is None:
             return None
         fmt = self.option(items, "format", path, self.choice, DEFAULT_FPS, default="mp4")
-        fps = self.option(items, "fps", path, self.number, f"a frame rate from {MIN_FPS} to {MAX_FPS}",
-                          lambda x: MIN_FPS <= x <= MAX_FPS, default=DEFAULT_FPS.get(fmt, 30))
-        size = self.option(items, "size", path, self.number, f"a size from {MIN_SIZE} to {MAX_SIZE} pixels",
-                           lambda x: MIN_SIZE <= x <= MAX_SIZE, True, default=self.dims and self.dims.resolution)
+        fps = self.option(items, "fps", path, self.number, "a positive number", lambda x: x > 0,
+                          default=DEFAULT_FPS.get(fmt, 30))
+        if fps is not None and not MIN_FPS <= fps <= MAX_FPS:
+            self.fail(items["fps"][1], f"{path}.fps", f"{fps:g} fps is outside {MIN_FPS} to {MAX_FPS}")
+            fps = None
+        size = self.option(items, "size", path, self.number, "a positive integer (pixels)", lambda x: x > 0, True,
+                           default=self.dims and self.dims.resolution)
+        if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
+            self.fail(items["size"][1], f"{path}.size", f"{size} px is outside {MIN_SIZE} to {MAX_SIZE}")
+            size = None
         if size is not None and size % 2 and fmt in VIDEO_FORMATS:
             self.fail(items["size"][1], f"{path}.size", f"{fmt} needs an even size, got {size}")
         motion = self.motion(node, path, items, fps or 30)
@@ -707,8 +713,10 @@ def parse_scene(text: str, file: str | Path, dims: Union[ModelDims, Callable[[Pa
     renders = {}
     for name, (key_node, node) in render_nodes.items():
         if not _RENDER_NAME.match(name):
-            r.fail(key_node, "renders", f"render name {name[:40]!r} is used as a file name: start with a letter, digit "
-                                        f"or _, then letters, digits, _ . - (at most {MAX_RENDER_NAME} characters)")
+            r.fail(key_node, "renders", f"render name {name[:40]!r} is used as a file name: use letters, digits, _ . - only")
+        elif name.startswith(".") or len(name) > MAX_RENDER_NAME:
+            r.fail(key_node, "renders", f"render name {name[:40]!r} is used as a file name: it may not start with a dot "
+                                        f"and has at most {MAX_RENDER_NAME} characters")
         renders[name] = r.render(node, f"renders.{name}", audio)
 
     for name, node, path in r.latent_refs:
