@@ -19,7 +19,7 @@ from torch import nn
 
 from ..model import Noise
 from ..stylegan2.networks import FullyConnectedLayer, MappingNetwork
-from .ops import design_lowpass_filter, filtered_lrelu, modulated_conv2d
+from .ops import CHUNK_ELEMENTS, design_lowpass_filter, filtered_lrelu, modulated_conv2d
 
 FAMILY = "stylegan3"
 # Layer-group boundaries in cycles per image width: the bandwidth StyleGAN2's coarse (4-8 px blocks)
@@ -148,7 +148,7 @@ class SynthesisLayer(nn.Module):
         if self.is_torgb:
             styles = styles * (1 / np.sqrt(self.in_channels * self.conv_kernel ** 2))
         x = modulated_conv2d(x, self.weight, styles, demodulate=not self.is_torgb, padding=self.conv_kernel - 1,
-                             input_gain=self.magnitude_ema.rsqrt())
+                             input_gain=self.magnitude_ema.to(x.dtype).rsqrt())
         x = filtered_lrelu(x, self.up_filter, self.down_filter, self.bias.to(x.dtype), self.up_factor,
                            self.down_factor, self.padding, gain=self.gain, slope=self.slope, clamp=self.conv_clamp)
         assert x.shape[1:] == (self.out_channels, self.out_size, self.out_size), x.shape
@@ -275,6 +275,17 @@ class Generator(nn.Module):
         if dtype not in (None, torch.float32, torch.float64):
             raise ValueError(f"StyleGAN3 synthesis runs in float32 or float64, not {dtype}")
         return self.synthesis(ws.to(dtype or torch.float32), transform=transform)
+
+    def activation_size(self) -> int:
+        """Elements of the largest activation one image passes through: a layer's input or output, or the
+        oversampled grid of its filtered lrelu (which runs in channel chunks, so at most one chunk's worth)."""
+        largest = 0
+        for name in self.synthesis.layer_names:
+            layer = getattr(self.synthesis, name)
+            grid = (layer.in_size * layer.up_factor + layer.padding[0] + layer.padding[1]) ** 2
+            largest = max(largest, layer.in_channels * layer.in_size ** 2, layer.out_channels * layer.out_size ** 2,
+                          min(layer.out_channels * grid, CHUNK_ELEMENTS))
+        return largest
 
     def noise_shapes(self) -> list[tuple[int, int]]:
         """No noise inputs: StyleGAN3 is deterministic given ws."""

@@ -24,7 +24,7 @@ Padding = tuple[int, int, int, int]  # x0, x1, y0, y1 with respect to the upsamp
 
 # Channels per chunk of the fused filtered lrelu: bounds the oversampled intermediate's memory
 # (chunk × batch × its pixels) while keeping each depthwise convolution large enough to be efficient.
-_CHUNK_ELEMENTS = 1 << 24
+CHUNK_ELEMENTS = 1 << 24
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ def filtered_lrelu(x: torch.Tensor,                 # [N, C, H, W]
         x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
     n, c, h, w = x.shape
     per_channel = n * (h * up + padding[2] + padding[3]) * (w * up + padding[0] + padding[1])
-    step = max(1, min(c, _CHUNK_ELEMENTS // max(per_channel, 1)))
+    step = max(1, min(c, CHUNK_ELEMENTS // max(per_channel, 1)))
     chunks = [_filtered_lrelu_chunk(x[:, i:i + step], fu, fd, up, down, padding, gain, slope, clamp)
               for i in range(0, c, step)]
     y = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
@@ -256,4 +256,4 @@ def filtered_lrelu(x: torch.Tensor,                 # [N, C, H, W]
     return y
 
 
-__all__ = ["design_lowpass_filter", "filtered_lrelu", "filtered_lrelu_reference", "modulated_conv2d", "output_size"]
+__all__ = ["CHUNK_ELEMENTS", "design_lowpass_filter", "filtered_lrelu", "filtered_lrelu_reference", "modulated_conv2d", "output_size"]
