@@ -298,13 +298,22 @@ def test_filtered_lrelu_equals_reference(up, down, padding, fu_kind, fd_kind, sl
     assert (cl - ref).abs().max().item() < 1e-12
 
 
-def test_filtered_lrelu_channel_chunks(monkeypatch):
-    """Running in channel chunks (as large layers do) changes nothing."""
-    x = torch.randn(3, 7, 20, 20, dtype=torch.float64)
+def test_filtered_lrelu_sample_chunks(monkeypatch):
+    """Running a few samples at a time (as large layers do) changes nothing."""
+    x = torch.randn(5, 7, 20, 20, dtype=torch.float64)
     fu = ops.design_lowpass_filter(12, 2.0, 6.0, 32)
     whole = ops.filtered_lrelu(x, fu, fu, None, 2, 2, (11, 10, 11, 10), clamp=0.3)
-    monkeypatch.setattr(ops, "CHUNK_ELEMENTS", 3 * 50 * 50 * 2)  # 2 channels per chunk
+    monkeypatch.setattr(ops, "CHUNK_ELEMENTS", 2 * 7 * 61 * 61)  # 2 samples per chunk
     assert torch.equal(ops.filtered_lrelu(x, fu, fu, None, 2, 2, (11, 10, 11, 10), clamp=0.3), whole)
+
+
+@pytest.mark.parametrize("slope,gain", [(1.0, 1.0), (0.2, 1.0), (1.0, 2.0)])
+def test_filtered_lrelu_leaves_its_input_alone(slope, gain):
+    """Without filters or bias nothing is copied on the way in, yet the caller's tensor must not change."""
+    x = torch.randn(2, 3, 8, 8) * 10
+    before = x.clone()
+    y = ops.filtered_lrelu(x, None, None, None, 1, 1, (0, 0, 0, 0), gain=gain, slope=slope, clamp=0.5)
+    assert torch.equal(x, before) and y.abs().max() <= 0.5
 
 
 # ------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..model import Noise
 from ..stylegan2.networks import FullyConnectedLayer, MappingNetwork
-from .ops import CHUNK_ELEMENTS, design_lowpass_filter, filtered_lrelu, modulated_conv2d
+from .ops import design_lowpass_filter, filtered_lrelu, modulated_conv2d
 
 FAMILY = "stylegan3"
 # Layer-group boundaries in cycles per image width: the bandwidth StyleGAN2's coarse (4-8 px blocks)
@@ -277,15 +277,10 @@ class Generator(nn.Module):
         return self.synthesis(ws.to(dtype or torch.float32), transform=transform)
 
     def activation_size(self) -> int:
-        """Elements of the largest activation one image passes through: a layer's input or output, or the
-        oversampled grid of its filtered lrelu (which runs in channel chunks, so at most one chunk's worth)."""
-        largest = 0
-        for name in self.synthesis.layer_names:
-            layer = getattr(self.synthesis, name)
-            grid = (layer.in_size * layer.up_factor + layer.padding[0] + layer.padding[1]) ** 2
-            largest = max(largest, layer.in_channels * layer.in_size ** 2, layer.out_channels * layer.out_size ** 2,
-                          min(layer.out_channels * grid, CHUNK_ELEMENTS))
-        return largest
+        """Elements of the largest activation one image passes through: a layer's input or output (the
+        oversampled grid of its filtered lrelu exists for a few samples at a time, not the batch)."""
+        return max(max(layer.in_channels * layer.in_size ** 2, layer.out_channels * layer.out_size ** 2)
+                   for layer in (getattr(self.synthesis, name) for name in self.synthesis.layer_names))
 
     def noise_shapes(self) -> list[tuple[int, int]]:
         """No noise inputs: StyleGAN3 is deterministic given ws."""

@@ -6,8 +6,8 @@ zero-stuffed grid and filters every sample of it. :func:`filtered_lrelu` compute
 without the wasted work: the upsampling filter runs as a strided transposed depthwise convolution
 (it never multiplies the inserted zeros), the downsampling filter as a strided depthwise
 convolution (only the kept samples), separable filters as two 1-D passes, the activation gain is
-folded into the upsampling filter, and large layers run in channel chunks so the 2×-oversampled
-intermediate never exists for all channels at once. :func:`filtered_lrelu_reference` is the
+folded into the upsampling filter, and large batches run a few samples at a time so the
+2×-oversampled intermediate never exists for the whole batch at once. :func:`filtered_lrelu_reference` is the
 straightforward composition, kept as the oracle of the tests and the baseline of ``bench/``.
 """
 
@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 Padding = tuple[int, int, int, int]  # x0, x1, y0, y1 with respect to the upsampled grid; negative crops
 
-# Channels per chunk of the fused filtered lrelu: bounds the oversampled intermediate's memory
-# (chunk × batch × its pixels) while keeping each depthwise convolution large enough to be efficient.
+# Elements of the oversampled intermediate the fused filtered lrelu materialises at once: larger
+# batches run a few samples at a time (at least one), so its memory stops growing with the batch.
 CHUNK_ELEMENTS = 1 << 24
 
 
@@ -220,13 +220,13 @@ def _filtered_lrelu_chunk(x: torch.Tensor, fu: Optional[torch.Tensor], fd: Optio
                           down: int, padding: Padding, gain: float, slope: float,
                           clamp: Optional[float]) -> torch.Tensor:
     y = _upsample(x, fu, up, padding, gain if slope != 1 else 1.0)
+    owned = y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()  # never write into the caller's x
     if slope != 1:
-        y = F.leaky_relu_(y, slope) if y.is_contiguous() or y.is_contiguous(memory_format=torch.channels_last) \
-            else F.leaky_relu(y, slope)
+        y, owned = (F.leaky_relu_(y, slope) if owned else F.leaky_relu(y, slope)), True
     elif gain != 1:
-        y = y * gain
+        y, owned = y * gain, True
     if clamp is not None:
-        y = y.clamp_(-clamp, clamp)
+        y = y.clamp_(-clamp, clamp) if owned else y.clamp(-clamp, clamp)
     return _downsample(y, fd, down)
 
 
@@ -247,13 +247,14 @@ def filtered_lrelu(x: torch.Tensor,                 # [N, C, H, W]
     if b is not None:
         x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
     n, c, h, w = x.shape
-    per_channel = n * (h * up + padding[2] + padding[3]) * (w * up + padding[0] + padding[1])
-    step = max(1, min(c, CHUNK_ELEMENTS // max(per_channel, 1)))
-    chunks = [_filtered_lrelu_chunk(x[:, i:i + step], fu, fd, up, down, padding, gain, slope, clamp)
-              for i in range(0, c, step)]
-    y = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
+    per_sample = c * (h * up + padding[2] + padding[3]) * (w * up + padding[0] + padding[1])
+    step = max(1, min(n, CHUNK_ELEMENTS // max(per_sample, 1)))  # whole samples: contiguous in any layout
+    chunks = [_filtered_lrelu_chunk(x[i:i + step], fu, fd, up, down, padding, gain, slope, clamp)
+              for i in range(0, n, step)]
+    y = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=0)
     assert y.shape == (n, c, out_h, out_w), (y.shape, (n, c, out_h, out_w))
     return y
 
 
-__all__ = ["CHUNK_ELEMENTS", "design_lowpass_filter", "filtered_lrelu", "filtered_lrelu_reference", "modulated_conv2d", "output_size"]
+__all__ = ["CHUNK_ELEMENTS", "design_lowpass_filter", "filtered_lrelu", "filtered_lrelu_reference", "modulated_conv2d",
+           "output_size"]
