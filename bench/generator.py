@@ -179,7 +179,6 @@ def sg3_section(batches: list[int], rounds: int, seconds: float) -> None:
             for impl in set(impls) - set(runs):
                 print(f"      {impl}: needs about {projected(impl, batch) / 2**30:.1f} GiB at batch {batch} "
                       f"(extrapolated from batches 1 and 2), {_available_bytes() / 2**30:.1f} GiB available")
-    del G
     batch = max(batches)
     report = []
     for impl in impls:

@@ -19,12 +19,12 @@ import torch
 
 from morph.errors import CheckpointError
 from morph.loader import load_model
-from morph.model import Noise
+from morph.model import Model, Noise
 from morph.stylegan2.formats import read_checkpoint, write_native
 from morph.stylegan3 import Generator, camera_transform
 from morph.stylegan3 import ops
 from morph.stylegan3.config import valid_init_kwargs
-from test_formats import TRAP, fake_modules, make_nvidia_generator  # noqa: F401 (fake_modules is a fixture)
+from test_formats import TRAP, fake_modules, make_nvidia_generator  # noqa: F401,F811 (fake_modules: a fixture)
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "stylegan3"
 needs_fixtures = pytest.mark.skipif(not (FIXTURES / "T.npz").exists(),
@@ -339,7 +339,9 @@ def test_nvidia_stylegan3_pickle_loads_exactly(monkeypatch, cases):
     assert set(ckpt.state) == set(ref)
     assert all(torch.equal(ckpt.state[k], ref[k]) for k in ref)
     G = load_model(path)
+    assert isinstance(G, Model)
     assert G.family == "stylegan3" and G.info.format == "nvidia-pkl" and G.info.metadata["training_set"]
+    assert G.activation_size() == max(64 * 84 ** 2, 64 * 36 ** 2)  # L8-L12: 64 channels at 84 x 84
     c = cases["T"]
     assert (G.mapping(c["z"], None, truncation_psi=0.7) - c["ws_psi0.7"]).abs().max() <= WS_ATOL
     assert_image_close(G.synthesize(c["ws_psi0.7"]), c["img_psi0.7"])
@@ -425,7 +427,8 @@ def test_stylegan_xl_pickles_are_refused_in_one_line(fake_modules, tmp_path):
         with pytest.raises(CheckpointError) as excinfo:
             read_checkpoint(path)
         text = str(excinfo.value)
-        assert "\n" not in text and path.name in text and "StyleGAN-XL" in text and "networks_stylegan3_resetting" in text
+        assert "\n" not in text and path.name in text
+        assert "StyleGAN-XL" in text and "networks_stylegan3_resetting" in text
 
 
 def test_unknown_stylegan3_arguments_are_refused():

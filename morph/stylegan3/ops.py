@@ -152,7 +152,8 @@ def filtered_lrelu_reference(x: torch.Tensor, fu: Optional[torch.Tensor], fd: Op
                              b: Optional[torch.Tensor], up: int, down: int, padding: Padding,
                              gain: float = math.sqrt(2), slope: float = 0.2,
                              clamp: Optional[float] = None) -> torch.Tensor:
-    """NVIDIA's reference composition: bias_act → upfirdn2d (up) → bias_act (lrelu, gain, clamp) → upfirdn2d (down)."""
+    """NVIDIA's reference composition, done as their CPU fallback does it:
+    bias_act → upfirdn2d (up) → bias_act (lrelu, gain, clamp) → upfirdn2d (down)."""
     if b is not None:
         x = x + b.reshape(1, -1, 1, 1)
     x = _upfirdn_reference(x, fu, up=up, padding=padding, gain=up ** 2)
@@ -241,7 +242,8 @@ def filtered_lrelu(x: torch.Tensor,                 # [N, C, H, W]
                    slope: float = 0.2,              # negative slope; 1 makes the activation linear (ToRGB)
                    clamp: Optional[float] = None,   # clamp to ±clamp after the gain
                    ) -> torch.Tensor:
-    """The values of NVIDIA's ``filtered_lrelu`` (flip_filter=False), computed without wasted samples → [N, C, H', W']."""
+    """The values of NVIDIA's ``filtered_lrelu`` (flip_filter=False), computed without wasted samples
+    → [N, C, H', W']."""
     assert x.ndim == 4 and (b is None or b.shape == (x.shape[1],)), (x.shape, None if b is None else b.shape)
     out_h, out_w = output_size(x.shape[2:], fu, fd, up, down, padding)
     if b is not None:
