@@ -1,29 +1,46 @@
 """Synthesis speed on this machine: images/s and achieved FLOP/s against the float32 matmul peak.
 
-Network: 256 px, z = w = 512, channel_base 16384, channel_max 256, 8 mapping layers, random
-weights, fp32, noise 'const'. FLOPs count only convolution and dense multiply-adds (2 per MAC),
-the work any implementation must do; filtering, bias and activations are overhead on top.
+StyleGAN2 network: 256 px, z = w = 512, channel_base 16384, channel_max 256, 8 mapping layers,
+random weights, fp32, noise 'const'. FLOPs count only convolution and dense multiply-adds (2 per
+MAC), the work any implementation must do; filtering, bias and activations are overhead on top.
 The baseline is NVIDIA's inference strategy (a grouped convolution of per-sample weights at every
 batch size) run through the same code, so the ratio isolates morph's choice of path.
 
-    python bench/generator.py [--batches 1 8 16] [--seconds 1.5] [--rounds 5]
+StyleGAN3-R network: 256 px, z = w = 512, channel_base 65536, channel_max 1024, conv_kernel 1,
+radial filters, 2 mapping layers, random weights, fp32. The baseline is the same network with its
+filtered lrelu computed by NVIDIA's reference composition (bias_act → upfirdn2d → bias_act →
+upfirdn2d, zero-stuffed and fully filtered, as their CPU fallback does), so the ratio isolates the
+fused op; peak memory per image is the rise of the resident set of a fresh process over one call.
+
+    python bench/generator.py [--batches 1 8 16] [--seconds 1.5] [--rounds 5] [--sg3-batches 1 8]
+                              [--sg3-rounds 2] [--only sg2|sg3]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import re
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Callable
+from unittest import mock
 
 import torch
 
 from morph.runtime import keep_freed_memory
 from morph.stylegan2 import Generator
+from morph.stylegan3 import Generator as StyleGAN3Generator
+from morph.stylegan3 import networks as sg3_networks
+from morph.stylegan3.ops import filtered_lrelu_reference
 
 CONFIG = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
               mapping_kwargs=dict(num_layers=8),
               synthesis_kwargs=dict(channel_base=16384, channel_max=256, num_fp16_res=0, conv_clamp=256))
+SG3_CONFIG = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                  channel_base=65536, channel_max=1024, conv_kernel=1, use_radial_filters=True)
 
 
 def synthesis_flops(G: Generator) -> float:
@@ -84,22 +101,120 @@ def measure(G: Generator, batch: int, rounds: int, seconds: float) -> dict[str, 
     return out
 
 
+def sg3_synthesize(G: StyleGAN3Generator, ws: torch.Tensor, impl: str) -> torch.Tensor:
+    """One synthesis call with morph's fused filtered lrelu or NVIDIA's reference composition."""
+    if impl == "morph":
+        return G.synthesize(ws)
+    with mock.patch.object(sg3_networks, "filtered_lrelu", filtered_lrelu_reference):
+        return G.synthesize(ws)
+
+
+def sg3_model() -> StyleGAN3Generator:
+    torch.manual_seed(0)
+    return StyleGAN3Generator(**SG3_CONFIG).eval().requires_grad_(False)
+
+
+def _resident_kib(field: str) -> int:
+    """VmRSS / VmHWM (peak) of this process, in KiB."""
+    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
+
+
+def sg3_peak_bytes(impl: str, batch: int) -> int:
+    """Run in a fresh process: how far one call at ``batch`` raises the resident set above what it was before.
+
+    glibc keeps its default settings here (large freed blocks go back to the OS at once), so the rise
+    is the live peak rather than what a long-running process happens to keep cached.
+    """
+    G = sg3_model()
+    with torch.inference_mode():
+        ws = G.mapping(torch.randn(batch, G.z_dim), None, truncation_psi=0.7)
+        before = _resident_kib("VmRSS")
+        sg3_synthesize(G, ws, impl)
+    return (_resident_kib("VmHWM") - before) * 1024
+
+
+def _available_bytes() -> int:
+    return int(re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M).group(1)) * 1024
+
+
+def _peak(impl: str, batch: int) -> int:
+    """The resident-set rise of one call, in a process of its own."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(sg3_peak_bytes, impl, batch).result()
+
+
+def sg3_section(batches: list[int], rounds: int, seconds: float) -> None:
+    """SG3-R images/s, morph's filtered lrelu against NVIDIA's reference composition, and peak memory per image.
+
+    Peaks are measured at batch 1 and 2 first; an implementation whose peak, extrapolated linearly
+    from those, would not fit in the available memory at a batch size is not run there (the
+    machine's out-of-memory killer would pick a victim), and its peak is reported extrapolated.
+    """
+    impls = ("morph", "reference")
+    small = {impl: (_peak(impl, 1), _peak(impl, 2)) for impl in impls}
+
+    def projected(impl: str, batch: int) -> int:
+        one, two = small[impl]
+        return one + (two - one) * (batch - 1)
+
+    G = sg3_model()
+    print(f"\nStyleGAN3-R 256 px (channel_base 65536, channel_max 1024): median of {rounds} rounds, "
+          f"morph and reference alternating")
+    print(f"{'batch':>5} {'morph img/s':>12} {'reference img/s':>16} {'speed-up':>9}")
+    with torch.inference_mode():
+        for batch in batches:
+            ws = G.mapping(torch.randn(batch, G.z_dim), None, truncation_psi=0.7)
+            runs = [impl for impl in impls if projected(impl, batch) < 0.8 * _available_bytes()]
+            steps = {impl: (lambda impl=impl: sg3_synthesize(G, ws, impl)) for impl in runs}
+            for step in steps.values():
+                step()  # warm-up
+            r: dict[str, list[float]] = {impl: [] for impl in steps}
+            for _ in range(rounds):
+                for impl, step in steps.items():
+                    r[impl].append(rate(step, batch, seconds))
+            med = {k: statistics.median(v) for k, v in r.items()}
+            cells = [f"{med[impl]:.3f}" if impl in med else "does not fit" for impl in impls]
+            ratio = f"{med['morph'] / med['reference']:.2f}x" if len(med) == 2 else "-"
+            print(f"{batch:>5} {cells[0]:>12} {cells[1]:>16} {ratio:>9}", flush=True)
+            for impl in set(impls) - set(runs):
+                print(f"      {impl}: needs about {projected(impl, batch) / 2**30:.1f} GiB at batch {batch} "
+                      f"(extrapolated from batches 1 and 2), {_available_bytes() / 2**30:.1f} GiB available")
+    batch = max(batches)
+    report = []
+    for impl in impls:
+        fits = projected(impl, batch) < 0.8 * _available_bytes()
+        peak = (small[impl][batch - 1] if batch <= 2 else _peak(impl, batch)) if fits else projected(impl, batch)
+        report.append(f"{impl} {peak / batch / 2**20:.0f} MiB{'' if fits else ' (extrapolated)'}")
+    print(f"peak memory per image at batch {batch}: " + ", ".join(report))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--seconds", type=float, default=1.5, help="length of one timed window")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per batch size (the median is reported)")
+    parser.add_argument("--sg3-batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--sg3-rounds", type=int, default=2, help="StyleGAN3 rounds per batch size (slow network)")
+    parser.add_argument("--only", choices=["sg2", "sg3"], help="run one section")
     args = parser.parse_args()
     keep_freed_memory()  # as the morph CLI does
+    if args.only != "sg3":
+        sg2_section(args.batches, args.rounds, args.seconds)
+    if args.only != "sg2":
+        sg3_section(args.sg3_batches, args.sg3_rounds, seconds=0.0)  # one call per window: a call takes seconds
+
+
+def sg2_section(batches: list[int], rounds: int, seconds: float) -> None:
+    """StyleGAN2 images/s and fraction of the matmul peak, morph's path against NVIDIA's grouped convolution."""
     torch.manual_seed(0)
     G = Generator(**CONFIG).eval()
     print(f"threads {torch.get_num_threads()}, {synthesis_flops(G) / 1e9:.2f} GFLOP per 256 px image; "
-          f"median of {args.rounds} rounds, each fraction against the matmul peak measured around it")
+          f"median of {rounds} rounds, each fraction against the matmul peak measured around it")
     print(f"{'batch':>5} {'peak GFLOP/s':>12} {'morph img/s':>12} {'of peak':>8} {'(min-max)':>13} "
           f"{'baseline img/s':>15} {'of peak':>8} {'speed-up':>9}")
     with torch.inference_mode():
-        for batch in args.batches:
-            m = measure(G, batch, args.rounds, args.seconds)
+        for batch in batches:
+            m = measure(G, batch, rounds, seconds)
             med = {k: statistics.median(v) for k, v in m.items()}
             print(f"{batch:>5} {med['peak'] / 1e9:>12.1f} {med['morph']:>12.3f} {med['morph_frac']:>8.1%} "
                   f"{min(m['morph_frac']):>6.1%}-{max(m['morph_frac']):<6.1%} {med['baseline']:>15.3f} "

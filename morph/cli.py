@@ -22,6 +22,20 @@ EXIT_CODES = ("Exit codes: 0 done, 1 internal error, 2 bad input (scene, model f
               "where a folder belongs), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")
 
 
+def _stylegan2_facts(G) -> dict:
+    """What ``morph info`` shows of a StyleGAN2 architecture."""
+    syn = G.init_kwargs["synthesis_kwargs"]
+    return {"architecture": syn.get("architecture", "skip"),
+            "channels": {res: getattr(G.synthesis, f"b{res}").conv1.weight.shape[0]
+                         for res in G.synthesis.block_resolutions},
+            "conv_clamp": syn.get("conv_clamp"), "num_fp16_res": syn.get("num_fp16_res", 0)}
+
+
+def _stylegan3_facts(G) -> dict:
+    """What ``morph info`` shows of a StyleGAN3 architecture: its config (t or r) and layers (name: size_channels)."""
+    return {"config": G.config, "layers": G.synthesis.layer_names, "conv_clamp": G.init_kwargs.get("conv_clamp", 256)}
+
+
 @app.command()
 def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (PyTorch or TF), rosinality .pt, "
                                                 "or morph .safetensors"),
@@ -30,10 +44,11 @@ def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (Py
     from .loader import load_model
 
     G = load_model(model)
-    syn = G.init_kwargs["synthesis_kwargs"]
+    family = G.family
     facts = {
         "file": G.info.path,
         "format": G.info.format,
+        "family": family,
         "sha256": G.info.sha256,
         "resolution": G.img_resolution,
         "img_channels": G.img_channels,
@@ -41,11 +56,8 @@ def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (Py
         "w_dim": G.w_dim,
         "z_dim": G.z_dim,
         "c_dim": G.c_dim,
-        "architecture": syn.get("architecture", "skip"),
+        **(_stylegan3_facts(G) if family == "stylegan3" else _stylegan2_facts(G)),
         "mapping_layers": G.mapping.num_layers,
-        "channels": {res: getattr(G.synthesis, f"b{res}").conv1.weight.shape[0] for res in G.synthesis.block_resolutions},
-        "conv_clamp": syn.get("conv_clamp"),
-        "num_fp16_res": syn.get("num_fp16_res", 0),
         "parameters": sum(p.numel() for p in G.parameters()),
         **({"notes": G.info.metadata} if G.info.metadata else {}),
     }
@@ -58,6 +70,8 @@ def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (Py
             value = f"{value:,}"
         elif key == "channels":
             value = " ".join(f"{r}:{c}" for r, c in value.items())
+        elif key == "layers":
+            value = " ".join(value)
         typer.echo(f"{key:<{width}}  {value}")
 
 
@@ -77,7 +91,8 @@ def convert(source: str = typer.Argument(..., help="any checkpoint morph reads")
     if to == "rosinality":
         return _convert_rosinality(G, source, dest)
     write_native(dest, G.init_kwargs, G.state_dict(),
-                 {"converted_from": Path(source).name, "source_format": G.info.format, "source_sha256": G.info.sha256})
+                 {"converted_from": Path(source).name, "source_format": G.info.format, "source_sha256": G.info.sha256},
+                 family=G.family)
     typer.echo(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB) from {G.info.format} {source}")
 
 

@@ -387,7 +387,7 @@ def test_nvidia_wrong_shape(b_ref, fake_modules, tmp_path):
     read_error(path, "mapping.fc3.bias", "shape")
 
 
-def test_nvidia_stylegan3_is_refused_with_a_clear_message(fake_modules, tmp_path):
+def test_incomplete_nvidia_stylegan3_names_the_family(fake_modules, tmp_path):
     kwargs = {"z_dim": 8, "c_dim": 0, "w_dim": 8, "img_resolution": 16, "img_channels": 3}
     state = {"mapping.fc0.weight": torch.zeros(8, 8), "mapping.fc0.bias": torch.zeros(8),
              "synthesis.input.weight": torch.zeros(8, 4), "synthesis.L0_36_8.weight": torch.zeros(8, 8, 3, 3)}
@@ -395,7 +395,7 @@ def test_nvidia_stylegan3_is_refused_with_a_clear_message(fake_modules, tmp_path
     g.meta["state"]["_modules"]["synthesis"].meta["state"]["_modules"]["input"].meta["class_name"] = "SynthesisInput"
     path = tmp_path / "stylegan3-t.pkl"
     path.write_bytes(pickle.dumps({"G_ema": g}))
-    read_error(path, "StyleGAN3")
+    read_error(path, "StyleGAN3 generator configuration", "missing tensors")
 
 
 def test_nvidia_without_g_ema(fake_modules, tmp_path):

@@ -7,20 +7,21 @@ from pathlib import Path
 import torch
 
 from ..files import file_sha256
-from ..model import ModelInfo
+from ..model import Model, ModelInfo
 from .formats import Checkpoint, check_state, read_checkpoint
-from .networks import Generator
+from .formats.checkpoint import generator_class
 
 
-def build_generator(ckpt: Checkpoint, where: str | os.PathLike) -> Generator:
-    """Instantiate the architecture a checkpoint describes and load its tensors, checking every name and shape."""
-    state = check_state(ckpt.init_kwargs, ckpt.state, where)
-    G = Generator(**ckpt.init_kwargs)
+def build_generator(ckpt: Checkpoint, where: str | os.PathLike) -> Model:
+    """Instantiate the architecture a checkpoint describes (of its family: StyleGAN2 or StyleGAN3) and load
+    its tensors, checking every name and shape."""
+    state = check_state(ckpt.init_kwargs, ckpt.state, where, ckpt.family)
+    G = generator_class(ckpt.family)(**ckpt.init_kwargs)
     G.load_state_dict({**G.state_dict(), **state})  # resample_filter buffers keep their constructed values
     return G.eval().requires_grad_(False)
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Model:
     """Load any supported checkpoint (format detected from its content) into a ``Generator`` on ``device``.
 
     The returned module carries ``G.info`` (a ``ModelInfo``). Nothing in the file is executed.

@@ -1,12 +1,14 @@
 """What every reader returns (:class:`Checkpoint`), and the one check of a state dict against its configuration.
 
-Expected tensor names and shapes are worked out from the (bounded) configuration without building
-the network, so a small file with a huge configuration costs nothing; a test compares them with
-``Generator(**init_kwargs).state_dict()`` so the readers cannot drift from the model they feed.
+Expected tensor names and shapes of a StyleGAN2 are worked out from the (bounded) configuration
+without building the network, so a small file with a huge configuration costs nothing; a test
+compares them with ``Generator(**init_kwargs).state_dict()`` so the readers cannot drift from the
+model they feed. A StyleGAN3's are read off the network itself, built once per configuration.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -16,15 +18,30 @@ import torch
 from ...errors import CheckpointError
 from .config import block_resolutions, plain, valid_init_kwargs
 
+FAMILIES = ("stylegan2", "stylegan3")
+
 
 @dataclass
 class Checkpoint:
-    """A generator read from a file, in NVIDIA ``stylegan2-ada-pytorch`` terms."""
+    """A generator read from a file, in the terms of NVIDIA's code for its family."""
 
     format: str                      # "nvidia-pkl" | "tf-pkl" | "rosinality" | "morph"
     init_kwargs: dict                # Generator(**init_kwargs), normalised (see normalize_init_kwargs)
     state: dict[str, torch.Tensor]   # state_dict names -> float32 CPU tensors, no resample_filter
     metadata: dict = field(default_factory=dict)  # str -> str, informative only
+    family: str = "stylegan2"        # which network: "stylegan2" (stylegan2-ada-pytorch) | "stylegan3"
+
+
+def generator_class(family: str) -> type:
+    """The ``Generator`` class of a family (StyleGAN3's imported only when asked for)."""
+    if family == "stylegan3":
+        from ...stylegan3.networks import Generator as StyleGAN3Generator
+
+        return StyleGAN3Generator
+    assert family == "stylegan2", family
+    from ..networks import Generator
+
+    return Generator
 
 
 def _is_resample_filter(name: str) -> bool:
@@ -72,13 +89,27 @@ def stylegan2_shapes(kw: dict) -> list[tuple[str, tuple[int, ...]]]:
     return out
 
 
-def expected_shapes(init_kwargs: dict, where=None) -> dict[str, tuple[int, ...]]:
+@functools.lru_cache(maxsize=8)
+def _state_shapes(kwargs_json: str, family: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    # Built on the CPU, not the meta device: meta ops import torch._dynamo (1.5 s) while even a 1024px
+    # generator builds in 0.25 s, once per configuration thanks to the cache.
+    with torch.random.fork_rng(devices=[]):  # construction draws random weights; leave the caller's RNG alone
+        G = generator_class(family)(**json.loads(kwargs_json))
+    return tuple((k, tuple(v.shape)) for k, v in G.state_dict().items() if not _is_resample_filter(k))
+
+
+def expected_shapes(init_kwargs: dict, where=None, family: str = "stylegan2") -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor of ``Generator(**init_kwargs)``, in its ``state_dict()`` order.
 
     Computed, not built: nothing is allocated however large the (validated) configuration. ``resample_filter``
     buffers are left out: they are constants rebuilt from the kwargs.
     """
-    return dict(stylegan2_shapes(valid_init_kwargs(init_kwargs, where)))
+    if family == "stylegan2":
+        return dict(stylegan2_shapes(valid_init_kwargs(init_kwargs, where)))
+    try:
+        return dict(_state_shapes(json.dumps(plain(init_kwargs), sort_keys=True), family))
+    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+        raise CheckpointError(f"unsupported generator configuration ({type(e).__name__}: {e})", where=where) from None
 
 
 def noise_buffer_names(init_kwargs: dict) -> list[str]:
@@ -128,14 +159,14 @@ def check_storage_use(tensors: Mapping[str, torch.Tensor], where) -> None:
                               where=where, hint="the file is damaged or hostile; do not use it")
 
 
-def check_state(init_kwargs: dict, state: dict, where) -> dict[str, torch.Tensor]:
+def check_state(init_kwargs: dict, state: dict, where, family: str = "stylegan2") -> dict[str, torch.Tensor]:
     """``state`` as float32 CPU tensors in ``Generator(**init_kwargs)`` order, if it fits that network exactly.
 
     ``resample_filter`` entries are ignored. Otherwise one CheckpointError names the first few
     missing, unexpected and wrongly shaped tensors. Names, shapes and storage use are checked
     before any tensor is copied.
     """
-    expected = expected_shapes(init_kwargs, where)
+    expected = expected_shapes(init_kwargs, where, family)
     state = {k: v for k, v in state.items() if not _is_resample_filter(k)}
     for k, t in state.items():
         if not isinstance(t, torch.Tensor):
@@ -147,14 +178,22 @@ def check_state(init_kwargs: dict, state: dict, where) -> dict[str, torch.Tensor
     problems = [f"{what}{'s' if len(names) > 1 else ''} {_first_few(names)}" for what, names in
                 (("missing tensor", missing), ("unexpected tensor", unexpected), ("wrong shape", misshapen)) if names]
     if problems:
-        raise CheckpointError("tensors do not match the generator configuration: " + "; ".join(problems),
-                              where=where, hint="incomplete, or another network (StyleGAN3 or a modified StyleGAN2?)")
+        name = {"stylegan2": "StyleGAN2", "stylegan3": "StyleGAN3"}[family]
+        raise CheckpointError(f"tensors do not match the {name} generator configuration: " + "; ".join(problems),
+                              where=where, hint=f"incomplete, or another network (a modified {name}?)")
     check_storage_use(state, where)
     return {k: as_float32(k, state[k], where) for k in expected}
 
 
-def build_checkpoint(fmt: str, init_kwargs: dict, state: dict, metadata: dict, where) -> Checkpoint:
+def build_checkpoint(fmt: str, init_kwargs: dict, state: dict, metadata: dict, where,
+                     family: str = "stylegan2") -> Checkpoint:
     """A :class:`Checkpoint` with normalised, validated kwargs, a checked state and string metadata."""
-    kw = valid_init_kwargs(init_kwargs, where)
+    if family == "stylegan3":
+        from ...stylegan3.config import valid_init_kwargs as valid_stylegan3_kwargs
+
+        kw = valid_stylegan3_kwargs(init_kwargs, where)
+    else:
+        kw = valid_init_kwargs(init_kwargs, where)
     meta = {str(k): (v if isinstance(v, str) else json.dumps(plain(v))) for k, v in metadata.items()}
-    return Checkpoint(format=fmt, init_kwargs=kw, state=check_state(kw, state, where), metadata=meta)
+    return Checkpoint(format=fmt, init_kwargs=kw, state=check_state(kw, state, where, family), metadata=meta,
+                      family=family)

@@ -7,7 +7,7 @@ import pickle
 from ...errors import CheckpointError
 from .. import safe_pickle as sp
 
-SUPPORTED_HINT = ("expected an NVIDIA stylegan2-ada-pytorch network pickle, a TensorFlow StyleGAN2 "
+SUPPORTED_HINT = ("expected an NVIDIA stylegan2-ada-pytorch or stylegan3 network pickle, a TensorFlow StyleGAN2 "
                   "pickle, a rosinality .pt checkpoint or a morph .safetensors file")
 UNTRUSTED_HINT = "do not load this file; only use checkpoints from sources you trust"
 

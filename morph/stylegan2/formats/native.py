@@ -1,6 +1,7 @@
 """morph's own checkpoint format: a safetensors file with the generator's ``init_kwargs`` in its header.
 
-Safetensors cannot run code when read; the header also records where a converted model came from.
+Safetensors cannot run code when read; the header also records the network family (``format``
+``morph.stylegan2`` or ``morph.stylegan3``, and ``family``) and where a converted model came from.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from .checkpoint import Checkpoint, build_checkpoint
 from .fileio import SUPPORTED_HINT
 
 FORMAT = "morph.stylegan2"
+FORMATS = {"stylegan2": FORMAT, "stylegan3": "morph.stylegan3"}  # family -> the header's format
 VERSION = "1"
-_RESERVED = ("format", "version", "init_kwargs")  # header keys that are not free-form metadata
+_RESERVED = ("format", "version", "init_kwargs", "family")  # header keys that are not free-form metadata
 
 
 def read_native(path) -> Checkpoint:
@@ -30,9 +32,11 @@ def read_native(path) -> Checkpoint:
     except SafetensorError as e:
         raise CheckpointError(f"corrupt safetensors file ({e})", where=path,
                               hint="the file may be truncated; write it again") from None
-    if header.get("format") != FORMAT:
-        raise CheckpointError(f"a safetensors file that is not a morph StyleGAN2 checkpoint "
-                              f"(format={header.get('format')!r})", where=path, hint=SUPPORTED_HINT)
+    family = next((fam for fam, fmt in FORMATS.items() if header.get("format") == fmt), None)
+    if family is None or header.get("family", family) != family:
+        raise CheckpointError(f"a safetensors file that is not a morph StyleGAN2 or StyleGAN3 checkpoint "
+                              f"(format={header.get('format')!r}, family={header.get('family')!r})",
+                              where=path, hint=SUPPORTED_HINT)
     if header.get("version") != VERSION:
         raise CheckpointError(f"unsupported morph checkpoint version {header.get('version')!r}", where=path,
                               hint="it was written by a newer morph; upgrade morph")
@@ -43,10 +47,11 @@ def read_native(path) -> Checkpoint:
     if not isinstance(init_kwargs, dict):
         raise CheckpointError("morph checkpoint has no valid init_kwargs", where=path)
     meta = {k: v for k, v in header.items() if k not in _RESERVED}
-    return build_checkpoint("morph", init_kwargs, state, meta, path)
+    return build_checkpoint("morph", init_kwargs, state, meta, path, family=family)
 
 
-def write_native(path, init_kwargs: dict, state: dict, metadata: Optional[dict] = None) -> None:
+def write_native(path, init_kwargs: dict, state: dict, metadata: Optional[dict] = None,
+                 family: str = "stylegan2") -> None:
     """Write a morph native checkpoint (safetensors) atomically: a temporary file, then a rename.
 
     ``init_kwargs`` are normalised and the state is checked against them (names and shapes);
@@ -61,9 +66,9 @@ def write_native(path, init_kwargs: dict, state: dict, metadata: Optional[dict] 
     clash = [k for k in metadata if k in _RESERVED]
     if clash:
         raise ValueError(f"metadata key {clash[0]!r} is reserved")
-    ckpt = build_checkpoint("morph", init_kwargs, state, metadata, path)
-    header = {"format": FORMAT, "version": VERSION, "init_kwargs": json.dumps(ckpt.init_kwargs, sort_keys=True),
-              **ckpt.metadata}
+    ckpt = build_checkpoint("morph", init_kwargs, state, metadata, path, family=family)
+    header = {"format": FORMATS[family], "family": family, "version": VERSION,
+              "init_kwargs": json.dumps(ckpt.init_kwargs, sort_keys=True), **ckpt.metadata}
     tensors = {k: v.clone() for k, v in ckpt.state.items()}  # safetensors refuses tensors that share memory
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):

@@ -2,6 +2,8 @@
 
 The pickle is unpickled into inert stand-ins (:mod:`..safe_pickle`); the embedded source code is
 never run. Tensors are collected from the pickled modules' ``_parameters``/``_buffers`` tables.
+StyleGAN2 generators (either repository) and StyleGAN3 ones (``training.networks_stylegan3``, told
+apart by their ``SynthesisInput``) are read; StyleGAN-XL's (SG3-based) are recognised and refused.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from .config import TOP_LEVEL
 from .fileio import SUPPORTED_HINT, unpickle
 
 _GENERATOR_ARGS = (*TOP_LEVEL, "mapping_kwargs", "synthesis_kwargs")  # Generator's positional order
+# Strings only StyleGAN-XL pickles hold: its generator module and class, and its discriminator's package.
+_STYLEGAN_XL_MARKERS = (b"networks_stylegan3_resetting", b"SuperresGenerator", b"pg_modules")
+_STYLEGAN_XL = ("this is a StyleGAN-XL network (training.networks_stylegan3_resetting, a StyleGAN3 variant with "
+                "class embeddings and super-resolution stages); morph does not support StyleGAN-XL")
 
 
 def _table(module: sp.PersistentObject, key: str, prefix: str, where) -> dict:
@@ -77,9 +83,36 @@ def _init_kwargs(g: sp.PersistentObject, where) -> dict:
     return init_kwargs
 
 
+def _mentions_stylegan_xl(path, chunk: int = 1 << 24) -> bool:
+    """Whether the file's bytes hold a StyleGAN-XL marker (its embedded module sources name them)."""
+    keep = max(map(len, _STYLEGAN_XL_MARKERS))
+    tail = b""
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            window = tail + block
+            if any(m in window for m in _STYLEGAN_XL_MARKERS):
+                return True
+            tail = window[-keep:]
+    return False
+
+
+def _stylegan3_init_kwargs(g: sp.PersistentObject, where) -> dict:
+    """The constructor arguments of a StyleGAN3 ``G_ema``: NVIDIA's flat ``Generator(**)`` layout, as pickled."""
+    args = g.state.get("_init_args") or ()
+    kwargs = g.state.get("_init_kwargs") or {}
+    if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict) or len(args) > len(TOP_LEVEL) + 1:
+        raise CheckpointError("malformed generator constructor arguments", where=where)
+    return {**dict(zip((*TOP_LEVEL, "mapping_kwargs"), args)), **kwargs}
+
+
 def read_nvidia(path) -> Checkpoint:
-    """Read ``G_ema`` from an NVIDIA network pickle (StyleGAN3 and other networks are refused)."""
-    data = unpickle(path, sp.load_nvidia_pickle)
+    """Read ``G_ema`` from an NVIDIA network pickle (StyleGAN2 or StyleGAN3; other networks are refused)."""
+    try:
+        data = unpickle(path, sp.load_nvidia_pickle)
+    except CheckpointError:
+        if _mentions_stylegan_xl(path):  # its pickles hold plain modules (nn.Embedding, timm) we refuse
+            raise CheckpointError(_STYLEGAN_XL, where=path, hint="use a StyleGAN2 or StyleGAN3 checkpoint") from None
+        raise
     if not isinstance(data, dict):
         raise CheckpointError(f"not a StyleGAN2 network pickle (top level is {type(data).__name__}, "
                               f"expected a dict with 'G_ema')", where=path, hint=SUPPORTED_HINT)
@@ -92,16 +125,18 @@ def read_nvidia(path) -> Checkpoint:
         raise CheckpointError("'G_ema' is not a network module", where=path)
     children = _table(g, "_modules", "", path)
     synthesis, mapping = children.get("synthesis"), children.get("mapping")
+    family = "stylegan2"
     if isinstance(synthesis, sp.PersistentObject):
         layers = _table(synthesis, "_modules", "synthesis.", path)
         if "input" in layers or any(getattr(c, "class_name", None) == "SynthesisInput" for c in layers.values()):
-            raise CheckpointError("this is a StyleGAN3 generator (its synthesis network starts with a "
-                                  "SynthesisInput layer); only StyleGAN2 generators are supported", where=path,
-                                  hint="use a StyleGAN2 / StyleGAN2-ADA checkpoint")
+            family = "stylegan3"
+    mapping_children = _table(mapping, "_modules", "mapping.", path) if isinstance(mapping, sp.PersistentObject) else {}
+    if g.class_name == "SuperresGenerator" or "embed_proj" in mapping_children:
+        raise CheckpointError(_STYLEGAN_XL, where=path, hint="use a StyleGAN2 or StyleGAN3 checkpoint")
     if (g.class_name != "Generator" or getattr(synthesis, "class_name", None) != "SynthesisNetwork"
             or getattr(mapping, "class_name", None) != "MappingNetwork"):
-        raise CheckpointError(f"'G_ema' is a {g.class_name!r}, not a StyleGAN2 Generator with mapping and "
-                              f"synthesis networks", where=path, hint=SUPPORTED_HINT)
+        raise CheckpointError(f"'G_ema' is a {g.class_name!r}, not a StyleGAN2 Generator (nor a StyleGAN3 one) "
+                              f"with mapping and synthesis networks", where=path, hint=SUPPORTED_HINT)
 
     state: dict[str, torch.Tensor] = {}
     _collect_tensors(g, "", state, path)
@@ -109,4 +144,6 @@ def read_nvidia(path) -> Checkpoint:
     tsk = data.get("training_set_kwargs")
     if isinstance(tsk, dict) and isinstance(tsk.get("path"), str):
         meta["training_set"] = tsk["path"]
+    if family == "stylegan3":
+        return build_checkpoint("nvidia-pkl", _stylegan3_init_kwargs(g, path), state, meta, path, family=family)
     return build_checkpoint("nvidia-pkl", _init_kwargs(g, path), state, meta, path)
