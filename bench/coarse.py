@@ -5,9 +5,10 @@ The network is FFHQ's shape (StyleGAN2 config-f: 1024 px, 18 × w[512], skip arc
 weights, written in morph's format and loaded back, so the figures are the CPU cost of the real shape.
 Each stage is timed as (k+1 steps − 1 step) / k, so set-up is not counted as a step. The estimate adds
 the parts ``morph project`` runs: loading, w_avg (10,000 mapped samples), the encoder, the default
-steps (all but the last tenth at the coarse resolution), and the final render.
+steps (all but the last tenth at the coarse resolution), and the final render; one row per coarse
+resolution, the default marked.
 
-    python bench/coarse.py [--threads 2] [--steps 2] [--out /tmp/config-f.safetensors]
+    python bench/coarse.py [--threads 2] [--steps 1] [--coarse 64 128 256] [--out /tmp/config-f.safetensors]
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def per_step(G, target, stats, coarse: int, k: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=2, help="timed steps per stage (after one untimed)")
+    ap.add_argument("--steps", type=int, default=1, help="timed steps per stage (after one untimed)")
+    ap.add_argument("--coarse", type=int, nargs="+", default=[64, 128, 256], help="coarse resolutions to time")
     ap.add_argument("--out", type=Path, default=Path("/tmp/config-f-random.safetensors"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -63,17 +65,19 @@ def main() -> None:
     with torch.no_grad():
         enc_s = timed(lambda: enc(target))
         render_s = timed(lambda: G.synthesis(stats[0].expand(1, G.num_ws, -1), noise_mode="const"))
-    coarse_s = per_step(G, target, stats, COARSE_RESOLUTION, args.steps)
     full_s = per_step(G, target, stats, 0, args.steps)
-    coarse, full_steps = coarse_plan(G, REFINE_STEPS)
-    total = load_s + stats_s + enc_s + (REFINE_STEPS - full_steps) * coarse_s + full_steps * full_s + render_s
-    print(f"config-f 1024 px, random weights, {torch.get_num_threads()} threads")
-    print(f"  step at {coarse} px (skip architecture's image): {coarse_s:.2f} s")
-    print(f"  step at 1024 px: {full_s:.2f} s  (coarse/full {coarse_s / full_s:.3f})")
-    print(f"  load {load_s:.1f} s, w_avg {stats_s:.1f} s, encoder {enc_s:.2f} s, final render {render_s:.1f} s")
-    print(f"  morph project defaults ({REFINE_STEPS - full_steps} coarse + {full_steps} full steps): "
-          f"{total:.0f} s = {total / 60:.1f} min, against 1000 full steps from w_avg: "
-          f"{(load_s + stats_s + 1000 * full_s + render_s) / 3600:.2f} h")
+    fixed = load_s + stats_s + enc_s + render_s
+    print(f"config-f 1024 px, random weights, {torch.get_num_threads()} threads: step at 1024 px {full_s:.2f} s; "
+          f"load {load_s:.1f} s, w_avg {stats_s:.1f} s, encoder {enc_s:.2f} s, final render {render_s:.1f} s")
+    print(f"1000 full steps from w_avg (the old recipe): {(fixed - enc_s + 1000 * full_s) / 3600:.2f} h")
+    for res in args.coarse:
+        coarse_s = per_step(G, target, stats, res, args.steps)
+        coarse, full_steps = coarse_plan(G, REFINE_STEPS, res)
+        total = fixed + (REFINE_STEPS - full_steps) * coarse_s + full_steps * full_s
+        mark = " (default)" if res == COARSE_RESOLUTION else ""
+        print(f"coarse {res} px{mark}: {coarse_s:.2f} s/step, {coarse_s / full_s:.3f} of a full step; "
+              f"encoder + {REFINE_STEPS - full_steps} coarse + {full_steps} full steps: {total:.0f} s = "
+              f"{total / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":

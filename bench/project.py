@@ -7,12 +7,13 @@
    built-in classifier's attribute agreement between target and reconstruction (the table in
    ``morph/projection.py``).
 3. ``--encoder [PATH]``: on the team photos, the encoder's guess alone (seconds: one photo at a time),
-   then refined by ``--refine`` steps (default 50, 100, 200), the same steps from w_avg, and the old
-   recipe at ``--baseline-steps`` (1000) from w_avg on ``--baseline-photos`` of them; ``--coarse R`` adds
-   the same refinements with all but the last tenth of the steps at R px. All with the default distance.
+   then refined by ``--refine`` steps (default 50, 100, 200), the middle count from w_avg by the old
+   recipe, and the old recipe at ``--baseline-steps`` (1000) on ``--baseline-photos`` of them;
+   ``--coarse R ...`` adds the middle refinement with all but the last tenth of its steps at R px.
+   All with the model's default distance.
 
     python bench/project.py [--model builtin|PATH] [--steps 50] [--losses [LOSS ...]] [--space w+|w]
-    python bench/project.py --encoder [PATH] [--refine 50 100 200] [--coarse 32] [--baseline-photos 6]
+    python bench/project.py --encoder [PATH] [--refine 50 100 200] [--coarse 32 16] [--baseline-photos 6]
 """
 
 from __future__ import annotations
@@ -63,14 +64,14 @@ def encoder_table(G, stats, args) -> None:
         guess = torch.cat([enc(x[i:i + 1]) for i in range(len(x))])
         guess_s = (time.perf_counter() - start) / len(x)
     print(f"{len(x)} photos, {G.img_resolution} px, {torch.get_num_threads()} threads, encoder {enc.path}")
-    print(f"{'':<34} {'PSNR dB':>8} {'min':>6} {'attributes':>11} {'s/photo':>8}")
+    print(f"{'':<40} {'PSNR dB':>8} {'min':>6} {'attributes':>11} {'s/photo':>8}")
 
     def row(label: str, results, seconds: float) -> None:
         recon, want = synthesize(G, results), np.stack([r.target for r in results])
         score = psnr(want, recon)
         agree = attribute_agreement(clf, want, recon)
         total = len(agree) * len(clf.attributes)
-        print(f"{label:<34} {score.mean():8.2f} {score.min():6.2f} {round(agree.sum() * len(clf.attributes)):>5}/"
+        print(f"{label:<40} {score.mean():8.2f} {score.min():6.2f} {round(agree.sum() * len(clf.attributes)):>5}/"
               f"{total:<5} {seconds:8.3f}", flush=True)
 
     def run(label: str, n: int, steps: int, init, recipe: Recipe, coarse: int = 0) -> None:
@@ -82,12 +83,13 @@ def encoder_table(G, stats, args) -> None:
         row(label, results, seconds)
 
     row("encoder only", optimise(G, x, distance, seeds, "w+", 0, stats=stats, init=guess), guess_s)
+    middle = args.refine[len(args.refine) // 2]
     for steps in args.refine:
         run(f"encoder + {steps} steps", len(x), steps, guess, REFINE_RECIPE)
-        if args.coarse:
-            run(f"encoder + {steps} ({args.coarse} px, last 10 % full)", len(x), steps, guess, REFINE_RECIPE,
-                args.coarse)
-        run(f"w_avg + {steps} steps (old recipe)", len(x), steps, None, Recipe())
+        for res in args.coarse if steps == middle else ():
+            run(f"encoder + {steps} ({res} px, last 10 % full)", len(x), steps, guess, REFINE_RECIPE, res)
+        if steps == middle:
+            run(f"w_avg + {steps} steps (old recipe)", len(x), steps, None, Recipe())
     n = args.baseline_photos or len(x)
     run(f"w_avg + {args.baseline_steps} steps (old){'' if n == len(x) else f', {n} photos'}", n,
         args.baseline_steps, None, Recipe())
@@ -102,7 +104,8 @@ def main() -> None:
                     help="compare these distances (all if none named) instead of timing batches")
     ap.add_argument("--encoder", nargs="?", const="auto", help="the encoder table (auto: the model's own encoder)")
     ap.add_argument("--refine", type=int, nargs="+", default=[50, 100, 200], help="refinement steps after the encoder")
-    ap.add_argument("--coarse", type=int, default=0, help="also refine at this resolution (last tenth full)")
+    ap.add_argument("--coarse", type=int, nargs="*", default=[], help="also refine the middle --refine count of "
+                    "steps at these resolutions (last tenth full)")
     ap.add_argument("--baseline-steps", type=int, default=1000)
     ap.add_argument("--baseline-photos", type=int, default=0, help="photos for the baseline row (default all)")
     args = ap.parse_args()

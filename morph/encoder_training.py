@@ -5,12 +5,12 @@ half of the samples style-mixed (the ws from a crossover layer on come from a se
 encoder sees W+ codes and not only the W line; the generator draws the images with its constant noise.
 The loss is the latent error (the offset error in units of w's spread per dimension) plus the image
 distance projection uses (:func:`morph.projection.default_loss`) between the sample and G(encoder(sample))
-through the frozen generator — on models above 256 px between the skip architecture's 256 px images of
-both, as projection's coarse stage does (:func:`morph.projection.coarse_plan`), which makes the step
-several times cheaper there. Adam with a warm-up and a cosine decay over a fixed number of steps;
+through the frozen generator — on models above 256 px between the skip architecture's intermediate
+images of both, at the size projection's coarse stage uses (:func:`morph.projection.coarse_plan`), which
+makes the step a few times cheaper there. Adam with a warm-up and a cosine decay over a fixed number of steps;
 every random draw is seeded by (seed, step), so a resumed run continues exactly where it stopped.
 A checkpoint (``OUT.train.pt``: tensors only, read back with ``weights_only``) and the encoder file
-itself are written every ``checkpoint_every`` steps.
+itself are written every ``checkpoint_every`` steps, and when a run is stopped (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 
 from .encoder import Encoder, for_model, save_encoder
 from .progress import Progress, log
-from .runtime import check_stop
+from .runtime import Terminated, check_stop
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,9 @@ def checkpoint_path(out: Path) -> Path:
 
 
 def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = False, quiet: bool = False,
-          encoder_kwargs: Optional[dict] = None) -> Encoder:
-    """Train an encoder for ``G`` and write it to ``out`` (and its training checkpoint beside it)."""
+          encoder_kwargs: Optional[dict] = None, stop_at: Optional[int] = None) -> Encoder:
+    """Train an encoder for ``G`` and write it to ``out`` (and its training checkpoint beside it); ``stop_at``
+    ends the run after that many of the schedule's ``config.steps`` (a later ``resume`` goes on)."""
     from .encode import atomic_path
     from .projection import coarse_plan, default_loss, make_distance
 
@@ -118,12 +119,12 @@ def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = Fals
             torch.save({"encoder": enc.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
         save_encoder(out, enc, G.info.sha256, facts | {"steps_done": step})
 
-    progress = Progress("encoder", config.steps, unit="steps", quiet=quiet)
-    progress.advance(start)
+    end = min(config.steps, stop_at or config.steps)
+    progress = Progress("encoder", max(0, end - start), unit="steps", quiet=quiet)
     enc.train()
-    began, seen = time.monotonic(), 0.0
+    began, seen, step = time.monotonic(), 0.0, start
     try:
-        for step in range(start, config.steps):
+        for step in range(start, end):
             check_stop()
             gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
             ws, images = sample_batch(G, config.batch, gen, config)
@@ -144,11 +145,16 @@ def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = Fals
             progress.advance(1)
             value = latent.item()
             seen = 0.98 * seen + 0.02 * value if step > start else value
-            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
                 save(step + 1)
                 if not quiet:
                     log(f"encoder: step {step + 1}, latent error {seen:.3f} (offset² per dim), "
                         f"{(time.monotonic() - began) / (step + 1 - start):.2f} s/step")
+    except (KeyboardInterrupt, Terminated):
+        if step > start:
+            save(step)  # the steps before the interrupted one are complete
+            log(f"encoder: stopped at step {step}; --resume continues from {ckpt}")
+        raise
     finally:
         progress.close()
     return enc.eval()

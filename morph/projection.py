@@ -30,9 +30,9 @@ With an encoder (:mod:`morph.encoder`: the built-in model ships one; ``--encoder
 ``NAME.encoder.safetensors`` beside a checkpoint) the optimisation starts from its guess instead of w_avg,
 with the model's constant noise as the noise maps' start, and runs :data:`REFINE_STEPS` steps of the same
 recipe without the noise on w (:data:`REFINE_RECIPE`, chosen by ``bench/project.py --encoder``); zero steps
-keep the guess. On models larger than :data:`COARSE_RESOLUTION` (skip architecture) all but the last
-tenth of the steps compare the generator's 256 px intermediate image with the target downsampled to it
-(:func:`coarse_plan`; ``bench/coarse.py`` measures what a step costs at each size).
+keep the guess. On models larger than :data:`COARSE_ABOVE` (skip architecture) all but the last tenth
+of the steps compare the generator's intermediate image at :data:`COARSE_RESOLUTION` with the target
+downsampled to it (:func:`coarse_plan`; ``bench/coarse.py`` measures what a step costs at each size).
 
 Results are cached under ``<cache>/projections/`` by (image bytes, model file hash, settings — the
 encoder's file hash among them), so a scene re-render never projects again. A scene render draws every
@@ -78,7 +78,8 @@ DEFAULT_LOSS = "perceptual+laplacian"
 HISTORY_FRAMES = 60  # optimisation snapshots kept for the progress video
 SCENE_STEPS = 1000  # steps for a scene's {project: photo}
 REFINE_STEPS = 100  # steps after an encoder's first guess (bench/project.py --encoder)
-COARSE_RESOLUTION = 256  # models larger than this refine most steps on the skip architecture's 256 px image
+COARSE_ABOVE = 256       # models larger than this refine most steps on a smaller image (bench/coarse.py) ...
+COARSE_RESOLUTION = 128  # ... the skip architecture's intermediate image at this size
 FULL_STEPS = 0.1    # the share of the steps (at least one) that finish at full resolution
 SCENE_BATCH = 8     # a scene's photos are projected this many at a time (memory at 1024 px)
 
@@ -98,7 +99,7 @@ class Recipe:
     w_avg_samples: int = 10_000
 
 
-REFINE_RECIPE = Recipe(w_noise=0.0)  # after an encoder's guess (bench/project.py --encoder)
+REFINE_RECIPE = Recipe(w_noise=0.0)  # after an encoder's guess: the noise on w only cost PSNR there (README)
 
 
 @dataclass(frozen=True)
@@ -389,11 +390,11 @@ def learning_rate(t: float, recipe: Recipe) -> float:
 
 def coarse_plan(G, steps: int, coarse: int = -1) -> tuple[int, int]:
     """(resolution of the coarse stage or 0, steps at full resolution): ``coarse`` -1 picks
-    :data:`COARSE_RESOLUTION` for skip-architecture models larger than that, with the last
+    :data:`COARSE_RESOLUTION` for skip-architecture models larger than :data:`COARSE_ABOVE`, with the last
     :data:`FULL_STEPS` of the steps at full size; other models (and ``coarse`` 0) refine at full size only."""
     skip = G.init_kwargs["synthesis_kwargs"].get("architecture", "skip") == "skip"
     if coarse == -1:
-        coarse = COARSE_RESOLUTION if G.img_resolution > COARSE_RESOLUTION else 0
+        coarse = COARSE_RESOLUTION if G.img_resolution > COARSE_ABOVE else 0
     if not coarse or not skip or coarse >= G.img_resolution:
         return 0, steps
     return coarse, min(steps, max(1, math.ceil(FULL_STEPS * steps)))

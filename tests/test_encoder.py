@@ -211,3 +211,42 @@ def test_identity_of_the_astronaut(tmp_path):
     assert identity(crop, np.full_like(crop, 128)) is None  # no face in the reconstruction
     rows = figures(crop[None], noisy[None], builtin=False)
     assert rows[0]["identity"] == pytest.approx(near["identity"]) and rows[0]["psnr"] > 25
+
+
+def test_encoder_train_command(G, tmp_path):
+    from typer.testing import CliRunner
+
+    from morph.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "builtin.encoder.safetensors"
+    ok = runner.invoke(app, ["encoder", "train", "--model", "builtin", "--out", str(out), "--steps", "1",
+                             "--batch", "2", "--device", "cpu", "--quiet"])
+    assert ok.exit_code == 0, ok.output
+    enc, meta = read_encoder(out)
+    assert meta["model_sha256"] == G.info.sha256 and enc.num_ws == G.num_ws
+    assert (tmp_path / "builtin.encoder.safetensors.train.pt").is_file()
+    bad = runner.invoke(app, ["encoder", "train", "--model", "builtin", "--out", str(tmp_path / "x.pt")])
+    assert bad.exit_code != 0 and "safetensors format" in str(bad.exception)
+
+
+def test_coarse_stage_compares_the_intermediate_image(G, monkeypatch):
+    assert projection.coarse_plan(G, 100) == (0, 100)  # 64 px: nothing to save
+    assert projection.coarse_plan(G, 100, coarse=32) == (32, 10)
+    assert projection.coarse_plan(G, 100, coarse=0) == (0, 100)
+    sizes = []
+    real = G.synthesis.forward
+    monkeypatch.setattr(G.synthesis, "forward", lambda *a, **k: sizes.append(k.get("until")) or real(*a, **k))
+    x = team(G, 1)
+    out = optimise(G, x, projection.laplacian(), [0], "w+", 4, stats=projection.w_stats(G, 1000), coarse=32,
+                   full_steps=1)
+    assert sizes == [32, 32, 32, None] and out[0].w.shape == (G.num_ws, G.w_dim)
+    with torch.no_grad():
+        assert G.synthesis(out[0].ws(G.num_ws)[None], until=16).shape[-1] == 16
+
+
+@needs_encoder
+def test_shipped_encoder_fits_the_weights_budget(G):
+    enc, meta = read_encoder(builtin_path("encoder"))
+    assert builtin_path("encoder").stat().st_size <= 5 * 2 ** 20
+    assert meta["model_sha256"] == G.info.sha256 and int(meta["steps_done"]) > 0
