@@ -142,6 +142,9 @@ def save_encoder(path: str | os.PathLike, enc: Encoder, model_sha256: str, metad
              for k, v in enc.state_dict().items() if not k.endswith("num_batches_tracked")}
     with atomic_path(Path(path), suffix=".safetensors") as tmp:
         save_file(state, str(tmp), metadata=header)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors writes its files 0600
 
 
 def read_encoder(path: str | os.PathLike) -> tuple[Encoder, dict[str, str]]:

@@ -1,12 +1,12 @@
 """Train the built-in model's encoder (image → W+, projection's first guess) from a fixed seed.
 
-``python -m morph.builtin.train_encoder [--out runs/encoder] [--resume] [--threads 1] [--stop-at 600]``
+``python -m morph.builtin.train_encoder [--out runs/encoder] [--resume] [--threads 1] [--stop-at N]``
 
 Runs :func:`morph.encoder_training.train` on the built-in generator with the settings below, then
 copies the result into ``morph/builtin/weights/encoder.safetensors`` (``--no-export`` keeps it in
-``--out``). ``--resume`` continues a stopped run from its checkpoint, to the same result. The schedule
-is laid out for ``CONFIG.steps``; the shipped weights stop at ``SHIPPED_STEPS`` of it (what a shared
-2-core CPU allowed); ``--stop-at 1400`` runs the schedule out.
+``--out``). ``--resume`` continues a stopped run from its checkpoint, to the same result (up to float
+rounding when the thread count changes); ``--stop-at N`` ends after N steps of the schedule, so a long
+run can be split up.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from ..runtime import request_stop
 from . import builtin_path, load_builtin_generator
 
 CONFIG = TrainConfig(steps=1400, batch=32, lr=2e-3, seed=15)
-SHIPPED_STEPS = 600
 ARCHITECTURE = {"base": 32, "max_width": 192, "pyramid": 96}  # 1.6 M parameters, 3.2 MB in float16
 
 
@@ -32,7 +31,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/encoder"))
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--stop-at", type=int, default=SHIPPED_STEPS, help="stop after this many steps of the schedule")
+    ap.add_argument("--stop-at", type=int, default=None, help="stop after this many steps of the schedule")
     ap.add_argument("--no-export", action="store_true", help="leave the weights in --out only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
