@@ -9,7 +9,7 @@
 3. ``--encoder [PATH]``: on the team photos, the encoder's guess alone (seconds: one photo at a time),
    then refined by ``--refine`` steps (default 50, 100, 200), the middle count from w_avg by the old
    recipe, and the old recipe at ``--baseline-steps`` (1000) on ``--baseline-photos`` of them;
-   ``--coarse R ...`` adds the middle refinement with all but the last tenth of its steps at R px.
+   ``--coarse R ...`` adds the middle refinement with its first 70 % of steps at R px (``coarse_plan``).
    All with the model's default distance.
 
     python bench/project.py [--model builtin|PATH] [--steps 50] [--losses [LOSS ...]] [--space w+|w]
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from morph.align import aligned_face
-from morph.projection import (LOSSES, REFINE_RECIPE, Recipe, attribute_agreement, default_loss, make_distance,
-                              optimise, psnr, synthesize, w_stats)
+from morph.projection import (FULL_STEPS, LOSSES, REFINE_RECIPE, Recipe, attribute_agreement, coarse_plan,
+                              default_loss, make_distance, optimise, psnr, synthesize, w_stats)
 from morph.resolver import resolve_model
 from morph.stylegan2 import load_generator
 
@@ -78,7 +78,7 @@ def encoder_table(G, stats, args) -> None:
         start = time.perf_counter()
         results = optimise(G, x[:n], distance, seeds[:n], "w+", steps, recipe, stats=stats,
                            init=None if init is None else init[:n], coarse=coarse,
-                           full_steps=max(1, steps // 10) if coarse else 0)
+                           full_steps=coarse_plan(G, steps, coarse)[1] if coarse else 0)
         seconds = (time.perf_counter() - start) / n + (guess_s if init is not None else 0)
         row(label, results, seconds)
 
@@ -87,7 +87,8 @@ def encoder_table(G, stats, args) -> None:
     for steps in args.refine:
         run(f"encoder + {steps} steps", len(x), steps, guess, REFINE_RECIPE)
         for res in args.coarse if steps == middle else ():
-            run(f"encoder + {steps} ({res} px, last 10 % full)", len(x), steps, guess, REFINE_RECIPE, res)
+            run(f"encoder + {steps} ({res} px, last {FULL_STEPS:.0%} full)", len(x), steps, guess, REFINE_RECIPE,
+                res)
         if steps == middle:
             run(f"w_avg + {steps} steps (old recipe)", len(x), steps, None, Recipe())
     n = args.baseline_photos or len(x)
@@ -105,7 +106,7 @@ def main() -> None:
     ap.add_argument("--encoder", nargs="?", const="auto", help="the encoder table (auto: the model's own encoder)")
     ap.add_argument("--refine", type=int, nargs="+", default=[50, 100, 200], help="refinement steps after the encoder")
     ap.add_argument("--coarse", type=int, nargs="*", default=[], help="also refine the middle --refine count of "
-                    "steps at these resolutions (last tenth full)")
+                    "steps at these resolutions (the last 30 % full)")
     ap.add_argument("--baseline-steps", type=int, default=1000)
     ap.add_argument("--baseline-photos", type=int, default=0, help="photos for the baseline row (default all)")
     args = ap.parse_args()

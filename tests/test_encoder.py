@@ -4,6 +4,7 @@ another model, resumable training), the projection cache key, the CLI, and the i
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,11 @@ from morph.errors import MorphError
 from morph.projection import REFINE_RECIPE, Recipe, Settings, optimise, project_photos, psnr, synthesize
 
 TEAM = sorted((Path(__file__).resolve().parents[1] / "scenes" / "team").glob("*.png"))
-# Floors below what the shipped encoder measured on these 16 samples (psi 0.7, seeds 1000-1015): see README
-# "Projecting photos"; the mean face is at about 0.5 normalised W+ error and 15 dB.
-W_ERROR_CEILING = 0.25
-SAMPLE_PSNR_FLOOR = 22.0
+# Bounds with margin around what the shipped encoder measured on these 16 samples (psi 0.7, seeds 1000-1015):
+# W+ error 0.11 (mean squared offset error in units of w's spread; the mean face is at 0.53), PSNR 35.9 dB
+# (min 29.9; the mean face 15.5 dB).
+W_ERROR_CEILING = 0.2
+SAMPLE_PSNR_FLOOR = 30.0
 
 needs_encoder = pytest.mark.skipif(not builtin_path("encoder").is_file() or len(TEAM) < 3,
                                    reason="the built-in encoder's weights or scenes/team are missing")
@@ -85,7 +87,7 @@ def test_encoder_then_refinement_beats_refinement_alone(G):
     alone = optimise(G, x, distance, [0, 1, 2], "w+", steps, Recipe(), stats=stats)
     want = np.stack([r.target for r in ours])
     better = psnr(want, synthesize(G, ours)) - psnr(want, synthesize(G, alone))
-    assert better.min() > 0 and better.mean() > 2, better
+    assert better.min() > 0.5 and better.mean() > 1, better  # measured: +1.2 to +1.9 dB
 
 
 @needs_encoder
@@ -130,11 +132,13 @@ def test_cache_key_changes_with_the_encoder(G, tmp_path, monkeypatch):
     first = project_photos(TEAM[:1], G, settings, cache_dir=tmp_path, quiet=True, encoder=enc)
     calls = []
     real = projection.optimise
-    monkeypatch.setattr(projection, "optimise", lambda *a, **k: calls.append(k) or real(*a, **k))
+    signature = inspect.signature(real)
+    monkeypatch.setattr(projection, "optimise",
+                        lambda *a, **k: calls.append(signature.bind(*a, **k).arguments) or real(*a, **k))
     again = project_photos(TEAM[:1], G, settings, cache_dir=tmp_path, quiet=True, encoder=enc)
     assert calls == [] and torch.equal(again[0].w, first[0].w)
     project_photos(TEAM[:1], G, settings, cache_dir=tmp_path, quiet=True)  # no encoder: another projection
-    assert len(calls) == 1 and calls[0]["init"] is None
+    assert len(calls) == 1 and calls[0].get("init") is None
 
 
 @needs_encoder
@@ -232,7 +236,7 @@ def test_encoder_train_command(G, tmp_path):
 
 def test_coarse_stage_compares_the_intermediate_image(G, monkeypatch):
     assert projection.coarse_plan(G, 100) == (0, 100)  # 64 px: nothing to save
-    assert projection.coarse_plan(G, 100, coarse=32) == (32, 10)
+    assert projection.coarse_plan(G, 100, coarse=32) == (32, 30)
     assert projection.coarse_plan(G, 100, coarse=0) == (0, 100)
     sizes = []
     real = G.synthesis.forward
