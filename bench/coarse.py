@@ -5,7 +5,7 @@ The network is FFHQ's shape (StyleGAN2 config-f: 1024 px, 18 × w[512], skip arc
 weights, written in morph's format and loaded back, so the figures are the CPU cost of the real shape.
 Each stage is timed as (k+1 steps − 1 step) / k, so set-up is not counted as a step. The estimate adds
 the parts ``morph project`` runs: loading, w_avg (10,000 mapped samples), the encoder, the default
-steps (the first 70 % at the coarse resolution), and the final render; one row per coarse
+steps (the first half at the coarse resolution), and the final render; one row per coarse
 resolution, the default marked.
 
     python bench/coarse.py [--threads 2] [--steps 1] [--coarse 64 128 256] [--out /tmp/config-f.safetensors]

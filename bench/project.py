@@ -9,7 +9,7 @@
 3. ``--encoder [PATH]``: on the team photos, the encoder's guess alone (seconds: one photo at a time),
    then refined by ``--refine`` steps (default 50, 100, 200), the middle count from w_avg by the old
    recipe, and the old recipe at ``--baseline-steps`` (1000) on ``--baseline-photos`` of them;
-   ``--coarse R ...`` adds the middle refinement with its first 70 % of steps at R px (``coarse_plan``).
+   ``--coarse R ...`` adds the middle refinement with its first half of steps at R px (``coarse_plan``).
    All with the model's default distance.
 
     python bench/project.py [--model builtin|PATH] [--steps 50] [--losses [LOSS ...]] [--space w+|w]
@@ -106,7 +106,7 @@ def main() -> None:
     ap.add_argument("--encoder", nargs="?", const="auto", help="the encoder table (auto: the model's own encoder)")
     ap.add_argument("--refine", type=int, nargs="+", default=[50, 100, 200], help="refinement steps after the encoder")
     ap.add_argument("--coarse", type=int, nargs="*", default=[], help="also refine the middle --refine count of "
-                    "steps at these resolutions (the last 30 % full)")
+                    "steps at these resolutions (the last half full)")
     ap.add_argument("--baseline-steps", type=int, default=1000)
     ap.add_argument("--baseline-photos", type=int, default=0, help="photos for the baseline row (default all)")
     args = ap.parse_args()

@@ -493,8 +493,8 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
                                                 "1000 without"),
             encoder: str = typer.Option("auto", "--encoder", help="PATH | auto (the built-in model's own, or "
                                         "NAME.encoder.safetensors beside the checkpoint) | none (start at w_avg)"),
-            coarse: Optional[int] = typer.Option(None, "--coarse", min=0, help="refine the first 70 percent of the "
-                                                 "steps on the image at this resolution (0: never); default 128 for "
+            coarse: Optional[int] = typer.Option(None, "--coarse", min=0, help="refine the first half of the "
+                                                 "steps on the image at this resolution (0: never); default 256 for "
                                                  "models above 256 px"),
             out: Path = typer.Option(Path("outputs/projected"), "--out", help="destination folder"),
             video: bool = typer.Option(False, "--video", help="also write NAME.mp4 of the optimisation"),

@@ -30,7 +30,7 @@ With an encoder (:mod:`morph.encoder`: the built-in model ships one; ``--encoder
 ``NAME.encoder.safetensors`` beside a checkpoint) the optimisation starts from its guess instead of w_avg,
 with the model's constant noise as the noise maps' start, and runs :data:`REFINE_STEPS` steps of the same
 recipe without the noise on w (:data:`REFINE_RECIPE`, chosen by ``bench/project.py --encoder``); zero steps
-keep the guess. On models larger than :data:`COARSE_ABOVE` (skip architecture) the first 70 % of the
+keep the guess. On models larger than :data:`COARSE_ABOVE` (skip architecture) the first half of the
 steps compare the generator's intermediate image at :data:`COARSE_RESOLUTION` with the target
 downsampled to it (:func:`coarse_plan`; ``bench/coarse.py`` measures what a step costs at each size).
 
@@ -79,8 +79,8 @@ HISTORY_FRAMES = 60  # optimisation snapshots kept for the progress video
 SCENE_STEPS = 1000  # steps for a scene's {project: photo}
 REFINE_STEPS = 100  # steps after an encoder's first guess (bench/project.py --encoder)
 COARSE_ABOVE = 256       # models larger than this refine most steps on a smaller image (bench/coarse.py) ...
-COARSE_RESOLUTION = 128  # ... the skip architecture's intermediate image at this size
-FULL_STEPS = 0.3    # the share of the steps (at least one) that finish at full resolution (README)
+COARSE_RESOLUTION = 256  # ... the skip architecture's intermediate image at this size
+FULL_STEPS = 0.5    # the share of the steps (at least one) that finish at full resolution (README)
 SCENE_BATCH = 8     # a scene's photos are projected this many at a time (memory at 1024 px)
 
 Distance = Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]  # target → (image → [N] distances)

@@ -236,7 +236,7 @@ def test_encoder_train_command(G, tmp_path):
 
 def test_coarse_stage_compares_the_intermediate_image(G, monkeypatch):
     assert projection.coarse_plan(G, 100) == (0, 100)  # 64 px: nothing to save
-    assert projection.coarse_plan(G, 100, coarse=32) == (32, 30)
+    assert projection.coarse_plan(G, 100, coarse=32) == (32, 50)
     assert projection.coarse_plan(G, 100, coarse=0) == (0, 100)
     sizes = []
     real = G.synthesis.forward
