@@ -254,3 +254,22 @@ def test_shipped_encoder_fits_the_weights_budget(G):
     enc, meta = read_encoder(builtin_path("encoder"))
     assert builtin_path("encoder").stat().st_size <= 5 * 2 ** 20
     assert meta["model_sha256"] == G.info.sha256 and int(meta["steps_done"]) > 0
+
+
+def test_figures_with_lpips_and_the_caption(tmp_path):
+    from morph.caption import add_caption
+    from morph.quality import describe, figures
+
+    torch.manual_seed(0)
+    torch.save(projection.VGG16Features().state_dict(), tmp_path / "vgg16.pth")
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+    b = a.copy()
+    b[1] = 255 - b[1]
+    rows = figures(a, b, builtin=False, vgg=[tmp_path / "vgg16.pth"], real=False)
+    assert rows[0]["lpips"] == pytest.approx(0, abs=1e-6) and rows[1]["lpips"] > 0
+    assert "identity" not in rows[0] and rows[0]["psnr"] > 90
+    line = describe(rows[1])
+    assert line.startswith("PSNR ") and "LPIPS" in line
+    out = add_caption(np.zeros((20, 200, 3), np.uint8), [line])
+    assert out.shape == (28, 200, 3) and (out[20:] == 0).any()
