@@ -1,12 +1,19 @@
-"""Projection speed per photo at batch 1 and batch 8, and (``--losses``) reconstruction quality per loss.
+"""Projection speed per photo at batch 1 and batch 8, (``--losses``) reconstruction quality per loss, and
+(``--encoder``) the encoder against the old recipe.
 
 1. Seconds per photo: 8 photos optimised one at a time, then all 8 in one batch, same steps; the
    ratio is what batching buys (every photo's result is the same either way).
 2. ``--losses``: each candidate distance on the same photos and steps, scored by PSNR and by the
    built-in classifier's attribute agreement between target and reconstruction (the table in
    ``morph/projection.py``).
+3. ``--encoder [PATH]``: on the team photos, the encoder's guess alone (seconds: one photo at a time),
+   then refined by ``--refine`` steps (default 50, 100, 200), the middle count from w_avg by the old
+   recipe, and the old recipe at ``--baseline-steps`` (1000) on ``--baseline-photos`` of them;
+   ``--coarse R ...`` adds the middle refinement with its first half of steps at R px (``coarse_plan``).
+   All with the model's default distance.
 
     python bench/project.py [--model builtin|PATH] [--steps 50] [--losses [LOSS ...]] [--space w+|w]
+    python bench/project.py --encoder [PATH] [--refine 50 100 200] [--coarse 32 16] [--baseline-photos 6]
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ import numpy as np
 import torch
 
 from morph.align import aligned_face
-from morph.projection import LOSSES, attribute_agreement, make_distance, optimise, psnr, synthesize, w_stats
+from morph.projection import (FULL_STEPS, LOSSES, REFINE_RECIPE, Recipe, attribute_agreement, coarse_plan,
+                              default_loss, make_distance, optimise, psnr, synthesize, w_stats)
+from morph.resolver import resolve_model
 from morph.stylegan2 import load_generator
 
 TEAM = sorted((Path(__file__).resolve().parents[1] / "scenes" / "team").glob("*.png"))
@@ -39,6 +48,54 @@ def seconds_per_photo(G, x: torch.Tensor, batch: int, steps: int, stats) -> floa
     return (time.perf_counter() - start) / len(x)
 
 
+def encoder_table(G, stats, args) -> None:
+    """The table of section 3 of the module doc."""
+    from morph.builtin import load_builtin_classifier
+    from morph.encoder import encoder_for
+
+    enc = encoder_for(G, args.encoder)
+    clf = load_builtin_classifier()
+    x = targets(G, len(TEAM))
+    distance = make_distance(default_loss(G.info.path), torch.device("cpu"))
+    seeds = list(range(len(x)))
+    with torch.no_grad():
+        enc(x[:1])  # warm-up
+        start = time.perf_counter()
+        guess = torch.cat([enc(x[i:i + 1]) for i in range(len(x))])
+        guess_s = (time.perf_counter() - start) / len(x)
+    print(f"{len(x)} photos, {G.img_resolution} px, {torch.get_num_threads()} threads, encoder {enc.path}")
+    print(f"{'':<40} {'PSNR dB':>8} {'min':>6} {'attributes':>11} {'s/photo':>8}")
+
+    def row(label: str, results, seconds: float) -> None:
+        recon, want = synthesize(G, results), np.stack([r.target for r in results])
+        score = psnr(want, recon)
+        agree = attribute_agreement(clf, want, recon)
+        total = len(agree) * len(clf.attributes)
+        print(f"{label:<40} {score.mean():8.2f} {score.min():6.2f} {round(agree.sum() * len(clf.attributes)):>5}/"
+              f"{total:<5} {seconds:8.3f}", flush=True)
+
+    def run(label: str, n: int, steps: int, init, recipe: Recipe, coarse: int = 0) -> None:
+        start = time.perf_counter()
+        results = optimise(G, x[:n], distance, seeds[:n], "w+", steps, recipe, stats=stats,
+                           init=None if init is None else init[:n], coarse=coarse,
+                           full_steps=coarse_plan(G, steps, coarse)[1] if coarse else 0)
+        seconds = (time.perf_counter() - start) / n + (guess_s if init is not None else 0)
+        row(label, results, seconds)
+
+    row("encoder only", optimise(G, x, distance, seeds, "w+", 0, stats=stats, init=guess), guess_s)
+    middle = args.refine[len(args.refine) // 2]
+    for steps in args.refine:
+        run(f"encoder + {steps} steps", len(x), steps, guess, REFINE_RECIPE)
+        for res in args.coarse if steps == middle else ():
+            run(f"encoder + {steps} ({res} px, last {FULL_STEPS:.0%} full)", len(x), steps, guess, REFINE_RECIPE,
+                res)
+        if steps == middle:
+            run(f"w_avg + {steps} steps (old recipe)", len(x), steps, None, Recipe())
+    n = args.baseline_photos or len(x)
+    run(f"w_avg + {args.baseline_steps} steps (old){'' if n == len(x) else f', {n} photos'}", n,
+        args.baseline_steps, None, Recipe())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="builtin")
@@ -46,9 +103,18 @@ def main() -> None:
     ap.add_argument("--space", default="w+", choices=("w+", "w"))
     ap.add_argument("--losses", nargs="*", choices=LOSSES, metavar="LOSS",
                     help="compare these distances (all if none named) instead of timing batches")
+    ap.add_argument("--encoder", nargs="?", const="auto", help="the encoder table (auto: the model's own encoder)")
+    ap.add_argument("--refine", type=int, nargs="+", default=[50, 100, 200], help="refinement steps after the encoder")
+    ap.add_argument("--coarse", type=int, nargs="*", default=[], help="also refine the middle --refine count of "
+                    "steps at these resolutions (the last half full)")
+    ap.add_argument("--baseline-steps", type=int, default=1000)
+    ap.add_argument("--baseline-photos", type=int, default=0, help="photos for the baseline row (default all)")
     args = ap.parse_args()
-    G = load_generator(args.model)
+    G = load_generator(resolve_model(args.model))
     stats = w_stats(G)
+    if args.encoder:
+        encoder_table(G, stats, args)
+        return
     if args.losses is not None:
         from morph.builtin import load_builtin_classifier
 

@@ -417,7 +417,14 @@ def directions_show(direction: str = typer.Argument(..., help="direction .npy/.n
 def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, WebP, ...)"),
             model: str = typer.Option("builtin", "--model", help="checkpoint file, or builtin"),
             space: str = typer.Option("w+", "--space", help="w+ (one w per layer) | w"),
-            steps: int = typer.Option(1000, "--steps", min=1, help="optimisation steps"),
+            steps: Optional[int] = typer.Option(None, "--steps", min=0, help="optimisation steps after the encoder's "
+                                                "guess (0: the guess alone); default 100 with an encoder, "
+                                                "1000 without"),
+            encoder: str = typer.Option("auto", "--encoder", help="PATH | auto (the built-in model's own, or "
+                                        "NAME.encoder.safetensors beside the checkpoint) | none (start at w_avg)"),
+            coarse: Optional[int] = typer.Option(None, "--coarse", min=0, help="refine the first half of the "
+                                                 "steps on the image at this resolution (0: never); default 256 for "
+                                                 "models above 256 px"),
             out: Path = typer.Option(Path("outputs/projected"), "--out", help="destination folder"),
             video: bool = typer.Option(False, "--video", help="also write NAME.mp4 of the optimisation"),
             no_align: bool = typer.Option(False, "--no-align", help="images are aligned faces already"),
@@ -429,12 +436,16 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
             device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
             cache: Optional[Path] = typer.Option(None, "--cache", help="cache folder [default: ~/.cache/morph]"),
             quiet: bool = typer.Option(False, "--quiet", help="no progress, only errors")) -> None:
-    """Find the W+ (or W) latent and noise that draw each photo: NAME.npy, NAME.noise.npz, NAME.png in OUT."""
+    """Find the W+ (or W) latent and noise that draw each photo: NAME.npy, NAME.noise.npz, NAME.png and
+    NAME.json (PSNR; LPIPS with --vgg; identity for real photos; attributes on the built-in model) in OUT."""
     import numpy as np
 
     from .devices import resolve_device
+    from .encoder import encoder_for
     from .latents import SPACES
-    from .projection import Settings, project_photos, psnr, synthesize, write_outputs
+    from .projection import (REFINE_STEPS, SCENE_STEPS, Settings, is_builtin_file, project_photos, synthesize,
+                             write_outputs)
+    from .quality import describe, figures
     from .loader import load_model
     from .resolver import resolve_vgg
 
@@ -448,14 +459,23 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
             raise MorphError(f"{stems[image.stem]} and {image} would both write {image.stem}.*", "--out",
                              "rename one of them, or project them in separate runs with different --out")
     G = load_model(model, resolve_device(device), cache_dir=cache)
-    settings = Settings(space=space, steps=steps, align=not no_align, face=face)
-    results = project_photos(images, G, settings, resolve_vgg(vgg or (), cache, quiet), cache, quiet=quiet)
+    enc = encoder_for(G, encoder)
+    steps = steps if steps is not None else (REFINE_STEPS if enc is not None else SCENE_STEPS)
+    if steps == 0 and enc is None:
+        raise MorphError("--steps 0 keeps the encoder's guess, but there is no encoder", "--steps",
+                         "give --encoder PATH (morph encoder train), or at least one step")
+    settings = Settings(space=space, steps=steps, align=not no_align, face=face,
+                        coarse=-1 if coarse is None else coarse)
+    vgg_files = resolve_vgg(vgg or (), cache, quiet)
+    results = project_photos(images, G, settings, vgg_files, cache, quiet=quiet, encoder=enc)
     recon = synthesize(G, results)
-    scores = psnr(np.stack([r.target for r in results]), recon)
-    for image, p, rec, score in zip(images, results, recon, scores):
-        written = write_outputs(G, image, p, rec, out, video)
+    rows = figures(np.stack([r.target for r in results]), recon, is_builtin_file(G.info.path), vgg_files,
+                   real=not no_align)
+    for image, p, rec, row in zip(images, results, recon, rows):
+        row |= {"steps": steps, "space": space, "encoder": enc.path if enc is not None else None}
+        written = write_outputs(G, image, p, rec, out, video, figures=row)
         if not quiet:
-            typer.echo(f"{image}: PSNR {score:.1f} dB -> {', '.join(map(str, written))}")
+            typer.echo(f"{image}: {describe(row)} -> {', '.join(map(str, written))}")
 
 
 def _cache_models(root: Path, clear: bool, older_than: Optional[float], summary: bool = False) -> None:
@@ -569,6 +589,39 @@ def studio(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
                          "pip install 'morph[studio]'") from None
     serve(scene, host, port, device, cache, out)
 
+
+
+
+encoder_app = typer.Typer(no_args_is_help=True, help="Image → W+ encoders: projection's first guess.")
+app.add_typer(encoder_app, name="encoder")
+
+
+@encoder_app.command("train")
+def encoder_train(model: str = typer.Option(..., "--model", help="checkpoint file, or builtin"),
+                  out: Path = typer.Option(..., "--out", help="the encoder file to write (.safetensors); "
+                                           "NAME.encoder.safetensors beside the checkpoint is found by "
+                                           "--encoder auto"),
+                  steps: int = typer.Option(3000, "--steps", min=1, help="training steps"),
+                  batch: int = typer.Option(32, "--batch", min=1, help="generator samples per step"),
+                  lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate (cosine decay)"),
+                  image_weight: float = typer.Option(1.0, "--image-weight", min=0.0,
+                                                     help="weight of the image loss through the generator"),
+                  seed: int = typer.Option(0, "--seed"),
+                  resume: bool = typer.Option(False, "--resume", help="continue from OUT.train.pt"),
+                  device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
+                  quiet: bool = typer.Option(False, "--quiet", help="no progress, only errors")) -> None:
+    """Train an encoder on the model's own samples (truncated and style-mixed), checkpointed and resumable."""
+    from .devices import resolve_device
+    from .encoder_training import TrainConfig, train
+    from .loader import load_model
+
+    if out.suffix != ".safetensors":
+        raise MorphError("the encoder is written in morph's safetensors format", out, "name it NAME.safetensors")
+    G = load_model(model, resolve_device(device))
+    train(G, out, TrainConfig(steps=steps, batch=batch, lr=lr, image_weight=image_weight, seed=seed),
+          resume=resume, quiet=quiet)
+    if not quiet:
+        typer.echo(f"{out}: encoder for {G.info.path} (sha256 {G.info.sha256[:12]}…)")
 
 def _usage_errors() -> tuple[type, ...]:
     """The usage-error class of the click typer runs on: its own copy (``typer._click``) in recent typer

@@ -26,11 +26,19 @@ Only the ``perceptual`` classifier's features keep every attribute (a smile, gla
 right; adding the Laplacian pyramid wins back 1 dB of PSNR, within 0.5 dB of the best pixel
 loss. The classifier knows only the built-in model's faces, so other models get ``laplacian``.
 
-Results are cached under ``<cache>/projections/`` by (image bytes, model file hash, settings), so a
-scene re-render never projects again. A scene render draws every frame with the optimised noise of
-its first projected keyframe (held for the whole render: the scheduler gives W frames, not the
-keyframe weights a per-frame noise blend would need), so a projected face renders identically
-every time; the noise's hash joins the render's cache key.
+With an encoder (:mod:`morph.encoder`: the built-in model ships one; ``--encoder auto`` finds
+``NAME.encoder.safetensors`` beside a checkpoint) the optimisation starts from its guess instead of w_avg,
+with the model's constant noise as the noise maps' start, and runs :data:`REFINE_STEPS` steps of the same
+recipe without the noise on w (:data:`REFINE_RECIPE`, chosen by ``bench/project.py --encoder``); zero steps
+keep the guess. On models larger than :data:`COARSE_ABOVE` (skip architecture) the first half of the
+steps compare the generator's intermediate image at :data:`COARSE_RESOLUTION` with the target
+downsampled to it (:func:`coarse_plan`; ``bench/coarse.py`` measures what a step costs at each size).
+
+Results are cached under ``<cache>/projections/`` by (image bytes, model file hash, settings — the
+encoder's file hash among them), so a scene re-render never projects again. A scene render draws every
+frame with the optimised noise of its first projected keyframe (held for the whole render: the scheduler
+gives W frames, not the keyframe weights a per-frame noise blend would need), so a projected face renders
+identically every time; the noise's hash joins the render's cache key.
 """
 
 from __future__ import annotations
@@ -71,6 +79,10 @@ LOSSES = ("l1", "l2", "laplacian", "ssim", "perceptual", "perceptual+laplacian")
 DEFAULT_LOSS = "perceptual+laplacian"
 HISTORY_FRAMES = 60  # optimisation snapshots kept for the progress video
 SCENE_STEPS = 1000  # steps for a scene's {project: photo}
+REFINE_STEPS = 100  # steps after an encoder's first guess (bench/project.py --encoder)
+COARSE_ABOVE = 256       # models larger than this refine most steps on a smaller image (bench/coarse.py) ...
+COARSE_RESOLUTION = 256  # ... the skip architecture's intermediate image at this size
+FULL_STEPS = 0.5    # the share of the steps (at least one) that finish at full resolution (README)
 SCENE_BATCH = 8     # a scene's photos are projected this many at a time (memory at 1024 px)
 
 Distance = Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]  # target → (image → [N] distances)
@@ -89,6 +101,9 @@ class Recipe:
     w_avg_samples: int = 10_000
 
 
+REFINE_RECIPE = Recipe(w_noise=0.0)  # after an encoder's guess: the noise on w only cost PSNR there (README)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything besides the photo and the model that decides a projection (part of the cache key)."""
@@ -101,6 +116,8 @@ class Settings:
     vgg: tuple[str, ...] = ()       # sha256 of each --vgg file, filled in by :func:`resolve_settings`
     seed: int = 303
     recipe: Recipe = field(default_factory=Recipe)
+    encoder: str = ""               # sha256 of the encoder file that gave the first guess ("": start at w_avg)
+    coarse: int = -1                # resolution of the coarse stage; -1: :func:`coarse_plan`, 0: none
 
     def key(self, image_sha256: str, model_sha256: str) -> str:
         head = json.dumps({"version": PROJECTION_VERSION, "image": image_sha256, "model": model_sha256,
@@ -373,11 +390,27 @@ def learning_rate(t: float, recipe: Recipe) -> float:
     return recipe.lr * ramp * min(1.0, t / recipe.lr_rampup)
 
 
+def coarse_plan(G, steps: int, coarse: int = -1) -> tuple[int, int]:
+    """(resolution of the coarse stage or 0, steps at full resolution): ``coarse`` -1 picks
+    :data:`COARSE_RESOLUTION` for skip-architecture models larger than :data:`COARSE_ABOVE`, with the last
+    :data:`FULL_STEPS` of the steps at full size; other models (and ``coarse`` 0) refine at full size only."""
+    skip = G.init_kwargs["synthesis_kwargs"].get("architecture", "skip") == "skip"
+    if coarse == -1:
+        coarse = COARSE_RESOLUTION if G.img_resolution > COARSE_ABOVE else 0
+    if not coarse or not skip or coarse >= G.img_resolution:
+        return 0, steps
+    return coarse, min(steps, max(1, math.ceil(FULL_STEPS * steps)))
+
+
 def optimise(G, targets: torch.Tensor, distance: Distance, seeds: Sequence[int], space: str = "w+",
              steps: int = 1000, recipe: Recipe = Recipe(), progress: Optional[Progress] = None,
-             stats: Optional[tuple[torch.Tensor, float]] = None) -> list[Projection]:
+             stats: Optional[tuple[torch.Tensor, float]] = None, init: Optional[torch.Tensor] = None,
+             coarse: int = 0, full_steps: int = 0) -> list[Projection]:
     """Project images ``targets`` [N, C, R, R] in [-1, 1] together, one result per image; image i's
-    random streams come from ``seeds[i]`` only, so the batch does not change any result."""
+    random streams come from ``seeds[i]`` only, so the batch does not change any result. ``init`` (W+
+    [N, num_ws, w_dim], an encoder's guess) replaces the start at w_avg, with the model's constant noise
+    as the noise maps' start. With ``coarse`` (a resolution), all but the last ``full_steps`` steps
+    compare the skip architecture's image at that size with the target downsampled to it."""
     device = targets.device
     n, num_ws = len(targets), G.num_ws
     w_avg, w_std = stats or w_stats(G, recipe.w_avg_samples)
@@ -387,10 +420,15 @@ def optimise(G, targets: torch.Tensor, distance: Distance, seeds: Sequence[int],
     def randn(shape: Sequence[int]) -> torch.Tensor:
         return torch.stack([torch.randn(list(shape), generator=g) for g in gens]).to(device)
 
-    w_opt = w_avg.to(device).reshape(1, 1, -1).repeat(n, num_ws if space == "w+" else 1, 1).requires_grad_(True)
-    noise = [randn([1, l.resolution, l.resolution]).requires_grad_(True) for l in layers]
+    if init is None:
+        w_opt = w_avg.to(device).reshape(1, 1, -1).repeat(n, num_ws if space == "w+" else 1, 1).requires_grad_(True)
+        noise = [randn([1, l.resolution, l.resolution]).requires_grad_(True) for l in layers]
+    else:
+        w_opt = (init if space == "w+" else init.mean(dim=1, keepdim=True)).to(device).clone().requires_grad_(True)
+        noise = [l.noise_const.detach().to(device)[None, None].repeat(n, 1, 1, 1).requires_grad_(True) for l in layers]
     optimizer = torch.optim.Adam([w_opt] + noise, betas=(0.9, 0.999), lr=recipe.lr)
     dist = distance(targets)
+    low = distance(F.interpolate(targets, size=(coarse, coarse), mode="area")) if coarse else None
     keep = set(np.linspace(0, steps - 1, min(steps, HISTORY_FRAMES)).round().astype(int).tolist())
     history = []
     for step in range(steps):
@@ -400,8 +438,9 @@ def optimise(G, targets: torch.Tensor, distance: Distance, seeds: Sequence[int],
             group["lr"] = learning_rate(t, recipe)
         scale = w_std * recipe.w_noise * max(0.0, 1.0 - t / recipe.w_noise_ramp) ** 2
         ws = (w_opt + randn(w_opt.shape[1:]) * scale).expand(n, num_ws, -1)
-        img = G.synthesize(ws, Noise("const", tuple(noise)))
-        loss = (dist(img) + recipe.noise_reg * noise_regularizer(noise)).sum()
+        cheap = bool(coarse) and step < steps - full_steps
+        img = G.synthesize(ws, Noise("const", tuple(noise)), until=coarse if cheap else None)
+        loss = ((low if cheap else dist)(img) + recipe.noise_reg * noise_regularizer(noise)).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -413,6 +452,8 @@ def optimise(G, targets: torch.Tensor, distance: Distance, seeds: Sequence[int],
             history.append(w_opt.detach().cpu().clone())
         if progress:
             progress.advance(1)
+    if not history:  # no steps: the first guess is the answer
+        history.append(w_opt.detach().cpu().clone())
     target_u8 = images_to_uint8(targets).cpu().numpy()
     hist = torch.stack(history, dim=1)  # [N, K, L, D]
     return [Projection(w_opt[i].detach().cpu(), [b[i, 0].detach().cpu() for b in noise], target_u8[i], hist[i])
@@ -461,18 +502,25 @@ def _load(path: Path) -> Optional[Projection]:
         return None
 
 
+def is_builtin_file(model_path: str | os.PathLike) -> bool:
+    """Whether a checkpoint path is the shipped built-in generator."""
+    from .builtin import builtin_path
+
+    return Path(model_path).resolve() == builtin_path("generator").resolve()
+
+
 def default_loss(model_path: str | os.PathLike) -> str:
     """The measured best without VGG weights: perceptual+laplacian on the built-in model (whose faces the
     perceptual classifier knows), the Laplacian pyramid on any other."""
-    from .builtin import builtin_path
-
-    return DEFAULT_LOSS if Path(model_path).resolve() == builtin_path("generator").resolve() else "laplacian"
+    return DEFAULT_LOSS if is_builtin_file(model_path) else "laplacian"
 
 
 def resolve_settings(settings: Settings, model_path: str | os.PathLike,
                      vgg: Sequence[str | os.PathLike] = ()) -> Settings:
     """Settings with the loss named: LPIPS with the hashes of the ``--vgg`` files, else the model's default
-    for "auto" (so the cache key says what was optimised)."""
+    for "auto" (so the cache key says what was optimised); :data:`REFINE_RECIPE` after an encoder."""
+    if settings.encoder and settings.recipe == Recipe():  # an encoder's guess is refined by its own recipe
+        settings = replace(settings, recipe=REFINE_RECIPE)
     if vgg:
         return replace(settings, loss="lpips", vgg=tuple(file_sha256(p) for p in vgg_files(vgg)))
     return replace(settings, loss=default_loss(model_path)) if settings.loss == "auto" else settings
@@ -480,8 +528,10 @@ def resolve_settings(settings: Settings, model_path: str | os.PathLike,
 
 def project_photos(images: Sequence[str | os.PathLike], G, settings: Settings = Settings(),
                    vgg: Sequence[str | os.PathLike] = (), cache_dir: Optional[Path] = None,
-                   batch_size: int = 8, quiet: bool = False) -> list[Projection]:
-    """Each image projected (or read back from the cache): the missing ones optimised in batches."""
+                   batch_size: int = 8, quiet: bool = False, encoder=None) -> list[Projection]:
+    """Each image projected (or read back from the cache): the missing ones optimised in batches, from
+    ``encoder``'s guess (a :class:`morph.encoder.Encoder` for ``G``) when given, else from w_avg."""
+    settings = replace(settings, encoder=encoder.sha256 if encoder is not None else "")
     settings = resolve_settings(settings, G.info.path, vgg)
     device = next(G.parameters()).device
     paths = [cache_path(img, G.info.sha256, settings, cache_dir) for img in images]
@@ -491,6 +541,7 @@ def project_photos(images: Sequence[str | os.PathLike], G, settings: Settings = 
         targets = {i: aligned_face(images[i], G.img_resolution, settings.align, settings.face) for i in todo}
         distance = make_distance(settings.loss, device, vgg)
         stats = w_stats(G, settings.recipe.w_avg_samples)
+        coarse, full_steps = coarse_plan(G, settings.steps, settings.coarse)
         progress = Progress("project", settings.steps * math.ceil(len(todo) / batch_size), unit="steps", quiet=quiet)
         try:
             for start in range(0, len(todo), batch_size):
@@ -499,8 +550,10 @@ def project_photos(images: Sequence[str | os.PathLike], G, settings: Settings = 
                 x = x.float() / 127.5 - 1
                 x = x.mean(dim=1, keepdim=True) if G.img_channels == 1 else x
                 seeds = [int(paths[i].stem[:8], 16) ^ settings.seed for i in chunk]  # the key: image, model, settings
+                with torch.no_grad():
+                    init = encoder(x) if encoder is not None else None
                 for i, p in zip(chunk, optimise(G, x, distance, seeds, settings.space, settings.steps,
-                                                settings.recipe, progress, stats)):
+                                                settings.recipe, progress, stats, init, coarse, full_steps)):
                     _save(paths[i], p)
                     found[i] = p
         finally:
@@ -521,9 +574,12 @@ def attribute_agreement(classifier, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def write_outputs(G, image: str | os.PathLike, p: Projection, recon: np.ndarray, out: Path,
-                  video: bool = False) -> list[Path]:
+                  video: bool = False, figures: Optional[dict] = None) -> list[Path]:
     """``NAME.npy`` (the latent), ``NAME.noise.npz`` (noise maps by layer), ``NAME.png`` (target | ``recon``,
-    the reconstruction) and, with ``video``, ``NAME.mp4`` (the reconstruction at each kept optimisation step)."""
+    the reconstruction), with ``figures`` (:func:`morph.quality.figures`' row) captioned under it and written
+    to ``NAME.json``, and, with ``video``, ``NAME.mp4`` (the reconstruction at each kept optimisation step)."""
+    from .caption import add_caption
+    from .quality import describe
     from .images import grid, write_png
 
     name = Path(image).stem
@@ -533,8 +589,13 @@ def write_outputs(G, image: str | os.PathLike, p: Projection, recon: np.ndarray,
         np.save(fh, p.w.numpy())
     with atomic_path(written[1]) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **{names[id(l)]: n.numpy() for l, n in zip(G.synthesis.noise_layers(), p.noise)})
+    side = grid(_rgb(np.stack([p.target, recon])), cols=2)
     with atomic_path(written[2]) as tmp:
-        write_png(tmp, grid(_rgb(np.stack([p.target, recon])), cols=2))
+        write_png(tmp, add_caption(side, describe(figures).split(", ")) if figures else side)
+    if figures:
+        written.append(out / f"{name}.json")
+        with atomic_path(written[-1]) as tmp:
+            tmp.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     if video:
         frames = synthesize(G, [Projection(w, p.noise, p.target, p.history) for w in p.history])
         size = max(256, G.img_resolution)  # a video player's minimum; resolutions are powers of two (even)
@@ -550,14 +611,15 @@ def _rgb(images: np.ndarray) -> np.ndarray:
 
 # --- scenes ----------------------------------------------------------------------------------------------------
 
-def scene_settings(spec: Project, resolution: int) -> Settings:
-    """How a scene's ``{project: photo, steps, space}`` is projected: defaults unless the scene says; a square
-    photo at the model's own resolution is taken as an already aligned face (what ``morph project`` makes)."""
+def scene_settings(spec: Project, resolution: int, encoder: str = "") -> Settings:
+    """How a scene's ``{project: photo, steps, space}`` is projected: defaults unless the scene says (fewer
+    steps after the ``encoder`` with this sha256, if any); a square photo at the model's own resolution is
+    taken as an already aligned face (what ``morph project`` makes)."""
     from .images import read_image
 
     h, w = read_image(spec.image).shape[:2]
-    return Settings(space=spec.space or Settings.space, steps=spec.steps or SCENE_STEPS,
-                    align=not (h == w == resolution))
+    return Settings(space=spec.space or Settings.space, steps=spec.steps or (REFINE_STEPS if encoder else SCENE_STEPS),
+                    align=not (h == w == resolution), encoder=encoder)
 
 
 @lru_cache(maxsize=4)
@@ -572,12 +634,17 @@ def _model_facts(model_path: Path) -> tuple[str, int]:
 def projection_status(spec: Project, model_path: Optional[Path]) -> str:
     """For ``morph check``: "cached", "needs projection (N steps)", or that plus why it will fail (an
     unreadable photo)."""
-    needs = f"needs projection ({spec.steps or SCENE_STEPS} steps)"
+    from .encoder import encoder_sha256, find_encoder
+
     if model_path is None:
-        return needs
+        return f"needs projection ({spec.steps or SCENE_STEPS} steps)"
     sha, resolution = _model_facts(Path(model_path))
+    encoder = find_encoder("auto", model_path)
+    encoder_sha = encoder_sha256(encoder) if encoder is not None else ""
+    needs = f"needs projection ({spec.steps or (REFINE_STEPS if encoder else SCENE_STEPS)} steps" \
+            + (" after the encoder)" if encoder else ")")
     try:
-        settings = resolve_settings(scene_settings(spec, resolution), model_path)
+        settings = resolve_settings(scene_settings(spec, resolution, encoder_sha), model_path)
     except MorphError as err:
         return f"{needs}, which will fail: {err.message}"
     return "cached" if cache_path(spec.image, sha, settings, None).is_file() else needs
@@ -618,15 +685,20 @@ class ScenePhotos:
 
 
 def project_scene(scene, G, cache_dir: Optional[Path] = None, quiet: bool = False) -> ScenePhotos:
-    """Every ``{project: photo}`` of a scene, the missing ones projected together in one batch (cached)."""
+    """Every ``{project: photo}`` of a scene, the missing ones projected together in one batch (cached),
+    from the model's own encoder when it has one (``--encoder auto``)."""
+    from .encoder import encoder_for
+
     specs = list(dict.fromkeys(l.source for l in scene.latents.values() if isinstance(l.source, Project)))
+    encoder = encoder_for(G, "auto") if specs else None
     groups: dict[Settings, list[Project]] = {}
     for spec in specs:
-        groups.setdefault(scene_settings(spec, G.img_resolution), []).append(spec)
+        groups.setdefault(scene_settings(spec, G.img_resolution, encoder.sha256 if encoder else ""), []).append(spec)
     done: dict[Project, Projection] = {}
     for settings, group in groups.items():
         done.update(zip(group, project_photos([spec.image for spec in group], G, settings, cache_dir=cache_dir,
-                                              batch_size=min(len(group), SCENE_BATCH), quiet=quiet)))
+                                              batch_size=min(len(group), SCENE_BATCH), quiet=quiet,
+                                              encoder=encoder)))
     return ScenePhotos(scene, done)
 
 

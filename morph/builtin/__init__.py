@@ -18,13 +18,14 @@ from pathlib import Path
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # generator: the StyleGAN2; classifier: the judge (attribute probabilities, features for the Fréchet
 # distance); perceptual: a second classifier (other seed, other faces) whose activations are the
-# generator's perceptual training loss, so that the judge stays independent of training.
+# generator's perceptual training loss, so that the judge stays independent of training; encoder: image → W+,
+# projection's first guess (``python -m morph.builtin.train_encoder``).
 FILES = {"generator": "generator.safetensors", "classifier": "classifier.safetensors",
-         "perceptual": "perceptual.safetensors"}
+         "perceptual": "perceptual.safetensors", "encoder": "encoder.safetensors"}
 
 
 def builtin_path(name: str = "generator") -> Path:
-    """Path of the shipped ``generator``, ``classifier`` or ``perceptual`` weights (whether or not the file exists yet)."""
+    """Path of the shipped ``generator``, ``classifier``, ``perceptual`` or ``encoder`` weights (whether or not the file exists yet)."""
     if name not in FILES:
         raise ValueError(f"unknown built-in model {name!r}; choose from {sorted(FILES)}")
     return WEIGHTS_DIR / FILES[name]

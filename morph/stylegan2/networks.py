@@ -314,11 +314,13 @@ class SynthesisNetwork(nn.Module):
         return [layer for res in self.block_resolutions for layer in getattr(self, f"b{res}").noise_layers()]
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", fused_modconv: Optional[bool] = None,
-                dtype: Optional[torch.dtype] = None, noise_maps: Optional[list[torch.Tensor]] = None) -> torch.Tensor:
+                dtype: Optional[torch.dtype] = None, noise_maps: Optional[list[torch.Tensor]] = None,
+                until: Optional[int] = None) -> torch.Tensor:
         """``fused_modconv`` None picks the faster path per layer; ``dtype`` (fp16/bf16 on a GPU)
         applies to the blocks NVIDIA runs in fp16 (``num_fp16_res``), or to all blocks if that is 0.
         ``noise_maps`` (one per :meth:`noise_layers` entry, [R, R] or per sample [N, 1, R, R]) replace the
-        ``noise_const`` buffers in noise_mode "const", e.g. a projection's optimised noise."""
+        ``noise_const`` buffers in noise_mode "const", e.g. a projection's optimised noise. ``until`` stops
+        after the block of that resolution: the skip architecture's image so far (a cheap preview)."""
         assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), (ws.shape, self.num_ws, self.w_dim)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
@@ -328,6 +330,8 @@ class SynthesisNetwork(nn.Module):
         x = img = None
         w_idx = n_idx = 0
         for res in self.block_resolutions:
+            if until is not None and res > until:
+                break
             block = getattr(self, f"b{res}")
             block_dtype = torch.float32
             if dtype is not None and (block.use_fp16 or not any_fp16):
@@ -388,11 +392,13 @@ class Generator(nn.Module):
         return self.synthesis(ws, **synthesis_kwargs)
 
     def synthesize(self, ws: torch.Tensor, noise: Noise = Noise(), dtype: Optional[torch.dtype] = None,
-                   fused_modconv: Optional[bool] = None) -> torch.Tensor:
-        """ws [N, num_ws, w_dim] → images, drawn with ``noise``; writes no buffer, so concurrent calls are safe."""
+                   fused_modconv: Optional[bool] = None, until: Optional[int] = None) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] → images, drawn with ``noise``; writes no buffer, so concurrent calls are safe.
+        ``until`` stops after that resolution's block (the skip architecture's intermediate image)."""
         check_noise(self, noise)
         maps = list(noise.maps) if noise.maps is not None else None
-        return self.synthesis(ws, noise_mode=noise.mode, fused_modconv=fused_modconv, dtype=dtype, noise_maps=maps)
+        return self.synthesis(ws, noise_mode=noise.mode, fused_modconv=fused_modconv, dtype=dtype, noise_maps=maps,
+                              until=until)
 
     def noise_shapes(self) -> list[tuple[int, int]]:
         """[R, R] of every noise input, in the order of NVIDIA's ``noise_const`` buffers."""

@@ -1,0 +1,164 @@
+"""Training an encoder on the model's own samples: (G(w), w) pairs, drawn afresh every step.
+
+Each batch is z → w through the mapping, truncated towards w_avg by a random psi per sample, and for
+half of the samples style-mixed (the ws from a crossover layer on come from a second z), so the
+encoder sees W+ codes and not only the W line; the generator draws the images with its constant noise.
+The loss is the latent error (the offset error in units of w's spread per dimension) plus the image
+distance projection uses (:func:`morph.projection.default_loss`) between the sample and G(encoder(sample))
+through the frozen generator — on models above 256 px between the skip architecture's intermediate
+images of both, at the size projection's coarse stage uses (:func:`morph.projection.coarse_plan`), which
+makes the step a few times cheaper there. Adam with a warm-up and a cosine decay over a fixed number of steps;
+every random draw is seeded by (seed, step), so a resumed run continues exactly where it stopped.
+A checkpoint (``OUT.train.pt``: tensors only, read back with ``weights_only``) and the encoder file
+itself are written every ``checkpoint_every`` steps, and when a run is stopped (Ctrl-C, SIGTERM).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .encoder import Encoder, for_model, save_encoder
+from .model import Noise
+from .progress import Progress, log
+from .runtime import Terminated, check_stop
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What decides a training run (stored in the encoder's header)."""
+
+    steps: int = 3000
+    batch: int = 32
+    lr: float = 2e-3
+    latent_weight: float = 1.0
+    image_weight: float = 1.0
+    psi_min: float = 0.5        # truncation psi ~ U(psi_min, 1) per sample
+    mix_prob: float = 0.5       # share of style-mixed samples
+    seed: int = 0
+    checkpoint_every: int = 200
+    loss: str = "auto"          # the image distance (projection's names); auto: the model's projection default
+
+
+def w_moments(G, samples: int = 10_000, seed: int = 123) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and per-dimension spread of mapped w (the encoder's origin and units)."""
+    from .latents import map_z
+
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(samples, G.z_dim, generator=gen)
+    w = torch.cat([map_z(G, z[i:i + 1000])[:, 0] for i in range(0, samples, 1000)])
+    return w.mean(dim=0), w.std(dim=0).clamp_min(1e-3)
+
+
+def sample_batch(G, n: int, gen: torch.Generator, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ws [n, num_ws, w_dim], images [n, C, R, R]) drawn by ``G``: truncated, half style-mixed."""
+    from .latents import map_z
+
+    device = next(G.parameters()).device
+    z = torch.randn(2 * n, G.z_dim, generator=gen)
+    w = map_z(G, z)  # [2n, num_ws, w_dim] on the CPU
+    w_avg = G.mapping.w_avg.cpu()
+    psi = config.psi_min + (1 - config.psi_min) * torch.rand(2 * n, 1, 1, generator=gen)
+    w = w_avg + psi * (w - w_avg)
+    ws, other = w[:n].clone(), w[n:]
+    mix = torch.rand(n, generator=gen) < config.mix_prob
+    cut = torch.randint(1, G.num_ws, (n,), generator=gen)
+    layer = torch.arange(G.num_ws)[None, :, None]
+    ws = torch.where(mix[:, None, None] & (layer >= cut[:, None, None]), other, ws)
+    with torch.no_grad():
+        images = G.synthesize(ws.to(device), Noise("const"))
+    return ws.to(device), images
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up over the first 2 % of the steps, then a cosine decay to zero."""
+    warm = max(1, config.steps // 50)
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    return config.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, config.steps - warm)))
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out.with_name(f"{out.name}.train.pt")
+
+
+def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = False, quiet: bool = False,
+          encoder_kwargs: Optional[dict] = None, stop_at: Optional[int] = None) -> Encoder:
+    """Train an encoder for ``G`` and write it to ``out`` (and its training checkpoint beside it); ``stop_at``
+    ends the run after that many of the schedule's ``config.steps`` (a later ``resume`` goes on)."""
+    from .files import atomic_path
+    from .projection import coarse_plan, default_loss, make_distance
+
+    device = next(G.parameters()).device
+    torch.manual_seed(config.seed)  # the initial weights
+    enc = for_model(G, **(encoder_kwargs or {})).to(device)
+    w_avg, w_scale = w_moments(G)
+    enc.w_avg.copy_(w_avg)
+    enc.w_scale.copy_(w_scale)
+    optimizer = torch.optim.Adam(enc.parameters(), lr=config.lr, betas=(0.9, 0.99))
+    start = 0
+    ckpt = checkpoint_path(out)
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        enc.load_state_dict(state["encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        log(f"{ckpt}: resuming at step {start} of {config.steps}")
+    loss_name = default_loss(G.info.path) if config.loss == "auto" else config.loss
+    distance = make_distance(loss_name, device)
+    scale = enc.w_scale.to(device)
+    until = coarse_plan(G, 1)[0] or None
+    facts = {"training": asdict(config) | {"loss": loss_name}, "model_file": Path(G.info.path).name}
+
+    def save(step: int) -> None:
+        with atomic_path(ckpt, suffix=".pt") as tmp:
+            torch.save({"encoder": enc.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
+        save_encoder(out, enc, G.info.sha256, facts | {"steps_done": step})
+
+    end = min(config.steps, stop_at or config.steps)
+    progress = Progress("encoder", max(0, end - start), unit="steps", quiet=quiet)
+    enc.train()
+    began, seen, step = time.monotonic(), 0.0, start
+    try:
+        for step in range(start, end):
+            check_stop()
+            gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            ws, images = sample_batch(G, config.batch, gen, config)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, config)
+            pred = enc(images)
+            latent = ((pred - ws) / scale).square().mean()
+            loss = config.latent_weight * latent
+            if config.image_weight:
+                if until:
+                    with torch.no_grad():
+                        images = G.synthesize(ws, Noise("const"), until=until)
+                recon = G.synthesize(pred, Noise("const"), until=until)
+                loss = loss + config.image_weight * distance(images)(recon).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            progress.advance(1)
+            value = latent.item()
+            seen = 0.98 * seen + 0.02 * value if step > start else value
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
+                save(step + 1)
+                if not quiet:
+                    log(f"encoder: step {step + 1}, latent error {seen:.3f} (offset² per dim), "
+                        f"{(time.monotonic() - began) / (step + 1 - start):.2f} s/step")
+    except (KeyboardInterrupt, Terminated):
+        if step > start:
+            save(step)  # the steps before the interrupted one are complete
+            log(f"encoder: stopped at step {step}; --resume continues from {ckpt}")
+        raise
+    finally:
+        progress.close()
+    return enc.eval()
+
+
+__all__ = ["TrainConfig", "checkpoint_path", "sample_batch", "train", "w_moments"]

@@ -1,0 +1,275 @@
+"""The image → W+ encoder: round trip on generator samples, refinement from its guess, its file (refused by
+another model, resumable training), the projection cache key, the CLI, and the identity figure."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from morph import align, projection
+from morph.builtin import builtin_path
+from morph.encoder import encoder_for, load_encoder, read_encoder, save_encoder
+from morph.errors import MorphError
+from morph.projection import REFINE_RECIPE, Recipe, Settings, optimise, project_photos, psnr, synthesize
+
+TEAM = sorted((Path(__file__).resolve().parents[1] / "scenes" / "team").glob("*.png"))
+# Bounds with margin around what the shipped encoder measured on these 16 samples (psi 0.7, seeds 1000-1015):
+# W+ error 0.11 (mean squared offset error in units of w's spread; the mean face is at 0.53), PSNR 35.9 dB
+# (min 29.9; the mean face 15.5 dB).
+W_ERROR_CEILING = 0.2
+SAMPLE_PSNR_FLOOR = 30.0
+
+needs_encoder = pytest.mark.skipif(not builtin_path("encoder").is_file() or len(TEAM) < 3,
+                                   reason="the built-in encoder's weights or scenes/team are missing")
+needs_identity = pytest.mark.skipif(importlib.util.find_spec("dlib") is None or align._predictor_path() is None
+                                    or importlib.util.find_spec("skimage") is None,
+                                    reason="dlib, face_recognition_models or scikit-image not installed "
+                                           "(pip install 'morph[align]' scikit-image)")
+
+
+@pytest.fixture(scope="module")
+def G():
+    from morph.builtin import load_builtin_generator
+
+    return load_builtin_generator()
+
+
+@pytest.fixture(scope="module")
+def other_model(G, tmp_path_factory) -> Path:
+    """The built-in generator with one weight changed: another file, another sha256."""
+    from morph.stylegan2.formats import write_native
+
+    state = {k: v.clone() for k, v in G.state_dict().items()}
+    state["synthesis.b4.const"] += 0.01
+    path = tmp_path_factory.mktemp("model") / "other.safetensors"
+    write_native(path, G.init_kwargs, state)
+    return path
+
+
+def team(G, n: int) -> torch.Tensor:
+    faces = np.stack([align.aligned_face(p, G.img_resolution, align=False) for p in TEAM[:n]])
+    return torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+@needs_encoder
+def test_round_trip_on_generator_samples(G):
+    from morph.latents import map_z, z_from_seed
+
+    enc = encoder_for(G, "auto")
+    z = torch.cat([z_from_seed(1000 + i, G.z_dim) for i in range(16)])
+    ws = map_z(G, z, psi=0.7)
+    with torch.no_grad():
+        images = G.synthesis(ws, noise_mode="const")
+        guess = enc(images)
+        recon = G.synthesis(guess, noise_mode="const")
+    error = float(((guess - ws) / enc.w_scale).square().mean())
+    mean_face = float(((G.mapping.w_avg - ws) / enc.w_scale).square().mean())
+    assert error < W_ERROR_CEILING < mean_face, (error, mean_face)
+    u8 = lambda x: ((x.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).numpy())  # noqa: E731
+    assert psnr(u8(images), u8(recon)).mean() > SAMPLE_PSNR_FLOOR
+
+
+@needs_encoder
+def test_encoder_then_refinement_beats_refinement_alone(G):
+    x = team(G, 3)
+    enc = encoder_for(G, "auto")
+    distance = projection.make_distance(projection.default_loss(G.info.path), torch.device("cpu"))
+    stats = projection.w_stats(G)
+    with torch.no_grad():
+        guess = enc(x)
+    steps = 20
+    ours = optimise(G, x, distance, [0, 1, 2], "w+", steps, REFINE_RECIPE, stats=stats, init=guess)
+    alone = optimise(G, x, distance, [0, 1, 2], "w+", steps, Recipe(), stats=stats)
+    want = np.stack([r.target for r in ours])
+    better = psnr(want, synthesize(G, ours)) - psnr(want, synthesize(G, alone))
+    assert better.min() > 0.5 and better.mean() > 1, better  # measured: +1.2 to +1.9 dB
+
+
+@needs_encoder
+def test_an_encoder_for_another_model_is_refused_in_one_line(other_model, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from morph.cli import app
+    from morph.stylegan2 import load_generator
+
+    with pytest.raises(MorphError) as err:
+        load_encoder(builtin_path("encoder"), load_generator(other_model))
+    assert "trained for another model" in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith(str(builtin_path("encoder")))
+    monkeypatch.setenv("MORPH_CACHE", str(tmp_path / "cache"))
+    bad = CliRunner().invoke(app, ["project", str(TEAM[0]), "--no-align", "--model", str(other_model),
+                                   "--encoder", str(builtin_path("encoder")), "--out", str(tmp_path / "out")])
+    assert bad.exit_code != 0 and isinstance(bad.exception, MorphError)
+    # auto finds NAME.encoder.safetensors beside a checkpoint, and refuses it the same way when it does not fit
+    (other_model.parent / "other.encoder.safetensors").write_bytes(builtin_path("encoder").read_bytes())
+    with pytest.raises(MorphError, match="trained for another model"):
+        encoder_for(load_generator(other_model), "auto")
+    (other_model.parent / "other.encoder.safetensors").unlink()
+    assert encoder_for(load_generator(other_model), "auto") is None
+
+
+def test_not_an_encoder_file_is_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "x.safetensors"), metadata={"format": "morph.classifier"})
+    with pytest.raises(MorphError, match="x.safetensors: not a morph encoder"):
+        read_encoder(tmp_path / "x.safetensors")
+    with pytest.raises(MorphError, match="no such file"):
+        encoder_for(type("G", (), {"info": type("I", (), {"path": "m.pkl"})()})(), tmp_path / "missing.safetensors")
+
+
+@needs_encoder
+def test_cache_key_changes_with_the_encoder(G, tmp_path, monkeypatch):
+    enc = encoder_for(G, "auto")
+    keys = {Settings(encoder=e).key("img", "model") for e in ("", enc.sha256, "0" * 64)}
+    assert len(keys) == 3
+    settings = Settings(steps=2, align=False)
+    first = project_photos(TEAM[:1], G, settings, cache_dir=tmp_path, quiet=True, encoder=enc)
+    calls = []
+    real = projection.optimise
+    signature = inspect.signature(real)
+    monkeypatch.setattr(projection, "optimise",
+                        lambda *a, **k: calls.append(signature.bind(*a, **k).arguments) or real(*a, **k))
+    again = project_photos(TEAM[:1], G, settings, cache_dir=tmp_path, quiet=True, encoder=enc)
+    assert calls == [] and torch.equal(again[0].w, first[0].w)
+    project_photos(TEAM[:1], G, settings, cache_dir=tmp_path, quiet=True)  # no encoder: another projection
+    assert len(calls) == 1 and calls[0].get("init") is None
+
+
+@needs_encoder
+def test_steps_0_is_the_encoders_answer_with_figures(G, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from morph.cli import app
+
+    monkeypatch.setenv("MORPH_CACHE", str(tmp_path / "cache"))
+    ok = CliRunner().invoke(app, ["project", str(TEAM[0]), "--no-align", "--steps", "0", "--out", str(tmp_path)])
+    assert ok.exit_code == 0, ok.output
+    assert "PSNR" in ok.output and "attributes" in ok.output
+    with torch.no_grad():
+        guess = encoder_for(G, "auto")(team(G, 1))
+    assert np.allclose(np.load(tmp_path / f"{TEAM[0].stem}.npy"), guess[0].numpy(), atol=1e-5)
+    figures = json.loads((tmp_path / f"{TEAM[0].stem}.json").read_text())
+    assert figures["steps"] == 0 and figures["psnr"] > 15 and 0 <= figures["attributes_agreeing"] <= 6
+    side = align.read_image(tmp_path / f"{TEAM[0].stem}.png")
+    assert side.shape[0] > 64 + 4 and (side[68:] < 128).any()  # a caption under the images
+
+
+@needs_encoder
+def test_scene_plan_says_the_encoder_is_used(tmp_path, monkeypatch):
+    from morph.latents import Project
+
+    monkeypatch.setenv("MORPH_CACHE", str(tmp_path))
+    status = projection.projection_status(Project(str(TEAM[0])), builtin_path("generator"))
+    assert status == f"needs projection ({projection.REFINE_STEPS} steps after the encoder)"
+
+
+def test_training_resumes_where_it_stopped(G, tmp_path, monkeypatch):
+    from morph import encoder_training, runtime
+    from morph.encoder_training import TrainConfig, train
+
+    config = TrainConfig(steps=3, batch=2, checkpoint_every=1)
+    small = {"base": 16, "max_width": 32, "pyramid": 16}  # (torch 2.13 on the CPU segfaults in backward at base 8)
+    straight = train(G, tmp_path / "a.safetensors", config, quiet=True, encoder_kwargs=small)
+    calls = iter(range(10))
+
+    def stop_at_third() -> None:
+        if next(calls) == 2:
+            raise runtime.Terminated()
+    monkeypatch.setattr(encoder_training, "check_stop", stop_at_third)
+    with pytest.raises(runtime.Terminated):
+        train(G, tmp_path / "b.safetensors", config, quiet=True, encoder_kwargs=small)
+    monkeypatch.undo()
+    assert read_encoder(tmp_path / "b.safetensors")[1]["steps_done"] == "2"
+    resumed = train(G, tmp_path / "b.safetensors", config, resume=True, quiet=True, encoder_kwargs=small)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+    saved, meta = read_encoder(tmp_path / "b.safetensors")
+    assert meta["model_sha256"] == G.info.sha256 and meta["steps_done"] == "3"
+    save_encoder(tmp_path / "c.safetensors", saved, G.info.sha256)
+    assert load_encoder(tmp_path / "c.safetensors", G).num_ws == G.num_ws
+
+
+@needs_identity
+def test_identity_of_the_astronaut(tmp_path):
+    from skimage import data
+
+    from morph.quality import IDENTITY_SAME, figures, identity
+    from morph.images import write_png
+
+    photo = tmp_path / "astronaut.png"
+    write_png(photo, data.astronaut())
+    crop = align.aligned_face(photo, 256)
+    same = identity(crop, crop)
+    assert same["identity"] > 0.999 and same["identity_distance"] < 1e-3
+    noisy = np.clip(crop + np.random.default_rng(0).normal(0, 8, crop.shape), 0, 255).astype(np.uint8)
+    near = identity(crop, noisy)
+    assert near["identity"] > 0.9 and near["identity_distance"] < IDENTITY_SAME
+    assert identity(crop, np.full_like(crop, 128)) is None  # no face in the reconstruction
+    rows = figures(crop[None], noisy[None], builtin=False)
+    assert rows[0]["identity"] == pytest.approx(near["identity"]) and rows[0]["psnr"] > 25
+
+
+def test_encoder_train_command(G, tmp_path):
+    from typer.testing import CliRunner
+
+    from morph.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "builtin.encoder.safetensors"
+    ok = runner.invoke(app, ["encoder", "train", "--model", "builtin", "--out", str(out), "--steps", "1",
+                             "--batch", "2", "--device", "cpu", "--quiet"])
+    assert ok.exit_code == 0, ok.output
+    enc, meta = read_encoder(out)
+    assert meta["model_sha256"] == G.info.sha256 and enc.num_ws == G.num_ws
+    assert (tmp_path / "builtin.encoder.safetensors.train.pt").is_file()
+    bad = runner.invoke(app, ["encoder", "train", "--model", "builtin", "--out", str(tmp_path / "x.pt")])
+    assert bad.exit_code != 0 and "safetensors format" in str(bad.exception)
+
+
+def test_coarse_stage_compares_the_intermediate_image(G, monkeypatch):
+    assert projection.coarse_plan(G, 100) == (0, 100)  # 64 px: nothing to save
+    assert projection.coarse_plan(G, 100, coarse=32) == (32, 50)
+    assert projection.coarse_plan(G, 100, coarse=0) == (0, 100)
+    sizes = []
+    real = G.synthesis.forward
+    monkeypatch.setattr(G.synthesis, "forward", lambda *a, **k: sizes.append(k.get("until")) or real(*a, **k))
+    x = team(G, 1)
+    out = optimise(G, x, projection.laplacian(), [0], "w+", 4, stats=projection.w_stats(G, 1000), coarse=32,
+                   full_steps=1)
+    assert sizes == [32, 32, 32, None] and out[0].w.shape == (G.num_ws, G.w_dim)
+    with torch.no_grad():
+        assert G.synthesis(out[0].ws(G.num_ws)[None], until=16).shape[-1] == 16
+
+
+@needs_encoder
+def test_shipped_encoder_fits_the_weights_budget(G):
+    enc, meta = read_encoder(builtin_path("encoder"))
+    assert builtin_path("encoder").stat().st_size <= 5 * 2 ** 20
+    assert meta["model_sha256"] == G.info.sha256 and int(meta["steps_done"]) > 0
+
+
+def test_figures_with_lpips_and_the_caption(tmp_path):
+    from morph.caption import add_caption
+    from morph.quality import describe, figures
+
+    torch.manual_seed(0)
+    torch.save(projection.VGG16Features().state_dict(), tmp_path / "vgg16.pth")
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+    b = a.copy()
+    b[1] = 255 - b[1]
+    rows = figures(a, b, builtin=False, vgg=[tmp_path / "vgg16.pth"], real=False)
+    assert rows[0]["lpips"] == pytest.approx(0, abs=1e-6) and rows[1]["lpips"] > 0
+    assert "identity" not in rows[0] and rows[0]["psnr"] > 90
+    line = describe(rows[1])
+    assert line.startswith("PSNR ") and "LPIPS" in line
+    out = add_caption(np.zeros((20, 200, 3), np.uint8), [line])
+    assert out.shape == (28, 200, 3) and (out[20:] == 0).any()
