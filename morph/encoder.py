@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError, MorphError
-from .latents import layer_groups
+from .stylegan2.networks import layer_groups  # which pyramid level predicts which ws (heads by num_ws)
 
 FORMAT = "morph.encoder"
 VERSION = "1"
