@@ -3,6 +3,8 @@ without an imaging library)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 # Each glyph: five rows of three pixels ("#" on). Lower-case letters are drawn as capitals.
@@ -55,3 +57,16 @@ def add_caption(image: np.ndarray, lines: list[str]) -> np.ndarray:
 
 
 __all__ = ["add_caption", "text_mask"]
+
+
+def describe(row: dict[str, Any]) -> str:
+    """One line of figures: ``PSNR 24.1 dB, LPIPS 0.213, identity 0.95 (distance 0.31), attributes 6/6``."""
+    parts = [f"PSNR {row['psnr']:.1f} dB"]
+    if "lpips" in row:
+        parts.append(f"LPIPS {row['lpips']:.3f}")
+    if "identity" in row:
+        parts.append("identity: no face found" if row["identity"] is None else
+                     f"identity {row['identity']:.2f} (distance {row['identity_distance']:.2f})")
+    if "attributes" in row:
+        parts.append(f"attributes {row['attributes_agreeing']}/{row['attributes']}")
+    return ", ".join(parts)

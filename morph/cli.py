@@ -443,9 +443,10 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
     from .devices import resolve_device
     from .encoder import encoder_for
     from .latents import SPACES
-    from .projection import (REFINE_STEPS, SCENE_STEPS, Settings, is_builtin_file, project_photos, synthesize,
-                             write_outputs)
-    from .quality import describe, figures
+    from .caption import describe
+    from .projection import REFINE_STEPS, SCENE_STEPS, Settings, project_photos, synthesize, write_outputs
+    from .quality import figures
+    from .resolver import is_builtin_file
     from .loader import load_model
     from .resolver import resolve_vgg
 

@@ -199,7 +199,7 @@ def find_encoder(choice: str | os.PathLike | None, model_path: str | os.PathLike
         return None
     if str(choice).strip().lower() == "auto":
         from .builtin import builtin_path
-        from .projection import is_builtin_file
+        from .resolver import is_builtin_file
 
         path = builtin_path("encoder") if is_builtin_file(model_path) else beside(model_path)
         return path if path.is_file() else None

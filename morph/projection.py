@@ -68,6 +68,7 @@ from .errors import MorphError
 from .latents import From, Project, map_z
 from .progress import Progress
 from .render import default_cache_dir
+from .resolver import is_builtin_file
 from .runtime import check_stop
 from .model import Noise
 from .stylegan2 import images_to_uint8
@@ -502,13 +503,6 @@ def _load(path: Path) -> Optional[Projection]:
         return None
 
 
-def is_builtin_file(model_path: str | os.PathLike) -> bool:
-    """Whether a checkpoint path is the shipped built-in generator."""
-    from .builtin import builtin_path
-
-    return Path(model_path).resolve() == builtin_path("generator").resolve()
-
-
 def default_loss(model_path: str | os.PathLike) -> str:
     """The measured best without VGG weights: perceptual+laplacian on the built-in model (whose faces the
     perceptual classifier knows), the Laplacian pyramid on any other."""
@@ -578,8 +572,7 @@ def write_outputs(G, image: str | os.PathLike, p: Projection, recon: np.ndarray,
     """``NAME.npy`` (the latent), ``NAME.noise.npz`` (noise maps by layer), ``NAME.png`` (target | ``recon``,
     the reconstruction), with ``figures`` (:func:`morph.quality.figures`' row) captioned under it and written
     to ``NAME.json``, and, with ``video``, ``NAME.mp4`` (the reconstruction at each kept optimisation step)."""
-    from .caption import add_caption
-    from .quality import describe
+    from .caption import add_caption, describe
     from .images import grid, write_png
 
     name = Path(image).stem

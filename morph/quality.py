@@ -101,18 +101,5 @@ def figures(targets: np.ndarray, recon: np.ndarray, builtin: bool, vgg: Sequence
     return out
 
 
-def describe(row: dict[str, Any]) -> str:
-    """One line of figures: ``PSNR 24.1 dB, LPIPS 0.213, identity 0.95 (distance 0.31), attributes 6/6``."""
-    parts = [f"PSNR {row['psnr']:.1f} dB"]
-    if "lpips" in row:
-        parts.append(f"LPIPS {row['lpips']:.3f}")
-    if "identity" in row:
-        parts.append("identity: no face found" if row["identity"] is None else
-                     f"identity {row['identity']:.2f} (distance {row['identity_distance']:.2f})")
-    if "attributes" in row:
-        parts.append(f"attributes {row['attributes_agreeing']}/{row['attributes']}")
-    return ", ".join(parts)
-
-
-__all__ = ["IDENTITY_SAME", "describe", "face_descriptor", "figures", "identity", "identity_available",
+__all__ = ["IDENTITY_SAME", "face_descriptor", "figures", "identity", "identity_available",
            "lpips_scores"]

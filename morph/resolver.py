@@ -90,6 +90,13 @@ def resolve_model(model: str | os.PathLike, base: Path = Path("."), sha256: Opti
     return path
 
 
+def is_builtin_file(path: str | os.PathLike) -> bool:
+    """Whether a checkpoint path is the shipped built-in generator."""
+    from .builtin import builtin_path
+
+    return Path(path).resolve() == builtin_path("generator").resolve()
+
+
 def resolve_direction(spec: str | os.PathLike, base: Path = Path(".")) -> Path:
     """The file a direction spec names: ``builtin:NAME`` → the shipped direction (a one-line error listing
     the ones there are), else a path relative to ``base``."""
@@ -133,5 +140,5 @@ def verify_sha256(path: Path, sha256: str) -> None:
         raise MorphError(f"sha256 is {digest}, the pin says {pin}", path, "fix the pin, or point at the right file")
 
 
-__all__ = ["BUILTIN", "PUBLISHED", "VGG16_URL", "is_builtin", "model_url", "published_url", "resolve_model",
+__all__ = ["BUILTIN", "PUBLISHED", "VGG16_URL", "is_builtin", "is_builtin_file", "model_url", "published_url", "resolve_model",
            "resolve_direction", "resolve_vgg", "verify_sha256"]

@@ -258,7 +258,8 @@ def test_shipped_encoder_fits_the_weights_budget(G):
 
 def test_figures_with_lpips_and_the_caption(tmp_path):
     from morph.caption import add_caption
-    from morph.quality import describe, figures
+    from morph.caption import describe
+    from morph.quality import figures
 
     torch.manual_seed(0)
     torch.save(projection.VGG16Features().state_dict(), tmp_path / "vgg16.pth")
