@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError, MorphError
+from .files import read_safetensors
 from .stylegan2.networks import layer_groups  # which pyramid level predicts which ws (heads by num_ws)
 
 FORMAT = "morph.encoder"
@@ -149,17 +150,8 @@ def save_encoder(path: str | os.PathLike, enc: Encoder, model_sha256: str, metad
 
 def read_encoder(path: str | os.PathLike) -> tuple[Encoder, dict[str, str]]:
     """An encoder file → (encoder in eval mode, float32, on the CPU; its header); CheckpointError when it is not one."""
-    from safetensors import safe_open
-
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
-    except FileNotFoundError:
-        raise CheckpointError("no such file", path) from None
-    except Exception as exc:  # safetensors raises several types for a corrupt header
-        raise CheckpointError(f"not a safetensors file ({' '.join(str(exc).split())[:100]})", path) from None
+    meta, state = read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"not a morph encoder (format {meta.get('format')!r})", path,
                               "train one: morph encoder train --model MODEL --out FILE")

@@ -38,3 +38,20 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, str], dict]:
+    """(header metadata, tensors on the CPU) of a safetensors file; a CheckpointError in one line when it is
+    missing or not a safetensors file (a truncated or damaged one included)."""
+    from safetensors import safe_open
+
+    from .errors import CheckpointError
+
+    try:
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as fh:
+            return dict(fh.metadata() or {}), {k: fh.get_tensor(k) for k in fh.keys()}
+    except FileNotFoundError:
+        raise CheckpointError("no such file", path) from None
+    except Exception as exc:  # safetensors raises several types for a corrupt header
+        raise CheckpointError(f"not a readable safetensors file ({' '.join(str(exc).split())[:100]})", path,
+                              "the file may be truncated; write it again") from None

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError
+from ..files import read_safetensors
 
 FORMAT = "morph.classifier"
 VERSION = "1"
@@ -147,17 +148,8 @@ def save_classifier(path: str | os.PathLike, model: AttributeClassifier, metadat
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> AttributeClassifier:
     """Load a classifier written by :func:`save_classifier` (eval mode, no gradients)."""
-    from safetensors import safe_open
-
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
-    except FileNotFoundError:
-        raise CheckpointError("no such file", path) from None
-    except Exception as exc:  # safetensors raises several types for a corrupt header
-        raise CheckpointError(f"not a safetensors file ({exc})", path) from None
+    meta, state = read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"not a morph classifier (format {meta.get('format')!r})", path)
     if meta.get("version") != VERSION:
