@@ -135,7 +135,7 @@ def render_scene(loaded: LoadedScene, names: Sequence[str], options: RenderOptio
     """
     plans = [loaded.job(n, options).plan(options.cache_dir) for n in names]
     for plan in plans:
-        check_destination(plan.job)
+        check_destination(plan.job.dest, plan.job.settings.format)
     if options.force:
         for plan in plans:
             forget_output(options.cache_dir, plan.job.dest)
@@ -202,25 +202,25 @@ def _render_and_join(G: Model, plan: RenderPlan, options: RenderOptions, local: 
     return stats
 
 
-def check_destination(job: RenderJob) -> None:
+def check_destination(dest: Path, fmt: str) -> None:
     """MorphError in one line, before any frame is rendered, when the output cannot go where it should: the
     destination folder is a file, or the destination is a folder for a video (a file for png frames), or a
     png destination holds files morph did not write."""
-    folder = job.dest.parent
+    folder = dest.parent
     for parent in (folder, *folder.parents):
         if parent.exists():
             if not parent.is_dir():
                 raise MorphError("is a file, not a folder", parent, "give --out a folder")
             break
-    if job.settings.format == "png":
-        if job.dest.exists() and not job.dest.is_dir():
-            raise MorphError("is a file; png frames go into a folder of this name", job.dest,
+    if fmt == "png":
+        if dest.exists() and not dest.is_dir():
+            raise MorphError("is a file; png frames go into a folder of this name", dest,
                              "move the file away or rename the render")
-        if job.dest.is_dir() and any(not is_frame_file(p) for p in job.dest.iterdir()):
+        if dest.is_dir() and any(not is_frame_file(p) for p in dest.iterdir()):
             raise MorphError("holds files morph did not write, and a png render replaces the whole folder",
-                             job.dest, "move them away, render into another --out, or rename the render")
-    elif job.dest.is_dir():
-        raise MorphError(f"is a folder; the {job.settings.format} render writes a file of this name", job.dest,
+                             dest, "move them away, render into another --out, or rename the render")
+    elif dest.is_dir():
+        raise MorphError(f"is a folder; the {fmt} render writes a file of this name", dest,
                          "move the folder away or rename the render")
 
 
@@ -232,6 +232,10 @@ def render_scenes(paths: Sequence[Path], only: Optional[Iterable[str]], options:
     check_folder(options.cache_dir)
     scenes = {path: load_scene(path, cache_dir=options.cache_dir) for path in dict.fromkeys(paths)}
     selected = select(scenes, only)
+    for path, names in selected.items():  # before any model is loaded or photo projected
+        for name in names:
+            render = scenes[path].renders[name]
+            check_destination(destination(options.out, render), render.format)
     swept = sweep(options.cache_dir, [options.out])
     if swept and not options.quiet:
         log(f"removed {swept} temp files that stopped renders left behind")
