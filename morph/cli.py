@@ -15,7 +15,7 @@ from .limits import MAX_BATCH, MAX_PREVIEW_FRAMES, MAX_STRIP_STEPS
 from .runtime import Terminated, keep_freed_memory, request_stop
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Render StyleGAN2 latent space into videos and looping GIFs.")
+                  help="Render StyleGAN2 and StyleGAN3 latent space into videos and looping GIFs.")
 
 EXIT_CODES = ("Exit codes: 0 done, 1 internal error, 2 bad input (scene, model file or option), "
               "3 output locked by another run (--no-wait), 4 file-system error (permissions, full disk, a file "
