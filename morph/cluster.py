@@ -59,6 +59,10 @@ class Work:
         """The segment's W frames [frames, num_ws, w_dim] (computed on demand: small, but many segments)."""
         return self.job.ws(self.segment)
 
+    def camera(self) -> Optional[torch.Tensor]:
+        """The segment's camera poses [frames, 3], None without a camera."""
+        return self.job.poses(self.segment)
+
 
 @dataclass(frozen=True)
 class WorkerModel:
@@ -119,7 +123,7 @@ def render_here(G: Model, todo: list[Work], device: torch.device, batch_size: Op
         frames = 0
         for w in todo:
             frames += render_segment(G, w.ws(), w.segment.path, w.job.settings, w.job.noise, device, batch_size,
-                                     w.job.dtype, progress.advance)
+                                     w.job.dtype, progress.advance, w.camera())
     finally:
         progress.close()
     return frames
@@ -172,20 +176,21 @@ def worker_generator(engine: WorkerModel) -> tuple[Model, torch.device]:
 
 
 def render_task(ws: torch.Tensor, dest: str, settings: EncodeSettings, engine: WorkerModel,
-                shared_marker: Optional[str], noise: Noise, dtype: Optional[torch.dtype] = None) -> Optional[bytes]:
-    """A Dask task: render one segment with ``noise``. Into ``dest`` when this worker sees the client's cache
-    (its ``shared_marker`` file exists; returns None), else into a private temp file whose bytes it returns.
-    The noise is an argument, so tasks of renders with different noise can share one model at once."""
+                shared_marker: Optional[str], noise: Noise, dtype: Optional[torch.dtype] = None,
+                camera: Optional[torch.Tensor] = None) -> Optional[bytes]:
+    """A Dask task: render one segment with ``noise`` (and ``camera`` poses). Into ``dest`` when this worker sees
+    the client's cache (its ``shared_marker`` file exists; returns None), else into a private temp file whose
+    bytes it returns. Noise and camera are arguments, so tasks of different renders share one model at once."""
     G, device = worker_generator(engine)
     batch_size = engine.batch_size or auto_batch_size(G, device)
     target = Path(dest)
     if shared_marker is not None and Path(shared_marker).exists():
         if not reusable(target, len(ws)):  # another run may have rendered it meanwhile
-            render_segment(G, ws, target, settings, noise, device, batch_size, dtype)
+            render_segment(G, ws, target, settings, noise, device, batch_size, dtype, camera=camera)
         return None
     with tempfile.TemporaryDirectory(prefix="morph-segment-") as folder:
         local = Path(folder) / target.name
-        render_segment(G, ws, local, settings, noise, device, batch_size, dtype)
+        render_segment(G, ws, local, settings, noise, device, batch_size, dtype, camera=camera)
         return local.read_bytes()
 
 
@@ -257,7 +262,7 @@ def render_on_cluster(client: "Client", work: list[Work], engine: WorkerModel, c
     try:
         for w in work:
             futures[client.submit(render_task, w.ws(), str(w.segment.path), w.job.settings, engine,
-                                  str(marker) if marker else None, w.job.noise, w.job.dtype,
+                                  str(marker) if marker else None, w.job.noise, w.job.dtype, w.camera(),
                                   key=f"morph-segment-{w.segment.key[:24]}-{tag}", retries=RETRIES)] = w
         for future in as_completed(list(futures)):
             w = futures.pop(future)

@@ -29,7 +29,7 @@ from .encode import is_frame_file
 from .render import (RenderJob, RenderPlan, RenderStats, default_cache_dir, forget_output, generate, is_up_to_date,
                      join, output_lock, render_segments)
 from .scene import Render, Scene, load_scene, timelines
-from .schedule import Timeline, sample
+from .schedule import Timeline, camera_poses, sample
 
 if TYPE_CHECKING:
     from .projection import ScenePhotos
@@ -77,12 +77,15 @@ class LoadedScene:
         return RenderJob(name=name, dest=destination(options.out, r), sample=partial(sample, self.timelines[name]),
                          frames=r.frames, settings=EncodeSettings(format=r.format, fps=r.fps, size=r.size),
                          noise=self.noise(name), model_key=self.photos.model_key(G, name),
-                         resolution=G.img_resolution, dtype=options.dtype, audio=r.audio, metadata=metadata)
+                         resolution=G.img_resolution, dtype=options.dtype, audio=r.audio, metadata=metadata,
+                         camera=partial(camera_poses, self.timelines[name]) if r.motion.camera else None)
 
     def frames(self, name: str, indices: Sequence[int], device: torch.device, batch_size: int = 8) -> np.ndarray:
         """Frames ``indices`` of render ``name`` at the model's resolution, exactly as a render draws them."""
-        ws = sample(self.timelines[name], torch.as_tensor(list(indices)))
-        return np.concatenate(list(generate(self.G, ws, batch_size, self.noise(name), device)))
+        t = torch.as_tensor(list(indices))
+        tl = self.timelines[name]
+        return np.concatenate(list(generate(self.G, sample(tl, t), batch_size, self.noise(name), device,
+                                            camera=camera_poses(tl, t))))
 
 
 def open_scene(path: Path, device: torch.device, cache_dir: Optional[Path] = None, quiet: bool = False,

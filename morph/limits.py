@@ -37,6 +37,8 @@ MAX_SECONDS = 3600           # any one duration: a hold, a transition, a render'
 MAX_FRAMES = 216_000         # frames of one render (two hours at 30 fps): planning stays seconds
 MAX_STRENGTH = 100.0         # |add strength|, |breathe strength|, |blend weight| (directions are unit vectors)
 MAX_AMPLITUDE = 100.0        # deform amplitude (a multiple of the model's real latent spread)
+MAX_TRANSLATE = 10.0         # |camera translate| and orbit radius, in image widths
+MAX_ROTATE = 3600.0          # |camera rotate| and swing, in degrees (ten turns)
 MAX_RENDER_NAME = 100        # characters of a render name (it becomes a file name)
 
 # --- command options ----------------------------------------------------------------------------------------------

@@ -61,7 +61,10 @@ class Model(Protocol):
 
     def synthesize(self, ws: torch.Tensor, noise: Noise = Noise(), dtype: Optional[torch.dtype] = None,
                    **family_options: Any) -> torch.Tensor:
-        """ws [N, num_ws, w_dim] → images [N, img_channels, R, R] in about [-1, 1], drawn with ``noise``."""
+        """ws [N, num_ws, w_dim] → images [N, img_channels, R, R] in about [-1, 1], drawn with ``noise``.
+
+        ``family_options`` are what only some families take, e.g. StyleGAN3's ``camera`` (poses [N, 3]:
+        translate x, y in image widths, rotate in degrees), which a renderer passes only when a scene asks."""
 
     def noise_shapes(self) -> list[tuple[int, int]]:
         """[R, R] of each noise input, in order; empty for a family without noise inputs (StyleGAN3)."""

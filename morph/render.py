@@ -64,12 +64,15 @@ def segment_bounds(n_frames: int, fps: float) -> list[tuple[int, int]]:
 
 
 def segment_key(ws: torch.Tensor, model_key: str, settings: EncodeSettings, noise_mode: str,
-                extra: Optional[dict] = None) -> str:
-    """Hex SHA-256 over everything that decides a segment's bytes."""
+                extra: Optional[dict] = None, camera: Optional[torch.Tensor] = None) -> str:
+    """Hex SHA-256 over everything that decides a segment's bytes (``camera``: its per-frame poses, if any)."""
     head = json.dumps({"version": RENDER_VERSION, "model": model_key, "noise": noise_mode,
-                       "encode": settings.key(), "frames": list(ws.shape), **(extra or {})}, sort_keys=True)
+                       "encode": settings.key(), "frames": list(ws.shape), **(extra or {}),
+                       **({"camera": list(camera.shape)} if camera is not None else {})}, sort_keys=True)
     digest = hashlib.sha256(head.encode())
     digest.update(ws.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    if camera is not None:
+        digest.update(camera.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -81,12 +84,14 @@ def auto_batch_size(G: Model, device: torch.device) -> int:
 
 
 def generate(G: Model, ws: torch.Tensor, batch_size: int, noise: Noise, device: torch.device,
-             dtype: Optional[torch.dtype] = None) -> Iterator[np.ndarray]:
-    """uint8 RGB frames [b, H, W, 3] batch by batch for W frames ``ws`` [n, num_ws, w_dim], drawn with ``noise``."""
+             dtype: Optional[torch.dtype] = None, camera: Optional[torch.Tensor] = None) -> Iterator[np.ndarray]:
+    """uint8 RGB frames [b, H, W, 3] batch by batch for W frames ``ws`` [n, num_ws, w_dim], drawn with ``noise``
+    and, when given, seen through the camera poses ``camera`` [n, 3]."""
     noise = _on(noise, device)
     with torch.inference_mode():
         for i in range(0, len(ws), batch_size):
-            img = G.synthesize(ws[i:i + batch_size].to(device), noise, dtype=dtype)
+            options = {} if camera is None else {"camera": camera[i:i + batch_size]}
+            img = G.synthesize(ws[i:i + batch_size].to(device), noise, dtype=dtype, **options)
             frames = images_to_uint8(img).cpu().numpy()
             if frames.shape[-1] == 1:
                 frames = np.repeat(frames, 3, axis=-1)
@@ -200,12 +205,12 @@ def remember_output(cache_dir: Path, dest: Path, key: str) -> None:
 
 def render_segment(G: Model, ws: torch.Tensor, dest: Path, settings: EncodeSettings, noise: Noise,
                    device: torch.device, batch_size: int, dtype: Optional[torch.dtype] = None,
-                   advance: Optional[Callable[[int], None]] = None) -> int:
-    """Generate W frames ``ws`` and encode them into segment file ``dest`` (atomic: complete or absent);
-    ``advance(n)`` is called per batch. Returns the number of frames generated."""
+                   advance: Optional[Callable[[int], None]] = None, camera: Optional[torch.Tensor] = None) -> int:
+    """Generate W frames ``ws`` (through ``camera`` poses, if any) and encode them into segment file ``dest``
+    (atomic: complete or absent); ``advance(n)`` is called per batch. Returns the number of frames generated."""
     with stop_points():
         with SegmentWriter(dest, settings, G.img_resolution) as writer:
-            for frames in _threaded(generate(G, ws, batch_size, noise, device, dtype)):
+            for frames in _threaded(generate(G, ws, batch_size, noise, device, dtype, camera)):
                 check_stop()
                 writer.write(frames)
                 if advance is not None:
@@ -233,18 +238,24 @@ class RenderJob:
     dtype: Optional[torch.dtype] = None               # None: float32
     audio: Optional[Path] = None                      # sound track muxed into the output
     metadata: dict[str, str] = field(default_factory=dict)
+    camera: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # frame indices → poses [n, 3] (StyleGAN3)
 
     def ws(self, segment: Segment) -> torch.Tensor:
         """The W frames of one of this job's segments."""
         return self.sample(torch.arange(segment.start, segment.stop))
+
+    def poses(self, segment: Segment) -> Optional[torch.Tensor]:
+        """The camera poses of one of this job's segments, None without a camera."""
+        return None if self.camera is None else self.camera(torch.arange(segment.start, segment.stop))
 
     def plan(self, cache_dir: Path) -> "RenderPlan":
         """The segments with their cache files, and the key the joined output is recorded under."""
         extra = {"resolution": self.resolution, "dtype": str(self.dtype or torch.float32)}
         segments = []
         for start, stop in segment_bounds(self.frames, self.settings.fps):
-            key = segment_key(self.sample(torch.arange(start, stop)), self.model_key, self.settings, self.noise.mode,
-                              extra)
+            t = torch.arange(start, stop)
+            key = segment_key(self.sample(t), self.model_key, self.settings, self.noise.mode, extra,
+                              self.camera(t) if self.camera else None)
             segments.append(Segment(start, stop, key,
                                     cache_dir / SEGMENTS / f"{key}{SEGMENT_SUFFIX[self.settings.format]}"))
         key = hashlib.sha256(json.dumps({"segments": [s.key for s in segments], "metadata": self.metadata,
@@ -274,7 +285,7 @@ def render_segments(G: Model, plan: RenderPlan, segments: list[Segment], device:
     generated = 0
     for seg in segments:
         generated += render_segment(G, plan.job.ws(seg), seg.path, plan.job.settings, plan.job.noise, device,
-                                    batch_size, plan.job.dtype, progress.advance)
+                                    batch_size, plan.job.dtype, progress.advance, plan.job.poses(seg))
     return generated
 
 

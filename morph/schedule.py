@@ -118,13 +118,43 @@ class Breathe:
     cycle: Cycle
 
 
+Pose = tuple[float, float, float]  # a camera pose: translate x, y (in image widths), rotate (degrees)
+
+
+@dataclass(frozen=True)
+class Orbit:
+    """The camera's centre circling its pose at ``radius`` image widths, counter-clockwise from +x."""
+
+    radius: float
+    cycle: Cycle
+
+
+@dataclass(frozen=True)
+class Swing:
+    """The camera's rotation swinging ±``degrees`` about its pose, starting at 0 and turning positive first."""
+
+    degrees: float
+    cycle: Cycle
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Where a model with a movable input (StyleGAN3) looks: a pose per keyframe, interpolated with the path's
+    easing, plus optional periodic moves."""
+
+    poses: tuple[Pose, ...]        # one per key of the path
+    orbit: Optional[Orbit] = None
+    swing: Optional[Swing] = None
+
+
 @dataclass(frozen=True)
 class Motion:
-    """What a render shows: a keyframe path, optionally deformed and breathing."""
+    """What a render shows: a keyframe path, optionally deformed and breathing, seen through a camera."""
 
     path: Path
     deform: Optional[Deform] = None
     breathe: Optional[Breathe] = None
+    camera: Optional[Camera] = None
 
     @property
     def frames(self) -> int:
@@ -157,6 +187,7 @@ class Timeline:
     waves: tuple[Wave, ...]
     frames: int
     keyframes: tuple[int, ...]         # frame at which each key is first reached
+    camera: Optional[Camera] = None
 
 
 def _tangents(keys: torch.Tensor, path: Path) -> torch.Tensor:
@@ -213,17 +244,23 @@ def timeline(motion: Motion, latents: Mapping[str, torch.Tensor], directions: Ma
     return Timeline(keys=keys, bounds=bounds, src=torch.tensor([s[0] for s in segs]),
                     dst=torch.tensor([s[1] for s in segs]), ease=torch.tensor([names.index(s[2]) for s in segs]),
                     interp=path.interp, tangents=_tangents(keys, path) if path.interp == "spline" else None,
-                    waves=tuple(waves), frames=motion.frames, keyframes=tuple(arrivals))
+                    waves=tuple(waves), frames=motion.frames, keyframes=tuple(arrivals), camera=motion.camera)
+
+
+def _progress(tl: Timeline, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(segment index, eased progress in it, its length) at frame times ``t`` (float64)."""
+    s = (torch.searchsorted(tl.bounds, t, right=True) - 1).clamp(0, len(tl.src) - 1)
+    start, length = tl.bounds[s], tl.bounds[s + 1] - tl.bounds[s]
+    u = ((t - start) / length).clamp(0, 1)
+    return s, torch.stack([fn(u) for fn in EASINGS.values()]).gather(0, tl.ease[s][None])[0], length
 
 
 def sample(tl: Timeline, t: torch.Tensor) -> torch.Tensor:
     """W at (possibly fractional) frame times ``t`` → ``[len(t), num_ws, w_dim]``; loops may be sampled at
     t = frames, the frame after the seam, which equals frame 0."""
     t = t.to(torch.float64)
-    s = (torch.searchsorted(tl.bounds, t, right=True) - 1).clamp(0, len(tl.src) - 1)
-    start, length = tl.bounds[s], tl.bounds[s + 1] - tl.bounds[s]
-    u = ((t - start) / length).clamp(0, 1)
-    u = torch.stack([fn(u) for fn in EASINGS.values()]).gather(0, tl.ease[s][None])[0][:, None, None]
+    s, u, length = _progress(tl, t)
+    u = u[:, None, None]
     a, b = tl.keys[tl.src[s]], tl.keys[tl.dst[s]]
     if tl.interp == "spline":
         uu = u.to(a.dtype)
@@ -238,6 +275,25 @@ def sample(tl: Timeline, t: torch.Tensor) -> torch.Tensor:
         strength = wave.bias + wave.scale * torch.sin(wave.cycle.angle(t)[:, None] + wave.phases)
         w = w + strength.to(w.dtype)[..., None] * wave.vectors
     return w
+
+
+def camera_poses(tl: Timeline, t: torch.Tensor) -> Optional[torch.Tensor]:
+    """The camera's poses at frame times ``t`` → float64 ``[len(t), 3]`` (translate x, y, rotate degrees), eased
+    between keyframes as W is; None when the timeline has no camera. Periodic moves close loops exactly."""
+    if tl.camera is None:
+        return None
+    t = t.to(torch.float64)
+    s, u, _ = _progress(tl, t)
+    poses = torch.tensor(tl.camera.poses, dtype=torch.float64)
+    a, b = poses[tl.src[s]], poses[tl.dst[s]]
+    out = torch.lerp(a, b, u[:, None])
+    if tl.camera.orbit:
+        angle = tl.camera.orbit.cycle.angle(t)
+        out[:, 0] += tl.camera.orbit.radius * torch.cos(angle)
+        out[:, 1] += tl.camera.orbit.radius * torch.sin(angle)
+    if tl.camera.swing:
+        out[:, 2] += tl.camera.swing.degrees * torch.sin(tl.camera.swing.cycle.angle(t))
+    return out
 
 
 def chunks(tl: Timeline, size: int) -> Iterator[torch.Tensor]:

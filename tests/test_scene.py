@@ -325,7 +325,7 @@ def test_check_reports_every_problem_on_stderr_and_exits_2(folder):
     assert out.stderr.splitlines() == [
         "scene.yaml:1:8: model: nothere.pkl: no such file",
         "scene.yaml:3:7: latents.a: unknown key 'sed'; did you mean 'seed'?",
-        "scene.yaml:5:6: renders.r: an around render needs a duration, a deform or a breathe",
+        "scene.yaml:5:6: renders.r: an around render needs a duration, a deform, a breathe or a camera orbit/swing",
         "scene.yaml:5:23: renders.r.fps: expected a positive number, got -1",
     ]
 

@@ -51,6 +51,20 @@ def _motion_text(render: Render) -> str:
     if b:
         text += (f"; breathe {b.direction} {b.low:g}…{b.high:g} on layers {range_text(b.layers)}, "
                  f"period {b.cycle.frames / b.cycle.cycles / fps:.2f} s")
+    return text + _camera_text(render)
+
+
+def _camera_text(render: Render) -> str:
+    """A render's camera, in words (empty without one)."""
+    c, fps = render.motion.camera, render.fps
+    if c is None:
+        return ""
+    poses = c.poses[:1] if len(set(c.poses)) == 1 else c.poses
+    text = "; camera " + " → ".join(f"({x:g}, {y:g}) {r:g}°" for x, y, r in poses)
+    if c.orbit:
+        text += f", orbit radius {c.orbit.radius:g} period {c.orbit.cycle.frames / c.orbit.cycle.cycles / fps:.2f} s"
+    if c.swing:
+        text += f", swing ±{c.swing.degrees:g}° period {c.swing.cycle.frames / c.swing.cycle.cycles / fps:.2f} s"
     return text
 
 

@@ -20,14 +20,16 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ..encode import VIDEO_FORMATS, audio_problem
 from ..errors import MorphError
 from ..images import read_image
-from ..limits import (MAX_AMPLITUDE, MAX_FPS, MAX_FRAMES, MAX_RENDER_NAME, MAX_SCENE_BYTES, MAX_SECONDS, MAX_SIZE,
-                      MAX_STRENGTH, MIN_FPS, MIN_SIZE)
+from ..limits import (MAX_AMPLITUDE, MAX_FPS, MAX_FRAMES, MAX_RENDER_NAME, MAX_ROTATE, MAX_SCENE_BYTES, MAX_SECONDS,
+                      MAX_SIZE, MAX_STRENGTH, MAX_TRANSLATE, MIN_FPS, MIN_SIZE)
 from ..latents import SPACES, Blend, File, From, Latent, Mean, Mix, ModelDims, Project, Seed, read_w, w_shape_problem
 from ..model import LAYER_GROUPS, NOISE_MODES
 from ..resolver import BUILTIN, resolve_direction, resolve_model
-from ..schedule import EASINGS, INTERPS, Breathe, Cycle, Deform, Motion, Path as KeyPath, cycle
-from .types import (BREATHE_KEYS, DEFAULT_FPS, DEFAULTS, DEFORM_KEYS, IMAGE_MAGIC, RENDER_KEYS, STEP_KEYS,
-                    TOP_KEYS, TRANSITION_KEYS, Render, Scene, SceneError, range_text, runs)
+from ..schedule import (EASINGS, INTERPS, Breathe, Camera, Cycle, Deform, Motion, Orbit, Path as KeyPath, Pose, Swing,
+                        cycle)
+from .types import (BREATHE_KEYS, CAMERA_FAMILIES, CAMERA_KEYS, DEFAULT_FPS, DEFAULTS, DEFORM_KEYS, IMAGE_MAGIC,
+                    ORBIT_KEYS, POSE_KEYS, RENDER_KEYS, STEP_KEYS, SWING_KEYS, TOP_KEYS, TRANSITION_KEYS, Render, Scene,
+                    SceneError, range_text, runs)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|f)\s*$")
 _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
@@ -490,18 +492,29 @@ class _Reader:
                 self.fail(items[key][0], path, f"{key} does not apply to {base} renders")
         deform = self.option(items, "deform", path, self.deform, fps)
         breathe = self.option(items, "breathe", path, self.breathe, fps)
+        camera = self.option(items, "camera", path, self.camera, fps)
+        poses: Optional[list[Optional[Pose]]] = None
         if base == "around":
-            waves = "deform" in items or "breathe" in items
-            keys = self.still(node, path, items, fps, waves, max((w.cycle.frames for w in (deform, breathe) if w),
-                                                                 default=None))
+            moves = [w for w in (deform, breathe, camera and camera.orbit, camera and camera.swing) if w]
+            keys = self.still(node, path, items, fps, bool(moves) or "deform" in items or "breathe" in items
+                              or ("camera" in items and camera is None),
+                              max((w.cycle.frames for w in moves), default=None))
         else:
-            keys = self.key_path(path, items, fps)
-        if keys is None or ("deform" in items and deform is None) or ("breathe" in items and breathe is None):
+            keys, poses = self.key_path(path, items, fps)
+        if keys is None or any(k in items and v is None for k, v in
+                               (("deform", deform), ("breathe", breathe), ("camera", camera))):
             return None
+        if camera or any(poses or ()):
+            camera = camera or Camera(((0.0, 0.0, 0.0),))
+            poses = [p or camera.poses[0] for p in poses or [None] * len(keys.keys)]
+            camera = replace(camera, poses=tuple(poses))
         if keys.loop:  # a whole number of periods per loop, so the last frame flows into the first
             deform, breathe = (w and replace(w, cycle=cycle(w.cycle.frames, keys.frames, True))
                                for w in (deform, breathe))
-        return Motion(keys, deform, breathe)
+            if camera:
+                camera = replace(camera, **{k: replace(m, cycle=cycle(m.cycle.frames, keys.frames, True))
+                                            for k, m in (("orbit", camera.orbit), ("swing", camera.swing)) if m})
+        return Motion(keys, deform, breathe, camera)
 
     def still(self, node: Node, path: str, items: Items, fps: float, waves: bool,
               period: Optional[float]) -> Optional[KeyPath]:
@@ -509,12 +522,13 @@ class _Reader:
         name = self.latent_ref(items["around"][1], f"{path}.around")
         frames = self.option(items, "duration", path, self.duration, fps, default=period)
         if "duration" not in items and not waves:
-            self.fail(node, path, "an around render needs a duration, a deform or a breathe")
+            self.fail(node, path, "an around render needs a duration, a deform, a breathe or a camera orbit/swing")
         if name is None or frames is None:
             return None
         return KeyPath((name,), (round(frames),), (), (), loop=True)
 
-    def key_path(self, path: str, items: Items, fps: float) -> Optional[KeyPath]:
+    def key_path(self, path: str, items: Items, fps: float) -> tuple[Optional[KeyPath], list[Optional[Pose]]]:
+        """The keyframe path, and the camera pose each keyframe gives (None where it gives none)."""
         loop = self.option(items, "loop", path, self.boolean, default=False)
         transition = self.option(items, "transition", path, self.mapping, TRANSITION_KEYS, default={}) or {}
         t_path = f"{path}.transition"
@@ -527,8 +541,8 @@ class _Reader:
             self.fail(items["path"][1], f"{path}.path",
                       f"a path needs at least two keyframes, got {len(steps)}; for one latent use around: NAME")
         if steps is None or len(steps) < 2:
-            return None
-        keys, holds, moves, eases = [], [], [], []
+            return None, []
+        keys, holds, moves, eases, poses = [], [], [], [], []
         for i, step in enumerate(steps):  # a step's duration and ease are those of the transition into it
             s_path = f"{path}.path[{i}]"
             name, options = self.step(step, s_path)
@@ -540,19 +554,20 @@ class _Reader:
             holds.append(self.option(options, "hold", o_path, self.duration, fps, False, default=hold))
             moves.append(self.option(options, "duration", o_path, self.duration, fps, default=move))
             eases.append(self.ease(options, o_path, interp, ease))
+            poses.append(self.option(options, "camera", o_path, self.pose))
         moves, eases = (moves[1:] + moves[:1], eases[1:] + eases[:1]) if loop else (moves[1:], eases[1:])
         if None in keys + holds + moves + eases + [loop, interp]:
-            return None
+            return None, []
         return KeyPath(tuple(keys), tuple(round(h) for h in holds), tuple(round(m) for m in moves), tuple(eases),
-                       interp, loop)
+                       interp, loop), poses
 
     def step(self, node: Node, path: str) -> tuple[Optional[str], Items]:
-        """A path item: ``NAME`` or ``NAME: {duration, hold, ease}``."""
+        """A path item: ``NAME`` or ``NAME: {duration, hold, ease, camera}``."""
         if not isinstance(node, MappingNode):
             return self.latent_ref(node, path), {}
         items = self.mapping(node, path)
         if items is None or len(items) != 1:
-            self.fail(node, path, "expected a latent name, or NAME: {duration, hold, ease}")
+            self.fail(node, path, "expected a latent name, or NAME: {duration, hold, ease, camera}")
             return None, {}
         (name, (key_node, value)), = items.items()
         return self.latent_ref(key_node, path, name), self.mapping(value, f"{path}.{name}", STEP_KEYS) or {}
@@ -602,6 +617,58 @@ class _Reader:
         if None in (direction, strength, layers, period):
             return None
         return Breathe(direction, *strength, layers, Cycle(1, period))
+
+    def pose(self, node: Node, path: str, items: Optional[Items] = None) -> Optional[Pose]:
+        """A camera pose ``{translate: [X, Y], rotate: DEGREES}`` (either may be left out: 0); only models whose
+        input can move (StyleGAN3) take one."""
+        if self.dims and self.dims.family not in CAMERA_FAMILIES:
+            self.fail(node, path, f"camera moves need a StyleGAN3 model, whose Fourier input can be translated and "
+                                  f"rotated; this model is {self.dims.family}, whose input is a learned constant; drop camera")
+            return None
+        items = self.mapping(node, path, POSE_KEYS) if items is None else items
+        if items is None:
+            return None
+        translate = self.option(items, "translate", path, self.translate, default=(0.0, 0.0))
+        rotate = self.option(items, "rotate", path, self.number, f"degrees from -{MAX_ROTATE:g} to {MAX_ROTATE:g}",
+                             lambda x: abs(x) <= MAX_ROTATE, default=0.0)
+        return None if translate is None or rotate is None else (*translate, float(rotate))
+
+    def translate(self, node: Node, path: str) -> Optional[tuple[float, float]]:
+        """``[X, Y]`` in image widths."""
+        what = f"[X, Y] in image widths, each from -{MAX_TRANSLATE:g} to {MAX_TRANSLATE:g}"
+        if not isinstance(node, SequenceNode) or len(node.value) != 2:
+            self.fail(node, path, f"expected {what}, got {self.show(node)}")
+            return None
+        xy = [self.number(n, f"{path}[{i}]", what, lambda x: abs(x) <= MAX_TRANSLATE) for i, n in enumerate(node.value)]
+        return None if None in xy else (float(xy[0]), float(xy[1]))
+
+    def camera(self, node: Node, path: str, fps: float) -> Optional[Camera]:
+        """A render's camera: a pose for keyframes that give none, and periodic ``orbit`` / ``swing`` moves."""
+        items = self.mapping(node, path, CAMERA_KEYS)
+        if items is None:
+            return None
+        pose = self.pose(node, path, {k: v for k, v in items.items() if k in POSE_KEYS})
+        if pose is None:
+            return None
+        orbit, swing = None, None
+        if "orbit" in items:
+            o = self.mapping(items["orbit"][1], f"{path}.orbit", ORBIT_KEYS)
+            radius = o is not None and self.option(o, "radius", f"{path}.orbit", self.number,
+                                                   f"a radius from 0 to {MAX_TRANSLATE:g} image widths",
+                                                   lambda x: 0 < x <= MAX_TRANSLATE, default=0.05)
+            period = o is not None and self.period(o, f"{path}.orbit", fps)
+            if not (radius and period):
+                return None
+            orbit = Orbit(float(radius), Cycle(1, period))
+        if "swing" in items:
+            w = self.mapping(items["swing"][1], f"{path}.swing", SWING_KEYS)
+            degrees = w is not None and self.option(w, "degrees", f"{path}.swing", self.number,
+                                                    "degrees from 0 to 360", lambda x: 0 < x <= 360, default=5.0)
+            period = w is not None and self.period(w, f"{path}.swing", fps)
+            if not (degrees and period):
+                return None
+            swing = Swing(float(degrees), Cycle(1, period))
+        return Camera((pose,), orbit, swing)
 
     def strength(self, node: Node, path: str) -> Optional[tuple[float, float]]:
         """``HIGH`` (swinging from 0) or ``[LOW, HIGH]``."""

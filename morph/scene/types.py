@@ -15,9 +15,14 @@ from ..schedule import Motion
 DEFAULT_FPS = {fmt: 25 if fmt == "gif" else 30 for fmt in FORMATS}  # output format → default fps
 TOP_KEYS = ("model", "sha256", "truncation", "truncation_cutoff", "noise", "audio", "directions", "latents", "renders")
 RENDER_KEYS = ("format", "fps", "size", "path", "around", "loop", "transition", "hold", "duration", "deform", "breathe",
-               "audio")
+               "audio", "camera")
 TRANSITION_KEYS = ("duration", "interp", "ease")
-STEP_KEYS = ("duration", "hold", "ease")
+STEP_KEYS = ("duration", "hold", "ease", "camera")
+POSE_KEYS = ("translate", "rotate")                 # a keyframe's camera
+CAMERA_KEYS = POSE_KEYS + ("orbit", "swing")        # a render's camera
+ORBIT_KEYS = ("radius", "period")
+SWING_KEYS = ("degrees", "period")
+CAMERA_FAMILIES = ("stylegan3",)                    # families whose input a camera can move
 DEFORM_KEYS = ("layers", "amplitude", "period", "seed")
 BREATHE_KEYS = ("direction", "strength", "period", "layers")
 DEFAULTS = {"transition": 1.0, "interp": "lerp", "ease": "in-out", "hold": 0.0, "period": 4.0, "amplitude": 0.5,

@@ -263,17 +263,22 @@ class Generator(nn.Module):
         return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
 
     def synthesize(self, ws: torch.Tensor, noise: Noise = Noise(), dtype: Optional[torch.dtype] = None,
-                   transform: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   transform: Optional[torch.Tensor] = None, camera: Optional[torch.Tensor] = None) -> torch.Tensor:
         """ws [N, num_ws, w_dim] → images [N, C, R, R]; every noise mode draws the same image (there is no noise).
 
-        ``transform``: the inverse image transform ([3, 3], or per sample [N, 3, 3]) for this call
-        (see :func:`morph.stylegan3.camera_transform`); None keeps the model's own. ``dtype``:
-        float32 (default) or float64; the result is float32 unless float64 was asked for.
+        ``transform``: the inverse image transform ([3, 3], or per sample [N, 3, 3]) for this call;
+        ``camera``: per-sample poses [N, 3] instead (see :func:`camera_transforms`); neither keeps the
+        model's own. ``dtype``: float32 (default) or float64; the result is float32 unless float64 was
+        asked for.
         """
         if noise.maps:
             raise ValueError("StyleGAN3 has no noise inputs; noise maps cannot be given")
         if dtype not in (None, torch.float32, torch.float64):
             raise ValueError(f"StyleGAN3 synthesis runs in float32 or float64, not {dtype}")
+        if camera is not None:
+            if transform is not None:
+                raise ValueError("give transform or camera, not both")
+            transform = camera_transforms(camera)
         return self.synthesis(ws.to(dtype or torch.float32), transform=transform)
 
     def activation_size(self) -> int:
@@ -305,13 +310,24 @@ class Generator(nn.Module):
                 "fine": range(middle_end, self.num_ws)}
 
 
+def camera_transforms(poses: torch.Tensor) -> torch.Tensor:
+    """Camera poses [N, 3] (translate x, y in image widths, rotate in degrees) → the [N, 3, 3] float64 user
+    transforms that move the image as gen_images.py's ``--translate x,y --rotate deg`` do: the inverse of its
+    ``make_transform``, [[c, s, x], [-s, c, y], [0, 0, 1]], written in closed form ([Rᵀ | −Rᵀt])."""
+    poses = torch.as_tensor(poses, dtype=torch.float64)
+    assert poses.ndim == 2 and poses.shape[1] == 3, f"poses must be [N, 3], got {tuple(poses.shape)}"
+    x, y, a = poses[:, 0], poses[:, 1], torch.deg2rad(poses[:, 2])
+    s, c = torch.sin(a), torch.cos(a)
+    zero, one = torch.zeros_like(x), torch.ones_like(x)
+    return torch.stack([torch.stack([c, -s, -(c * x - s * y)], 1),
+                        torch.stack([s, c, -(s * x + c * y)], 1),
+                        torch.stack([zero, zero, one], 1)], 1)
+
+
 def camera_transform(translate_xy: tuple[float, float], rotate_degrees: float) -> torch.Tensor:
-    """The [3, 3] float64 user transform that moves the image as gen_images.py's ``--translate x,y --rotate deg``
-    do (translation in image widths): the inverse of its ``make_transform(translate_xy, rotate_degrees)``."""
-    a = math.radians(rotate_degrees)
-    s, c = math.sin(a), math.cos(a)
-    m = torch.tensor([[c, s, translate_xy[0]], [-s, c, translate_xy[1]], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    return torch.linalg.inv(m)
+    """The [3, 3] float64 user transform of one camera pose (see :func:`camera_transforms`)."""
+    return camera_transforms(torch.tensor([[*translate_xy, rotate_degrees]]))[0]
 
 
-__all__ = ["FAMILY", "Generator", "SynthesisInput", "SynthesisLayer", "SynthesisNetwork", "camera_transform"]
+__all__ = ["FAMILY", "Generator", "SynthesisInput", "SynthesisLayer", "SynthesisNetwork", "camera_transform",
+           "camera_transforms"]
