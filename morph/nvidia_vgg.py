@@ -22,11 +22,12 @@ What is known of the file, and how:
 - Inferred, not seen: the names and layout of the file's tensors. The TF network held ``conv1..13`` as
   [3, 3, in, out], ``bias1..13`` and ``perceptual_weight_0..4`` as [1, 1, C, 1]; the conversion may have kept
   those or used PyTorch's [out, in, 3, 3] and [1, C, 1, 1]. So the tensors are matched by shape, in archive
-  order, never by name: each wanted tensor takes the first unused one of its shape (PyTorch's layout first,
-  then TF's; a ``bias`` in the name is preferred for biases and avoided for the rest), and the LPIPS weights
-  must be non-negative, as LPIPS trains them and as a sum-of-squares vector needs. The 3×3 convolution
-  chain and the five LPIPS sizes are unambiguous by shape; 1-D LPIPS weights are told from biases by the
-  name hint, else by order (a VGG's biases come before its LPIPS head). Also inferred: the conv weights are
+  order, never by name alone: each wanted tensor takes the first unused one of its shape (PyTorch's layout
+  first, then TF's; a ``bias`` in the name is preferred for biases and avoided for the rest; a bias prefers
+  its weight's module, then the tensors after its weight), and the LPIPS weights must be non-negative, as
+  LPIPS trains them and as a sum-of-squares vector needs. The 3×3 convolution chain and the five LPIPS
+  sizes are unambiguous by shape; 1-D LPIPS weights are told from biases by those rules (biases are
+  matched first, so the LPIPS weights get what is left). Also inferred: the conv weights are
   torchvision's VGG16 (LPIPS's PyTorch backbone, RGB input) and the max pools floor odd sizes (TF pads them;
   morph's even sizes, 256 px and its halvings, never meet the difference).
 """
@@ -64,22 +65,30 @@ def _convert(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return t.reshape(shape).to(torch.float32).contiguous()
 
 
+def _parent(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
 def match_by_shape(available: Sequence[tuple[str, torch.Size]], wanted: Mapping[str, torch.Size],
                    where: str | os.PathLike) -> dict[str, str]:
     """wanted name → file name: each wanted tensor (in order) takes the first unused file tensor of its shape,
-    PyTorch's layout before TF's, a ``bias`` in the file name preferred for biases and avoided for the rest.
-    MorphError naming ``where`` for the first wanted tensor nothing fits."""
+    PyTorch's layout before TF's, a ``bias`` in the file name preferred for biases and avoided for the rest; a
+    bias prefers the module of its weight, then the tensors after it. MorphError naming ``where`` for the first
+    wanted tensor nothing fits."""
+    index = {n: i for i, (n, _) in enumerate(available)}
     used: set[str] = set()
     pairs: dict[str, str] = {}
     for name, shape in wanted.items():
         layouts = _layouts(shape)
         bias = name.endswith("bias")
-        fits = [(layouts.index(s), ("bias" in n.lower()) != bias, i, n)
+        weight = pairs.get(f"{name[:-4]}weight") if bias else None
+        fits = [(layouts.index(s), ("bias" in n.lower()) != bias,
+                 weight is not None and _parent(n) != _parent(weight), weight is not None and i < index[weight], i, n)
                 for i, (n, s) in enumerate(available) if n not in used and s in layouts]
         if not fits:
             raise MorphError(f"not NVIDIA's VGG16+LPIPS file: nothing of shape {list(shape)} for {name} among its "
                              f"{len(available)} tensors", where=where, hint=HINT)
-        pairs[name] = min(fits)[3]
+        pairs[name] = min(fits)[-1]
         used.add(pairs[name])
     return pairs
 
@@ -94,6 +103,10 @@ def vgg16_state(path: str | os.PathLike, wanted: Mapping[str, torch.Size]) -> di
         return list(pairs.values())
 
     tensors = read_torchscript(path, choose)
+    for name, source in pairs.items():
+        if not tensors[source].is_floating_point():
+            raise MorphError(f"{source} (for {name}) holds {tensors[source].dtype}, not real-valued weights",
+                             where=path, hint=HINT)
     state = {name: _convert(tensors[source], wanted[name]) for name, source in pairs.items()}
     for name, t in state.items():
         if not torch.isfinite(t).all():

@@ -34,7 +34,7 @@ Choose = Callable[[Sequence[tuple[str, torch.Size]]], Iterable[str]]
 
 
 def is_torchscript(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a zip laid out like a ``torch.jit.save`` archive (``NAME/data.pkl`` beside ``NAME/code/``)."""
+    """Whether ``path`` is a zip laid out as ``torch.jit.save`` writes (``NAME/data.pkl`` beside ``NAME/code/``)."""
     try:
         with zipfile.ZipFile(path) as zf:
             parts = [name.split("/") for name in zf.namelist()]
@@ -44,12 +44,13 @@ def is_torchscript(path: str | os.PathLike) -> bool:
 
 
 class _Storages:
-    """``persistent_load`` for one pickle: a storage per key in ``folder``, allocated (not read) when the pickle
-    names it, after its member is found to hold exactly the bytes claimed."""
+    """``persistent_load`` for one pickle: a storage per key, the member of that name in the first of ``folders``
+    holding one, allocated (not read) when the pickle names it, once the member holds exactly the bytes claimed."""
 
-    def __init__(self, zf: zipfile.ZipFile, folder: str):
+    def __init__(self, zf: zipfile.ZipFile, folders: Sequence[str]):
         self._zf = zf
-        self._folder = folder
+        self._folders = folders
+        self._members = set(zf.namelist())
         self.by_key: dict[str, tuple[Storage, zipfile.ZipInfo]] = {}
 
     def __call__(self, pid: Any) -> Storage:
@@ -64,10 +65,10 @@ class _Storages:
             if storage.data.dtype != stype.dtype or storage.data.numel() != numel:
                 raise UnsafePickleError(f"storage {key!r:.40} referenced with two different types or sizes")
             return storage
-        try:
-            info = self._zf.getinfo(f"{self._folder}/{key}")
-        except KeyError:
-            raise UnsafePickleError(f"the archive has no storage {self._folder}/{key}"[:120]) from None
+        names = [f"{folder}/{key}" for folder in self._folders if f"{folder}/{key}" in self._members]
+        if not names:
+            raise UnsafePickleError(f"the archive has no storage {self._folders[0]}/{key}"[:120])
+        info = self._zf.getinfo(names[0])
         nbytes = numel * torch.empty((), dtype=stype.dtype).element_size()
         if info.file_size != nbytes:
             raise UnsafePickleError(f"storage {info.filename!r:.80} holds {info.file_size} bytes, "
@@ -138,15 +139,18 @@ def read_torchscript(path: str | os.PathLike, choose: Optional[Choose] = None) -
                 raise MorphError("a big-endian TorchScript archive; morph reads little-endian ones", where=path)
             named: list[tuple[str, torch.Tensor]] = []
             readers: list[tuple[_Storages, list[tuple[str, torch.Tensor]]]] = []
-            for pkl, folder, prefix in (("data.pkl", "data", ""), ("constants.pkl", "constants", "CONSTANTS")):
+            # constants' storages are in constants/ (older archives may keep them in data/)
+            for pkl, folders, prefix in (("data.pkl", ["data"], ""),
+                                         ("constants.pkl", ["constants", "data"], "CONSTANTS")):
                 if f"{root}/{pkl}" not in zf.namelist():
                     continue
-                storages = _Storages(zf, f"{root}/{folder}")
+                storages = _Storages(zf, [f"{root}/{f}" for f in folders])
                 with zf.open(f"{root}/{pkl}") as fh:
                     tree = load_torchscript_pickle(io.BytesIO(fh.read()), storages, MAX_MODULES)
                 tensors = _named_tensors(tree, prefix)
-                if prefix == "CONSTANTS":
-                    tensors = [(f"CONSTANTS.c{name.split('.')[-1]}", t) for name, t in tensors]
+                if prefix == "CONSTANTS":  # the code calls constant i CONSTANTS.c<i>
+                    tensors = [(".".join(["CONSTANTS", "c" + name.split(".")[1], *name.split(".")[2:]]), t)
+                               for name, t in tensors]
                 named += tensors
                 readers.append((storages, tensors))
             picked = set(choose([(n, t.shape) for n, t in named]) if choose else (n for n, _ in named))

@@ -574,7 +574,8 @@ class ScriptClassAllowList(collections.abc.Mapping):
         if key not in self._classes:
             if len(self._classes) >= self._max_classes:
                 raise UnsafePickleError(f"more than {self._max_classes} TorchScript classes")
-            self._classes[key] = type("ScriptObject", (ScriptObject,), {"__slots__": (), "qualname": f"{module}.{name}"})
+            self._classes[key] = type("ScriptObject", (ScriptObject,),
+                                      {"__slots__": (), "qualname": f"{module}.{name}"})
         return self._classes[key]
 
     def __iter__(self):
