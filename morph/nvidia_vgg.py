@@ -1,35 +1,34 @@
 """NVIDIA's ``vgg16.pt`` (VGG16 + LPIPS, what stylegan2-ada-pytorch's projector loads) as torchvision/LPIPS
-state-dict tensors, read by :func:`morph.torchscript.read_torchscript` (weights only, none of its code runs).
+state-dict tensors, read by :func:`morph.torchscript.read_torchscript`: weights only, none of its code runs.
 
-What is known of the file, and how:
+What is known of the file, and how sure (no copy of it was at hand; nothing here was checked against it):
 
-- It is a TorchScript archive NVIDIA converted from StyleGAN2's TensorFlow ``vgg16_zhang_perceptual.pkl``
-  (LPIPS of Zhang et al. 2018 on VGG16); the projector calls it as ``net(img, resize_images=False,
-  return_lpips=True)`` on images in [0, 255] (area-downsampled to 256 px first when larger), and
-  ``metrics/precision_recall.py`` calls the same file with ``return_features=True`` for VGG16's fc7
-  features, so it also holds the fully connected layers. Certain (stylegan2-ada-pytorch's source).
-- ``return_lpips`` gives per-image vectors whose squared difference, summed, is LPIPS: at 32 px its length
-  is 124928 = 64·32² + 128·16² + 256·8² + 512·4² + 512·2², the five taps relu1_2, relu2_2, relu3_3, relu4_3,
-  relu5_3 flattened whole. Certain (a user's printout of the shape).
-- The TF network's source (stored in that pickle) fixes the forward: x/255, minus ImageNet's mean
-  (0.485, 0.456, 0.406), over its std (0.229, 0.224, 0.225) -- the same affine map as LPIPS's shift/scale on
-  [-1, 1], so :class:`morph.projection.VGG16Features` computes it; thirteen 3×3 convolutions + bias + ReLU
-  with 2×2 max pools after relu1_2, 2_2, 3_3, 4_3; each tap divided by (its L2 norm over channels + 1e-10);
-  squared differences weighted per channel by five 1×1 weights of 64, 128, 256, 512, 512 channels, averaged
-  over space, summed over the taps (:func:`morph.projection.feature_distance`). Certain for the TF network;
-  that the PyTorch file computes the same (its vectors being each tap × sqrt(weight / (H·W))) is inferred
-  from the printed length and from NVIDIA calling both "LPIPS".
-- Inferred, not seen: the names and layout of the file's tensors. The TF network held ``conv1..13`` as
-  [3, 3, in, out], ``bias1..13`` and ``perceptual_weight_0..4`` as [1, 1, C, 1]; the conversion may have kept
-  those or used PyTorch's [out, in, 3, 3] and [1, C, 1, 1]. So the tensors are matched by shape, in archive
-  order, never by name alone: each wanted tensor takes the first unused one of its shape (PyTorch's layout
-  first, then TF's; a ``bias`` in the name is preferred for biases and avoided for the rest; a bias prefers
-  its weight's module, then the tensors after its weight), and the LPIPS weights must be non-negative, as
-  LPIPS trains them and as a sum-of-squares vector needs. The 3×3 convolution chain and the five LPIPS
-  sizes are unambiguous by shape; 1-D LPIPS weights are told from biases by those rules (biases are
-  matched first, so the LPIPS weights get what is left). Also inferred: the conv weights are
-  torchvision's VGG16 (LPIPS's PyTorch backbone, RGB input) and the max pools floor odd sizes (TF pads them;
-  morph's even sizes, 256 px and its halvings, never meet the difference).
+- Sure (stylegan2-ada-pytorch's source): a TorchScript archive; the projector calls it as ``net(img,
+  resize_images=False, return_lpips=True)`` on images in [0, 255], area-downsampled to 256 px when larger,
+  and takes ``(a - b).square().sum()`` of two results as LPIPS; ``metrics/precision_recall.py`` calls the
+  same file with ``return_features=True`` for VGG16's fc features, so it also holds the fully connected
+  layers (most of its bytes, never read here).
+- Sure (the network's TensorFlow source, StyleGAN2's ``vgg16_zhang_perceptual.pkl``, which NVIDIA's file
+  ports): x/255, minus ImageNet's mean (0.485, 0.456, 0.406), over its std (0.229, 0.224, 0.225) -- the
+  same affine map as LPIPS's shift/scale on [-1, 1], so :class:`morph.projection.VGG16Features` computes it;
+  thirteen 3×3 convolutions + bias + ReLU, 2×2 max pools after relu1_2, 2_2, 3_3, 4_3; the taps relu1_2,
+  2_2, 3_3, 4_3, 5_3 each divided by (its L2 norm over channels + 1e-10); squared differences weighted per
+  channel by five 1×1 weights of 64, 128, 256, 512, 512 channels, averaged over space, summed over the taps
+  (:func:`morph.projection.feature_distance`).
+- Inferred, high confidence: the PyTorch file computes the same, its LPIPS vector being each tap ×
+  sqrt(weight / (H·W)), flattened and concatenated. A public projector fork records that vector's shape as
+  [1, 124928], which is 64·32² + 128·16² + 256·8² + 512·4² + 512·2², the five taps of a 32 px image whole.
+- Inferred, unknown detail: the names and layout of its tensors. The TF network held ``conv1..13`` as
+  [3, 3, in, out], ``bias1..13`` and ``perceptual_weight_0..4`` as [1, 1, C, 1]; the port may keep those or
+  use PyTorch's [out, in, 3, 3] and [1, C, 1, 1]. So tensors are matched by shape, in archive order, not by
+  name: each wanted tensor takes the first unused one of its shape (PyTorch's layout first, then TF's; a
+  ``bias`` in the name is preferred for biases and avoided for the rest; a bias prefers its weight's module,
+  then the tensors after its weight), and the LPIPS weights must be non-negative, as LPIPS trains them and
+  as a sum-of-squares vector needs. The 3×3 chain and the five LPIPS sizes are unambiguous by shape; 1-D
+  LPIPS weights are told from biases by those rules (biases are matched first; the LPIPS weights get what
+  is left), and a wrong pick would most likely meet a negative "LPIPS weight" and be refused.
+- Inferred: the conv weights are torchvision's VGG16 (LPIPS's PyTorch backbone, RGB input), and the max
+  pools floor odd sizes (TF pads them; morph's sizes, 256 px and its halvings, are even).
 """
 
 from __future__ import annotations
@@ -45,13 +44,17 @@ from .torchscript import read_torchscript
 HINT = "--vgg takes NVIDIA's vgg16.pt (--vgg auto), or vgg16-397923af.pth plus LPIPS's vgg.pth"
 
 
+def _is_kernel(shape: torch.Size) -> bool:
+    return len(shape) == 4 and shape[2] == shape[3] > 1  # a conv kernel [out, in, k, k]
+
+
 def _is_lpips_weight(shape: torch.Size) -> bool:
     return len(shape) == 4 and shape[0] == shape[2] == shape[3] == 1  # LPIPS's 1×1 conv [1, C, 1, 1]
 
 
 def _layouts(shape: torch.Size) -> list[torch.Size]:
     """The shapes a tensor wanted as ``shape`` may have in the file: PyTorch's, then TensorFlow's."""
-    if len(shape) == 4 and shape[2] == shape[3] > 1:  # a conv kernel [out, in, k, k] ~ TF [k, k, in, out]
+    if _is_kernel(shape):  # TF's [k, k, in, out]
         return [shape, torch.Size([shape[2], shape[3], shape[1], shape[0]])]
     if _is_lpips_weight(shape):
         return [shape, torch.Size([shape[1]]), torch.Size([1, 1, shape[1], 1])]
@@ -60,7 +63,7 @@ def _layouts(shape: torch.Size) -> list[torch.Size]:
 
 def _convert(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """``t`` in the wanted layout ``shape`` (TF's HWIO kernels transposed; LPIPS weights reshaped), float32."""
-    if t.shape != shape and len(shape) == 4 and shape[2] == shape[3] > 1:
+    if t.shape != shape and _is_kernel(shape):
         t = t.permute(3, 2, 0, 1)
     return t.reshape(shape).to(torch.float32).contiguous()
 
@@ -69,7 +72,7 @@ def _parent(name: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else ""
 
 
-def match_by_shape(available: Sequence[tuple[str, torch.Size]], wanted: Mapping[str, torch.Size],
+def _match_by_shape(available: Sequence[tuple[str, torch.Size]], wanted: Mapping[str, torch.Size],
                    where: str | os.PathLike) -> dict[str, str]:
     """wanted name → file name: each wanted tensor (in order) takes the first unused file tensor of its shape,
     PyTorch's layout before TF's, a ``bias`` in the file name preferred for biases and avoided for the rest; a
@@ -99,7 +102,7 @@ def vgg16_state(path: str | os.PathLike, wanted: Mapping[str, torch.Size]) -> di
     pairs: dict[str, str] = {}
 
     def choose(available: Sequence[tuple[str, torch.Size]]) -> list[str]:
-        pairs.update(match_by_shape(available, wanted, path))
+        pairs.update(_match_by_shape(available, wanted, path))
         return list(pairs.values())
 
     tensors = read_torchscript(path, choose)
