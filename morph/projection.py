@@ -47,7 +47,6 @@ import hashlib
 import json
 import math
 import os
-import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -70,7 +69,9 @@ from .progress import Progress
 from .render import default_cache_dir
 from .resolver import is_builtin_file
 from .runtime import check_stop
+from .torchscript import is_torchscript
 from .model import Noise
+from .nvidia_vgg import vgg16_state
 from .stylegan2 import images_to_uint8
 from .files import file_sha256
 
@@ -292,13 +293,6 @@ def _to_256(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=(256, 256), mode="area") if x.shape[-1] > 256 else x
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(name.split("/")[1:2] == ["code"] for name in zf.namelist())
-
-
 def vgg_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """The ``--vgg`` files (``~`` expanded); MorphError naming the first that is not a file."""
     files = [Path(p).expanduser() for p in paths]
@@ -309,34 +303,24 @@ def vgg_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def lpips(paths: Sequence[str | os.PathLike], device: torch.device) -> Distance:
-    """LPIPS from ``--vgg`` files: NVIDIA's ``vgg16.pt`` (TorchScript, loaded only because the user named it),
-    or state dicts holding torchvision's VGG16 ``features.*`` and optionally LPIPS's ``lin0..4.model.1.weight``
-    (uniform channel weights without them). MorphError naming the file when it is neither."""
+    """LPIPS from ``--vgg`` files: NVIDIA's ``vgg16.pt`` (TorchScript, of which only the weights are read:
+    :mod:`morph.nvidia_vgg`), or state dicts holding torchvision's VGG16 ``features.*`` and optionally LPIPS's
+    ``lin0..4.model.1.weight`` (uniform channel weights without them). MorphError naming the file when it is neither."""
     paths = vgg_files(paths)
-    if len(paths) == 1 and _is_torchscript(paths[0]):
-        try:
-            with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format NVIDIA ships
-                warnings.simplefilter("ignore", DeprecationWarning)
-                net = torch.jit.load(str(paths[0]), map_location=device).eval()
-        except Exception as e:  # torch raises RuntimeError and others for a damaged archive
-            raise MorphError(f"not a loadable TorchScript VGG16 ({' '.join(str(e).split())[:120]})",
-                             where=paths[0]) from None
-
-        def bind(target: torch.Tensor):
-            with torch.no_grad():
-                want = net(_to_256((target + 1) * 127.5), resize_images=False, return_lpips=True)
-            return lambda img: (net(_to_256((img + 1) * 127.5), resize_images=False, return_lpips=True)
-                                - want).square().sum(dim=1)
-        return bind
-    state: dict[str, torch.Tensor] = {}
-    for p in paths:
-        try:
-            loaded = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many types for a file that is not a state dict
-            raise MorphError(f"not a VGG16 state dict ({' '.join(str(e).split())[:120]})", where=p) from None
-        state.update(loaded if isinstance(loaded, dict) else {})
     vgg = VGG16Features()
     wanted = vgg.state_dict()
+    if len(paths) == 1 and is_torchscript(paths[0]):
+        lin = {f"lin{k}.model.1.weight": torch.Size([1, vgg.features[t - 1].out_channels, 1, 1])
+               for k, t in enumerate(LPIPS_TAPS)}
+        state = vgg16_state(paths[0], {**{k: v.shape for k, v in wanted.items()}, **lin})
+    else:
+        state = {}
+        for p in paths:
+            try:
+                loaded = torch.load(p, map_location="cpu", weights_only=True)
+            except Exception as e:  # torch raises many types for a file that is not a state dict
+                raise MorphError(f"not a VGG16 state dict ({' '.join(str(e).split())[:120]})", where=p) from None
+            state.update(loaded if isinstance(loaded, dict) else {})
     missing = [k for k in wanted if k not in state or state[k].shape != wanted[k].shape]
     if missing:
         raise MorphError(f"not torchvision's VGG16 (missing or mis-shaped {missing[0]})", where=paths[0],

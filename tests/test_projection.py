@@ -226,25 +226,6 @@ def test_lpips_from_a_torchvision_shaped_file(tmp_path):
         projection.make_distance("ignored", torch.device("cpu"), [tmp_path / "bad.pth"])
 
 
-class _ScriptedVGG(torch.nn.Module):
-    """The call signature of NVIDIA's vgg16.pt, on a random convolution."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3)
-
-    def forward(self, img: torch.Tensor, resize_images: bool = True, return_lpips: bool = False) -> torch.Tensor:
-        return self.conv(img / 255).flatten(1)
-
-
-@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
-def test_lpips_from_torchscript(tmp_path):
-    torch.jit.save(torch.jit.script(_ScriptedVGG()), str(tmp_path / "vgg16.pt"))
-    dist = projection.make_distance("ignored", torch.device("cpu"), [tmp_path / "vgg16.pt"])
-    x = torch.rand(2, 3, 16, 16) * 2 - 1
-    assert torch.allclose(dist(x)(x), torch.zeros(2)) and (dist(x)(-x) > 0).all()
-
-
 def test_read_image_keeps_pixels_whose_values_are_whitespace_bytes(tmp_path):
     from morph.images import write_png
 

@@ -12,6 +12,7 @@ Nothing in this module knows about StyleGAN2 layer names; the ``formats`` packag
 from __future__ import annotations
 
 import collections
+import collections.abc
 import copyreg
 import io
 import os
@@ -525,6 +526,95 @@ TF_GLOBALS: dict[tuple[str, str], Any] = {
 def load_tf_pickle(file) -> Any:
     """Unpickle a TensorFlow StyleGAN2 pickle into :class:`TFNetworkStub` objects and numpy arrays."""
     return restricted_load(file, TF_GLOBALS)
+
+
+# --------------------------------------------------------------------------------------------
+# TorchScript archives (``torch.jit.save``): the module tree in data.pkl / constants.pkl.
+
+class ScriptObject:
+    """Stand-in for an instance of a TorchScript class (``__torch__.<path>.<Class>``): its class name and its
+    pickled state (an attribute dict, or whatever its ``__getstate__`` wrote), kept as data; nothing of the
+    class is imported, and no method (``__setstate__`` included) runs."""
+
+    __slots__ = ("state",)
+    qualname = "__torch__"
+
+    def __new__(cls, *args, **kwargs):
+        if args or kwargs:
+            raise UnsafePickleError(f"TorchScript object {cls.qualname!r:.80} constructed with arguments")
+        obj = super().__new__(cls)
+        obj.state = None
+        return obj
+
+    def __setstate__(self, state):
+        if self.state is not None:
+            raise UnsafePickleError(f"TorchScript object {self.qualname!r:.80} given its state twice")
+        self.state = state
+
+    def __repr__(self):
+        return f"ScriptObject({self.qualname})"
+
+
+class ScriptClassAllowList(collections.abc.Mapping):
+    """``allowed`` plus every ``__torch__`` global, each resolved to its own inert :class:`ScriptObject`
+    subclass (made here, never imported); more than ``max_classes`` distinct names are refused."""
+
+    def __init__(self, allowed: Mapping[tuple[str, str], Any], max_classes: int):
+        self._allowed = allowed
+        self._classes: dict[tuple[str, str], type] = {}
+        self._max_classes = max_classes
+
+    def __getitem__(self, key):
+        if key in self._allowed:
+            return self._allowed[key]
+        module, name = key
+        if not (isinstance(module, str) and isinstance(name, str)
+                and (module == "__torch__" or module.startswith("__torch__."))):
+            raise KeyError(key)
+        if key not in self._classes:
+            if len(self._classes) >= self._max_classes:
+                raise UnsafePickleError(f"more than {self._max_classes} TorchScript classes")
+            self._classes[key] = type("ScriptObject", (ScriptObject,),
+                                      {"__slots__": (), "qualname": f"{module}.{name}"})
+        return self._classes[key]
+
+    def __iter__(self):
+        return iter({**self._allowed, **self._classes})
+
+    def __len__(self):
+        return len(self._allowed) + len(self._classes)
+
+
+def _jit_list(data):
+    """``torch.jit._pickle.build_intlist`` and its siblings: the typed list, unchanged."""
+    if not isinstance(data, list):
+        raise UnsafePickleError("TorchScript list builder applied to a non-list")
+    return data
+
+
+def _jit_type_tag(value, type_str):
+    """``torch.jit._pickle.restore_type_tag``: the value; the static type it names only matters to TorchScript."""
+    if not isinstance(type_str, str):
+        raise UnsafePickleError("malformed TorchScript type tag")
+    return value
+
+
+TORCHSCRIPT_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+    **{("torch.jit._pickle", n): _jit_list
+       for n in ("build_intlist", "build_tensorlist", "build_doublelist", "build_boollist", "build_genericlist")},
+    ("torch.jit._pickle", "restore_type_tag"): _jit_type_tag,
+    **_STORAGE_GLOBALS,
+    **_TORCH_DTYPE_GLOBALS,
+}
+
+
+def load_torchscript_pickle(file, persistent_load: Callable[[Any], Any], max_classes: int) -> Any:
+    """Unpickle a TorchScript archive's ``data.pkl`` or ``constants.pkl`` into :class:`ScriptObject` holders,
+    containers and tensors; ``persistent_load`` turns its ``('storage', …)`` references into :class:`Storage`."""
+    return restricted_load(file, ScriptClassAllowList(TORCHSCRIPT_GLOBALS, max_classes), persistent_load)
 
 
 #: Every global any of the loaders above accepts, as "module.name" (for classifying files).
