@@ -33,7 +33,7 @@ from torch import nn
 
 from .errors import CheckpointError, MorphError
 from .files import read_safetensors
-from .stylegan2.networks import layer_groups as layer_groups_of  # StyleGAN2's groups: the heads of a file that names none
+from .stylegan2.networks import layer_groups as layer_groups_of  # the heads of a file that names no groups
 
 FORMAT = "morph.encoder"
 VERSION = "1"

@@ -59,8 +59,8 @@ def test_svm_direction_on_stylegan3_moves_the_label(tiny_stylegan3, tmp_path, sp
         latents = samples / "mixed.npy"
     np.save(tmp_path / "bright.npy", brightness(G, read_w(latents)))
     out = tmp_path / "bright-dir.npy"
-    run = runner.invoke(app, ["directions", "train", "--latents", str(latents), "--scores", str(tmp_path / "bright.npy"),
-                              "--ratio", "0.2", "--space", space, "--out", str(out)])
+    run = runner.invoke(app, ["directions", "train", "--latents", str(latents), "--scores",
+                              str(tmp_path / "bright.npy"), "--ratio", "0.2", "--space", space, "--out", str(out)])
     assert run.exit_code == 0, run.output
     meta = read_meta(out)
     assert meta["accuracy"] >= 0.9 and np.load(out).size == (G.w_dim if space == "w" else G.num_ws * G.w_dim)
