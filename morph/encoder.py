@@ -5,7 +5,8 @@ residual stages take the image down to 4 px; a top-down pathway adds each coarse
 next finer one, so every level sees both layout and detail. Each of StyleGAN's layer groups is read from
 the pyramid level that matches what those layers draw: ``coarse`` ws (pose, face shape) from the 4 px
 level, ``middle`` from 8 px, ``fine`` (colours, texture) from 16 px. A head pools its level to 2×2 and
-maps it linearly to that group's ws.
+maps it linearly to that group's ws. The groups are the model's own (:meth:`morph.model.Model.layer_groups`):
+StyleGAN2's by block resolution, StyleGAN3's by each layer's cutoff frequency (kept in the file's header).
 
 The output is an *offset from w_avg*, in units of w's spread per dimension: mapped ws cluster tightly
 around w_avg, so the offset is small and of unit scale whatever the model; the zero-initialised heads
@@ -32,7 +33,7 @@ from torch import nn
 
 from .errors import CheckpointError, MorphError
 from .files import read_safetensors
-from .stylegan2.networks import layer_groups  # which pyramid level predicts which ws (heads by num_ws)
+from .stylegan2.networks import layer_groups as layer_groups_of  # the heads of a file that names no groups
 
 FORMAT = "morph.encoder"
 VERSION = "1"
@@ -58,10 +59,12 @@ class Encoder(nn.Module):
     """Images [N, C, R, R] in [-1, 1] → W+ [N, num_ws, w_dim] = w_avg + w_scale · offset (see the module doc)."""
 
     def __init__(self, num_ws: int, w_dim: int, img_resolution: int, img_channels: int = 3, base: int = 32,
-                 max_width: int = 256, pyramid: int = 96):
+                 max_width: int = 256, pyramid: int = 96, layer_groups: Optional[dict[str, list[int]]] = None):
+        """``layer_groups``: {group: [start, stop]} of ws, when not StyleGAN2's for ``num_ws``."""
         super().__init__()
         self.num_ws, self.w_dim, self.img_resolution, self.img_channels = num_ws, w_dim, img_resolution, img_channels
         self.base, self.max_width, self.pyramid = base, max_width, pyramid
+        self.layer_groups = layer_groups
         self.input_size = min(img_resolution, MAX_INPUT)
         stages = max(3, int(math.log2(self.input_size)) - 2)
         widths = [min(base * 2 ** i, max_width) for i in range(stages)]
@@ -70,7 +73,10 @@ class Encoder(nn.Module):
         self.stages = nn.ModuleList(_Residual(cin, cout, 2) for cin, cout in zip([base] + widths[:-1], widths))
         self.lateral = nn.ModuleList(nn.Conv2d(w, pyramid, 1) for w in widths[-3:][::-1])  # 4, 8, 16 px
         self.smooth = nn.ModuleList(nn.Conv2d(pyramid, pyramid, 3, 1, 1) for _ in range(2))
-        self.groups = {name: r for name, r in layer_groups(num_ws).items() if len(r)}
+        groups = layer_groups_of(num_ws) if layer_groups is None else {k: range(*v) for k, v in layer_groups.items()}
+        if set(groups) - set(GROUP_LEVEL) or [i for r in groups.values() for i in r] != list(range(num_ws)):
+            raise ValueError(f"layer groups {layer_groups} do not split the {num_ws} ws in order")
+        self.groups = {name: r for name, r in groups.items() if len(r)}
         self.heads = nn.ModuleDict({name: nn.Linear(4 * pyramid, len(r) * w_dim) for name, r in self.groups.items()})
         for head in self.heads.values():
             nn.init.zeros_(head.weight)
@@ -82,7 +88,7 @@ class Encoder(nn.Module):
     def config(self) -> dict[str, Any]:
         return {"num_ws": self.num_ws, "w_dim": self.w_dim, "img_resolution": self.img_resolution,
                 "img_channels": self.img_channels, "base": self.base, "max_width": self.max_width,
-                "pyramid": self.pyramid}
+                "pyramid": self.pyramid, **({"layer_groups": self.layer_groups} if self.layer_groups else {})}
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Generator-shaped images → the encoder's input size (area-downsampled when larger)."""
@@ -115,8 +121,10 @@ class Encoder(nn.Module):
 
 
 def for_model(G, **kwargs: Any) -> Encoder:
-    """A fresh encoder shaped for generator ``G``."""
-    return Encoder(G.num_ws, G.w_dim, G.img_resolution, G.img_channels, **kwargs)
+    """A fresh encoder shaped for generator ``G``, its heads on G's layer groups."""
+    groups = G.layer_groups()
+    own = None if groups == layer_groups_of(G.num_ws) else {k: [r.start, r.stop] for k, r in groups.items()}
+    return Encoder(G.num_ws, G.w_dim, G.img_resolution, G.img_channels, layer_groups=own, **kwargs)
 
 
 def encoder_sha256(path: str | os.PathLike) -> str:
@@ -157,7 +165,10 @@ def read_encoder(path: str | os.PathLike) -> tuple[Encoder, dict[str, str]]:
                               "train one: morph encoder train --model MODEL --out FILE")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"unsupported encoder version {meta.get('version')!r}", path, "upgrade morph")
-    enc = Encoder(**json.loads(meta["config"]))
+    try:
+        enc = Encoder(**json.loads(meta["config"]))
+    except (KeyError, TypeError, ValueError) as e:  # a header that names no buildable encoder
+        raise CheckpointError(f"invalid encoder configuration ({' '.join(str(e).split())[:120]})", path) from None
     expected = enc.state_dict()
     bad = [k for k in expected if not k.endswith("num_batches_tracked")
            and (k not in state or tuple(state[k].shape) != tuple(expected[k].shape))]

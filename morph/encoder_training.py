@@ -92,7 +92,7 @@ def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = Fals
     """Train an encoder for ``G`` and write it to ``out`` (and its training checkpoint beside it); ``stop_at``
     ends the run after that many of the schedule's ``config.steps`` (a later ``resume`` goes on)."""
     from .files import atomic_path
-    from .projection import coarse_plan, default_loss, make_distance
+    from .projection import coarse_plan, default_loss, draw, make_distance
 
     device = next(G.parameters()).device
     torch.manual_seed(config.seed)  # the initial weights
@@ -137,8 +137,8 @@ def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = Fals
             if config.image_weight:
                 if until:
                     with torch.no_grad():
-                        images = G.synthesize(ws, Noise("const"), until=until)
-                recon = G.synthesize(pred, Noise("const"), until=until)
+                        images = draw(G, ws, Noise("const"), until)
+                recon = draw(G, pred, Noise("const"), until)
                 loss = loss + config.image_weight * distance(images)(recon).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -34,6 +34,11 @@ keep the guess. On models larger than :data:`COARSE_ABOVE` (skip architecture) t
 steps compare the generator's intermediate image at :data:`COARSE_RESOLUTION` with the target
 downsampled to it (:func:`coarse_plan`; ``bench/coarse.py`` measures what a step costs at each size).
 
+Everything goes through the :class:`morph.model.Model` contract, so StyleGAN3 projects too: a family
+without noise inputs (``noise_shapes()`` empty) optimises w alone, with no noise regulariser, and its
+projections hold no noise maps. StyleGAN3 has no coarse stage: it draws no intermediate image (one ToRGB at
+the end, and its last layers all run at the output's size), so every step is at full resolution.
+
 Results are cached under ``<cache>/projections/`` by (image bytes, model file hash, settings — the
 encoder's file hash among them), so a scene re-render never projects again. A scene render draws every
 frame with the optimised noise of its first projected keyframe (held for the whole render: the scheduler
@@ -129,8 +134,8 @@ class Settings:
 
 @dataclass
 class Projection:
-    """One photo's result: W [1, w_dim] or W+ [num_ws, w_dim], noise maps [R, R] per noise layer, the
-    aligned target (uint8 [R, R, 3]) and snapshots of w during the optimisation."""
+    """One photo's result: W [1, w_dim] or W+ [num_ws, w_dim], noise maps [R, R] per noise layer (none for
+    StyleGAN3), the aligned target (uint8 [R, R, 3]) and snapshots of w during the optimisation."""
 
     w: torch.Tensor
     noise: list[torch.Tensor]
@@ -378,13 +383,31 @@ def learning_rate(t: float, recipe: Recipe) -> float:
 def coarse_plan(G, steps: int, coarse: int = -1) -> tuple[int, int]:
     """(resolution of the coarse stage or 0, steps at full resolution): ``coarse`` -1 picks
     :data:`COARSE_RESOLUTION` for skip-architecture models larger than :data:`COARSE_ABOVE`, with the last
-    :data:`FULL_STEPS` of the steps at full size; other models (and ``coarse`` 0) refine at full size only."""
-    skip = G.init_kwargs["synthesis_kwargs"].get("architecture", "skip") == "skip"
+    :data:`FULL_STEPS` of the steps at full size; other models (StyleGAN3, which draws no intermediate image,
+    and StyleGAN2's other architectures) and ``coarse`` 0 refine at full size only."""
+    skip = G.family == "stylegan2" and G.init_kwargs["synthesis_kwargs"].get("architecture", "skip") == "skip"
     if coarse == -1:
         coarse = COARSE_RESOLUTION if G.img_resolution > COARSE_ABOVE else 0
     if not coarse or not skip or coarse >= G.img_resolution:
         return 0, steps
     return coarse, min(steps, max(1, math.ceil(FULL_STEPS * steps)))
+
+
+def draw(G, ws: torch.Tensor, noise: Noise, until: Optional[int] = None) -> torch.Tensor:
+    """``G.synthesize(ws, noise)``; with ``until`` (a :func:`coarse_plan` resolution: StyleGAN2's skip
+    architecture only) the intermediate image at that size."""
+    return G.synthesize(ws, noise) if until is None else G.synthesize(ws, noise, until=until)
+
+
+def constant_noise(G) -> list[torch.Tensor]:
+    """The model's own constant noise maps [R, R], one per :meth:`~morph.model.Model.noise_shapes` entry (StyleGAN2's
+    ``noise_const`` buffers); none for a family without noise inputs."""
+    return [layer.noise_const for layer in G.synthesis.noise_layers()] if G.noise_shapes() else []
+
+
+def noise_of(maps: Sequence[torch.Tensor]) -> Noise:
+    """Constant noise drawn with ``maps`` (the model's own when there are none: a family without noise inputs)."""
+    return Noise("const", tuple(maps) if maps else None)
 
 
 def optimise(G, targets: torch.Tensor, distance: Distance, seeds: Sequence[int], space: str = "w+",
@@ -394,23 +417,23 @@ def optimise(G, targets: torch.Tensor, distance: Distance, seeds: Sequence[int],
     """Project images ``targets`` [N, C, R, R] in [-1, 1] together, one result per image; image i's
     random streams come from ``seeds[i]`` only, so the batch does not change any result. ``init`` (W+
     [N, num_ws, w_dim], an encoder's guess) replaces the start at w_avg, with the model's constant noise
-    as the noise maps' start. With ``coarse`` (a resolution), all but the last ``full_steps`` steps
-    compare the skip architecture's image at that size with the target downsampled to it."""
+    as the noise maps' start; a model without noise inputs optimises w alone. With ``coarse`` (a resolution),
+    all but the last ``full_steps`` steps compare the skip architecture's image at that size with the target
+    downsampled to it."""
     device = targets.device
     n, num_ws = len(targets), G.num_ws
     w_avg, w_std = stats or w_stats(G, recipe.w_avg_samples)
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    layers = G.synthesis.noise_layers()
 
     def randn(shape: Sequence[int]) -> torch.Tensor:
         return torch.stack([torch.randn(list(shape), generator=g) for g in gens]).to(device)
 
     if init is None:
         w_opt = w_avg.to(device).reshape(1, 1, -1).repeat(n, num_ws if space == "w+" else 1, 1).requires_grad_(True)
-        noise = [randn([1, l.resolution, l.resolution]).requires_grad_(True) for l in layers]
+        noise = [randn([1, h, w]).requires_grad_(True) for h, w in G.noise_shapes()]
     else:
         w_opt = (init if space == "w+" else init.mean(dim=1, keepdim=True)).to(device).clone().requires_grad_(True)
-        noise = [l.noise_const.detach().to(device)[None, None].repeat(n, 1, 1, 1).requires_grad_(True) for l in layers]
+        noise = [m.detach().to(device)[None, None].repeat(n, 1, 1, 1).requires_grad_(True) for m in constant_noise(G)]
     optimizer = torch.optim.Adam([w_opt] + noise, betas=(0.9, 0.999), lr=recipe.lr)
     dist = distance(targets)
     low = distance(F.interpolate(targets, size=(coarse, coarse), mode="area")) if coarse else None
@@ -424,8 +447,9 @@ def optimise(G, targets: torch.Tensor, distance: Distance, seeds: Sequence[int],
         scale = w_std * recipe.w_noise * max(0.0, 1.0 - t / recipe.w_noise_ramp) ** 2
         ws = (w_opt + randn(w_opt.shape[1:]) * scale).expand(n, num_ws, -1)
         cheap = bool(coarse) and step < steps - full_steps
-        img = G.synthesize(ws, Noise("const", tuple(noise)), until=coarse if cheap else None)
-        loss = ((low if cheap else dist)(img) + recipe.noise_reg * noise_regularizer(noise)).sum()
+        img = draw(G, ws, noise_of(noise), coarse if cheap else None)
+        reg = recipe.noise_reg * noise_regularizer(noise) if noise else 0
+        loss = ((low if cheap else dist)(img) + reg).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -454,7 +478,7 @@ def synthesize(G, projections: Sequence[Projection], batch: int = 8) -> np.ndarr
         ws = torch.stack([p.ws(G.num_ws) for p in chunk]).to(device)
         maps = [torch.stack([p.noise[k] for p in chunk])[:, None].to(device) for k in range(len(chunk[0].noise))]
         with torch.no_grad():
-            out.append(images_to_uint8(G.synthesize(ws, Noise("const", tuple(maps)))).cpu().numpy())
+            out.append(images_to_uint8(G.synthesize(ws, noise_of(maps))).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -553,21 +577,25 @@ def attribute_agreement(classifier, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def write_outputs(G, image: str | os.PathLike, p: Projection, recon: np.ndarray, out: Path,
                   video: bool = False, figures: Optional[dict] = None) -> list[Path]:
-    """``NAME.npy`` (the latent), ``NAME.noise.npz`` (noise maps by layer), ``NAME.png`` (target | ``recon``,
-    the reconstruction), with ``figures`` (:func:`morph.quality.figures`' row) captioned under it and written
-    to ``NAME.json``, and, with ``video``, ``NAME.mp4`` (the reconstruction at each kept optimisation step)."""
+    """``NAME.npy`` (the latent), ``NAME.noise.npz`` (noise maps by layer; not for a model without noise
+    inputs), ``NAME.png`` (target | ``recon``, the reconstruction), with ``figures`` (:func:`morph.quality.figures`'
+    row) captioned under it and written to ``NAME.json``, and, with ``video``, ``NAME.mp4`` (the reconstruction
+    at each kept optimisation step)."""
     from .caption import add_caption, describe
     from .images import grid, write_png
 
     name = Path(image).stem
-    names = {id(m): n for n, m in G.synthesis.named_modules()}
-    written = [out / f"{name}.npy", out / f"{name}.noise.npz", out / f"{name}.png"]
-    with atomic_path(written[0]) as tmp, open(tmp, "wb") as fh:
+    written = [out / f"{name}.npy"]
+    with atomic_path(written[-1]) as tmp, open(tmp, "wb") as fh:
         np.save(fh, p.w.numpy())
-    with atomic_path(written[1]) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **{names[id(l)]: n.numpy() for l, n in zip(G.synthesis.noise_layers(), p.noise)})
+    if p.noise:
+        names = {id(m): n for n, m in G.synthesis.named_modules()}
+        written.append(out / f"{name}.noise.npz")
+        with atomic_path(written[-1]) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **{names[id(l)]: n.numpy() for l, n in zip(G.synthesis.noise_layers(), p.noise)})
     side = grid(_rgb(np.stack([p.target, recon])), cols=2)
-    with atomic_path(written[2]) as tmp:
+    written.append(out / f"{name}.png")
+    with atomic_path(written[-1]) as tmp:
         write_png(tmp, add_caption(side, describe(figures).split(", ")) if figures else side)
     if figures:
         written.append(out / f"{name}.json")
@@ -640,13 +668,13 @@ class ScenePhotos:
 
     def noise_maps(self, render: str) -> Optional[list[torch.Tensor]]:
         """The noise of the render's first keyframe that is a projected photo (directly or ``from:`` one), held
-        for the whole render; None when no keyframe is (the model's own constant noise)."""
+        for the whole render; None when no keyframe is, or the model has no noise inputs (its own noise)."""
         for key in self.scene.renders[render].motion.path.keys:
             latent = self.scene.latents[key]
             while isinstance(latent.source, From):
                 latent = self.scene.latents[latent.source.name]
             if isinstance(latent.source, Project):
-                return self.projections[latent.source].noise
+                return self.projections[latent.source].noise or None
         return None
 
     def noise(self, render: str, mode: str) -> Noise:

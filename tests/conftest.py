@@ -40,3 +40,24 @@ def morph(*args: str, env_extra: Optional[dict] = None, cwd: Optional[Path] = No
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "morph.cli", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=timeout)
+
+
+def write_tiny_stylegan3(path: Path, seed: int = 0, **overrides) -> Path:
+    """A random 32 px StyleGAN3-T in morph's format (7 layers, 32 channels at most, output scale 1 for
+    contrast): small enough to render, project and train an encoder on in a test (import with
+    ``from conftest import write_tiny_stylegan3``)."""
+    from morph.stylegan2.formats import write_native
+    from morph.stylegan3 import Generator
+
+    torch.manual_seed(seed)
+    kwargs = dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                  channel_base=512, channel_max=32, num_layers=6, num_critical=1, margin_size=4, output_scale=1.0)
+    G = Generator(**{**kwargs, **overrides})
+    write_native(path, G.init_kwargs, G.state_dict(), family="stylegan3")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_stylegan3(tmp_path_factory) -> Path:
+    """The file of :func:`write_tiny_stylegan3` (seed 0), shared by every test that needs a StyleGAN3 model."""
+    return write_tiny_stylegan3(tmp_path_factory.mktemp("stylegan3") / "tiny-sg3.safetensors")

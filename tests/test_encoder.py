@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from morph.builtin import builtin_path
 from morph.encoder import encoder_for, load_encoder, read_encoder, save_encoder
 from morph.errors import MorphError
 from morph.projection import REFINE_RECIPE, Recipe, Settings, optimise, project_photos, psnr, synthesize
+from morph.stylegan2.networks import layer_groups
 
 TEAM = sorted((Path(__file__).resolve().parents[1] / "scenes" / "team").glob("*.png"))
 # Bounds with margin around what the shipped encoder measured on these 16 samples (psi 0.7, seeds 1000-1015):
@@ -274,3 +276,73 @@ def test_figures_with_lpips_and_the_caption(tmp_path):
     assert line.startswith("PSNR ") and "LPIPS" in line
     out = add_caption(np.zeros((20, 200, 3), np.uint8), [line])
     assert out.shape == (28, 200, 3) and (out[20:] == 0).any()
+
+
+# --- StyleGAN3 -------------------------------------------------------------------------------------------------
+
+def test_encoder_heads_follow_stylegan3_layer_groups(tmp_path):
+    """A StyleGAN3 encoder reads its groups from the model (by cutoff, not StyleGAN2's blocks) and keeps them in
+    its file; a StyleGAN2 encoder's header stays as it was."""
+    from morph.encoder import for_model
+    from morph.stylegan2 import Generator as Generator2
+    from morph.stylegan3 import Generator
+
+    G3 = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=32, img_channels=3, channel_base=256, channel_max=8)
+    enc = for_model(G3, base=16, max_width=32, pyramid=16)
+    assert enc.groups == {k: r for k, r in G3.layer_groups().items() if len(r)}
+    assert enc.groups != {k: r for k, r in layer_groups(G3.num_ws).items() if len(r)}  # a case where they differ
+    save_encoder(tmp_path / "e.safetensors", enc, "0" * 64)
+    back, meta = read_encoder(tmp_path / "e.safetensors")
+    assert back.groups == enc.groups and "layer_groups" in json.loads(meta["config"])
+    G2 = Generator2(z_dim=8, c_dim=0, w_dim=8, img_resolution=32, img_channels=3,
+                    synthesis_kwargs=dict(channel_base=256, channel_max=8))
+    assert "layer_groups" not in for_model(G2, base=16, max_width=32, pyramid=16).config
+    config = {**enc.config, "layer_groups": {"coarse": [0, 3], "fine": [4, G3.num_ws]}}  # ws 3 in no group
+    from safetensors.torch import save_file
+
+    save_file({}, str(tmp_path / "bad.safetensors"), metadata={"format": "morph.encoder", "version": "1",
+                                                               "config": json.dumps(config)})
+    with pytest.raises(MorphError, match="invalid encoder configuration"):
+        read_encoder(tmp_path / "bad.safetensors")
+
+
+def test_encoder_trains_on_stylegan3_and_starts_its_projection(tiny_stylegan3, tmp_path, monkeypatch):
+    """40 steps on a tiny random StyleGAN3 (the image loss back through its synthesis): the guess beats the mean
+    face on held-out samples, and projection starts from it (``--encoder auto`` beside the checkpoint)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from morph.cli import app
+    from morph.encoder import beside
+    from morph.encoder_training import TrainConfig, sample_batch, train
+    from morph.loader import load_model
+    from morph.stylegan2 import images_to_uint8
+    from test_projection import sg3_photo
+
+    model = tmp_path / "sg3.safetensors"
+    shutil.copy(tiny_stylegan3, model)
+    G = load_model(model)
+    config = TrainConfig(steps=40, batch=8, checkpoint_every=40)
+    enc = train(G, beside(model), config, quiet=True, encoder_kwargs={"base": 16, "max_width": 32, "pyramid": 16})
+    ws, images = sample_batch(G, 16, torch.Generator().manual_seed(99), config)  # not a training batch
+    with torch.no_grad():
+        guess = images_to_uint8(G.synthesize(enc(images))).numpy()
+        mean_face = images_to_uint8(G.synthesize(enc.w_avg.expand(16, G.num_ws, -1).contiguous())).numpy()
+    truth = images_to_uint8(images).numpy()
+    assert psnr(truth, guess).mean() > psnr(truth, mean_face).mean() + 3
+    assert (psnr(truth, guess) > psnr(truth, mean_face)).mean() >= 0.9
+
+    loaded = encoder_for(G, "auto")
+    assert loaded is not None and loaded.path == str(beside(model))
+    photo = sg3_photo(G, tmp_path)
+    target = torch.from_numpy(align.aligned_face(photo, G.img_resolution, align=False)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        first = loaded(target.float() / 127.5 - 1)[0]
+    kept = project_photos([photo], G, Settings(steps=0, align=False), cache_dir=tmp_path / "c", encoder=loaded)[0]
+    assert torch.equal(kept.w, first) and kept.noise == []
+    monkeypatch.setenv("MORPH_CACHE", str(tmp_path / "cache"))
+    run = CliRunner().invoke(app, ["project", str(photo), "--model", str(model), "--no-align", "--steps", "3",
+                                   "--out", str(tmp_path / "out")])
+    assert run.exit_code == 0, run.output
+    assert json.loads((tmp_path / "out" / f"{photo.stem}.json").read_text())["encoder"] == str(beside(model))

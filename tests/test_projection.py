@@ -293,3 +293,90 @@ def test_astronaut_is_aligned_like_ffhq(tmp_path):
     # Where FFHQ puts the eyes: level, a little above the centre, about a quarter of the width apart.
     assert 0.35 < (eye_left[1] + eye_right[1]) / 2 / 256 < 0.5
     assert 0.2 < (eye_right[0] - eye_left[0]) / 256 < 0.3
+
+
+# --- StyleGAN3 -------------------------------------------------------------------------------------------------
+
+def sg3_photo(G, folder: Path, seed: int = 11) -> Path:
+    """A sample of ``G`` (psi 0.7) as a PNG at its resolution: a target it can draw exactly."""
+    from morph.images import write_png
+    from morph.latents import seed_w
+    from morph.stylegan2 import images_to_uint8
+
+    with torch.no_grad():
+        image = images_to_uint8(G.synthesize(seed_w(G, seed, 0.7)[None].expand(1, G.num_ws, -1)))[0].numpy()
+    path = folder / f"sample{seed}.png"
+    write_png(path, image)
+    return path
+
+
+def test_stylegan3_synthesis_is_differentiable(tiny_stylegan3):
+    """Projection needs d image / d ws: the filtered lrelu's gradient agrees with a finite difference."""
+    from morph.loader import load_model
+
+    torch.manual_seed(0)
+    G = load_model(tiny_stylegan3).double()
+    ws = G.mapping(torch.randn(1, G.z_dim), None).double().detach().requires_grad_(True)
+    loss = lambda w: G.synthesize(w, dtype=torch.float64).square().mean()  # noqa: E731
+    loss(ws).backward()
+    d = torch.randn_like(ws)
+    with torch.no_grad():
+        numeric = (loss(ws + 1e-6 * d) - loss(ws - 1e-6 * d)) / 2e-6
+    assert float((ws.grad * d).sum()) == pytest.approx(float(numeric), rel=1e-3)
+
+
+@pytest.mark.parametrize("space", ["w+", "w"])
+def test_stylegan3_projection_has_no_noise_and_no_coarse_stage(tiny_stylegan3, tmp_path, monkeypatch, space):
+    from morph.loader import load_model
+
+    G = load_model(tiny_stylegan3)
+    photo = sg3_photo(G, tmp_path)
+    assert projection.coarse_plan(G, 100) == projection.coarse_plan(G, 100, coarse=16) == (0, 100)
+    calls = []
+    real = G.synthesize
+    monkeypatch.setattr(G, "synthesize", lambda ws, noise, **kw: calls.append((noise, kw)) or real(ws, noise, **kw))
+    settings = Settings(space=space, steps=30, align=False)
+    p = project_photos([photo], G, settings, cache_dir=tmp_path / "cache", quiet=True)[0]
+    assert p.noise == [] and p.w.shape == ((G.num_ws, G.w_dim) if space == "w+" else (1, G.w_dim))
+    assert all(noise.maps is None and not kw for noise, kw in calls)  # no noise maps, no `until`
+    recon = synthesize(G, [p])
+    mean_face = synthesize(G, [dataclasses.replace(p, w=G.mapping.w_avg[None].clone())])
+    assert psnr(p.target[None], recon)[0] > psnr(p.target[None], mean_face)[0] + 4  # it moved towards the photo
+    again = project_photos([photo], G, settings, cache_dir=tmp_path / "cache", quiet=True)[0]  # from the cache
+    assert torch.equal(again.w, p.w) and again.noise == []
+
+
+def test_stylegan3_project_command_and_scene(tiny_stylegan3, tmp_path, monkeypatch):
+    """``morph project`` on a StyleGAN3 file writes the latent, the side-by-side and the figures (no noise file);
+    a scene's ``{project: photo}`` renders its keyframe as the projection draws it, keyed without noise."""
+    from typer.testing import CliRunner
+
+    from morph.cli import app
+    from morph.loader import load_model
+    from morph.model import Noise
+    from morph.scene import load_scene
+
+    monkeypatch.setenv("MORPH_CACHE", str(tmp_path / "cache"))
+    G = load_model(tiny_stylegan3)
+    photo = sg3_photo(G, tmp_path)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["project", str(photo), "--model", str(tiny_stylegan3), "--no-align", "--steps", "3",
+                             "--encoder", "none", "--video", "--out", str(tmp_path / "out")])
+    assert ok.exit_code == 0, ok.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
+        [f"{photo.stem}.{ext}" for ext in ("json", "mp4", "npy", "png")]
+    assert np.load(tmp_path / "out" / f"{photo.stem}.npy").shape == (G.num_ws, G.w_dim)
+
+    monkeypatch.setattr(projection, "SCENE_STEPS", 4)
+    scene = tmp_path / "scene.yaml"
+    scene.write_text(f"model: {tiny_stylegan3}\nlatents:\n  a: {{project: {photo.name}}}\n  b: {{seed: 3}}\n"
+                     "renders:\n  r: {format: png, fps: 10, path: [a, b], transition: {duration: 2f}, hold: 1f}\n")
+    assert "needs projection (4 steps)" in runner.invoke(app, ["check", str(scene)]).output
+    done = runner.invoke(app, ["render", str(scene), "--out", str(tmp_path / "frames"), "--quiet"])
+    assert done.exit_code == 0, done.output
+    assert "cached" in runner.invoke(app, ["check", str(scene)]).output
+    photos = projection.project_scene(load_scene(scene), G, quiet=True)
+    assert photos.noise("r", "const") == Noise("const") and photos.model_key(G, "r") == G.info.sha256
+    first = align.read_image(sorted((tmp_path / "frames" / "r").glob("*.png"))[0])
+    expected = synthesize(G, list(photos.projections.values()))[0]
+    assert np.abs(first.astype(int) - expected).max() <= 1

@@ -222,6 +222,7 @@ def _filtered_lrelu_chunk(x: torch.Tensor, fu: Optional[torch.Tensor], fd: Optio
                           clamp: Optional[float]) -> torch.Tensor:
     y = _upsample(x, fu, up, padding, gain if slope != 1 else 1.0)
     owned = y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()  # never write into the caller's x
+    owned = owned and not y.requires_grad  # in place, clamp_ would overwrite what leaky_relu's backward needs
     if slope != 1:
         y, owned = (F.leaky_relu_(y, slope) if owned else F.leaky_relu(y, slope)), True
     elif gain != 1:
