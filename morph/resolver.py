@@ -113,11 +113,10 @@ def resolve_vgg(paths: Sequence[str | os.PathLike], cache_dir: Optional[Path] = 
     """``--vgg`` as files: ``auto`` → NVIDIA's ``vgg16.pt`` (the VGG16 + LPIPS file stylegan2-ada-pytorch's projector
     downloads), fetched once into the cache like a model; anything else is passed on as written.
 
-    That file is TorchScript, read by :func:`morph.projection.lpips` (``_is_torchscript``, then
-    ``torch.jit.load``), never by Python's pickle: TorchScript's own unpickler builds only tensors and
-    TorchScript classes (no Python global is imported or called), and its ``code/`` is compiled by the
-    TorchScript compiler and run by its interpreter, which calls torch operators only, so no Python from
-    the file runs. Its sha256 is recorded at the first download; NVIDIA publishes none to pin.
+    That file is TorchScript; :mod:`morph.nvidia_vgg` reads only its weights (through
+    :func:`morph.torchscript.read_torchscript` and the allow-list unpickler, ``code/`` never opened) and
+    computes LPIPS with morph's own VGG16. Its sha256 is recorded at the first download; NVIDIA publishes
+    none to pin.
     """
     if [str(p) for p in paths] != ["auto"]:
         if "auto" in map(str, paths):

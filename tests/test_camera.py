@@ -20,23 +20,11 @@ from morph.model import Noise
 from morph.render import render_segment
 from morph.scene import SceneError, parse_scene
 from morph.schedule import Cycle, Motion, camera_poses, sample, timeline
-from morph.stylegan2.formats.native import write_native
-from morph.stylegan3 import Generator, camera_transform, camera_transforms
+from morph.stylegan3 import camera_transform, camera_transforms
 
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the same float results in every process
 SG3 = ModelDims(num_ws=8, w_dim=32, z_dim=32, c_dim=0, resolution=32,
                 groups=(("coarse", range(0, 3)), ("middle", range(3, 8)), ("fine", range(8, 8))), family="stylegan3")
-
-
-@pytest.fixture(scope="module")
-def sg3_file(tmp_path_factory) -> Path:
-    """A small StyleGAN3 (32 px, 8 ws) with random weights, in morph's format."""
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3, channel_base=1024,
-                  channel_max=32, num_layers=6, num_critical=1)
-    path = tmp_path_factory.mktemp("sg3") / "sg3.safetensors"
-    write_native(path, G.init_kwargs, G.state_dict(), family="stylegan3")
-    return path
 
 
 def scene_text(model: str, renders: str, directions: str = "") -> str:
@@ -143,7 +131,7 @@ def frames(folder: Path) -> np.ndarray:
     return np.stack([read_image(p) for p in sorted(folder.glob("frame_*.png"))]).astype(np.float64)
 
 
-def test_a_scene_renders_seeds_a_mix_an_add_and_a_seamless_orbit(tmp_path, sg3_file):
+def test_a_scene_renders_seeds_a_mix_an_add_and_a_seamless_orbit(tmp_path, tiny_stylegan3):
     np.save(tmp_path / "d.npy", np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32))
     renders = ORBIT + """  tour:
     format: mp4
@@ -152,7 +140,7 @@ def test_a_scene_renders_seeds_a_mix_an_add_and_a_seamless_orbit(tmp_path, sg3_f
     path: [a, m, e, b]
     transition: {duration: 5f}
 """
-    text = scene_text(str(sg3_file), renders, "directions:\n  d: d.npy\n").replace(
+    text = scene_text(str(tiny_stylegan3), renders, "directions:\n  d: d.npy\n").replace(
         "  b: {seed: 2}\n", "  b: {seed: 2}\n  m: {mix: {coarse: a, rest: b}}\n  e: {from: a, add: {d: 2}}\n")
     scene = tmp_path / "scene.yaml"
     scene.write_text(text)
@@ -171,14 +159,14 @@ def test_a_scene_renders_seeds_a_mix_an_add_and_a_seamless_orbit(tmp_path, sg3_f
     assert "up to date" in still.stderr and still.returncode == 0
 
 
-def test_poses_decide_segment_keys_and_travel_with_shards_and_tasks(tmp_path, sg3_file):
+def test_poses_decide_segment_keys_and_travel_with_shards_and_tasks(tmp_path, tiny_stylegan3):
     scene = tmp_path / "scene.yaml"
-    scene.write_text(scene_text(str(sg3_file), ORBIT))
+    scene.write_text(scene_text(str(tiny_stylegan3), ORBIT))
     loaded = open_scene(scene, torch.device("cpu"))
     options = RenderOptions(out=tmp_path / "out", cache_dir=tmp_path / "cache")
     plan = loaded.job("orbit", options).plan(options.cache_dir)
     moved = tmp_path / "moved.yaml"
-    moved.write_text(scene_text(str(sg3_file), ORBIT.replace("radius: 0.15", "radius: 0.2")))
+    moved.write_text(scene_text(str(tiny_stylegan3), ORBIT.replace("radius: 0.15", "radius: 0.2")))
     other = open_scene(moved, torch.device("cpu")).job("orbit", options).plan(options.cache_dir)
     assert [s.key for s in plan.segments] != [s.key for s in other.segments]
     assert [s.key for s in plan.segments] == [s.key for s in loaded.job("orbit", options).plan(options.cache_dir).segments]
@@ -190,7 +178,7 @@ def test_poses_decide_segment_keys_and_travel_with_shards_and_tasks(tmp_path, sg
     task = tmp_path / "task" / seg.path.name
     task.parent.mkdir()
     task.write_bytes(render_task(job.ws(seg), str(tmp_path / "unused"), job.settings,
-                                 WorkerModel(str(sg3_file), loaded.G.info.sha256, "cpu", 4), None, job.noise, None,
+                                 WorkerModel(str(tiny_stylegan3), loaded.G.info.sha256, "cpu", 4), None, job.noise, None,
                                  job.poses(seg)))
     np.testing.assert_array_equal(decode_frames(task, 32), decode_frames(local, 32))
     plain = tmp_path / "plain" / seg.path.name
