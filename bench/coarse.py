@@ -6,20 +6,27 @@ weights, written in morph's format and loaded back, so the figures are the CPU c
 Each stage is timed as (k+1 steps − 1 step) / k, so set-up is not counted as a step. The estimate adds
 the parts ``morph project`` runs: loading, w_avg (10,000 mapped samples), the encoder, the default
 steps (the first half at the coarse resolution), and the final render; one row per coarse
-resolution, the default marked.
+resolution, the default marked. ``--project PHOTO`` then times the real thing: ``morph project PHOTO``
+with its defaults, in a fresh process at ``--threads``, the network's encoder (random weights: its
+cost, not its guess, is what counts here) beside it where ``--encoder auto`` finds it.
 
     python bench/coarse.py [--threads 2] [--steps 1] [--coarse 64 128 256] [--out /tmp/config-f.safetensors]
+    python bench/coarse.py --project PHOTO --coarse 256
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from morph.encoder import for_model
+from morph.encoder import for_model, save_encoder
 from morph.loader import load_model
 from morph.projection import (COARSE_RESOLUTION, REFINE_STEPS, coarse_plan, laplacian, optimise, w_stats)
 from morph.stylegan2 import Generator
@@ -49,6 +56,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1, help="timed steps per stage (after one untimed)")
     ap.add_argument("--coarse", type=int, nargs="+", default=[64, 128, 256], help="coarse resolutions to time")
     ap.add_argument("--out", type=Path, default=Path("/tmp/config-f-random.safetensors"))
+    ap.add_argument("--project", type=Path, help="then time `morph project PHOTO` with the defaults")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not args.out.is_file():
@@ -78,6 +86,23 @@ def main() -> None:
         print(f"coarse {res} px{mark}: {coarse_s:.2f} s/step, {coarse_s / full_s:.3f} of a full step; "
               f"encoder + {REFINE_STEPS - full_steps} coarse + {full_steps} full steps: {total:.0f} s = "
               f"{total / 60:.1f} min", flush=True)
+    if args.project:
+        time_project(G, enc, args)
+
+
+def time_project(G, enc, args) -> None:
+    """Wall time of ``morph project PHOTO --model OUT --no-align`` with every other option at its default."""
+    beside = args.out.with_name(args.out.name.split(".")[0] + ".encoder.safetensors")
+    save_encoder(beside, enc, G.info.sha256)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    with tempfile.TemporaryDirectory() as folder:
+        command = [sys.executable, "-m", "morph.cli", "project", str(args.project), "--model", str(args.out),
+                   "--no-align", "--out", folder, "--cache", folder, "--quiet"]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, env=env)
+        wall = time.perf_counter() - start
+    print(f"morph project {args.project.name} (defaults, {args.threads} threads, encoder beside the checkpoint): "
+          f"{wall:.0f} s = {wall / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":
