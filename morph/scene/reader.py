@@ -26,6 +26,7 @@ from ..latents import SPACES, Blend, File, From, Latent, Mean, Mix, ModelDims, P
 from ..model import LAYER_GROUPS, NOISE_MODES
 from ..resolver import BUILTIN, resolve_direction, resolve_model
 from ..schedule import EASINGS, INTERPS, Breathe, Cycle, Deform, Motion, Path as KeyPath, cycle
+from .music import MusicReader
 from .types import (BREATHE_KEYS, DEFAULT_FPS, DEFAULTS, DEFORM_KEYS, IMAGE_MAGIC, RENDER_KEYS, STEP_KEYS,
                     TOP_KEYS, TRANSITION_KEYS, Render, Scene, SceneError, range_text, runs)
 
@@ -74,7 +75,7 @@ STRENGTH_RULE = (f"a strength from -{MAX_STRENGTH:g} to {MAX_STRENGTH:g}", lambd
 WEIGHT_RULE = (f"a weight from -{MAX_STRENGTH:g} to {MAX_STRENGTH:g}", lambda x: abs(x) <= MAX_STRENGTH)
 
 
-class _Reader:
+class _Reader(MusicReader):
     """Walks a scene's YAML nodes into values, recording one ``file:line:col: path: what`` line per problem
     and the names referred to, which are checked once every name is known."""
 
@@ -126,6 +127,8 @@ class _Reader:
         first: dict[str, Node] = {}
         for key_node, value_node in node.value:
             key = self.value(key_node)
+            if isinstance(key, bool) and keys is not None and key_node.value in keys:
+                key = key_node.value  # YAML 1.1 reads on/off/yes/no as booleans; as a known key, a name
             if isinstance(key, bool) or not isinstance(key, (str, int)):
                 self.fail(key_node, path, f"expected a name as key, got {self.show(key_node)}; quote it")
                 continue
@@ -462,7 +465,6 @@ class _Reader:
             size = None
         if size is not None and size % 2 and fmt in VIDEO_FORMATS:
             self.fail(items["size"][1], f"{path}.size", f"{fmt} needs an even size, got {size}")
-        motion = self.motion(node, path, items, fps or 30)
         if "audio" in items and fmt is not None and fmt not in VIDEO_FORMATS:
             self.fail(items["audio"][0], f"{path}.audio", f"a {fmt} render has no sound track; "
                                                            f"use format {_alternatives(VIDEO_FORMATS)}, or drop audio")
@@ -470,6 +472,8 @@ class _Reader:
             audio = self.audio(items["audio"][1], f"{path}.audio")
             if audio is None:
                 return None
+        self.sound = audio  # what follow: and transition.on read, in any format
+        motion = self.motion(node, path, items, fps or 30)
         if None in (fmt, fps, size, motion):
             return None
         if motion.frames > MAX_FRAMES:
@@ -490,18 +494,23 @@ class _Reader:
                 self.fail(items[key][0], path, f"{key} does not apply to {base} renders")
         deform = self.option(items, "deform", path, self.deform, fps)
         breathe = self.option(items, "breathe", path, self.breathe, fps)
+        pushes = self.option(items, "add", path, self.pushes, fps, default=())
+        cue = None
         if base == "around":
-            waves = "deform" in items or "breathe" in items
-            keys = self.still(node, path, items, fps, waves, max((w.cycle.frames for w in (deform, breathe) if w),
-                                                                 default=None))
+            waves = "deform" in items or "breathe" in items or "add" in items
+            follows = [w.follow for w in (deform, breathe, *(pushes or ())) if w and w.follow]
+            keys = self.still(node, path, items, fps, waves, self.analysis(node, path).frames(fps) if follows else
+                              max((w.cycle.frames for w in (deform, breathe) if w), default=None))  # the whole sound
         else:
             keys = self.key_path(path, items, fps)
-        if keys is None or ("deform" in items and deform is None) or ("breathe" in items and breathe is None):
+            keys, cue = keys if isinstance(keys, tuple) else (keys, None)
+        if keys is None or ("deform" in items and deform is None) or ("breathe" in items and breathe is None) \
+                or pushes is None:
             return None
         if keys.loop:  # a whole number of periods per loop, so the last frame flows into the first
             deform, breathe = (w and replace(w, cycle=cycle(w.cycle.frames, keys.frames, True))
                                for w in (deform, breathe))
-        return Motion(keys, deform, breathe)
+        return Motion(keys, deform, breathe, pushes, cue)
 
     def still(self, node: Node, path: str, items: Items, fps: float, waves: bool,
               period: Optional[float]) -> Optional[KeyPath]:
@@ -541,6 +550,12 @@ class _Reader:
             moves.append(self.option(options, "duration", o_path, self.duration, fps, default=move))
             eases.append(self.ease(options, o_path, interp, ease))
         moves, eases = (moves[1:] + moves[:1], eases[1:] + eases[:1]) if loop else (moves[1:], eases[1:])
+        if "on" in transition:  # timing from the sound: a (path, cue) pair
+            return None if None in keys + [interp, ease] else self.cue_path(
+                transition, t_path, steps, items, tuple(keys),
+                self.option(transition, "duration", t_path, self.duration, fps), ease, interp, fps)
+        if "every" in transition:
+            self.fail(transition["every"][0], t_path, "every applies only with on: beats or on: onsets")
         if None in keys + holds + moves + eases + [loop, interp]:
             return None
         return KeyPath(tuple(keys), tuple(round(h) for h in holds), tuple(round(m) for m in moves), tuple(eases),
@@ -583,9 +598,11 @@ class _Reader:
                                 lambda x: 0 < x <= MAX_AMPLITUDE, default=DEFAULTS["amplitude"])
         seed = self.option(items, "seed", path, self.number, *SEED_RULE, True, default=0)
         period = self.period(items, path, fps)
-        if None in (layers, amplitude, seed, period):
+        follow = self.option(items, "follow", path, self.follow, fps)
+        if None in (layers, amplitude, seed, period) or "follow" in items and follow is None:
             return None
-        return Deform(layers, float(amplitude), int(seed), Cycle(1, period))
+        return Deform(layers, float(amplitude), int(seed), Cycle(1, period), follow,
+                      follow is None or "period" in items)
 
     def breathe(self, node: Node, path: str, fps: float) -> Optional[Breathe]:
         """A breathe whose cycle is one period (fitted to the loop later)."""
@@ -599,9 +616,10 @@ class _Reader:
         strength = self.option(items, "strength", path, self.strength)
         layers = self.option(items, "layers", path, self.layers, default=self.all_layers())
         period = self.period(items, path, fps)
-        if None in (direction, strength, layers, period):
+        follow = self.option(items, "follow", path, self.follow, fps)
+        if None in (direction, strength, layers, period) or "follow" in items and follow is None:
             return None
-        return Breathe(direction, *strength, layers, Cycle(1, period))
+        return Breathe(direction, *strength, layers, Cycle(1, period), follow, follow is None or "period" in items)
 
     def strength(self, node: Node, path: str) -> Optional[tuple[float, float]]:
         """``HIGH`` (swinging from 0) or ``[LOW, HIGH]``."""
@@ -684,6 +702,7 @@ def parse_scene(text: str, file: str | Path, dims: Union[ModelDims, Callable[[Pa
     if root is None:
         raise SceneError([f"{file}:1:1: the scene is empty; it needs latents: and renders:"])
     r = _Reader(file, Path(file).parent, dims if isinstance(dims, ModelDims) else None)
+    r.cache_dir = cache_dir
     top = r.mapping(root, "", TOP_KEYS)
     if top is None:
         raise SceneError([p for *_, p in r.problems])
