@@ -281,7 +281,7 @@ def _following(wave: Wave, follow: Optional[Follow], sine: bool, frames: int,
     gain = envelope(follow, frames).to(torch.float64)
     if gain.shape != (frames,):
         raise ValueError(f"an envelope of {tuple(gain.shape)} for {frames} frames")
-    return replace(wave, envelope=gain, sine=sine)
+    return replace(wave, envelope=gain, sine=sine, label=f"{wave.label} following {follow.feature}")
 
 
 def path_on_events(keys: tuple[str, ...], events: tuple[int, ...], frames: int, move: Optional[int],

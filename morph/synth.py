@@ -31,9 +31,9 @@ def clicks(times: Sequence[float], seconds: float, rate: int = RATE, level: floa
 
 def tone(seconds: float, freq: float = 440.0, start: float = 0.01, stop: float = 0.8,
          rate: int = RATE) -> np.ndarray:
-    """A sine of ``freq`` Hz whose amplitude rises linearly from ``start`` to ``stop``."""
+    """A sine of ``freq`` Hz whose amplitude rises from ``start`` to ``stop`` evenly in decibels."""
     t = np.arange(int(round(seconds * rate))) / rate
-    return np.linspace(start, stop, len(t)) * np.sin(2 * np.pi * freq * t)
+    return np.geomspace(start, stop, len(t)) * np.sin(2 * np.pi * freq * t)
 
 
 def music(seconds: float = 8.0, bpm: float = 120.0, rate: int = RATE) -> np.ndarray:
