@@ -197,7 +197,7 @@ def smooth(curve: np.ndarray, attack: float, release: float) -> np.ndarray:
 
 
 def envelope(follow, frames: int, cache_dir: Optional[Path] = None) -> torch.Tensor:
-    """The per-frame gain of a :class:`morph.schedule.Follow`: its feature, smoothed, mapped to low…high."""
+    """The per-frame gain of a :class:`morph.schedule.Follow`: its feature smoothed, its window low…high → 0…1."""
     curve = Sound(follow.sound, cache_dir).per_frame(follow.feature, follow.fps, frames)
-    gain = follow.low + (follow.high - follow.low) * smooth(curve, follow.attack, follow.release)
-    return torch.from_numpy(gain)
+    gain = (smooth(curve, follow.attack, follow.release) - follow.low) / (follow.high - follow.low)
+    return torch.from_numpy(np.clip(gain, 0, 1))

@@ -100,7 +100,8 @@ def cycle(period: float, span: int, loop: bool) -> Cycle:
 
 @dataclass(frozen=True)
 class Follow:
-    """A wave's gain read from a sound: ``feature`` per frame (0…1), smoothed, mapped onto ``low``…``high``."""
+    """A wave's gain read from a sound: ``feature`` per frame (0…1), smoothed; its window ``low``…``high`` spans
+    the gain 0…1 (clipped outside; high < low inverts)."""
 
     sound: pathlib.Path
     feature: str

@@ -231,7 +231,7 @@ def test_check_and_preview_show_what_follows_what(tmp_path):
     path = scene_file(tmp_path, FOLLOW_SCENE, tone(2.0))
     shown = morph("check", str(path), env_extra={"MORPH_CACHE": str(tmp_path / "cache")})
     assert shown.returncode == 0, shown.stderr
-    assert "breathe following loudness of sound.wav (gain 0…1, attack 0.00 s, release 0.00 s) instead of its sine" \
+    assert "breathe following loudness of sound.wav (window 0…1, attack 0.00 s, release 0.00 s) instead of its sine" \
         in shown.stdout
     drawn = morph("preview", str(path), "--out", str(tmp_path / "p"), "--frames", "4",
                   env_extra={"MORPH_CACHE": str(tmp_path / "cache")})
@@ -241,3 +241,17 @@ def test_check_and_preview_show_what_follows_what(tmp_path):
 
     sheet = read_image(tmp_path / "p" / "pulse-preview.png")
     assert sheet.shape[0] == 2 + 2 * 66 + 42  # two rows of 64 px faces, then one 40 px curve
+
+
+def test_follow_window_spans_the_gain(tmp_path):
+    from morph.schedule import Follow
+
+    write_wav(tmp_path / "tone.wav", tone(2.0, start=0.001, stop=0.9))
+    plain, window, inverted = (audio.envelope(Follow(tmp_path / "tone.wav", "loudness", 10.0, low, high), 20,
+                                              tmp_path / "cache").numpy() for low, high in ((0, 1), (0.5, 0.8), (1, 0)))
+    assert window.min() == 0 and window.max() == 1 and np.all(np.diff(window) >= 0)
+    assert np.allclose(inverted, 1 - plain)
+    with pytest.raises(SceneError, match="expected \\[LOW, HIGH\\], two different numbers from 0 to 1"):
+        parse_scene("audio: tone.wav\nlatents: {a: {seed: 1}}\nrenders:\n  r:\n    around: a\n"
+                    "    breathe: {direction: builtin:smile, strength: 1, follow: {feature: bass, range: [0.5, 0.5]}}\n",
+                    tmp_path / "s.yaml", DIMS)

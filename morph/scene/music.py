@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import MorphError
 from ..limits import MAX_STRENGTH
@@ -39,7 +39,7 @@ class MusicReader:
             return None
 
     def follow(self, node: Node, path: str, fps: float) -> Optional[Follow]:
-        """``FEATURE`` or ``{feature, range: [LOW, HIGH], attack, release}`` → the gain a wave follows."""
+        """``FEATURE`` or ``{feature, range: [LOW, HIGH], attack, release}`` → the gain (0…1) a wave follows."""
         from ..audio import feature_problem
 
         items: Items = {"feature": (node, node)} if isinstance(node, ScalarNode) else \
@@ -51,13 +51,24 @@ class MusicReader:
         problem = feature and feature_problem(feature)
         if problem:
             self.fail(items["feature"][1], f_path, problem)
-        low, high = self.option(items, "range", path, self.strength, default=(0.0, 1.0)) or (None, None)
+        low, high = self.option(items, "range", path, self.window, default=(0.0, 1.0)) or (None, None)
         attack, release = (self.option(items, key, path, self.duration, fps, False, default=FOLLOW_DEFAULTS[key] * fps)
                            for key in ("attack", "release"))
         sound = self.analysis(node, path)
         if None in (feature, low, attack, release, sound) or problem:
             return None
         return Follow(self.sound, feature, float(fps), low, high, attack, release)
+
+    def window(self, node: Node, path: str) -> Optional[tuple[float, float]]:
+        """``[LOW, HIGH]``: the part of a feature's 0…1 scale that spans the gain (HIGH < LOW inverts it)."""
+        what = "[LOW, HIGH], two different numbers from 0 to 1 (the feature values that give gain 0 and 1)"
+        ends = self.sequence(node, path) if isinstance(node, SequenceNode) else None
+        values = [self.value(n) for n in ends or ()]
+        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+                                       for v in values) or values[0] == values[1]:
+            self.fail(node, path, f"expected {what}, got {self.show(node)}")
+            return None
+        return float(values[0]), float(values[1])
 
     def pushes(self, node: Node, path: str, fps: float) -> Optional[tuple[Push, ...]]:
         """``add: {DIRECTION: STRENGTH | {strength, layers, follow}}`` on a render: offsets held throughout."""

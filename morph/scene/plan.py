@@ -61,7 +61,7 @@ def _follow_text(follow: Optional[Follow], sine: bool = False) -> str:
     if follow is None:
         return ""
     return (f" {'scaled by' if sine else 'following'} {follow.feature} of {follow.sound.name} "
-            f"(gain {follow.low:g}…{follow.high:g}, attack {follow.attack / follow.fps:.2f} s, "
+            f"(window {follow.low:g}…{follow.high:g}, attack {follow.attack / follow.fps:.2f} s, "
             f"release {follow.release / follow.fps:.2f} s)")
 
 
