@@ -95,7 +95,7 @@ class Sound:
         if dest.is_file():
             try:
                 return np.load(dest, allow_pickle=False)
-            except (OSError, ValueError):  # damaged: made again below
+            except (OSError, ValueError, EOFError):  # damaged: made again below
                 pass
         array = np.ascontiguousarray(compute())
         buffer = io.BytesIO()

@@ -255,3 +255,15 @@ def test_follow_window_spans_the_gain(tmp_path):
         parse_scene("audio: tone.wav\nlatents: {a: {seed: 1}}\nrenders:\n  r:\n    around: a\n"
                     "    breathe: {direction: builtin:smile, strength: 1, follow: {feature: bass, range: [0.5, 0.5]}}\n",
                     tmp_path / "s.yaml", DIMS)
+
+
+def test_the_example_music_scene_checks_and_its_sound_is_made_by_the_repo(tmp_path):
+    from morph.synth import music
+
+    root = Path(__file__).resolve().parents[1] / "scenes"
+    made = write_wav(tmp_path / "music.wav", music())
+    assert made.read_bytes() == (root / "music.wav").read_bytes()  # python -m morph.synth scenes/music.wav
+    scene = load_scene(root / "music.yaml", dims=DIMS, cache_dir=tmp_path / "cache")
+    video = scene.renders["music-video"]
+    assert video.frames == 240 and video.motion.cue.every == 4 and video.motion.breathe.follow.feature == "bass"
+    assert len(video.motion.path.moves) >= 3  # a new face every bar of the 8 s track
