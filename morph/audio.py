@@ -9,6 +9,7 @@ of the track, so editing part of a sound changes only the frames around the edit
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import re
 import subprocess
@@ -29,6 +30,7 @@ N_FFT, HOP = 2048, 256       # loudness, bands, chroma: 93 ms windows every 11.6
 ONSET_FFT, ONSET_HOP = 512, 128  # onsets and beats: short windows, so an onset is placed within 6 ms
 FLOOR_DB = -60.0             # loudness and bands: FLOOR_DB … 0 dB of a full-scale sine → 0 … 1
 ONSET_FULL_DB = 12.0         # onset strength: a mean rise of this many dB over the mel bands → 1
+ONSET_FLOOR_DB = -80.0       # mel power below this (power 1 = 0 dB) counts as silence
 ANALYSIS_VERSION = "1"       # bump when an analysis changes, so cached curves are recomputed
 BANDS = {"bass": (20.0, 250.0), "mid": (250.0, 4000.0), "treble": (4000.0, RATE / 2)}
 NOTES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -50,11 +52,16 @@ def feature_problem(name: str) -> Optional[str]:
     return f"{name!r} is not a feature; expected loudness, onsets, bass, mid, treble, band:LOW-HIGH (Hz) or chroma:NOTE"
 
 
+def require_librosa() -> None:
+    """MorphError in one line unless librosa (the ``morph[audio]`` extra) is installed; imports nothing."""
+    if importlib.util.find_spec("librosa") is None:
+        raise MorphError("following a sound needs librosa", hint="pip install 'morph[audio]'")
+
+
 def _librosa():
-    try:
-        import librosa
-    except ImportError:
-        raise MorphError("following a sound needs librosa", "audio", "pip install 'morph[audio]'") from None
+    require_librosa()
+    import librosa
+
     return librosa
 
 
@@ -118,40 +125,39 @@ class Sound:
 
     def curve(self, feature: str) -> tuple[np.ndarray, int]:
         """(values in 0…1 at the analysis rate, hop in samples) of ``feature`` (see ``feature_problem``)."""
-        lib = _librosa()
         if feature == "loudness":
-            rms = lambda: lib.feature.rms(y=self.pcm, frame_length=N_FFT, hop_length=HOP, pad_mode="reflect")[0]
+            rms = lambda: _librosa().feature.rms(y=self.pcm, frame_length=N_FFT, hop_length=HOP, pad_mode="reflect")[0]
             return _db_scale(self.cached("rms", rms).astype(np.float64) ** 2, 0.5), HOP  # full-scale sine: 1/√2
         if feature == "onsets":
             return np.clip(self.cached("onset-strength", self._onset_strength) / ONSET_FULL_DB, 0, 1), ONSET_HOP
         if feature.startswith("chroma:"):
-            chroma = self.cached("chroma", lambda: lib.feature.chroma_stft(S=self._power(), sr=RATE, tuning=0.0))
+            chroma = self.cached("chroma", lambda: _librosa().feature.chroma_stft(S=self._power(), sr=RATE,
+                                                                                  tuning=0.0))
             return chroma[NOTES.index(feature[7:])].astype(np.float64), HOP
         low, high = BANDS.get(feature) or tuple(map(float, _BAND.match(feature).groups()))
         window = np.hanning(N_FFT + 1)[:-1]
         full_scale = N_FFT * np.sum(window ** 2) / 4  # a full-scale sine's power over the positive bins
 
         def band() -> np.ndarray:
-            freqs = lib.fft_frequencies(sr=RATE, n_fft=N_FFT)
+            freqs = np.fft.rfftfreq(N_FFT, 1 / RATE)
             return self._power()[(freqs >= low) & (freqs < high)].sum(axis=0)
         return _db_scale(self.cached(f"band-{low:g}-{high:g}", band).astype(np.float64), full_scale), HOP
 
     def _onset_strength(self) -> np.ndarray:
-        """Mean rise in dB over the mel bands (spectral flux), on short windows, floored at 80 dB below full scale."""
+        """Mean rise in dB over the mel bands (spectral flux) on short windows, quieter than ONSET_FLOOR_DB ignored."""
         lib = _librosa()
         mel = lib.feature.melspectrogram(y=self.pcm, sr=RATE, n_fft=ONSET_FFT, hop_length=ONSET_HOP, n_mels=64)
-        db = np.maximum(lib.power_to_db(mel, ref=1.0, top_db=None), -80.0)
+        db = np.maximum(lib.power_to_db(mel, ref=1.0, top_db=None), ONSET_FLOOR_DB)
         return lib.onset.onset_strength(S=db, sr=RATE, hop_length=ONSET_HOP, center=False)
 
     def events(self, kind: str) -> np.ndarray:
         """Times in seconds of the sound's ``beats`` (librosa's dynamic-programming tracker) or ``onsets``."""
-        lib = _librosa()
         envelope = self.cached("onset-strength", self._onset_strength)
         if kind == "beats":
-            found = lambda: lib.beat.beat_track(onset_envelope=envelope, sr=RATE, hop_length=ONSET_HOP,
+            found = lambda: _librosa().beat.beat_track(onset_envelope=envelope, sr=RATE, hop_length=ONSET_HOP,
                                                 units="time")[1]
         else:
-            found = lambda: lib.onset.onset_detect(onset_envelope=envelope, sr=RATE, hop_length=ONSET_HOP,
+            found = lambda: _librosa().onset.onset_detect(onset_envelope=envelope, sr=RATE, hop_length=ONSET_HOP,
                                                    units="time")
         return self.cached(kind, lambda: np.asarray(found(), np.float64))
 

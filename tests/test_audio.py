@@ -216,14 +216,17 @@ def test_cue_problems(tmp_path):
     assert "every applies only with on: beats or on: onsets" in text
 
 
-def test_librosa_missing_is_one_line(monkeypatch):
-    import builtins
+def test_librosa_missing_is_one_line(monkeypatch, tmp_path):
+    import importlib.util
 
-    real = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
-                        if name == "librosa" else real(name, *a, **k))
+    write_wav(tmp_path / "tone.wav", tone(0.5))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "librosa" else real(name, *a))
     with pytest.raises(MorphError, match=r"pip install 'morph\[audio\]'"):
-        audio._librosa()
+        audio.require_librosa()
+    with pytest.raises(SceneError, match=r"s.yaml:6:\d+: renders.r.breathe.follow: following a sound needs librosa; pip install"):
+        parse_scene("audio: tone.wav\nlatents: {a: {seed: 1}}\nrenders:\n  r:\n    around: a\n"
+                    "    breathe: {direction: builtin:smile, strength: 1, follow: bass}\n", tmp_path / "s.yaml", DIMS)
 
 
 def test_check_and_preview_show_what_follows_what(tmp_path):

@@ -26,13 +26,13 @@ class MusicReader:
 
     def analysis(self, node: Node, path: str):
         """The current render's :class:`morph.audio.Sound`, or None after reporting why there is none."""
-        from ..audio import Sound, _librosa
+        from ..audio import Sound, require_librosa
 
         if self.sound is None:
             self.fail(node, path, f"follows a sound, but the render has none; {NO_SOUND}")
             return None
         try:
-            _librosa()
+            require_librosa()
             return Sound(self.sound, self.cache_dir)
         except MorphError as err:
             self.fail(node, path, str(err))
