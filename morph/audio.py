@@ -15,7 +15,7 @@ import re
 import subprocess
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ ONSET_FFT, ONSET_HOP = 512, 128  # onsets and beats: short windows, so an onset 
 FLOOR_DB = -60.0             # loudness and bands: FLOOR_DB … 0 dB of a full-scale sine → 0 … 1
 ONSET_FULL_DB = 12.0         # onset strength: a mean rise of this many dB over the mel bands → 1
 ONSET_FLOOR_DB = -80.0       # mel power below this (power 1 = 0 dB) counts as silence
+BLOCK = 4096                 # STFT frames analysed at once (tens of seconds), so memory does not grow with the sound
 ANALYSIS_VERSION = "1"       # bump when an analysis changes, so cached curves are recomputed
 BANDS = {"bass": (20.0, 250.0), "mid": (250.0, 4000.0), "treble": (4000.0, RATE / 2)}
 NOTES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -120,33 +121,42 @@ class Sound:
         """Frames a render of the whole sound has at ``fps`` (at least one)."""
         return max(1, round(self.seconds * fps))
 
-    def _power(self) -> np.ndarray:
-        return np.abs(_librosa().stft(self.pcm, n_fft=N_FFT, hop_length=HOP)) ** 2
+    def spectra(self, n_fft: int, hop: int, reduce: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """``reduce(power)`` of the centred STFT's power [bins, frames], computed BLOCK frames at a time and joined
+        along the frames: the same numbers as one STFT of the whole sound, in bounded memory."""
+        stft = _librosa().stft
+        return np.concatenate([reduce(np.abs(stft(chunk, n_fft=n_fft, hop_length=hop, center=False)) ** 2)
+                               for chunk in _blocks(np.pad(self.pcm, n_fft // 2), n_fft, hop)], axis=-1)
 
     def curve(self, feature: str) -> tuple[np.ndarray, int]:
         """(values in 0…1 at the analysis rate, hop in samples) of ``feature`` (see ``feature_problem``)."""
         if feature == "loudness":
-            rms = lambda: _librosa().feature.rms(y=self.pcm, frame_length=N_FFT, hop_length=HOP, pad_mode="reflect")[0]
-            return _db_scale(self.cached("rms", rms).astype(np.float64) ** 2, 0.5), HOP  # full-scale sine: 1/√2
+            return _db_scale(self.cached("mean-square", self._mean_square), 0.5), HOP  # full-scale sine: 1/√2 RMS
         if feature == "onsets":
             return np.clip(self.cached("onset-strength", self._onset_strength) / ONSET_FULL_DB, 0, 1), ONSET_HOP
         if feature.startswith("chroma:"):
-            chroma = self.cached("chroma", lambda: _librosa().feature.chroma_stft(S=self._power(), sr=RATE,
-                                                                                  tuning=0.0))
+            chroma = self.cached("chroma", lambda: self.spectra(N_FFT, HOP, lambda power: _librosa().feature.chroma_stft(
+                S=power, sr=RATE, n_fft=N_FFT, tuning=0.0)))
             return chroma[NOTES.index(feature[7:])].astype(np.float64), HOP
         low, high = BANDS.get(feature) or tuple(map(float, _BAND.match(feature).groups()))
-        window = np.hanning(N_FFT + 1)[:-1]
+        window = np.hanning(N_FFT + 1)[:-1]  # the periodic Hann window librosa uses
         full_scale = N_FFT * np.sum(window ** 2) / 4  # a full-scale sine's power over the positive bins
-
-        def band() -> np.ndarray:
-            freqs = np.fft.rfftfreq(N_FFT, 1 / RATE)
-            return self._power()[(freqs >= low) & (freqs < high)].sum(axis=0)
+        freqs = np.fft.rfftfreq(N_FFT, 1 / RATE)
+        band = lambda: self.spectra(N_FFT, HOP, lambda power: power[(freqs >= low) & (freqs < high)].sum(axis=0))
         return _db_scale(self.cached(f"band-{low:g}-{high:g}", band).astype(np.float64), full_scale), HOP
+
+    def _mean_square(self) -> np.ndarray:
+        """Mean square of the samples in each N_FFT window, centred every HOP (the ends mirrored, as librosa's RMS)."""
+        padded = np.pad(self.pcm, N_FFT // 2, mode="reflect")
+        frame = np.lib.stride_tricks.sliding_window_view
+        return np.concatenate([np.mean(frame(chunk.astype(np.float64), N_FFT)[::HOP] ** 2, axis=1)
+                               for chunk in _blocks(padded, N_FFT, HOP)])
 
     def _onset_strength(self) -> np.ndarray:
         """Mean rise in dB over the mel bands (spectral flux) on short windows, quieter than ONSET_FLOOR_DB ignored."""
         lib = _librosa()
-        mel = lib.feature.melspectrogram(y=self.pcm, sr=RATE, n_fft=ONSET_FFT, hop_length=ONSET_HOP, n_mels=64)
+        mel_filters = lib.filters.mel(sr=RATE, n_fft=ONSET_FFT, n_mels=64)
+        mel = self.spectra(ONSET_FFT, ONSET_HOP, lambda power: mel_filters @ power)
         db = np.maximum(lib.power_to_db(mel, ref=1.0, top_db=None), ONSET_FLOOR_DB)
         return lib.onset.onset_strength(S=db, sr=RATE, hop_length=ONSET_HOP, center=False)
 
@@ -170,6 +180,14 @@ class Sound:
         """The distinct frames (< ``frames``) nearest the ``kind`` events, in order."""
         at = np.unique(np.round(self.events(kind) * fps).astype(np.int64))
         return at[(at >= 0) & (at < frames)]
+
+
+def _blocks(padded: np.ndarray, n_fft: int, hop: int) -> Iterator[np.ndarray]:
+    """The stretches of ``padded`` that hold BLOCK consecutive analysis windows each (the last fewer)."""
+    frames = 1 + (len(padded) - n_fft) // hop
+    for first in range(0, frames, BLOCK):
+        count = min(BLOCK, frames - first)
+        yield padded[first * hop:(first + count - 1) * hop + n_fft]
 
 
 def resample(values: np.ndarray, rate: float, fps: float, frames: int, reduce: np.ufunc = np.add) -> np.ndarray:

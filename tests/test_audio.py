@@ -270,3 +270,13 @@ def test_the_example_music_scene_checks_and_its_sound_is_made_by_the_repo(tmp_pa
     video = scene.renders["music-video"]
     assert video.frames == 240 and video.motion.cue.every == 4 and video.motion.breathe.follow.feature == "bass"
     assert len(video.motion.path.moves) >= 3  # a new face every bar of the 8 s track
+
+
+def test_spectra_in_blocks_equal_one_stft_of_the_whole_sound(tmp_path, monkeypatch):
+    write_wav(tmp_path / "s.wav", tone(1.0) + clicks((0.3, 0.7), 1.0))
+    sound = audio.Sound(tmp_path / "s.wav", tmp_path / "cache")
+    whole, square = sound.spectra(audio.N_FFT, audio.HOP, lambda power: power), sound._mean_square()
+    monkeypatch.setattr(audio, "BLOCK", 7)
+    assert np.array_equal(sound.spectra(audio.N_FFT, audio.HOP, lambda power: power), whole)
+    assert np.array_equal(sound._mean_square(), square)
+    assert whole.shape[1] == len(square)  # loudness, bands and chroma share the frames
