@@ -195,6 +195,7 @@ def test_changing_the_sound_re_renders_only_the_segments_it_changes(tmp_path):
     ("breathe: {direction: builtin:smile, strength: 2, follow: {feature: chroma:H}}", "the note is one of"),
     ("deform: {follow: {feature: bass, range: [0, 2], attack: -1}}", "expected a non-negative duration"),
     ("add: {builtin:smile: {strength: 500}}", "expected a strength from -100 to 100"),
+    ("add: {builtin:smile: 1}", "an around render needs a duration"),
 ])
 def test_follow_problems_are_one_line_each(text, message):
     scene = f"latents: {{a: {{seed: 1}}}}\nrenders:\n  r:\n    around: a\n    {text}\n"

@@ -497,8 +497,8 @@ class _Reader(MusicReader):
         pushes = self.option(items, "add", path, self.pushes, fps, default=())
         cue = None
         if base == "around":
-            waves = "deform" in items or "breathe" in items or "add" in items
             follows = [w.follow for w in (deform, breathe, *(pushes or ())) if w and w.follow]
+            waves = "deform" in items or "breathe" in items or bool(follows)
             keys = self.still(node, path, items, fps, waves, self.analysis(node, path).frames(fps) if follows else
                               max((w.cycle.frames for w in (deform, breathe) if w), default=None))  # the whole sound
         else:
