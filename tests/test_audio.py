@@ -281,3 +281,10 @@ def test_spectra_in_blocks_equal_one_stft_of_the_whole_sound(tmp_path, monkeypat
     assert np.array_equal(sound.spectra(audio.N_FFT, audio.HOP, lambda power: power), whole)
     assert np.array_equal(sound._mean_square(), square)
     assert whole.shape[1] == len(square)  # loudness, bands and chroma share the frames
+
+
+def test_feature_names():
+    assert all(audio.feature_problem(f) is None for f in ("loudness", "onsets", "bass", "mid", "treble",
+                                                            "band:60-250", "band:0-11025", "chroma:C#"))
+    assert "0 ≤ LOW < HIGH" in audio.feature_problem("band:250-60")
+    assert "0 ≤ LOW < HIGH" in audio.feature_problem("band:60-20000")

@@ -9,6 +9,7 @@ from typing import Optional
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ..audio import Sound, feature_problem, require_librosa
 from ..errors import MorphError
 from ..limits import MAX_STRENGTH
 from ..schedule import Cue, Follow, Path as KeyPath, Push, path_on_events
@@ -24,10 +25,8 @@ class MusicReader:
     sound: Optional[Path] = None
     cache_dir: Optional[Path] = None
 
-    def analysis(self, node: Node, path: str):
+    def analysis(self, node: Node, path: str) -> Optional[Sound]:
         """The current render's :class:`morph.audio.Sound`, or None after reporting why there is none."""
-        from ..audio import Sound, require_librosa
-
         if self.sound is None:
             self.fail(node, path, f"follows a sound, but the render has none; {NO_SOUND}")
             return None
@@ -40,13 +39,11 @@ class MusicReader:
 
     def follow(self, node: Node, path: str, fps: float) -> Optional[Follow]:
         """``FEATURE`` or ``{feature, range: [LOW, HIGH], attack, release}`` → the gain (0…1) a wave follows."""
-        from ..audio import feature_problem
-
-        items: Items = {"feature": (node, node)} if isinstance(node, ScalarNode) else \
-            self.mapping(node, path, FOLLOW_KEYS) or {}
-        if not isinstance(node, ScalarNode) and isinstance(node, MappingNode) and "feature" not in items:
+        scalar = isinstance(node, ScalarNode)
+        items: Items = {"feature": (node, node)} if scalar else self.mapping(node, path, FOLLOW_KEYS) or {}
+        if isinstance(node, MappingNode) and "feature" not in items:
             self.fail(node, path, "missing feature (loudness, onsets, bass, mid, treble, band:LOW-HIGH or chroma:NOTE)")
-        f_path = path if isinstance(node, ScalarNode) else f"{path}.feature"
+        f_path = path if scalar else f"{path}.feature"
         feature = self.text(items["feature"][1], f_path, "a feature name") if "feature" in items else None
         problem = feature and feature_problem(feature)
         if problem:
