@@ -24,6 +24,7 @@ from .encode import ffmpeg_exe
 from .errors import MorphError
 from .files import atomic_path, file_sha256
 from .limits import MAX_SECONDS
+from .schedule import Follow
 
 RATE = 22050                 # Hz: the PCM every file is decoded to
 N_FFT, HOP = 2048, 256       # loudness, bands, chroma: 93 ms windows every 11.6 ms
@@ -50,7 +51,7 @@ def feature_problem(name: str) -> Optional[str]:
     if band:
         low, high = float(band[1]), float(band[2])
         return None if 0 <= low < high <= RATE / 2 else f"{name!r}: a band runs from LOW to HIGH Hz, 0 ≤ LOW < HIGH ≤ {RATE // 2}"
-    return f"{name!r} is not a feature; expected loudness, onsets, bass, mid, treble, band:LOW-HIGH (Hz) or chroma:NOTE"
+    return f"{name!r} is not a feature; expected {', '.join(FEATURES[:-1])} or {FEATURES[-1]} (bands in Hz)"
 
 
 def require_librosa() -> None:
@@ -220,7 +221,7 @@ def smooth(curve: np.ndarray, attack: float, release: float) -> np.ndarray:
     return out
 
 
-def envelope(follow, frames: int, cache_dir: Optional[Path] = None) -> torch.Tensor:
+def envelope(follow: Follow, frames: int, cache_dir: Optional[Path] = None) -> torch.Tensor:
     """The per-frame gain of a :class:`morph.schedule.Follow`: its feature smoothed, its window low…high → 0…1."""
     curve = Sound(follow.sound, cache_dir).per_frame(follow.feature, follow.fps, frames)
     gain = (smooth(curve, follow.attack, follow.release) - follow.low) / (follow.high - follow.low)

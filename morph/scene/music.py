@@ -9,7 +9,7 @@ from typing import Optional
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ..audio import Sound, feature_problem, require_librosa
+from ..audio import EVENTS, Sound, feature_problem, require_librosa
 from ..errors import MorphError
 from ..limits import MAX_STRENGTH
 from ..schedule import Cue, Follow, Path as KeyPath, Push, path_on_events
@@ -97,7 +97,7 @@ class MusicReader:
     def cue_path(self, transition: Items, t_path: str, steps: list[Node], items: Items, keys: tuple[str, ...],
                  move: Optional[float], ease: str, interp: str, fps: float) -> Optional[tuple[KeyPath, Cue]]:
         """A path whose keyframes arrive on every N-th beat or onset of the sound, ending where the sound ends."""
-        kind = self.option(transition, "on", t_path, self.choice, ("beats", "onsets"))
+        kind = self.option(transition, "on", t_path, self.choice, EVENTS)
         every = self.option(transition, "every", t_path, self.number, "a whole number of events from 1",
                             lambda x: x >= 1, True, default=1)
         for key in ("loop", "hold"):
