@@ -191,9 +191,18 @@ def preview(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
         images[len(keys):row] = blank  # pad the keyframe row with white
         images[row + len(spaced):] = blank
         dest = out / f"{name}-preview.png"
+        sheet = grid(images, cols=row)
+        following = [w for w in tl.waves if w.envelope is not None]
+        if following:  # the gains each following wave reads from the sound, under the sheet
+            from .plot import COLOURS, curve_panel
+
+            sheet = np.concatenate([sheet, curve_panel([w.envelope.numpy() for w in following], sheet.shape[1],
+                                                       marks=keys)])
         with atomic_path(dest) as tmp:
-            write_png(tmp, grid(images, cols=row))
-        typer.echo(f"{dest}: {len(keys)} keyframes (top), {len(spaced)} of {tl.frames} frames (bottom)")
+            write_png(tmp, sheet)
+        typer.echo(f"{dest}: {len(keys)} keyframes (top), {len(spaced)} of {tl.frames} frames (bottom)"
+                   + "".join(f"; curve {i + 1} (rgb{COLOURS[i % len(COLOURS)]}): {w.label}"
+                             for i, w in enumerate(following)))
 
 
 @app.command()

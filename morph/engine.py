@@ -97,7 +97,7 @@ def open_scene(path: Path, device: torch.device, cache_dir: Optional[Path] = Non
     sc = scene or load_scene(path, cache_dir=cache_dir)
     G = load_model(sc.model_path, device)
     photos = project_scene(sc, G, cache_dir, quiet)
-    return LoadedScene(Path(path), sc, G, photos, timelines(sc, G, photos.latent))
+    return LoadedScene(Path(path), sc, G, photos, timelines(sc, G, photos.latent, cache_dir))
 
 
 def select(scenes: dict[Path, Scene], only: Optional[Iterable[str]]) -> dict[Path, list[str]]:

@@ -7,7 +7,8 @@ Pure: the same motion and latents give the same frames, bit for bit. Time is mea
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import pathlib
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Mapping, Optional
 
 import numpy as np
@@ -98,13 +99,30 @@ def cycle(period: float, span: int, loop: bool) -> Cycle:
 
 
 @dataclass(frozen=True)
+class Follow:
+    """A wave's gain read from a sound: ``feature`` per frame (0…1), smoothed; its window ``low``…``high`` spans
+    the gain 0…1 (clipped outside; high < low inverts)."""
+
+    sound: pathlib.Path
+    feature: str
+    fps: float
+    low: float = 0.0
+    high: float = 1.0
+    attack: float = 0.0    # frames
+    release: float = 0.0   # frames
+
+
+@dataclass(frozen=True)
 class Deform:
-    """Seeded random offsets on ``layers``, each swinging as amplitude·sin(angle + φ_layer)."""
+    """Seeded random offsets on ``layers``, each swinging as amplitude·sin(angle + φ_layer); with ``follow``
+    the swing is scaled by the sound's gain, or (``sine`` false) the offset is amplitude·gain."""
 
     layers: range
     amplitude: float
     seed: int
     cycle: Cycle
+    follow: Optional[Follow] = None
+    sine: bool = True
 
 
 @dataclass(frozen=True)
@@ -116,6 +134,27 @@ class Breathe:
     high: float
     layers: range
     cycle: Cycle
+    follow: Optional[Follow] = None   # the swing scaled by the sound's gain, or (sine false) low + (high − low)·gain
+    sine: bool = True
+
+
+@dataclass(frozen=True)
+class Push:
+    """A direction added at ``strength`` on ``layers`` throughout a render, times the sound's gain if it follows."""
+
+    direction: str
+    strength: float
+    layers: range
+    follow: Optional[Follow] = None
+
+
+@dataclass(frozen=True)
+class Cue:
+    """Keyframes reached on every ``every``-th of a sound's ``kind`` events (beats or onsets)."""
+
+    sound: pathlib.Path
+    kind: str
+    every: int
 
 
 Pose = tuple[float, float, float]  # a camera pose: translate x, y (in image widths), rotate (degrees)
@@ -149,11 +188,14 @@ class Camera:
 
 @dataclass(frozen=True)
 class Motion:
-    """What a render shows: a keyframe path, optionally deformed and breathing, seen through a camera."""
+    """What a render shows: a keyframe path, optionally deformed, breathing and pushed along directions, seen
+    through a camera."""
 
     path: Path
     deform: Optional[Deform] = None
     breathe: Optional[Breathe] = None
+    pushes: tuple[Push, ...] = ()
+    cue: Optional[Cue] = None         # the path's timing came from the sound
     camera: Optional[Camera] = None
 
     @property
@@ -171,6 +213,9 @@ class Wave:
     bias: float
     scale: float
     cycle: Cycle
+    envelope: Optional[torch.Tensor] = None  # [frames] float64 gain from a sound (Follow), else 1
+    sine: bool = True                        # False: bias + scale·gain, no swing
+    label: str = ""                          # what the wave is, for plots
 
 
 @dataclass(frozen=True)
@@ -214,9 +259,11 @@ def _segments(path: Path) -> list[tuple[int, int, str, int]]:
 
 
 def timeline(motion: Motion, latents: Mapping[str, torch.Tensor], directions: Mapping[str, torch.Tensor],
-             offsets: Callable[[int, int], torch.Tensor]) -> Timeline:
+             offsets: Callable[[int, int], torch.Tensor],
+             envelope: Optional[Callable[[Follow, int], torch.Tensor]] = None) -> Timeline:
     """Make a motion concrete. ``offsets(seed, count)`` gives ``[count, w_dim]`` random offsets for a deform
-    (``latents.random_offsets`` with the model bound)."""
+    (``latents.random_offsets`` with the model bound); ``envelope(follow, frames)`` the per-frame gain of a wave
+    that follows a sound (``audio.envelope`` with the cache bound)."""
     path = motion.path
     if (min(path.moves, default=1) < 1 or min(path.holds) < 0 or path.interp not in INTERPS
             or path.interp == "spline" and set(path.eases) - {"linear"}):
@@ -234,13 +281,23 @@ def timeline(motion: Motion, latents: Mapping[str, torch.Tensor], directions: Ma
         phases = torch.zeros(keys.shape[1], dtype=torch.float64)
         phases[d.layers.start:d.layers.stop] = torch.from_numpy(
             np.random.default_rng(d.seed).uniform(0, 2 * math.pi, len(d.layers)))
-        waves.append(Wave(vectors, phases, 0.0, 1.0, d.cycle))
+        waves.append(_following(Wave(vectors, phases, 0.0, 1.0, d.cycle, label="deform"), d.follow, d.sine,
+                                motion.frames, envelope))
     if motion.breathe:
         b = motion.breathe
         vectors = torch.zeros_like(keys[0])
         vectors[b.layers.start:b.layers.stop] = directions[b.direction][b.layers.start:b.layers.stop].to(keys.dtype)
         phases = torch.full((keys.shape[1],), -math.pi / 2, dtype=torch.float64)  # sin(−π/2) = −1: start at low
-        waves.append(Wave(vectors, phases, (b.low + b.high) / 2, (b.high - b.low) / 2, b.cycle))
+        wave = Wave(vectors, phases, (b.low + b.high) / 2, (b.high - b.low) / 2, b.cycle, label=f"breathe {b.direction}")
+        if not b.sine:
+            wave = replace(wave, bias=b.low, scale=b.high - b.low)
+        waves.append(_following(wave, b.follow, b.sine, motion.frames, envelope))
+    for p in motion.pushes:
+        vectors = torch.zeros_like(keys[0])
+        vectors[p.layers.start:p.layers.stop] = directions[p.direction][p.layers.start:p.layers.stop].to(keys.dtype)
+        phases = torch.zeros(keys.shape[1], dtype=torch.float64)
+        waves.append(_following(Wave(vectors, phases, 0.0, p.strength, Cycle(1, 1), label=f"add {p.direction}"),
+                                p.follow, False, motion.frames, envelope))
     return Timeline(keys=keys, bounds=bounds, src=torch.tensor([s[0] for s in segs]),
                     dst=torch.tensor([s[1] for s in segs]), ease=torch.tensor([names.index(s[2]) for s in segs]),
                     interp=path.interp, tangents=_tangents(keys, path) if path.interp == "spline" else None,
@@ -253,6 +310,35 @@ def _progress(tl: Timeline, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     start, length = tl.bounds[s], tl.bounds[s + 1] - tl.bounds[s]
     u = ((t - start) / length).clamp(0, 1)
     return s, torch.stack([fn(u) for fn in EASINGS.values()]).gather(0, tl.ease[s][None])[0], length
+
+
+def _following(wave: Wave, follow: Optional[Follow], sine: bool, frames: int,
+               envelope: Optional[Callable[[Follow, int], torch.Tensor]]) -> Wave:
+    """``wave`` with its gain from ``follow`` (if any) and its swing on or off."""
+    if follow is None:
+        return wave if sine else replace(wave, sine=False)
+    if envelope is None:
+        raise ValueError(f"the {wave.label} follows {follow.sound}, but no envelope function was given")
+    gain = envelope(follow, frames).to(torch.float64)
+    if gain.shape != (frames,):
+        raise ValueError(f"an envelope of {tuple(gain.shape)} for {frames} frames")
+    return replace(wave, envelope=gain, sine=sine, label=f"{wave.label} following {follow.feature}")
+
+
+def path_on_events(keys: tuple[str, ...], events: tuple[int, ...], frames: int, move: Optional[int],
+                   ease: str, interp: str) -> Path:
+    """An open path of ``frames`` frames that reaches one keyframe at each event frame, cycling through ``keys``
+    (key 0 at frame 0): each move lasts ``move`` frames (None: from the previous arrival) and ends on its event."""
+    marks = [f for f in sorted(set(events)) if 0 < f < frames]
+    arrivals = [0] + marks
+    holds, moves = [], []
+    for a, b in zip(arrivals, arrivals[1:]):
+        length = b - a if move is None else max(1, min(move, b - a))
+        holds.append(b - a - length)
+        moves.append(length)
+    holds.append(frames - 1 - arrivals[-1])
+    names = tuple(keys[i % len(keys)] for i in range(len(arrivals)))
+    return Path(names, tuple(holds), tuple(moves), (ease,) * len(moves), interp, False)
 
 
 def sample(tl: Timeline, t: torch.Tensor) -> torch.Tensor:
@@ -272,7 +358,13 @@ def sample(tl: Timeline, t: torch.Tensor) -> torch.Tensor:
         w = (slerp if tl.interp == "slerp" else lerp)(a, b, u)
     w = torch.where((tl.src[s] == tl.dst[s])[:, None, None], a, w)
     for wave in tl.waves:
-        strength = wave.bias + wave.scale * torch.sin(wave.cycle.angle(t)[:, None] + wave.phases)
+        if wave.envelope is None and wave.sine:
+            strength = wave.bias + wave.scale * torch.sin(wave.cycle.angle(t)[:, None] + wave.phases)
+        else:
+            swing = torch.sin(wave.cycle.angle(t)[:, None] + wave.phases) if wave.sine else torch.ones(len(t), 1)
+            gain = torch.ones(len(t)) if wave.envelope is None else \
+                wave.envelope[t.round().long().clamp(0, len(wave.envelope) - 1)]
+            strength = wave.bias + wave.scale * gain[:, None].to(torch.float64) * swing.to(torch.float64)
         w = w + strength.to(w.dtype)[..., None] * wave.vectors
     return w
 

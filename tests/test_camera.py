@@ -198,3 +198,23 @@ def test_poses_decide_segment_keys_and_travel_with_shards_and_tasks(tmp_path, ti
     np.testing.assert_array_equal(frames(tmp_path / "sharded" / "orbit"), frames(tmp_path / "direct" / "orbit"))
     np.testing.assert_array_equal(loaded.frames("orbit", [0, 7], torch.device("cpu")),
                                   frames(tmp_path / "direct" / "orbit")[[0, 7]].astype(np.uint8))
+
+
+def test_a_path_on_beats_cycles_its_keyframes_poses(tmp_path, tiny_stylegan3):
+    pytest.importorskip("librosa", reason="librosa is not installed (pip install -e '.[audio]')")
+    from morph.synth import clicks, write_wav
+
+    write_wav(tmp_path / "beat.wav", clicks([0.5, 1.0, 1.5, 2.0, 2.5], 3.0))
+    scene = tmp_path / "scene.yaml"
+    scene.write_text(scene_text(str(tiny_stylegan3), """  beat:
+    format: png
+    fps: 10
+    path: [a, {b: {camera: {rotate: 20}}}]
+    transition: {on: onsets}
+""", "audio: beat.wav\n"))
+    from morph.scene import load_scene
+
+    motion = load_scene(scene, cache_dir=tmp_path / "cache").renders["beat"].motion
+    keys = motion.path.keys
+    assert len(keys) > 2 and keys[:3] == ("a", "b", "a")
+    assert motion.camera.poses == tuple((0.0, 0.0, 20.0 if k == "b" else 0.0) for k in keys)

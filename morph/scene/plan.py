@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 from ..latents import Blend, File, Latent, Mean, Mix, Project, Seed
+from ..schedule import Follow
 from .types import Render, Scene, range_text, runs
 
 def _origin(latent: Latent, projection: Callable[[Project], str]) -> str:
@@ -37,7 +38,8 @@ def _motion_text(render: Render) -> str:
     """A render's motion, in words."""
     p, fps = render.motion.path, render.fps
     if p.moves:
-        text = "path " + " → ".join(p.keys + ((p.keys[0],) if p.loop else ()))
+        keys = p.keys[:len(set(p.keys))] + ("…",) if render.motion.cue else p.keys  # a cue cycles through its keys
+        text = "path " + " → ".join(keys + ((p.keys[0],) if p.loop else ()))
         text += f", {p.interp}" + ("" if p.interp == "spline" else f" {'/'.join(sorted(set(p.eases)))}")
         text += f", transitions {'/'.join(f'{m / fps:.2f}' for m in sorted(set(p.moves)))} s"
         text += f", holds {'/'.join(f'{h / fps:.2f}' for h in sorted(set(p.holds)))} s" if any(p.holds) else ""
@@ -46,12 +48,12 @@ def _motion_text(render: Render) -> str:
         text = f"around {p.keys[0]}"
     d, b = render.motion.deform, render.motion.breathe
     if d:
-        text += (f"; deform layers {range_text(d.layers)} amplitude {d.amplitude:g} seed {d.seed}, "
-                 f"period {d.cycle.frames / d.cycle.cycles / fps:.2f} s")
+        text += (f"; deform layers {range_text(d.layers)} amplitude {d.amplitude:g} seed {d.seed}"
+                 + (f", period {d.cycle.frames / d.cycle.cycles / fps:.2f} s" if d.sine else ""))
     if b:
-        text += (f"; breathe {b.direction} {b.low:g}…{b.high:g} on layers {range_text(b.layers)}, "
-                 f"period {b.cycle.frames / b.cycle.cycles / fps:.2f} s")
-    return text + _camera_text(render)
+        text += (f"; breathe {b.direction} {b.low:g}…{b.high:g} on layers {range_text(b.layers)}"
+                 + (f", period {b.cycle.frames / b.cycle.cycles / fps:.2f} s" if b.sine else ""))
+    return text + _music_text(render) + _camera_text(render)
 
 
 def _camera_text(render: Render) -> str:
@@ -65,6 +67,30 @@ def _camera_text(render: Render) -> str:
         text += f", orbit radius {c.orbit.radius:g} period {c.orbit.cycle.frames / c.orbit.cycle.cycles / fps:.2f} s"
     if c.swing:
         text += f", swing ±{c.swing.degrees:g}° period {c.swing.cycle.frames / c.swing.cycle.cycles / fps:.2f} s"
+    return text
+
+
+def _follow_text(follow: Optional[Follow], sine: bool = False) -> str:
+    """`` following FEATURE of SOUND (…)``: what a wave follows, in words."""
+    if follow is None:
+        return ""
+    return (f" {'scaled by' if sine else 'following'} {follow.feature} of {follow.sound.name} "
+            f"(window {follow.low:g}…{follow.high:g}, attack {follow.attack / follow.fps:.2f} s, "
+            f"release {follow.release / follow.fps:.2f} s)")
+
+
+def _music_text(render: Render) -> str:
+    """What follows what in a render: waves following the sound, pushes, keyframes on its beats or onsets."""
+    m, text = render.motion, ""
+    for name, wave in (("deform", m.deform), ("breathe", m.breathe)):
+        if wave and wave.follow:
+            text += f"; {name}{_follow_text(wave.follow, wave.sine)}" + ("" if wave.sine else " instead of its sine")
+    for p in m.pushes:
+        text += f"; add {p.strength:g}·{p.direction} on layers {range_text(p.layers)}{_follow_text(p.follow)}"
+    if m.cue:
+        nth = {1: "every", 2: "every 2nd", 3: "every 3rd"}.get(m.cue.every, f"every {m.cue.every}th")
+        text += (f"; keyframes on {nth} {m.cue.kind[:-1]} of {m.cue.sound.name} ({len(m.path.moves)} moves, "
+                 f"to the end of the sound)")
     return text
 
 

@@ -25,8 +25,9 @@ from ..limits import (MAX_AMPLITUDE, MAX_FPS, MAX_FRAMES, MAX_RENDER_NAME, MAX_R
 from ..latents import SPACES, Blend, File, From, Latent, Mean, Mix, ModelDims, Project, Seed, read_w, w_shape_problem
 from ..model import LAYER_GROUPS, NOISE_MODES
 from ..resolver import BUILTIN, resolve_direction, resolve_model
-from ..schedule import (EASINGS, INTERPS, Breathe, Camera, Cycle, Deform, Motion, Orbit, Path as KeyPath, Pose, Swing,
-                        cycle)
+from ..schedule import (EASINGS, INTERPS, Breathe, Camera, Cue, Cycle, Deform, Motion, Orbit, Path as KeyPath, Pose,
+                        Swing, cycle)
+from .music import MusicReader
 from .types import (BREATHE_KEYS, CAMERA_FAMILIES, CAMERA_KEYS, DEFAULT_FPS, DEFAULTS, DEFORM_KEYS, IMAGE_MAGIC,
                     ORBIT_KEYS, POSE_KEYS, RENDER_KEYS, STEP_KEYS, SWING_KEYS, TOP_KEYS, TRANSITION_KEYS, Render, Scene,
                     SceneError, range_text, runs)
@@ -76,7 +77,7 @@ STRENGTH_RULE = (f"a strength from -{MAX_STRENGTH:g} to {MAX_STRENGTH:g}", lambd
 WEIGHT_RULE = (f"a weight from -{MAX_STRENGTH:g} to {MAX_STRENGTH:g}", lambda x: abs(x) <= MAX_STRENGTH)
 
 
-class _Reader:
+class _Reader(MusicReader):
     """Walks a scene's YAML nodes into values, recording one ``file:line:col: path: what`` line per problem
     and the names referred to, which are checked once every name is known."""
 
@@ -128,6 +129,8 @@ class _Reader:
         first: dict[str, Node] = {}
         for key_node, value_node in node.value:
             key = self.value(key_node)
+            if isinstance(key, bool) and keys is not None and key_node.value in keys:
+                key = key_node.value  # YAML 1.1 reads on/off/yes/no as booleans; as a known key, a name
             if isinstance(key, bool) or not isinstance(key, (str, int)):
                 self.fail(key_node, path, f"expected a name as key, got {self.show(key_node)}; quote it")
                 continue
@@ -464,7 +467,6 @@ class _Reader:
             size = None
         if size is not None and size % 2 and fmt in VIDEO_FORMATS:
             self.fail(items["size"][1], f"{path}.size", f"{fmt} needs an even size, got {size}")
-        motion = self.motion(node, path, items, fps or 30)
         if "audio" in items and fmt is not None and fmt not in VIDEO_FORMATS:
             self.fail(items["audio"][0], f"{path}.audio", f"a {fmt} render has no sound track; "
                                                            f"use format {_alternatives(VIDEO_FORMATS)}, or drop audio")
@@ -472,6 +474,8 @@ class _Reader:
             audio = self.audio(items["audio"][1], f"{path}.audio")
             if audio is None:
                 return None
+        self.sound = audio  # what follow: and transition.on read, in any format
+        motion = self.motion(node, path, items, fps or 30)
         if None in (fmt, fps, size, motion):
             return None
         if motion.frames > MAX_FRAMES:
@@ -492,21 +496,24 @@ class _Reader:
                 self.fail(items[key][0], path, f"{key} does not apply to {base} renders")
         deform = self.option(items, "deform", path, self.deform, fps)
         breathe = self.option(items, "breathe", path, self.breathe, fps)
+        pushes = self.option(items, "add", path, self.pushes, fps, default=())
         camera = self.option(items, "camera", path, self.camera, fps)
-        poses: Optional[list[Optional[Pose]]] = None
+        cue, poses = None, []
         if base == "around":
+            follows = [w.follow for w in (deform, breathe, *(pushes or ())) if w and w.follow]
             moves = [w for w in (deform, breathe, camera and camera.orbit, camera and camera.swing) if w]
-            keys = self.still(node, path, items, fps, bool(moves) or "deform" in items or "breathe" in items
-                              or ("camera" in items and camera is None),
-                              max((w.cycle.frames for w in moves), default=None))
+            waves = ("deform" in items or "breathe" in items or bool(follows or moves)
+                     or ("camera" in items and camera is None))
+            keys = self.still(node, path, items, fps, waves, self.analysis(node, path).frames(fps) if follows else
+                              max((w.cycle.frames for w in moves), default=None))  # the whole sound
         else:
-            keys, poses = self.key_path(path, items, fps)
-        if keys is None or any(k in items and v is None for k, v in
-                               (("deform", deform), ("breathe", breathe), ("camera", camera))):
+            keys, cue, poses = self.key_path(path, items, fps)
+        if keys is None or pushes is None or any(k in items and v is None for k, v in
+                                                 (("deform", deform), ("breathe", breathe), ("camera", camera))):
             return None
-        if camera or any(poses or ()):
+        if camera or any(poses):  # a pose per key of the path (a path on beats cycles through its steps)
             camera = camera or Camera(((0.0, 0.0, 0.0),))
-            poses = [p or camera.poses[0] for p in poses or [None] * len(keys.keys)]
+            poses = [(poses and poses[i % len(poses)]) or camera.poses[0] for i in range(len(keys.keys))]
             camera = replace(camera, poses=tuple(poses))
         if keys.loop:  # a whole number of periods per loop, so the last frame flows into the first
             deform, breathe = (w and replace(w, cycle=cycle(w.cycle.frames, keys.frames, True))
@@ -514,7 +521,7 @@ class _Reader:
             if camera:
                 camera = replace(camera, **{k: replace(m, cycle=cycle(m.cycle.frames, keys.frames, True))
                                             for k, m in (("orbit", camera.orbit), ("swing", camera.swing)) if m})
-        return Motion(keys, deform, breathe, camera)
+        return Motion(keys, deform, breathe, pushes, cue, camera)
 
     def still(self, node: Node, path: str, items: Items, fps: float, waves: bool,
               period: Optional[float]) -> Optional[KeyPath]:
@@ -527,8 +534,10 @@ class _Reader:
             return None
         return KeyPath((name,), (round(frames),), (), (), loop=True)
 
-    def key_path(self, path: str, items: Items, fps: float) -> tuple[Optional[KeyPath], list[Optional[Pose]]]:
-        """The keyframe path, and the camera pose each keyframe gives (None where it gives none)."""
+    def key_path(self, path: str, items: Items,
+                 fps: float) -> tuple[Optional[KeyPath], Optional[Cue], list[Optional[Pose]]]:
+        """The keyframe path, the sound's events it is timed by (if any), and the camera pose each step of the
+        path gives (None where it gives none)."""
         loop = self.option(items, "loop", path, self.boolean, default=False)
         transition = self.option(items, "transition", path, self.mapping, TRANSITION_KEYS, default={}) or {}
         t_path = f"{path}.transition"
@@ -541,7 +550,7 @@ class _Reader:
             self.fail(items["path"][1], f"{path}.path",
                       f"a path needs at least two keyframes, got {len(steps)}; for one latent use around: NAME")
         if steps is None or len(steps) < 2:
-            return None, []
+            return None, None, []
         keys, holds, moves, eases, poses = [], [], [], [], []
         for i, step in enumerate(steps):  # a step's duration and ease are those of the transition into it
             s_path = f"{path}.path[{i}]"
@@ -556,10 +565,17 @@ class _Reader:
             eases.append(self.ease(options, o_path, interp, ease))
             poses.append(self.option(options, "camera", o_path, self.pose))
         moves, eases = (moves[1:] + moves[:1], eases[1:] + eases[:1]) if loop else (moves[1:], eases[1:])
+        if "on" in transition:  # timing from the sound
+            timed = None if None in keys + [interp, ease] else self.cue_path(
+                transition, t_path, steps, items, tuple(keys),
+                self.option(transition, "duration", t_path, self.duration, fps), ease, interp, fps)
+            return (*(timed or (None, None)), poses)
+        if "every" in transition:
+            self.fail(transition["every"][0], t_path, "every applies only with on: beats or on: onsets")
         if None in keys + holds + moves + eases + [loop, interp]:
-            return None, []
+            return None, None, []
         return KeyPath(tuple(keys), tuple(round(h) for h in holds), tuple(round(m) for m in moves), tuple(eases),
-                       interp, loop), poses
+                       interp, loop), None, poses
 
     def step(self, node: Node, path: str) -> tuple[Optional[str], Items]:
         """A path item: ``NAME`` or ``NAME: {duration, hold, ease, camera}``."""
@@ -598,9 +614,11 @@ class _Reader:
                                 lambda x: 0 < x <= MAX_AMPLITUDE, default=DEFAULTS["amplitude"])
         seed = self.option(items, "seed", path, self.number, *SEED_RULE, True, default=0)
         period = self.period(items, path, fps)
-        if None in (layers, amplitude, seed, period):
+        follow = self.option(items, "follow", path, self.follow, fps)
+        if None in (layers, amplitude, seed, period) or "follow" in items and follow is None:
             return None
-        return Deform(layers, float(amplitude), int(seed), Cycle(1, period))
+        return Deform(layers, float(amplitude), int(seed), Cycle(1, period), follow,
+                      follow is None or "period" in items)
 
     def breathe(self, node: Node, path: str, fps: float) -> Optional[Breathe]:
         """A breathe whose cycle is one period (fitted to the loop later)."""
@@ -614,9 +632,10 @@ class _Reader:
         strength = self.option(items, "strength", path, self.strength)
         layers = self.option(items, "layers", path, self.layers, default=self.all_layers())
         period = self.period(items, path, fps)
-        if None in (direction, strength, layers, period):
+        follow = self.option(items, "follow", path, self.follow, fps)
+        if None in (direction, strength, layers, period) or "follow" in items and follow is None:
             return None
-        return Breathe(direction, *strength, layers, Cycle(1, period))
+        return Breathe(direction, *strength, layers, Cycle(1, period), follow, follow is None or "period" in items)
 
     def pose(self, node: Node, path: str, items: Optional[Items] = None) -> Optional[Pose]:
         """A camera pose ``{translate: [X, Y], rotate: DEGREES}`` (either may be left out: 0); only models whose
@@ -751,6 +770,7 @@ def parse_scene(text: str, file: str | Path, dims: Union[ModelDims, Callable[[Pa
     if root is None:
         raise SceneError([f"{file}:1:1: the scene is empty; it needs latents: and renders:"])
     r = _Reader(file, Path(file).parent, dims if isinstance(dims, ModelDims) else None)
+    r.cache_dir = cache_dir
     top = r.mapping(root, "", TOP_KEYS)
     if top is None:
         raise SceneError([p for *_, p in r.problems])

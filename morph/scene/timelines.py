@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Optional
 
+from ..audio import envelope
 from ..latents import Projector, load_w, random_offsets, resolve
 from ..schedule import Timeline, timeline
 from .types import Scene
 
-def timelines(scene: Scene, G, project: Optional[Projector] = None) -> dict[str, Timeline]:
-    """Each render's timeline on generator ``G``: seeds mapped, files read, photos projected by ``project``."""
+def timelines(scene: Scene, G, project: Optional[Projector] = None,
+              cache_dir: Optional[Path] = None) -> dict[str, Timeline]:
+    """Each render's timeline on generator ``G``: seeds mapped, files read, photos projected by ``project``, the
+    sounds waves follow analysed (cached in ``cache_dir``)."""
     directions = {name: load_w(path, G.num_ws, G.w_dim) for name, path in scene.directions.items()}
     ws = resolve(scene.latents, directions, G, project)
     offsets = partial(random_offsets, G)
-    return {name: timeline(render.motion, ws, directions, offsets) for name, render in scene.renders.items()}
+    gains = partial(envelope, cache_dir=cache_dir)
+    return {name: timeline(render.motion, ws, directions, offsets, gains) for name, render in scene.renders.items()}

@@ -15,16 +15,19 @@ from ..schedule import Motion
 DEFAULT_FPS = {fmt: 25 if fmt == "gif" else 30 for fmt in FORMATS}  # output format → default fps
 TOP_KEYS = ("model", "sha256", "truncation", "truncation_cutoff", "noise", "audio", "directions", "latents", "renders")
 RENDER_KEYS = ("format", "fps", "size", "path", "around", "loop", "transition", "hold", "duration", "deform", "breathe",
-               "audio", "camera")
-TRANSITION_KEYS = ("duration", "interp", "ease")
+               "audio", "add", "camera")
+TRANSITION_KEYS = ("duration", "interp", "ease", "on", "every")
 STEP_KEYS = ("duration", "hold", "ease", "camera")
 POSE_KEYS = ("translate", "rotate")                 # a keyframe's camera
 CAMERA_KEYS = POSE_KEYS + ("orbit", "swing")        # a render's camera
 ORBIT_KEYS = ("radius", "period")
 SWING_KEYS = ("degrees", "period")
 CAMERA_FAMILIES = ("stylegan3",)                    # families whose input a camera can move
-DEFORM_KEYS = ("layers", "amplitude", "period", "seed")
-BREATHE_KEYS = ("direction", "strength", "period", "layers")
+DEFORM_KEYS = ("layers", "amplitude", "period", "seed", "follow")
+BREATHE_KEYS = ("direction", "strength", "period", "layers", "follow")
+FOLLOW_KEYS = ("feature", "range", "attack", "release")
+PUSH_KEYS = ("strength", "layers", "follow")
+FOLLOW_DEFAULTS = {"attack": 0.02, "release": 0.25}  # seconds: a quick rise, a visible decay
 DEFAULTS = {"transition": 1.0, "interp": "lerp", "ease": "in-out", "hold": 0.0, "period": 4.0, "amplitude": 0.5,
             "truncation": 1.0}
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
