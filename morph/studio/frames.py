@@ -63,7 +63,8 @@ class Frames:
         """Validate scene text as ``morph check`` does (raises ``SceneError``), this model's dimensions reused."""
         from ..scene import model_dims
 
-        return parse_scene(text, file, lambda path: self.dims if self._same(path) else model_dims(path))
+        return parse_scene(text, file, lambda path: self.dims if self._same(path) else model_dims(path),
+                           self.cache_dir)
 
     def _same(self, path: Optional[Path]) -> bool:
         return path is not None and Path(path).resolve() == self.model_path.resolve()
@@ -84,7 +85,7 @@ class Frames:
             photos = ScenePhotos(scene, {s: self._projections[s] for s in specs})
         directions = {name: load_w(path, self.G.num_ws, self.G.w_dim) for name, path in scene.directions.items()}
         ws = resolve(scene.latents, directions, self.G, photos.latent)
-        return Prepared(scene, photos, timelines(scene, self.G, photos.latent), ws)
+        return Prepared(scene, photos, timelines(scene, self.G, photos.latent, self.cache_dir), ws)
 
     # pictures --------------------------------------------------------------------------------------------------
 
@@ -155,8 +156,9 @@ def open_scene(scene: Path, device: str, cache_dir: Optional[Path]) -> Frames:
     from ..render import default_cache_dir
     from ..scene import load_scene
 
-    sc = load_scene(scene)
-    return Frames(sc.model_path, resolve_device(device), cache_dir or default_cache_dir())
+    cache_dir = cache_dir or default_cache_dir()
+    sc = load_scene(scene, cache_dir=cache_dir)
+    return Frames(sc.model_path, resolve_device(device), cache_dir)
 
 
 def builtin_directions() -> list[str]:
