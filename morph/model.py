@@ -61,7 +61,11 @@ class Model(Protocol):
 
     def synthesize(self, ws: torch.Tensor, noise: Noise = Noise(), dtype: Optional[torch.dtype] = None,
                    **family_options: Any) -> torch.Tensor:
-        """ws [N, num_ws, w_dim] → images [N, img_channels, R, R] in about [-1, 1], drawn with ``noise``."""
+        """ws [N, num_ws, w_dim] → images [N, img_channels, R, R] in about [-1, 1], drawn with ``noise``.
+
+        Both families take ``canvas=(width, height)``: the network itself draws a frame of that many
+        pixels (StyleGAN2 widens its constant input, StyleGAN3 samples its Fourier input on a wider
+        grid), centred on the square image; noise maps stay [R, R] and are widened inside."""
 
     def noise_shapes(self) -> list[tuple[int, int]]:
         """[R, R] of each noise input, in order; empty for a family without noise inputs (StyleGAN3)."""
@@ -90,4 +94,12 @@ def check_noise(G: Model, noise: Noise) -> None:
             raise ValueError(f"noise map of shape {tuple(m.shape)} for a [{h}, {w}] noise input")
 
 
-__all__ = ["LAYER_GROUPS", "NOISE_MODES", "Model", "ModelInfo", "Noise", "check_noise", "model_hash"]
+def crop_centre(img: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
+    """The centre ``canvas`` (width, height) pixels of images [N, C, H, W] drawn at least that large."""
+    width, height = canvas
+    top, left = (img.shape[-2] - height) // 2, (img.shape[-1] - width) // 2
+    assert top >= 0 and left >= 0, (tuple(img.shape), canvas)
+    return img[..., top:top + height, left:left + width]
+
+
+__all__ = ["LAYER_GROUPS", "NOISE_MODES", "Model", "ModelInfo", "Noise", "check_noise", "crop_centre", "model_hash"]
