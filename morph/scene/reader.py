@@ -26,6 +26,7 @@ from ..latents import SPACES, Blend, File, From, Latent, Mean, Mix, ModelDims, P
 from ..model import LAYER_GROUPS, NOISE_MODES
 from ..resolver import BUILTIN, resolve_direction, resolve_model
 from ..schedule import EASINGS, INTERPS, Breathe, Cycle, Deform, Motion, Path as KeyPath, cycle
+from .canvas import read_canvas
 from .types import (BREATHE_KEYS, DEFAULT_FPS, DEFAULTS, DEFORM_KEYS, IMAGE_MAGIC, RENDER_KEYS, STEP_KEYS,
                     TOP_KEYS, TRANSITION_KEYS, Render, Scene, SceneError, range_text, runs)
 
@@ -462,6 +463,10 @@ class _Reader:
             size = None
         if size is not None and size % 2 and fmt in VIDEO_FORMATS:
             self.fail(items["size"][1], f"{path}.size", f"{fmt} needs an even size, got {size}")
+        canvas = read_canvas(self, items["canvas"][1], f"{path}.canvas", fmt, size, "size" in items) \
+            if "canvas" in items else None
+        if canvas is not None:
+            size = canvas.square
         motion = self.motion(node, path, items, fps or 30)
         if "audio" in items and fmt is not None and fmt not in VIDEO_FORMATS:
             self.fail(items["audio"][0], f"{path}.audio", f"a {fmt} render has no sound track; "
@@ -470,14 +475,14 @@ class _Reader:
             audio = self.audio(items["audio"][1], f"{path}.audio")
             if audio is None:
                 return None
-        if None in (fmt, fps, size, motion):
+        if None in (fmt, fps, size, motion) or ("canvas" in items and canvas is None):
             return None
         if motion.frames > MAX_FRAMES:
             self.fail(node, path, f"{motion.frames} frames ({motion.frames / fps / 3600:.1f} h at {fps:g} fps); "
                                   f"a render has at most {MAX_FRAMES}: split it into several renders")
             return None
         return Render(path.split(".", 1)[1], fmt, float(fps), int(size), motion, self.where(node, path),
-                      audio if fmt in VIDEO_FORMATS else None)
+                      audio if fmt in VIDEO_FORMATS else None, canvas=canvas)
 
     def motion(self, node: Node, path: str, items: Items, fps: float) -> Optional[Motion]:
         if ("path" in items) == ("around" in items):
