@@ -4,16 +4,14 @@ into a :class:`morph.canvas.Canvas` with one ``file:line:col`` line per problem.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional
 
 from yaml.nodes import Node, ScalarNode, SequenceNode
 
 from ..canvas import FITS, Canvas
 from ..encode import VIDEO_FORMATS
 from ..limits import MAX_SIZE, MIN_SIZE
-
-if TYPE_CHECKING:
-    from .reader import _Reader
+Reader = Any  # scene.reader._Reader, which imports this module: its fail / mapping / number / ... helpers
 
 CANVAS_KEYS = ("aspect", "width", "height", "fit", "color")
 MAX_ASPECT = 4.0  # 4:1 either way; wider costs the network proportionally more
@@ -21,7 +19,7 @@ _RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[:/]\s*(\d+(?:\.\d+)?)\s*$")
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
 
-def _aspect(r: "_Reader", node: Node, path: str) -> Optional[float]:
+def _aspect(r: Reader, node: Node, path: str) -> Optional[float]:
     """``16:9``, ``16/9`` or ``1.85`` (width / height). The raw text is read, since YAML 1.1 takes an
     unquoted ``16:9`` for the base-60 number 969."""
     text = node.value if isinstance(node, ScalarNode) else None
@@ -40,7 +38,7 @@ def _aspect(r: "_Reader", node: Node, path: str) -> Optional[float]:
     return value
 
 
-def _color(r: "_Reader", node: Node, path: str) -> Optional[tuple[int, int, int]]:
+def _color(r: Reader, node: Node, path: str) -> Optional[tuple[int, int, int]]:
     """``"#202020"`` (quoted: ``#`` starts a YAML comment) or ``[32, 32, 32]``."""
     if isinstance(node, SequenceNode) and len(node.value) == 3:
         channels = [r.number(n, path, "a channel value from 0 to 255", lambda x: 0 <= x <= 255, True)
@@ -54,7 +52,7 @@ def _color(r: "_Reader", node: Node, path: str) -> Optional[tuple[int, int, int]
     return None
 
 
-def _side(r: "_Reader", node: Node, path: str, fmt: Optional[str]) -> Optional[int]:
+def _side(r: Reader, node: Node, path: str, fmt: Optional[str]) -> Optional[int]:
     side = r.number(node, path, "a positive integer (pixels)", lambda x: x > 0, True)
     if side is not None and not MIN_SIZE <= side <= MAX_SIZE:
         r.fail(node, path, f"{side} px is outside {MIN_SIZE} to {MAX_SIZE}")
@@ -65,7 +63,7 @@ def _side(r: "_Reader", node: Node, path: str, fmt: Optional[str]) -> Optional[i
     return side
 
 
-def read_canvas(r: "_Reader", node: Node, path: str, fmt: Optional[str], size: Optional[int],
+def read_canvas(r: Reader, node: Node, path: str, fmt: Optional[str], size: Optional[int],
                 size_given: bool) -> Optional[Canvas]:
     """The canvas of a render whose square is ``size`` px (``size_given``: the render wrote ``size:``)."""
     items = r.mapping(node, path, CANVAS_KEYS)
