@@ -74,7 +74,7 @@ class Render:
 
     @property
     def frame(self) -> str:
-        """The frame as ``morph check`` shows it: ``512x512``, or a canvas (``912x512 widen``)."""
+        """The frame as ``morph check`` shows it: ``512x512``, or a canvas (``910x512 widen``)."""
         return self.canvas.describe() if self.canvas else f"{self.size}x{self.size}"
 
 

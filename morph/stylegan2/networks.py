@@ -7,6 +7,7 @@ are asserted at each boundary, as in the original, so a wrong checkpoint fails l
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Optional
 
@@ -35,13 +36,20 @@ def canvas_cells(canvas: tuple[int, int], resolution: int) -> tuple[int, int]:
     return tuple(CONST_SIZE + 2 * max(0, math.ceil((side - resolution) / (2 * cell))) for side in canvas[::-1])
 
 
+@functools.lru_cache(maxsize=64)
+def _noise_field(h: int, w: int, seed: int) -> torch.Tensor:
+    """[H, W] samples of N(0, 1) from ``seed`` on the CPU (kept: every batch of a render asks again; never written).
+    A plain tensor even when first asked for inside inference_mode, so that any later call can use it."""
+    with torch.inference_mode(False):
+        return torch.randn([h, w], generator=torch.Generator().manual_seed(seed))
+
+
 def widened_noise(base: torch.Tensor, shape: tuple[int, int], seed: int) -> torch.Tensor:
     """``base`` ([R, R] or [N, 1, R, R]) at the centre of a [H, W] map whose new samples are N(0, 1) drawn
     from ``seed``: noise is white, so fresh samples beside the old ones leave no seam, and the same canvas
     always draws the same noise."""
     h, w = shape
-    field = torch.randn([h, w], generator=torch.Generator().manual_seed(seed)).to(base.device, base.dtype)
-    field = field.expand(*base.shape[:-2], h, w).clone()
+    field = _noise_field(h, w, seed).to(base.device, base.dtype).expand(*base.shape[:-2], h, w).clone()
     top, left = (h - base.shape[-2]) // 2, (w - base.shape[-1]) // 2
     field[..., top:top + base.shape[-2], left:left + base.shape[-1]] = base
     return field
