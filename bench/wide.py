@@ -1,5 +1,6 @@
 """Wide frames, measured: seams where StyleGAN2's widened constant meets the learned one, how close the
-square image's region of a wide frame stays to the square render, and what widening costs per frame.
+square image's region of a wide frame stays to the square render (StyleGAN2's built-in model, tiny random
+StyleGAN3s), and what widening costs per frame.
 
 A seam is a column gap that steps harder than its neighbours: each gap's mean |horizontal step| over the
 mean of the three gaps either side ("spike", 1 for a smooth image). The gaps where the mirrored cells
@@ -29,6 +30,10 @@ def spikes(frames: np.ndarray) -> np.ndarray:
                      for b in range(3, g.shape[1] - 3)])
 
 
+def _listed(values: np.ndarray) -> str:
+    return ", ".join(f"{x:.3f}" for x in values)
+
+
 def seams(G, seeds: int) -> None:
     torch.manual_seed(0)
     ws = G.mapping(torch.randn(seeds, G.z_dim), None, truncation_psi=0.7)
@@ -40,7 +45,7 @@ def seams(G, seeds: int) -> None:
             img = G.synthesize(ws, canvas=(2 * r, r)).permute(0, 2, 3, 1).numpy()
         s = spikes(img)
         at = s[[r // 2 - 1 - 3, 3 * r // 2 - 1 - 3]]  # the gaps before columns R/2 and 3R/2 (8 cells drawn)
-        print(f"{name:>6}: seam spikes {", ".join(f"{x:.3f}" for x in at)}, all gaps mean {s.mean():.3f} p90 "
+        print(f"{name:>6}: seam spikes {_listed(at)}, all gaps mean {s.mean():.3f} p90 "
               f"{np.percentile(s, 90):.3f} ({seeds} seeds, {2 * r}x{r})")
     networks.mirror_indices = mirror
 
@@ -67,6 +72,26 @@ def closeness(G, seeds: int) -> None:
           f"PSNR {psnr:.1f} dB; time per frame {t_wide / t_square:.2f}x the square's")
 
 
+def stylegan3(seeds: int) -> None:
+    """A tiny random SG3 (32 px) of each config: the square's region of a 2:1 and a 2:3 frame against the square."""
+    from morph.stylegan3 import Generator
+
+    for name, config in (("T", {}), ("R", dict(conv_kernel=1, use_radial_filters=True))):
+        torch.manual_seed(1)
+        G = Generator(z_dim=16, w_dim=16, c_dim=0, img_resolution=32, img_channels=3, channel_base=256,
+                      channel_max=16, **config).eval()
+        ws = G.mapping(torch.randn(seeds, 16), None, truncation_psi=0.7).double()
+        with torch.no_grad():
+            square = G.synthesize(ws, dtype=torch.float64)
+            wide = G.synthesize(ws, dtype=torch.float64, canvas=(64, 32))[..., 16:48]
+            tall = G.synthesize(ws, dtype=torch.float64, canvas=(32, 48))[..., 8:40, :]
+        peak = square.abs().max()
+        for shape, region in (("64x32", wide), ("32x48", tall)):
+            d = (region - square).abs()
+            print(f"SG3-{name} {shape}: square region max |diff| {d.max() / peak:.2e} of the image's peak, inner half "
+                  f"{d[..., 8:24, 8:24].max() / peak:.2e}")
+
+
 def demo(scene: Path, cache: Optional[Path]) -> None:
     from morph.engine import open_scene
 
@@ -78,7 +103,7 @@ def demo(scene: Path, cache: Optional[Path]) -> None:
     cut = (drawn - w) // 2
     s = spikes(frames)
     at = s[[(drawn - r) // 2 - cut - 1 - 3, (drawn + r) // 2 - cut - 1 - 3]]
-    print(f"{scene} {name}: {len(frames)} frames at {w}x{r}, seam spikes {", ".join(f"{x:.3f}" for x in at)}, all gaps mean "
+    print(f"{scene} {name}: {len(frames)} frames at {w}x{r}, seam spikes {_listed(at)}, all gaps mean "
           f"{s.mean():.3f} p90 {np.percentile(s, 90):.3f}")
 
 
@@ -93,6 +118,7 @@ def main() -> None:
     G = load_model("builtin", torch.device("cpu"))
     seams(G, args.seeds)
     closeness(G, args.seeds)
+    stylegan3(min(args.seeds, 8))
     if args.scene:
         demo(args.scene, args.cache)
 
