@@ -118,11 +118,11 @@ def render_here(G: Model, todo: list[Work], device: torch.device, batch_size: Op
                 progress: Progress) -> int:
     """Render the segments of ``todo`` in this process; returns the frames rendered."""
     progress.total = sum(w.frames for w in todo)
-    batch_size = batch_size or auto_batch_size(G, device)
     try:
         frames = 0
         for w in todo:
-            frames += render_segment(G, w.ws(), w.segment.path, w.job.settings, w.job.noise, device, batch_size,
+            frames += render_segment(G, w.ws(), w.segment.path, w.job.settings, w.job.noise, device,
+                                     batch_size or auto_batch_size(G, device, w.job.settings.canvas),
                                      w.job.dtype, progress.advance, w.camera())
     finally:
         progress.close()
@@ -182,7 +182,7 @@ def render_task(ws: torch.Tensor, dest: str, settings: EncodeSettings, engine: W
     the client's cache (its ``shared_marker`` file exists; returns None), else into a private temp file whose
     bytes it returns. Noise and camera are arguments, so tasks of different renders share one model at once."""
     G, device = worker_generator(engine)
-    batch_size = engine.batch_size or auto_batch_size(G, device)
+    batch_size = engine.batch_size or auto_batch_size(G, device, settings.canvas)
     target = Path(dest)
     if shared_marker is not None and Path(shared_marker).exists():
         if not reusable(target, len(ws)):  # another run may have rendered it meanwhile

@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .canvas import Canvas
 from .errors import MorphError
 from .files import atomic_path
 
@@ -53,9 +54,17 @@ class EncodeSettings:
     # than medium (344 vs 122 frames/s on one core) at the same file size, and the encoder shares the CPU
     # with the generator (on a GPU machine it is the CPU that must keep up)
     preset: str = "veryfast"
+    canvas: Optional[Canvas] = None  # a frame other than size × size (morph.canvas); None: square
 
     def key(self) -> dict:
-        return asdict(self)
+        key = asdict(self)
+        if self.canvas is None:  # square renders keep the keys they had before canvases
+            del key["canvas"]
+        return key
+
+    def frame(self) -> tuple[int, int]:
+        """(width, height) of the output frames."""
+        return (self.canvas.width, self.canvas.height) if self.canvas else (self.size, self.size)
 
 
 def _segment_codec_args(settings: EncodeSettings) -> list[str]:
@@ -81,10 +90,11 @@ class SegmentWriter:
     on an exception (or Ctrl-C) ffmpeg is killed and nothing is left at ``dest``.
     """
 
-    def __init__(self, dest: Path, settings: EncodeSettings, src_size: int):
+    def __init__(self, dest: Path, settings: EncodeSettings, src_size: int | tuple[int, int]):
+        """``src_size``: the generator's frames, square (pixels) or (width, height) for a widened canvas."""
         self.dest = dest
         self.settings = settings
-        self.src_size = src_size
+        self.src_shape = (src_size, src_size) if isinstance(src_size, int) else tuple(src_size)
         self._atomic = atomic_path(dest)
 
     def __enter__(self) -> "SegmentWriter":
@@ -101,9 +111,12 @@ class SegmentWriter:
 
     def _start(self) -> None:
         s = self.settings
-        scale = [] if s.size == self.src_size else ["-vf", f"scale={s.size}:{s.size}:flags=lanczos"]
+        scale = [] if (s.size, s.size) == self.src_shape else ["-vf", f"scale={s.size}:{s.size}:flags=lanczos"]
+        if s.canvas is not None:
+            scale = ["-vf", s.canvas.filters()]
+        width, height = self.src_shape
         cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-               "-s", f"{self.src_size}x{self.src_size}", "-r", str(s.fps), "-i", "-", *scale,
+               "-s", f"{width}x{height}", "-r", str(s.fps), "-i", "-", *scale,
                "-sws_flags", "lanczos+accurate_rnd+full_chroma_int+full_chroma_inp",
                *_segment_codec_args(s), "-f", {"mp4": "mp4", "webm": "webm"}.get(s.format, "matroska"),
                str(self._tmp)]
@@ -111,7 +124,7 @@ class SegmentWriter:
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
 
     def write(self, frames: np.ndarray) -> None:
-        assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1:] == (self.src_size, self.src_size, 3), \
+        assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1:] == (*self.src_shape[::-1], 3), \
             frames.shape
         try:
             self._proc.stdin.write(np.ascontiguousarray(frames).tobytes())
@@ -239,9 +252,10 @@ def count_frames(path: Path) -> tuple[int, int, int]:
 def check_joined(path: Path, settings: EncodeSettings, total_frames: int, dest: Path) -> None:
     """MorphError unless the joined file at ``path`` holds exactly the planned frames at the planned size."""
     frames, width, height = count_frames(path)
-    if (frames, width, height) != (total_frames, settings.size, settings.size):
+    if (frames, width, height) != (total_frames, *settings.frame()):
+        planned = "x".join(map(str, settings.frame()))
         raise MorphError(f"the joined output has {frames} frames of {width}x{height}, planned "
-                         f"{total_frames} of {settings.size}x{settings.size}; nothing was written", dest,
+                         f"{total_frames} of {planned}; nothing was written", dest,
                          "run morph cache --verify, then render again")
 
 
@@ -267,9 +281,11 @@ def probe(path: Path) -> dict[str, object]:
             "height": int(size.group(2)), "fps": float(fps.group(1)) if fps else None, "stream": line.strip()}
 
 
-def decode_frames(path: Path, size: int) -> np.ndarray:
-    """All frames of a video as uint8 [N, size, size, 3] (tests compare them with generated frames)."""
+def decode_frames(path: Path, size: int | tuple[int, int]) -> np.ndarray:
+    """All frames of a video as uint8 [N, size, size, 3], or [N, H, W, 3] for ``size`` (W, H) (tests compare
+    them with generated frames)."""
+    width, height = (size, size) if isinstance(size, int) else size
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path), "-f", "rawvideo",
                            "-pix_fmt", "rgb24", "-"], capture_output=True, check=True)
-    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, size, size, 3)
+    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, height, width, 3)
 

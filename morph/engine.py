@@ -75,17 +75,21 @@ class LoadedScene:
         metadata = {"comment": f"morph scene {self.path.name} sha256:{file_sha256(self.path)[:16]} "
                                f"model sha256:{G.info.sha256[:16]}"}
         return RenderJob(name=name, dest=destination(options.out, r), sample=partial(sample, self.timelines[name]),
-                         frames=r.frames, settings=EncodeSettings(format=r.format, fps=r.fps, size=r.size),
+                         frames=r.frames, settings=EncodeSettings(format=r.format, fps=r.fps, size=r.size,
+                                                                  canvas=r.canvas),
                          noise=self.noise(name), model_key=self.photos.model_key(G, name),
                          resolution=G.img_resolution, dtype=options.dtype, audio=r.audio, metadata=metadata,
                          camera=partial(camera_poses, self.timelines[name]) if r.motion.camera else None)
 
     def frames(self, name: str, indices: Sequence[int], device: torch.device, batch_size: int = 8) -> np.ndarray:
-        """Frames ``indices`` of render ``name`` at the model's resolution, exactly as a render draws them."""
+        """Frames ``indices`` of render ``name`` at the model's resolution, exactly as a render draws them (a
+        canvas at the model's scale: widened by the network, or the square padded or cropped)."""
         t = torch.as_tensor(list(indices))
         tl = self.timelines[name]
-        return np.concatenate(list(generate(self.G, sample(tl, t), batch_size, self.noise(name), device,
-                                            camera=camera_poses(tl, t))))
+        canvas, res = self.scene.renders[name].canvas, self.G.img_resolution
+        images = np.concatenate(list(generate(self.G, sample(tl, t), batch_size, self.noise(name), device, None,
+                                              camera_poses(tl, t), canvas and canvas.drawn(res))))
+        return canvas.frame(images, res) if canvas else images
 
 
 def open_scene(path: Path, device: torch.device, cache_dir: Optional[Path] = None, quiet: bool = False,

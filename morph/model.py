@@ -63,6 +63,9 @@ class Model(Protocol):
                    **family_options: Any) -> torch.Tensor:
         """ws [N, num_ws, w_dim] → images [N, img_channels, R, R] in about [-1, 1], drawn with ``noise``.
 
+        Both families take ``canvas=(width, height)``: the network itself draws a frame of that many
+        pixels (StyleGAN2 widens its constant input, StyleGAN3 samples its Fourier input on a wider
+        grid), centred on the square image; noise maps stay [R, R] and are widened inside. Other
         ``family_options`` are what only some families take, e.g. StyleGAN3's ``camera`` (poses [N, 3]:
         translate x, y in image widths, rotate in degrees), which a renderer passes only when a scene asks."""
 
@@ -93,4 +96,12 @@ def check_noise(G: Model, noise: Noise) -> None:
             raise ValueError(f"noise map of shape {tuple(m.shape)} for a [{h}, {w}] noise input")
 
 
-__all__ = ["LAYER_GROUPS", "NOISE_MODES", "Model", "ModelInfo", "Noise", "check_noise", "model_hash"]
+def crop_centre(img: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
+    """The centre ``canvas`` (width, height) pixels of images [N, C, H, W] drawn at least that large."""
+    width, height = canvas
+    top, left = (img.shape[-2] - height) // 2, (img.shape[-1] - width) // 2
+    assert top >= 0 and left >= 0, (tuple(img.shape), canvas)
+    return img[..., top:top + height, left:left + width]
+
+
+__all__ = ["LAYER_GROUPS", "NOISE_MODES", "Model", "ModelInfo", "Noise", "check_noise", "crop_centre", "model_hash"]

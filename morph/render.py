@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
+from .canvas import Canvas
 from .encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, join_segments
 from .files import atomic_path
 from .errors import MorphError
@@ -76,21 +77,29 @@ def segment_key(ws: torch.Tensor, model_key: str, settings: EncodeSettings, nois
     return digest.hexdigest()
 
 
-def auto_batch_size(G: Model, device: torch.device) -> int:
-    """Frames per batch: keep the largest activation near 256 MB on a CPU, 1 GB on a GPU; 1 … 32."""
+def auto_batch_size(G: Model, device: torch.device, canvas: Optional[Canvas] = None) -> int:
+    """Frames per batch: keep the largest activation near 256 MB on a CPU, 1 GB on a GPU; 1 … 32. A widened
+    ``canvas`` costs its area's share more per frame."""
     per_frame = G.activation_size() * 4
+    if canvas is not None and canvas.drawn(G.img_resolution):
+        w, h = canvas.drawn(G.img_resolution)
+        per_frame = per_frame * max(1.0, w * h / G.img_resolution ** 2)
     budget = (1 << 30) if device.type == "cuda" else (256 << 20)
     return int(max(1, min(32, budget // per_frame)))
 
 
 def generate(G: Model, ws: torch.Tensor, batch_size: int, noise: Noise, device: torch.device,
-             dtype: Optional[torch.dtype] = None, camera: Optional[torch.Tensor] = None) -> Iterator[np.ndarray]:
-    """uint8 RGB frames [b, H, W, 3] batch by batch for W frames ``ws`` [n, num_ws, w_dim], drawn with ``noise``
-    and, when given, seen through the camera poses ``camera`` [n, 3]."""
+             dtype: Optional[torch.dtype] = None, camera: Optional[torch.Tensor] = None,
+             canvas: Optional[tuple[int, int]] = None) -> Iterator[np.ndarray]:
+    """uint8 RGB frames [b, H, W, 3] batch by batch for W frames ``ws`` [n, num_ws, w_dim], drawn with ``noise``,
+    seen through the camera poses ``camera`` [n, 3] when given; ``canvas`` (width, height) has the network
+    draw that wider frame (``Canvas.drawn``)."""
     noise = _on(noise, device)
+    options = {} if canvas is None else {"canvas": canvas}
     with torch.inference_mode():
         for i in range(0, len(ws), batch_size):
-            options = {} if camera is None else {"camera": camera[i:i + batch_size]}
+            if camera is not None:
+                options["camera"] = camera[i:i + batch_size]
             img = G.synthesize(ws[i:i + batch_size].to(device), noise, dtype=dtype, **options)
             frames = images_to_uint8(img).cpu().numpy()
             if frames.shape[-1] == 1:
@@ -208,9 +217,11 @@ def render_segment(G: Model, ws: torch.Tensor, dest: Path, settings: EncodeSetti
                    advance: Optional[Callable[[int], None]] = None, camera: Optional[torch.Tensor] = None) -> int:
     """Generate W frames ``ws`` (through ``camera`` poses, if any) and encode them into segment file ``dest``
     (atomic: complete or absent); ``advance(n)`` is called per batch. Returns the number of frames generated."""
+    res, canvas = G.img_resolution, settings.canvas
     with stop_points():
-        with SegmentWriter(dest, settings, G.img_resolution) as writer:
-            for frames in _threaded(generate(G, ws, batch_size, noise, device, dtype, camera)):
+        with SegmentWriter(dest, settings, canvas.source(res) if canvas else res) as writer:
+            for frames in _threaded(generate(G, ws, batch_size, noise, device, dtype, camera,
+                                             canvas and canvas.drawn(res))):
                 check_stop()
                 writer.write(frames)
                 if advance is not None:
@@ -281,7 +292,7 @@ def render_segments(G: Model, plan: RenderPlan, segments: list[Segment], device:
                     batch_size: Optional[int], progress: Progress) -> int:
     """Encode ``segments`` of ``plan`` into the cache (each replaced atomically, so a concurrent join of the
     old file still reads it whole); returns the number of frames generated."""
-    batch_size = batch_size or auto_batch_size(G, device)
+    batch_size = batch_size or auto_batch_size(G, device, plan.job.settings.canvas)
     generated = 0
     for seg in segments:
         generated += render_segment(G, plan.job.ws(seg), seg.path, plan.job.settings, plan.job.noise, device,

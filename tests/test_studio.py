@@ -308,8 +308,9 @@ def test_editing_the_file_on_disk_updates_the_page(page, studio_server):
 
 @browser
 def test_render_button_writes_what_morph_render_writes(page, studio_server):
+    outputs = len(yaml.safe_load(studio_server["scene"].read_text())["renders"])
     page.find_element("id", "render-go").click()
-    links = _wait(page, lambda d: len(d.find_elements("css selector", "#render-files a")) == 3
+    links = _wait(page, lambda d: len(d.find_elements("css selector", "#render-files a")) == outputs
                   and d.find_element("id", "render-text").text == "done"
                   and d.find_elements("css selector", "#render-files a"), 300)
     made = studio_server["out"] / "team-morph.mp4"

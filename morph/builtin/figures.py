@@ -7,7 +7,8 @@
   the left column the coarse ones (pose, shape, expression); each cell is coarse(row) + fine(column);
 * ``docs/interpolation.png``: slerp between seeds, and truncation from ψ = 1 to 0 (the median face);
 * ``scenes/team/<name>.png``: the six team members drawn by the *renderer* (not the generator)
-  at the model's resolution, and ``scenes/team/large/<name>.png`` at 256 px.
+  at the model's resolution, and ``scenes/team/large/<name>.png`` at 256 px;
+* ``docs/wide.png``: a keyframe of the demo's 16:9 render (``team-wide``), the network drawing the wider frame.
 """
 
 from __future__ import annotations
@@ -88,6 +89,19 @@ def write_team(folder: Path, size: int, large: int = 256) -> list[Path]:
     return written
 
 
+def wide_figure(scene: Path, render: str = "team-wide", keyframe: int = 3,
+                cache_dir: Optional[Path] = None) -> np.ndarray:
+    """A keyframe of the demo's 16:9 render (default: chen) as ``morph render`` draws it, scaled to the
+    render's frame with Lanczos as the encoder scales it (``docs/wide.png``)."""
+    from ..engine import open_scene
+    from ..studio.frames import resize
+
+    loaded = open_scene(scene, torch.device("cpu"), cache_dir, quiet=True)
+    r = loaded.scene.renders[render]
+    frame = loaded.frames(render, [loaded.timelines[render].keyframes[keyframe]], torch.device("cpu"))[0]
+    return resize(frame, (r.canvas.width, r.canvas.height))
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m morph.builtin.figures", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,6 +123,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(f"wrote {args.docs / name} ({image.shape[1]}x{image.shape[0]})")
     team = write_team(args.team, G.img_resolution)
     print(f"wrote {len(team)} team photos under {args.team}")
+    if args.model == "builtin":  # the demo scene is drawn by the built-in model
+        image = wide_figure(args.team.parent / "team.yaml")
+        write_png(args.docs / "wide.png", image)
+        print(f"wrote {args.docs / 'wide.png'} ({image.shape[1]}x{image.shape[0]})")
 
 
 if __name__ == "__main__":

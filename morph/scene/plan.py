@@ -109,6 +109,6 @@ def describe(scene: Scene, projection: Callable[[Project], str] = lambda photo: 
     lines.append("renders:")
     width = max(map(len, scene.renders), default=0)
     for name, r in scene.renders.items():
-        lines.append(f"  {name:<{width}}  {r.format} {r.size}x{r.size} {r.fps:g} fps, {r.frames} frames, "
+        lines.append(f"  {name:<{width}}  {r.format} {r.frame} {r.fps:g} fps, {r.frames} frames, "
                      f"{r.seconds:.2f} s: {_motion_text(r)}" + (f"; audio {r.audio}" if r.audio else ""))
     return lines

@@ -27,6 +27,7 @@ from ..model import LAYER_GROUPS, NOISE_MODES
 from ..resolver import BUILTIN, resolve_direction, resolve_model
 from ..schedule import (EASINGS, INTERPS, Breathe, Camera, Cue, Cycle, Deform, Motion, Orbit, Path as KeyPath, Pose,
                         Swing, cycle)
+from .canvas import read_canvas
 from .music import MusicReader
 from .types import (BREATHE_KEYS, CAMERA_FAMILIES, CAMERA_KEYS, DEFAULT_FPS, DEFAULTS, DEFORM_KEYS, IMAGE_MAGIC,
                     ORBIT_KEYS, POSE_KEYS, RENDER_KEYS, STEP_KEYS, SWING_KEYS, TOP_KEYS, TRANSITION_KEYS, Render, Scene,
@@ -467,6 +468,10 @@ class _Reader(MusicReader):
             size = None
         if size is not None and size % 2 and fmt in VIDEO_FORMATS:
             self.fail(items["size"][1], f"{path}.size", f"{fmt} needs an even size, got {size}")
+        canvas = read_canvas(self, items["canvas"][1], f"{path}.canvas", fmt, size, "size" in items) \
+            if "canvas" in items else None
+        if canvas is not None:
+            size = canvas.square
         if "audio" in items and fmt is not None and fmt not in VIDEO_FORMATS:
             self.fail(items["audio"][0], f"{path}.audio", f"a {fmt} render has no sound track; "
                                                            f"use format {_alternatives(VIDEO_FORMATS)}, or drop audio")
@@ -476,14 +481,14 @@ class _Reader(MusicReader):
                 return None
         self.sound = audio  # what follow: and transition.on read, in any format
         motion = self.motion(node, path, items, fps or 30)
-        if None in (fmt, fps, size, motion):
+        if None in (fmt, fps, size, motion) or ("canvas" in items and canvas is None):
             return None
         if motion.frames > MAX_FRAMES:
             self.fail(node, path, f"{motion.frames} frames ({motion.frames / fps / 3600:.1f} h at {fps:g} fps); "
                                   f"a render has at most {MAX_FRAMES}: split it into several renders")
             return None
         return Render(path.split(".", 1)[1], fmt, float(fps), int(size), motion, self.where(node, path),
-                      audio if fmt in VIDEO_FORMATS else None)
+                      audio if fmt in VIDEO_FORMATS else None, canvas=canvas)
 
     def motion(self, node: Node, path: str, items: Items, fps: float) -> Optional[Motion]:
         if ("path" in items) == ("around" in items):

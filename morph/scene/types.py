@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..canvas import Canvas
 from ..encode import FORMATS
 from ..errors import MorphError
 from ..latents import Latent, ModelDims
@@ -15,7 +16,7 @@ from ..schedule import Motion
 DEFAULT_FPS = {fmt: 25 if fmt == "gif" else 30 for fmt in FORMATS}  # output format → default fps
 TOP_KEYS = ("model", "sha256", "truncation", "truncation_cutoff", "noise", "audio", "directions", "latents", "renders")
 RENDER_KEYS = ("format", "fps", "size", "path", "around", "loop", "transition", "hold", "duration", "deform", "breathe",
-               "audio", "add", "camera")
+               "audio", "add", "camera", "canvas")
 TRANSITION_KEYS = ("duration", "interp", "ease", "on", "every")
 STEP_KEYS = ("duration", "hold", "ease", "camera")
 POSE_KEYS = ("translate", "rotate")                 # a keyframe's camera
@@ -67,6 +68,7 @@ class Render:
     motion: Motion
     where: str
     audio: Optional[Path] = None   # sound track muxed into the video, cut to its length
+    canvas: Optional[Canvas] = None  # a frame other than size × size (morph.canvas); size is its square's side
 
     @property
     def frames(self) -> int:
@@ -77,6 +79,11 @@ class Render:
     def seconds(self) -> float:
         """Duration in seconds."""
         return self.frames / self.fps
+
+    @property
+    def frame(self) -> str:
+        """The frame as ``morph check`` shows it: ``512x512``, or a canvas (``910x512 widen``)."""
+        return self.canvas.describe() if self.canvas else f"{self.size}x{self.size}"
 
 
 @dataclass(frozen=True)

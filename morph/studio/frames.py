@@ -98,13 +98,17 @@ class Frames:
 
     def frame(self, p: Prepared, render: str, index: int, size: int) -> np.ndarray:
         """Frame ``index`` of ``render`` at ``size`` px, drawn by the engine exactly as ``morph render`` draws it
-        (its projected noise included), then scaled with Lanczos like the encoder's scaler."""
+        (its projected noise included), then scaled with Lanczos like the encoder's scaler. A canvas is shown
+        whole: ``size`` is then its square image's side."""
         from ..engine import LoadedScene
 
         loaded = LoadedScene(p.scene.file, p.scene, self.G, p.photos, p.timelines)
         with self.lock:
             image = loaded.frames(render, [index], self.device)[0]
-        return resize(image, size)
+        r = p.scene.renders[render]
+        if r.canvas is None:
+            return resize(image, size)
+        return resize(image, (round(r.canvas.width * size / r.size), round(r.canvas.height * size / r.size)))
 
     def look(self, w: torch.Tensor, noise: str) -> np.ndarray:
         """One latent [num_ws, w_dim] drawn with the model's own noise."""
@@ -168,11 +172,12 @@ def builtin_directions() -> list[str]:
     return [f"builtin:{p.stem}" for p in sorted((WEIGHTS_DIR / "directions").glob("*.npy"))]
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """``image`` scaled to ``size`` × ``size`` with Lanczos (unchanged at its own size)."""
-    if image.shape[0] == size:
+def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """``image`` scaled to ``size`` × ``size`` (or ``size`` (width, height)) with Lanczos (unchanged at its own size)."""
+    width, height = (size, size) if isinstance(size, int) else size
+    if image.shape[:2] == (height, width):
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.LANCZOS))
 
 
 def encode(image: np.ndarray, fmt: str) -> bytes:

@@ -139,7 +139,7 @@ class Studio:
                     tl = p.timelines[name]
                     renders.append({"name": name, "frames": r.frames, "fps": r.fps, "size": r.size,
                                     "format": r.format, "keyframes": list(tl.keyframes),
-                                    "keys": list(r.motion.path.keys)})
+                                    "keys": list(r.motion.path.keys), "frame": r.frame})
                 latents = list(p.scene.latents)
                 directions = list(dict.fromkeys(list(p.scene.directions) + directions))
             return {"version": self.version, "file": str(self.file), "name": self.file.name, "errors": self.errors,

@@ -7,6 +7,7 @@ are asserted at each boundary, as in the original, so a wrong checkpoint fails l
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Optional
 
@@ -14,10 +15,44 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import NOISE_MODES, Noise, check_noise
+from ..model import NOISE_MODES, Noise, check_noise, crop_centre
 from .ops import LRELU_GAIN, bias_act, conv_up2, is_channels_last, modulated_conv2d, setup_filter, upsample_2d
 
 ARCHITECTURES = ("orig", "skip", "resnet")
+CONST_SIZE = 4  # the learned constant input is [C, 4, 4]
+
+
+def mirror_indices(n: int, extra: int) -> torch.Tensor:
+    """Indices that extend ``n`` cells by ``extra`` on each side, mirrored about the edges with the edge cell
+    repeated (…, 1, 0 | 0, 1, …, n-1 | n-1, n-2, …): a widened constant has no jump at its old edges."""
+    i = torch.arange(-extra, n + extra) % (2 * n)
+    return torch.where(i < n, i, 2 * n - 1 - i)
+
+
+def canvas_cells(canvas: tuple[int, int], resolution: int) -> tuple[int, int]:
+    """Constant cells (rows, columns) the synthesis needs to draw ``canvas`` (width, height) pixels: the 4
+    learned ones plus the same number mirrored on each side (so the square image stays at the centre)."""
+    cell = resolution // CONST_SIZE
+    return tuple(CONST_SIZE + 2 * max(0, math.ceil((side - resolution) / (2 * cell))) for side in canvas[::-1])
+
+
+@functools.lru_cache(maxsize=64)
+def _noise_field(h: int, w: int, seed: int) -> torch.Tensor:
+    """[H, W] samples of N(0, 1) from ``seed`` on the CPU (kept: every batch of a render asks again; never written).
+    A plain tensor even when first asked for inside inference_mode, so that any later call can use it."""
+    with torch.inference_mode(False):
+        return torch.randn([h, w], generator=torch.Generator().manual_seed(seed))
+
+
+def widened_noise(base: torch.Tensor, shape: tuple[int, int], seed: int) -> torch.Tensor:
+    """``base`` ([R, R] or [N, 1, R, R]) at the centre of a [H, W] map whose new samples are N(0, 1) drawn
+    from ``seed``: noise is white, so fresh samples beside the old ones leave no seam, and the same canvas
+    always draws the same noise."""
+    h, w = shape
+    field = _noise_field(h, w, seed).to(base.device, base.dtype).expand(*base.shape[:-2], h, w).clone()
+    top, left = (h - base.shape[-2]) // 2, (w - base.shape[-1]) // 2
+    field[..., top:top + base.shape[-2], left:left + base.shape[-1]] = base
+    return field
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -147,6 +182,7 @@ class SynthesisLayer(nn.Module):
         if use_noise:
             self.register_buffer("noise_const", torch.randn([resolution, resolution]))
             self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.noise_index = 0  # this layer's place among the noise inputs: seeds the noise of a widened canvas
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
     def _weight_derived(self, name: str, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -183,13 +219,19 @@ class SynthesisLayer(nn.Module):
         """``noise_map`` ([R, R] or per sample [N, 1, R, R]) replaces ``noise_const`` in noise_mode "const".
         ``x`` is consumed: inference may scale it in place (every caller's input is dead after the layer)."""
         in_res = self.resolution // self.up
-        assert x.shape[1:] == (self.weight.shape[1], in_res, in_res), (x.shape, self.weight.shape, in_res)
+        cell = max(1, in_res // CONST_SIZE)  # a widened canvas adds whole constant cells
+        assert x.shape[1] == self.weight.shape[1] and x.shape[2] % cell == x.shape[3] % cell == 0, \
+            (x.shape, self.weight.shape, in_res)
+        out_shape = (x.shape[2] * self.up, x.shape[3] * self.up)
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+            noise = torch.randn([x.shape[0], 1, *out_shape], device=x.device) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
-            noise = (self.noise_const if noise_map is None else noise_map) * self.noise_strength
+            noise = self.noise_const if noise_map is None else noise_map
+            if tuple(noise.shape[-2:]) != out_shape:
+                noise = widened_noise(noise, out_shape, self.noise_index)
+            noise = noise * self.noise_strength
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         weight = self.weight
         if is_channels_last(x):  # NHWC weights, so that neither weights nor activations are copied per call
@@ -254,13 +296,18 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
                 noise_mode: str = "const", fused: Optional[bool] = None, dtype: torch.dtype = torch.float32,
-                noise_maps: Optional[list[torch.Tensor]] = None):
+                noise_maps: Optional[list[torch.Tensor]] = None, cells: tuple[int, int] = (CONST_SIZE, CONST_SIZE)):
+        """``cells`` (rows, columns): the first block's constant mirrored out to that many cells (a wider canvas)."""
         assert ws.shape[1] == self.num_conv + self.num_torgb, (ws.shape, self.num_conv, self.num_torgb)
         w_iter = iter(ws.unbind(dim=1))
         maps = dict(zip(self.noise_layers(), noise_maps)) if noise_maps is not None else {}
         if self.in_channels == 0:
+            const = self.const
+            if cells != tuple(const.shape[1:]):
+                rows, cols = (mirror_indices(n, (k - n) // 2).to(const.device) for n, k in zip(const.shape[1:], cells))
+                const = const.index_select(1, rows).index_select(2, cols)
             # NHWC activations make the convolutions and the FIR faster on CPU (oneDNN; bench/generator.py).
-            x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
             x = x.contiguous(memory_format=torch.channels_last)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused,
                            noise_map=maps.get(self.conv1))
@@ -308,6 +355,8 @@ class SynthesisNetwork(nn.Module):
                                    **block_kwargs)
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
             setattr(self, f"b{res}", block)
+        for index, layer in enumerate(self.noise_layers()):
+            layer.noise_index = index
 
     def noise_layers(self) -> list[SynthesisLayer]:
         """Every convolution that adds noise, in the order of NVIDIA's ``noise_const`` buffers."""
@@ -315,12 +364,16 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", fused_modconv: Optional[bool] = None,
                 dtype: Optional[torch.dtype] = None, noise_maps: Optional[list[torch.Tensor]] = None,
-                until: Optional[int] = None) -> torch.Tensor:
+                until: Optional[int] = None, canvas: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """``fused_modconv`` None picks the faster path per layer; ``dtype`` (fp16/bf16 on a GPU)
         applies to the blocks NVIDIA runs in fp16 (``num_fp16_res``), or to all blocks if that is 0.
         ``noise_maps`` (one per :meth:`noise_layers` entry, [R, R] or per sample [N, 1, R, R]) replace the
         ``noise_const`` buffers in noise_mode "const", e.g. a projection's optimised noise. ``until`` stops
-        after the block of that resolution: the skip architecture's image so far (a cheap preview)."""
+        after the block of that resolution: the skip architecture's image so far (a cheap preview). ``canvas``
+        (width, height) draws that many pixels, the constant input mirrored out to more cells, the square
+        image at the centre (not with ``until``)."""
+        assert canvas is None or until is None, "a canvas is drawn at the full resolution"
+        cells = (CONST_SIZE, CONST_SIZE) if canvas is None else canvas_cells(canvas, self.img_resolution)
         assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), (ws.shape, self.num_ws, self.w_dim)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
@@ -340,9 +393,9 @@ class SynthesisNetwork(nn.Module):
             maps = None if noise_maps is None else noise_maps[n_idx:n_idx + n_maps]
             n_idx += n_maps
             x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode=noise_mode,
-                           fused=fused_modconv, dtype=block_dtype, noise_maps=maps)
+                           fused=fused_modconv, dtype=block_dtype, noise_maps=maps, cells=cells)
             w_idx += block.num_conv
-        return img
+        return img if canvas is None else crop_centre(img, canvas)
 
 
 def layer_resolution(index: int, num_ws: int) -> int:
@@ -392,13 +445,15 @@ class Generator(nn.Module):
         return self.synthesis(ws, **synthesis_kwargs)
 
     def synthesize(self, ws: torch.Tensor, noise: Noise = Noise(), dtype: Optional[torch.dtype] = None,
-                   fused_modconv: Optional[bool] = None, until: Optional[int] = None) -> torch.Tensor:
+                   fused_modconv: Optional[bool] = None, until: Optional[int] = None,
+                   canvas: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """ws [N, num_ws, w_dim] → images, drawn with ``noise``; writes no buffer, so concurrent calls are safe.
-        ``until`` stops after that resolution's block (the skip architecture's intermediate image)."""
+        ``until`` stops after that resolution's block (the skip architecture's intermediate image); ``canvas``
+        (width, height) widens the constant input to draw that frame (see :meth:`SynthesisNetwork.forward`)."""
         check_noise(self, noise)
         maps = list(noise.maps) if noise.maps is not None else None
         return self.synthesis(ws, noise_mode=noise.mode, fused_modconv=fused_modconv, dtype=dtype, noise_maps=maps,
-                              until=until)
+                              until=until, canvas=canvas)
 
     def noise_shapes(self) -> list[tuple[int, int]]:
         """[R, R] of every noise input, in the order of NVIDIA's ``noise_const`` buffers."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import Noise
+from ..model import Noise, crop_centre
 from ..stylegan2.networks import FullyConnectedLayer, MappingNetwork
 from .ops import design_lowpass_filter, filtered_lrelu, modulated_conv2d
 
@@ -55,8 +55,11 @@ class SynthesisInput(nn.Module):
         self.register_buffer("freqs", freqs)
         self.register_buffer("phases", torch.rand([channels]) - 0.5)
 
-    def forward(self, w: torch.Tensor, transform: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """w [N, w_dim] → features [N, channels, size, size]; ``transform`` overrides the buffer for this call."""
+    def forward(self, w: torch.Tensor, transform: Optional[torch.Tensor] = None,
+                extra: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """w [N, w_dim] → features [N, channels, size, size]; ``transform`` overrides the buffer for this call.
+        ``extra`` (rows, columns) samples the same features over a grid that many samples larger, centred
+        on the square one (a wider canvas)."""
         assert w.ndim == 2 and w.shape[1] == self.w_dim, (w.shape, self.w_dim)
         n, dt, dev = w.shape[0], w.dtype, w.device
         transforms = _user_transforms(transform, n, self.transform).to(device=dev, dtype=dt)
@@ -75,15 +78,16 @@ class SynthesisInput(nn.Module):
         # Fade out frequencies the user transform pushed beyond the band (a zoom would alias otherwise).
         amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
 
-        theta = torch.eye(2, 3, device=dev, dtype=dt)
-        theta[0, 0] = theta[1, 1] = 0.5 * self.size / self.sampling_rate
-        grids = nn.functional.affine_grid(theta.unsqueeze(0), [1, 1, self.size, self.size], align_corners=False)
+        height, width = self.size + extra[0], self.size + extra[1]
+        theta = torch.eye(2, 3, device=dev, dtype=dt)  # sample spacing 1 / sampling_rate, centred on the image
+        theta[0, 0], theta[1, 1] = 0.5 * width / self.sampling_rate, 0.5 * height / self.sampling_rate
+        grids = nn.functional.affine_grid(theta.unsqueeze(0), [1, 1, height, width], align_corners=False)
         x = (grids.unsqueeze(3) @ freqs.permute(0, 2, 1).unsqueeze(1).unsqueeze(2)).squeeze(3)  # [N, H, W, C]
         x = torch.sin((x + phases.unsqueeze(1).unsqueeze(2)) * (np.pi * 2))
         x = x * amplitudes.unsqueeze(1).unsqueeze(2)
         x = x @ (self.weight.to(dt) / np.sqrt(self.channels)).t()
         x = x.permute(0, 3, 1, 2)  # [N, C, H, W], stored channels-last
-        assert x.shape == (n, self.channels, self.size, self.size), x.shape
+        assert x.shape == (n, self.channels, height, width), x.shape
         return x
 
 
@@ -141,8 +145,12 @@ class SynthesisLayer(nn.Module):
         self.gain, self.slope = (1.0, 1.0) if is_torgb else (math.sqrt(2), 0.2)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """x [N, in_channels, in_size, in_size], w [N, w_dim] → [N, out_channels, out_size, out_size]."""
-        assert x.shape[1:] == (self.in_channels, self.in_size, self.in_size), (x.shape, self.in_channels, self.in_size)
+        """x [N, in_channels, in_size, in_size], w [N, w_dim] → [N, out_channels, out_size, out_size]. A wider
+        input (a canvas: more samples at the input rate) gives an output wider by as much of the image."""
+        extra = [(side - self.in_size) * self.out_sampling_rate / self.in_sampling_rate for side in x.shape[2:]]
+        assert x.shape[1] == self.in_channels and all(e >= 0 and e == int(e) for e in extra), \
+            (x.shape, self.in_channels, self.in_size)
+        out_shape = tuple(self.out_size + int(e) for e in extra)
         assert w.shape == (x.shape[0], self.w_dim), (w.shape, self.w_dim)
         styles = self.affine(w.to(x.dtype))
         if self.is_torgb:
@@ -151,7 +159,7 @@ class SynthesisLayer(nn.Module):
                              input_gain=self.magnitude_ema.to(x.dtype).rsqrt())
         x = filtered_lrelu(x, self.up_filter, self.down_filter, self.bias.to(x.dtype), self.up_factor,
                            self.down_factor, self.padding, gain=self.gain, slope=self.slope, clamp=self.conv_clamp)
-        assert x.shape[1:] == (self.out_channels, self.out_size, self.out_size), x.shape
+        assert x.shape[1:] == (self.out_channels, *out_shape), x.shape
         return x
 
 
@@ -207,24 +215,35 @@ class SynthesisNetwork(nn.Module):
             self.layer_names.append(name)
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", force_fp32: bool = True,
-                update_emas: bool = False, transform: Optional[torch.Tensor] = None) -> torch.Tensor:
+                update_emas: bool = False, transform: Optional[torch.Tensor] = None,
+                canvas: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """NVIDIA's call: ws [N, num_ws, w_dim] → [N, img_channels, R, R] float32 (float64 for float64 ws).
 
         ``noise_mode`` and ``force_fp32`` are accepted and ignored (no noise; the dtype follows ws);
-        ``transform`` ([3, 3] or [N, 3, 3]) replaces ``input.transform`` for this call only.
+        ``transform`` ([3, 3] or [N, 3, 3]) replaces ``input.transform`` for this call only. ``canvas``
+        (width, height) draws that many pixels: see :meth:`canvas_extra`.
         """
         assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), (ws.shape, self.num_ws, self.w_dim)
         if update_emas:
             raise NotImplementedError("morph's StyleGAN3 is inference-only (no EMA updates)")
         dtype = torch.float64 if ws.dtype == torch.float64 else torch.float32
         ws = ws.to(dtype).unbind(dim=1)
-        x = self.input(ws[0], transform)
+        x = self.input(ws[0], transform, (0, 0) if canvas is None else self.canvas_extra(canvas))
         for name, w in zip(self.layer_names, ws[1:]):
             x = getattr(self, name)(x, w)
         if self.output_scale != 1:
             x = x * self.output_scale
+        if canvas is not None:
+            return crop_centre(x, canvas).contiguous()
         assert x.shape[1:] == (self.img_channels, self.img_resolution, self.img_resolution), x.shape
         return x.contiguous()
+
+    def canvas_extra(self, canvas: tuple[int, int]) -> tuple[int, int]:
+        """Extra Fourier-input samples (rows, columns) that draw ``canvas`` (width, height) pixels. Every layer
+        then holds the same stretch of the image more (its padding is unchanged), so the output grows by as
+        much; an even number keeps the square image's pixels exactly where the square render puts them."""
+        rate, res = self.input.sampling_rate, self.img_resolution
+        return tuple(2 * max(0, math.ceil((side - res) * rate / (2 * res))) for side in canvas[::-1])
 
 
 class Generator(nn.Module):
@@ -263,13 +282,15 @@ class Generator(nn.Module):
         return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
 
     def synthesize(self, ws: torch.Tensor, noise: Noise = Noise(), dtype: Optional[torch.dtype] = None,
-                   transform: Optional[torch.Tensor] = None, camera: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   transform: Optional[torch.Tensor] = None, camera: Optional[torch.Tensor] = None,
+                   canvas: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """ws [N, num_ws, w_dim] → images [N, C, R, R]; every noise mode draws the same image (there is no noise).
 
         ``transform``: the inverse image transform ([3, 3], or per sample [N, 3, 3]) for this call;
         ``camera``: per-sample poses [N, 3] instead (see :func:`camera_transforms`); neither keeps the
         model's own. ``dtype``: float32 (default) or float64; the result is float32 unless float64 was
-        asked for.
+        asked for. ``canvas`` (width, height): the Fourier input sampled over a wider grid draws that
+        frame, the square at its centre.
         """
         if noise.maps:
             raise ValueError("StyleGAN3 has no noise inputs; noise maps cannot be given")
@@ -279,7 +300,7 @@ class Generator(nn.Module):
             if transform is not None:
                 raise ValueError("give transform or camera, not both")
             transform = camera_transforms(camera)
-        return self.synthesis(ws.to(dtype or torch.float32), transform=transform)
+        return self.synthesis(ws.to(dtype or torch.float32), transform=transform, canvas=canvas)
 
     def activation_size(self) -> int:
         """Elements of the largest activation one image passes through: a layer's input or output (the

@@ -63,7 +63,7 @@ function readout() {
   const r = currentRender();
   if (!r) return;
   const i = +$("scrub").value;
-  $("readout").textContent = `frame ${i} / ${r.frames} · ${(i / r.fps).toFixed(2)} s of ${(r.frames / r.fps).toFixed(2)} s · ${r.fps} fps · ${r.size} px ${r.format}`;
+  $("readout").textContent = `frame ${i} / ${r.frames} · ${(i / r.fps).toFixed(2)} s of ${(r.frames / r.fps).toFixed(2)} s · ${r.fps} fps · ${r.frame} ${r.format}`;
 }
 
 // --- playback at the render's fps, dropping frames where the machine cannot keep up ---------------------------
