@@ -9,7 +9,7 @@ import torch
 
 from morph.builtin.latent import LATENT_DIM
 from morph.builtin.sharpness import laplacian_energy, sharpness_ratio
-from morph.builtin.train_sharp import DEFAULTS, Trainer, grow, parse_args, read_checkpoint, run
+from morph.builtin.train_sharp import DEFAULTS, StepBatches, Trainer, batches, grow, parse_args, read_checkpoint, run
 from morph.stylegan2.formats import write_native
 from morph.stylegan2.networks import Generator
 from morph.stylegan2.ops import setup_filter, upsample_2d
@@ -105,3 +105,13 @@ def test_sharpness_ratio_falls_with_blur():
     assert sharpness_ratio(crisp, crisp)["ratio"] == pytest.approx(1.0)
     as_uint8 = ((crisp.permute(0, 2, 3, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     assert laplacian_energy(as_uint8) == pytest.approx(laplacian_energy(crisp), rel=0.02)
+
+
+def test_worker_processes_deliver_the_same_batches_in_order():
+    data = StepBatches({**DEFAULTS, **TINY, "kimg": 0.008}, seed=3, num_ws=8)
+    assert len(data) == 4
+    inline, workers = list(batches(data, 1, 0, False)), list(batches(data, 1, 2, False))
+    assert len(inline) == len(workers) == 3
+    for a, b in zip(inline, workers):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(inline[0]["reals"], inline[1]["reals"])

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -104,6 +104,37 @@ def r1_penalty(D: Discriminator, reals: torch.Tensor) -> tuple[torch.Tensor, tor
     return logits, grad.square().sum(dim=[1, 2, 3]).mean()
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``step``: that step's latents, crossovers, truncation, anchor targets and the discriminator's
+    reals, a pure function of (seed, step); rendered on the CPU, in ``--workers`` processes if asked."""
+
+    def __init__(self, cfg: dict, seed: int, num_ws: int):
+        self.cfg, self.seed, self.num_ws = {**cfg, "trunc_start_kimg": 0.0}, seed, num_ws
+
+    def __len__(self) -> int:
+        return total_steps(self.cfg)
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        batch = make_batch(self.seed, step, self.cfg, self.num_ws)
+        batch["reals"] = real_images(self.seed, step, self.cfg["batch"], self.cfg["resolution"])
+        return batch
+
+
+def total_steps(cfg: dict) -> int:
+    """Steps of a run of ``kimg`` thousand images."""
+    return int(round(cfg["kimg"] * 1000 / cfg["batch"]))
+
+
+def batches(dataset: StepBatches, start: int, workers: int, pin: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """The dataset's items from ``start`` on, in order (prefetched by ``workers`` processes when > 0)."""
+    if workers <= 0:
+        return (dataset[i] for i in range(start, len(dataset)))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(start, len(dataset)),
+                                         num_workers=workers, pin_memory=pin, prefetch_factor=4,
+                                         persistent_workers=False)
+    return iter(loader)
+
+
 class Trainer:
     """Networks, optimisers and the step counter of one run; :meth:`step` does one G and one D update."""
 
@@ -124,12 +155,14 @@ class Trainer:
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg["d_lr"] * c, betas=(0.0, 0.99 ** c), eps=1e-8)
         self.step_count, self.seconds = 0, 0.0
 
-    def step(self) -> dict[str, float]:
-        """One generator update (adversarial + anchor), one discriminator update (+ lazy R1), the EMA."""
+    def step(self, batch: Optional[dict[str, torch.Tensor]] = None) -> dict[str, float]:
+        """One generator update (adversarial + anchor), one discriminator update (+ lazy R1), the EMA.
+        ``batch`` is ``StepBatches(...)[step_count]``, made here when not given."""
         cfg, n = self.cfg, self.cfg["batch"]
-        batch = make_batch(self.seed, self.step_count, {**cfg, "trunc_start_kimg": 0.0}, self.G.num_ws)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        reals = real_images(self.seed, self.step_count, n, cfg["resolution"]).to(self.device)
+        if batch is None:
+            batch = StepBatches(self.cfg, self.seed, self.G.num_ws)[self.step_count]
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        reals = batch["reals"]
         train_mapping = bool(cfg["train_mapping"])
 
         # generator: fool D, and still draw z's own face at low resolution
@@ -240,6 +273,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
             ap.add_argument(flag, type=type(value), default=value, help=f"(default {value})")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes rendering batches ahead (0: in the training process); a GPU wants several")
     ap.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt with its settings "
                                                           "(only --kimg may be changed)")
     ap.add_argument("--max-minutes", type=float, default=0.0, help="stop (checkpointed) after this long; 0: no limit")
@@ -309,7 +344,9 @@ def run(args: argparse.Namespace) -> Trainer:
         trainer.load(ckpt)
         log(f"resumed at step {trainer.step_count} ({trainer.step_count * cfg['batch'] / 1000:.2f} kimg, "
             f"{trainer.seconds / 60:.1f} min trained)")
-    total = int(round(cfg["kimg"] * 1000 / cfg["batch"]))
+    total = total_steps(cfg)
+    if feature_loss is not None:
+        feature_loss.net.to(device)
     G, D = trainer.G, trainer.D
     log(f"generator {G.img_resolution} px, {G.num_ws} ws, {sum(p.numel() for p in G.parameters()) / 1e6:.2f} M "
         f"parameters ({sum(p.numel() for p in G.parameters() if p.requires_grad) / 1e6:.2f} M trained); "
@@ -327,9 +364,10 @@ def run(args: argparse.Namespace) -> Trainer:
     started = time.perf_counter()
     window: dict[str, list[float]] = {}
     with open(args.out / "log.jsonl", "a") as log_file, StopRequests() as stop:
+        data = batches(StepBatches(cfg, args.seed, G.num_ws), trainer.step_count, args.workers, device.type == "cuda")
         while trainer.step_count < total:
             t0 = time.perf_counter()
-            for k, v in trainer.step().items():
+            for k, v in trainer.step(next(data)).items():
                 window.setdefault(k, []).append(v)
             dt = time.perf_counter() - t0
             trainer.seconds += dt
