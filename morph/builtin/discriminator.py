@@ -42,7 +42,7 @@ class DiscriminatorBlock(nn.Module):
 class Discriminator(nn.Module):
     """image [N, C, R, R] in [-1, 1] → one realness logit per image [N, 1]."""
 
-    def __init__(self, resolution: int, img_channels: int = 3, channel_base: int = 4096, channel_max: int = 128,
+    def __init__(self, resolution: int, img_channels: int = 3, channel_base: int = 2048, channel_max: int = 128,
                  mbstd_group: int = 4):
         super().__init__()
         ch = disc_channels(resolution, channel_base, channel_max)

@@ -54,7 +54,7 @@ from .train_generator import FeatureLoss, generate, make_batch, sample_grid
 DEFAULTS: dict[str, Any] = dict(
     resolution=128, batch=16, kimg=200.0, g_lr=0.002, d_lr=0.002, r1_gamma=0.2, r1_every=16, mix=0.9,
     trunc=0.1, anchor_res=32, anchor_weight=1.0, feature_weight=0.5, ema_kimg=2.0,
-    d_channel_base=4096, d_channel_max=128, train_mapping=False,
+    d_channel_base=2048, d_channel_max=128, train_mapping=False,
 )
 LENGTH_KEYS = ("kimg",)  # settings a resumed run may change (the rest come from the checkpoint)
 
