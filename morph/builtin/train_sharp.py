@@ -359,8 +359,9 @@ def run(args: argparse.Namespace) -> Trainer:
         G_cpu = copy.deepcopy(trainer.G_ema).cpu()
         write_png(args.out / f"grid-{trainer.step_count:06d}.png", sample_grid(G_cpu, cfg))
 
-    bar = Progress("train_sharp", total, unit="steps", interval=60.0)
-    bar.done = trainer.step_count
+    # counts this session's steps, so that its rate and ETA are right after a resume
+    bar = Progress(f"train_sharp from step {trainer.step_count}", total - trainer.step_count, unit="steps",
+                   interval=60.0)
     started = time.perf_counter()
     window: dict[str, list[float]] = {}
     with open(args.out / "log.jsonl", "a") as log_file, StopRequests() as stop:
