@@ -53,8 +53,11 @@ def test_grow_draws_the_small_model_upsampled():
     assert torch.equal(upsample_2d(upsample_2d(small, f), f), grown)
 
 
-def test_step_trains_both_networks_with_positive_r1():
-    trainer = Trainer(tiny_generator(), {**DEFAULTS, **TINY}, seed=0, device=torch.device("cpu"))
+@pytest.mark.parametrize("d_condition", [False, True])
+def test_step_trains_both_networks_with_positive_r1(d_condition):
+    trainer = Trainer(tiny_generator(), {**DEFAULTS, **TINY, "d_condition": d_condition}, seed=0,
+                      device=torch.device("cpu"))
+    assert trainer.D.fromrgb.weight.shape[1] == (6 if d_condition else 3)
     g_before = {k: v.clone() for k, v in trainer.G.synthesis.state_dict().items()}
     d_before = {k: v.clone() for k, v in trainer.D.state_dict().items()}
     map_before = {k: v.clone() for k, v in trainer.G.mapping.state_dict().items() if "w_avg" not in k}

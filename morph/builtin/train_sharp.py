@@ -18,6 +18,8 @@ exported). The regression is kept only as an *anchor* at low resolution: L1 betw
 its target face box-filtered to ``--anchor-res`` px (and the perceptual classifier's features at
 64 px, ``--feature-weight``), so z keeps drawing its own face, mixed and truncated as the latent
 structure says (``train_generator.make_batch``), while the discriminator alone decides the edges.
+``--d-condition`` also shows D that low-resolution face beside the image (real faces: their own), so
+that D rather than the L1 anchor holds each sample to its face.
 
 Every batch is a pure function of (seed, step) and the checkpoint holds everything else (networks,
 optimisers, torch RNG state, the run's settings), written atomically every ``--snap-every`` steps
@@ -54,7 +56,7 @@ from .train_generator import FeatureLoss, generate, make_batch, sample_grid
 DEFAULTS: dict[str, Any] = dict(
     resolution=128, batch=16, kimg=200.0, g_lr=0.002, d_lr=0.002, r1_gamma=0.2, r1_every=16, mix=0.9,
     trunc=0.1, anchor_res=32, anchor_weight=1.0, feature_weight=0.5, ema_kimg=2.0,
-    d_channel_base=2048, d_channel_max=128, train_mapping=False,
+    d_channel_base=2048, d_channel_max=128, train_mapping=False, d_condition=False,
 )
 LENGTH_KEYS = ("kimg",)  # settings a resumed run may change (the rest come from the checkpoint)
 
@@ -146,7 +148,8 @@ class Trainer:
         self.G = grow(G_init, cfg["resolution"]).to(device).train().requires_grad_(True)
         self.G.mapping.requires_grad_(bool(cfg["train_mapping"]))
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.D = Discriminator(cfg["resolution"], self.G.img_channels, cfg["d_channel_base"],
+        d_channels = self.G.img_channels * (2 if cfg["d_condition"] else 1)
+        self.D = Discriminator(cfg["resolution"], d_channels, cfg["d_channel_base"],
                                cfg["d_channel_max"]).to(device).train()
         # Adam as StyleGAN2: β₁ = 0; D's lazy R1 interval corrected in lr and β₂ as NVIDIA does.
         c = cfg["r1_every"] / (cfg["r1_every"] + 1)
@@ -168,7 +171,7 @@ class Trainer:
         # generator: fool D, and still draw z's own face at low resolution
         self.D.requires_grad_(False)
         fake = generate(self.G, batch["za"], batch["zb"], batch["cutoff"], batch["psi"], update_w_avg=train_mapping)
-        g_adv = F.softplus(-self.D(fake)).mean()
+        g_adv = F.softplus(-self.D(self.d_input(fake, batch["target"]))).mean()
         g_anchor = anchor_loss(fake, batch["target"], cfg["anchor_res"])
         g_loss = g_adv + cfg["anchor_weight"] * g_anchor
         g_feat = torch.zeros(())
@@ -181,12 +184,13 @@ class Trainer:
 
         # discriminator: logistic loss on fakes and reals, R1 on the reals every r1_every steps
         self.D.requires_grad_(True)
-        d_fake = F.softplus(self.D(fake.detach())).mean()
+        d_fake = F.softplus(self.D(self.d_input(fake.detach(), batch["target"]))).mean()
         lazy_r1 = self.step_count % cfg["r1_every"] == 0
+        real_input = self.d_input(reals, reals)
         if lazy_r1:
-            real_logits, r1 = r1_penalty(self.D, reals)
+            real_logits, r1 = r1_penalty(self.D, real_input)
         else:
-            real_logits, r1 = self.D(reals), torch.zeros((), device=self.device)
+            real_logits, r1 = self.D(real_input), torch.zeros((), device=self.device)
         d_real = F.softplus(-real_logits).mean()
         d_loss = d_fake + d_real + (cfg["r1_gamma"] / 2) * r1 * cfg["r1_every"]
         self.opt_D.zero_grad(set_to_none=True)
@@ -206,6 +210,16 @@ class Trainer:
         if lazy_r1:
             out["r1"] = float(r1.detach())
         return out
+
+    def d_input(self, img: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """What D sees: the image, and with ``d_condition`` beside it ``source`` (the face it must be: its
+        target, or for a real face itself) box-filtered to ``anchor_res`` and blown up again, so D judges
+        "a crisp drawing of this face" and content no longer rests on the L1 anchor alone."""
+        if not self.cfg["d_condition"]:
+            return img
+        factor = img.shape[-1] // self.cfg["anchor_res"]
+        cond = F.interpolate(F.avg_pool2d(source, factor), scale_factor=factor, mode="nearest") if factor > 1 else source
+        return torch.cat([img, cond], dim=1)
 
     def state(self) -> dict:
         """Everything :meth:`load` needs to continue exactly (CPU tensors; ``torch.load(weights_only=True)``-safe)."""
@@ -333,7 +347,7 @@ def run(args: argparse.Namespace) -> Trainer:
         ignored = {k: cfg[k] for k in saved if k not in LENGTH_KEYS and saved[k] != cfg[k] and cfg[k] != DEFAULTS[k]}
         if ignored:
             log(f"resuming with the checkpoint's settings; ignoring {ignored}")
-        cfg = {**saved, **{k: cfg[k] for k in LENGTH_KEYS}}
+        cfg = {**DEFAULTS, **saved, **{k: cfg[k] for k in LENGTH_KEYS}}  # keys added since: their defaults
         # the grown network's shape is the checkpoint's; the source file only provides a skeleton
         G_init = Generator(**json.loads(ckpt["G_init_kwargs"]))
     else:
