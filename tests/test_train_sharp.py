@@ -118,3 +118,19 @@ def test_worker_processes_deliver_the_same_batches_in_order():
     for a, b in zip(inline, workers):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(inline[0]["reals"], inline[1]["reals"])
+
+
+def test_evaluate_reports_sharpness_and_targets_at_the_models_resolution():
+    from morph.builtin import builtin_path, load_builtin_classifier
+    from morph.builtin.evaluate import evaluate, report, targets
+
+    if not builtin_path("classifier").is_file():
+        pytest.skip("the built-in classifier is not installed")
+    G = grow(tiny_generator(), 16).eval()
+    result = evaluate(G, load_builtin_classifier(), n=24, cutoffs=(3,))
+    assert result["resolution"] == 16
+    sharp = result["sharpness"]
+    assert sharp["reference"] > 0 and sharp["ratio"] == pytest.approx(sharp["samples"] / sharp["reference"])
+    met = targets(result)
+    assert set(met) == {"frechet", "sharpness", "fidelity"} and not met["sharpness"][0]  # a random net is not crisp
+    assert "target sharpness: NOT met" in report(result)
