@@ -12,7 +12,12 @@ For ``n`` generator samples against ``n`` renderer faces it reports:
   the renderer faces, next to the floor: the same distance between two disjoint renderer sets;
 * style mixing: for pairs (A, B) mixed at a crossover, among pairs the classifier reads
   differently, how often the hybrid has A's value for coarse attributes (pose, hair length,
-  glasses, beard...) and B's for colour attributes (hair colour). Chance is 50 %.
+  glasses, beard...) and B's for colour attributes (hair colour). Chance is 50 %;
+* the sharpness ratio: mean squared Laplacian of the grey samples over that of the renderer
+  faces (``morph.builtin.sharpness``).
+
+Renderer faces are drawn at the generator's resolution (64 or 128 px); the classifier reads both
+at its own 64 px. The last lines check issue 18's targets (``TARGETS``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ from scipy import linalg
 
 from ..toyfaces import ATTRIBUTES, ambiguous, labels, render, sample_params
 from .latent import LATENT_DIM, MIX_CUTOFF, attribute_source, params_from_latent
+from .sharpness import sharpness_ratio
+
+# Issue 18's bars: Fréchet distance ≤ 1.5× the floor, sharpness ratio ≥ 0.6, fidelity ≥ 95 % per attribute.
+TARGETS = {"fid_over_floor": 1.5, "sharpness_ratio": 0.6, "fidelity": 0.95}
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -87,12 +96,15 @@ def fidelity(pred: dict[str, np.ndarray], z: np.ndarray) -> dict[str, float]:
 def evaluate(G, clf, n: int = 1000, seed: int = 0, psi: float = 1.0, cutoffs=(3, MIX_CUTOFF)) -> dict:
     rng = np.random.default_rng([seed, 7])
     z = rng.standard_normal((n, LATENT_DIM)).astype(np.float32)
-    fake = clf.predict(sample_images(G, torch.from_numpy(z), psi))
+    size = G.img_resolution
+    fake_images = sample_images(G, torch.from_numpy(z), psi)
+    fake = clf.predict(fake_images)
     real_params = sample_params(np.random.default_rng([seed, 8]), n)
-    real = clf.predict(render(real_params, 64))
-    floor = clf.predict(render(sample_params(np.random.default_rng([seed, 9]), n), 64))
+    real_images = render(real_params, size)
+    real = clf.predict(real_images)
+    floor = clf.predict(render(sample_params(np.random.default_rng([seed, 9]), n), size))
     truth = labels(real_params)
-    result: dict = {"n": n, "seed": seed, "psi": psi, "attributes": {}}
+    result: dict = {"n": n, "seed": seed, "psi": psi, "resolution": size, "attributes": {}}
     for a in ATTRIBUTES:
         result["attributes"][a] = {
             "generator": float((fake[a] > 0.5).mean()), "renderer": float((real[a] > 0.5).mean()),
@@ -104,6 +116,7 @@ def evaluate(G, clf, n: int = 1000, seed: int = 0, psi: float = 1.0, cutoffs=(3,
     result["fidelity"] = fidelity(fake, z) if psi == 1.0 else None
     result["fid_features"] = frechet_distance(fake["features"], real["features"])
     result["fid_floor"] = frechet_distance(floor["features"], real["features"])
+    result["sharpness"] = sharpness_ratio(fake_images, real_images)
     half = n // 2
     mrng = np.random.default_rng([seed, 10])
     za = torch.from_numpy(mrng.standard_normal((half, LATENT_DIM)).astype(np.float32))
@@ -127,7 +140,24 @@ def report(result: dict) -> str:
     for c, table in result["mixing"].items():
         parts = [f"{a} {100 * t['kept']:.0f}% ({t['from']}, {t['pairs']})" for a, t in table.items()]
         lines.append(f"style mixing at layer {c}: kept from the expected source (chance 50%): " + ", ".join(parts))
+    sharp = result["sharpness"]
+    lines += [f"sharpness (mean squared Laplacian of the grey image, {result['resolution']} px): generator "
+              f"{sharp['samples']:.1f}, renderer {sharp['reference']:.1f}, ratio {sharp['ratio']:.3f}", ""]
+    lines += [f"target {name}: {'met' if ok else 'NOT met'} ({text})" for name, (ok, text) in targets(result).items()]
     return "\n".join(lines)
+
+
+def targets(result: dict) -> dict[str, tuple[bool, str]]:
+    """Issue 18's targets (``TARGETS``) for an :func:`evaluate` result: name → (met, the figures)."""
+    ratio = result["fid_features"] / result["fid_floor"]
+    out = {"frechet": (ratio <= TARGETS["fid_over_floor"], f"{ratio:.2f}× the floor, want ≤ {TARGETS['fid_over_floor']}×"),
+           "sharpness": (result["sharpness"]["ratio"] >= TARGETS["sharpness_ratio"],
+                         f"ratio {result['sharpness']['ratio']:.3f}, want ≥ {TARGETS['sharpness_ratio']}")}
+    if result["fidelity"]:
+        worst = min(result["fidelity"], key=result["fidelity"].get)
+        out["fidelity"] = (result["fidelity"][worst] >= TARGETS["fidelity"],
+                           f"lowest {worst} {100 * result['fidelity'][worst]:.1f}%, want ≥ {100 * TARGETS['fidelity']:.0f}%")
+    return out
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -152,6 +182,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     clf = load_classifier(builtin_path("classifier") if args.classifier == "builtin" else args.classifier)
     result = evaluate(G, clf, args.n, args.seed, args.psi)
     result["model"], result["seconds"] = str(args.model), round(time.perf_counter() - start, 1)
+    result["targets_met"] = {name: ok for name, (ok, _) in targets(result).items()}
     print(report(result))
     print(f"\n({result['seconds']} s)")
     if args.json:

@@ -97,7 +97,7 @@ def generate(G: Generator, za: torch.Tensor, zb: torch.Tensor, cutoff: torch.Ten
     w_avg = G.mapping.w_avg
     p = psi[:, None, None]
     wa, wb = w_avg + p * (wa - w_avg), w_avg + p * (wb - w_avg)
-    layer = torch.arange(G.num_ws)[None, :, None]
+    layer = torch.arange(G.num_ws, device=cutoff.device)[None, :, None]
     ws = torch.where(layer < cutoff[:, None, None], wa, wb)
     return G.synthesis(ws, noise_mode="none", fused_modconv=False)
 
