@@ -29,8 +29,9 @@ loss. The classifier knows only the built-in model's faces, so other models get 
 With an encoder (:mod:`morph.encoder`: the built-in model ships one; ``--encoder auto`` finds
 ``NAME.encoder.safetensors`` beside a checkpoint) the optimisation starts from its guess instead of w_avg,
 with the model's constant noise as the noise maps' start, and runs :data:`REFINE_STEPS` steps of the same
-recipe without the noise on w (:data:`REFINE_RECIPE`, chosen by ``bench/project.py --encoder``); zero steps
-keep the guess. On models larger than :data:`COARSE_ABOVE` (skip architecture) the first half of the
+recipe without the noise on w (:data:`REFINE_RECIPE`, chosen by ``bench/project.py --encoder``); on the
+built-in model, multi-scale L2 plus a fiftieth of the perceptual term at twice the learning rate
+(:data:`REFINE_LOSS`, :data:`REFINE_RECIPES`: more PSNR, every attribute kept); zero steps keep the guess. On models larger than :data:`COARSE_ABOVE` (skip architecture) the first half of the
 steps compare the generator's intermediate image at :data:`COARSE_RESOLUTION` with the target
 downsampled to it (:func:`coarse_plan`; ``bench/coarse.py`` measures what a step costs at each size).
 
@@ -82,8 +83,9 @@ from .files import file_sha256
 
 # Bump when a change to the optimisation alters results, so old cached projections are not reused.
 PROJECTION_VERSION = "1"
-LOSSES = ("l1", "l2", "laplacian", "ssim", "perceptual", "perceptual+laplacian")
 DEFAULT_LOSS = "perceptual+laplacian"
+REFINE_LOSS = "l2+0.02*perceptual"  # the built-in model's loss after its encoder's guess (README)
+LOSSES = ("l1", "l2", "laplacian", "ssim", "perceptual", DEFAULT_LOSS, REFINE_LOSS)
 HISTORY_FRAMES = 60  # optimisation snapshots kept for the progress video
 SCENE_STEPS = 1000  # steps for a scene's {project: photo}
 REFINE_STEPS = 100  # steps after an encoder's first guess (bench/project.py --encoder)
@@ -109,6 +111,8 @@ class Recipe:
 
 
 REFINE_RECIPE = Recipe(w_noise=0.0)  # after an encoder's guess: the noise on w only cost PSNR there (README)
+# A loss's own recipe after an encoder's guess, where one was measured better (bench/project.py --encoder).
+REFINE_RECIPES = {REFINE_LOSS: Recipe(lr=0.2, lr_rampdown=0.15, w_noise=0.0)}
 
 
 @dataclass(frozen=True)
@@ -252,6 +256,14 @@ def perceptual(device: torch.device) -> Distance:
     return feature_distance(maps)
 
 
+def scaled(distance: Distance, weight: float) -> Distance:
+    """``distance`` times ``weight``."""
+    def bind(target: torch.Tensor):
+        bound = distance(target)
+        return lambda img: weight * bound(img)
+    return bind
+
+
 def combined(*parts: Distance) -> Distance:
     """The sum of several distances."""
     def bind(target: torch.Tensor):
@@ -345,7 +357,11 @@ def make_distance(name: str, device: torch.device, vgg: Sequence[str | os.PathLi
              "perceptual": lambda: perceptual(device)}
     if name not in LOSSES:
         raise MorphError(f"unknown loss {name!r}", hint=f"use one of {', '.join(LOSSES)}")
-    return combined(*(parts[p]() for p in name.split("+")))
+
+    def term(text: str) -> Distance:  # NAME or WEIGHT*NAME
+        weight, _, part = text.rpartition("*")
+        return scaled(parts[part](), float(weight)) if weight else parts[part]()
+    return combined(*(term(p) for p in name.split("+")))
 
 
 # --- the optimisation ------------------------------------------------------------------------------------------
@@ -511,21 +527,32 @@ def _load(path: Path) -> Optional[Projection]:
         return None
 
 
-def default_loss(model_path: str | os.PathLike) -> str:
-    """The measured best without VGG weights: perceptual+laplacian on the built-in model (whose faces the
-    perceptual classifier knows), the Laplacian pyramid on any other."""
-    return DEFAULT_LOSS if is_builtin_file(model_path) else "laplacian"
+def default_loss(model_path: str | os.PathLike, refine: bool = False) -> str:
+    """The measured best without VGG weights: on the built-in model (whose faces the perceptual classifier
+    knows) perceptual+laplacian from w_avg, and after the encoder's guess (``refine``) multi-scale L2 with a
+    little of the perceptual term; the Laplacian pyramid on any other model."""
+    if not is_builtin_file(model_path):
+        return "laplacian"
+    return REFINE_LOSS if refine else DEFAULT_LOSS
+
+
+def refine_recipe(loss: str) -> Recipe:
+    """The recipe that refines an encoder's guess under ``loss``."""
+    return REFINE_RECIPES.get(loss, REFINE_RECIPE)
 
 
 def resolve_settings(settings: Settings, model_path: str | os.PathLike,
                      vgg: Sequence[str | os.PathLike] = ()) -> Settings:
     """Settings with the loss named: LPIPS with the hashes of the ``--vgg`` files, else the model's default
-    for "auto" (so the cache key says what was optimised); :data:`REFINE_RECIPE` after an encoder."""
-    if settings.encoder and settings.recipe == Recipe():  # an encoder's guess is refined by its own recipe
-        settings = replace(settings, recipe=REFINE_RECIPE)
+    for "auto" (so the cache key says what was optimised); after an encoder, the loss's refining recipe."""
+    refine = bool(settings.encoder)
     if vgg:
-        return replace(settings, loss="lpips", vgg=tuple(file_sha256(p) for p in vgg_files(vgg)))
-    return replace(settings, loss=default_loss(model_path)) if settings.loss == "auto" else settings
+        settings = replace(settings, loss="lpips", vgg=tuple(file_sha256(p) for p in vgg_files(vgg)))
+    elif settings.loss == "auto":
+        settings = replace(settings, loss=default_loss(model_path, refine))
+    if refine and settings.recipe == Recipe():  # an encoder's guess is refined by its own recipe
+        settings = replace(settings, recipe=refine_recipe(settings.loss))
+    return settings
 
 
 def project_photos(images: Sequence[str | os.PathLike], G, settings: Settings = Settings(),

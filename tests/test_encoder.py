@@ -16,7 +16,7 @@ from morph import align, projection
 from morph.builtin import builtin_path
 from morph.encoder import encoder_for, load_encoder, read_encoder, save_encoder
 from morph.errors import MorphError
-from morph.projection import REFINE_RECIPE, Recipe, Settings, optimise, project_photos, psnr, synthesize
+from morph.projection import Recipe, Settings, optimise, project_photos, psnr, synthesize
 from morph.stylegan2.networks import layer_groups
 
 TEAM = sorted((Path(__file__).resolve().parents[1] / "scenes" / "team").glob("*.png"))
@@ -80,13 +80,16 @@ def test_round_trip_on_generator_samples(G):
 def test_encoder_then_refinement_beats_refinement_alone(G):
     x = team(G, 3)
     enc = encoder_for(G, "auto")
-    distance = projection.make_distance(projection.default_loss(G.info.path), torch.device("cpu"))
+    cpu = torch.device("cpu")
+    refine_loss = projection.default_loss(G.info.path, refine=True)  # what morph project does after the encoder
     stats = projection.w_stats(G)
     with torch.no_grad():
         guess = enc(x)
     steps = 20
-    ours = optimise(G, x, distance, [0, 1, 2], "w+", steps, REFINE_RECIPE, stats=stats, init=guess)
-    alone = optimise(G, x, distance, [0, 1, 2], "w+", steps, Recipe(), stats=stats)
+    ours = optimise(G, x, projection.make_distance(refine_loss, cpu), [0, 1, 2], "w+", steps,
+                    projection.refine_recipe(refine_loss), stats=stats, init=guess)
+    alone = optimise(G, x, projection.make_distance(projection.default_loss(G.info.path), cpu), [0, 1, 2], "w+",
+                     steps, Recipe(), stats=stats)
     want = np.stack([r.target for r in ours])
     better = psnr(want, synthesize(G, ours)) - psnr(want, synthesize(G, alone))
     assert better.min() > 0.5 and better.mean() > 1, better  # measured: +1.2 to +1.9 dB
