@@ -71,6 +71,31 @@ def test_missing_keys_are_added_in_the_style_around_them():
     assert yaml.safe_load(added)["latents"]["seed7"] == {"seed": 7} and added.startswith(DOC.split("renders:")[0])
 
 
+MERGED = """renders:
+  a: &common
+    path: [x, y]
+    transition: {duration: 2s, interp: slerp}
+    hold: 0.5s
+  b:
+    <<: *common
+    fps: 12
+"""
+
+
+def test_values_shared_by_a_merge_key_read_through_it_and_edits_stay_in_their_entry():
+    from morph.studio.edits import compose, find
+
+    root = compose(MERGED)
+    assert find(root, ("renders", "b", "hold")).value == "0.5s"              # what the scene reads for b
+    assert find(root, ("renders", "b", "transition", "duration")).value == "2s"
+    out = apply(MERGED, Edit(("renders", "b", "hold"), "1s"))              # b's own key now overrides
+    assert yaml.safe_load(out)["renders"]["b"]["hold"] == "1s" and yaml.safe_load(out)["renders"]["a"]["hold"] == "0.5s"
+    with pytest.raises(MorphError, match="renders.b.transition comes from a YAML merge key"):
+        apply(MERGED, Edit(("renders", "b", "transition", "duration"), "3s"))  # would drop interp: slerp from b
+    assert yaml.safe_load(apply(MERGED, Edit(("renders", "a", "transition", "duration"), "3s")))["renders"]["b"][
+        "transition"] == {"duration": "3s", "interp": "slerp"}                 # edited where the anchor is
+
+
 def test_mix_text_names_whole_groups_and_ranges_the_rest():
     from morph.studio.controls import mix_text
 

@@ -45,12 +45,28 @@ def _key_text(node: Node) -> Optional[str]:
     return str(node.value) if isinstance(node, ScalarNode) else None
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _child(node: Node, key: Key) -> Optional[Node]:
-    """The value node under ``key`` (a mapping key, or an index into a list)."""
+    """The value node under ``key`` (a mapping key, or an index into a list), written in ``node`` itself."""
     if isinstance(node, MappingNode):
-        return next((v for k, v in node.value if _key_text(k) == str(key)), None)
+        return next((v for k, v in node.value if k.tag != MERGE_TAG and _key_text(k) == str(key)), None)
     if isinstance(node, SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
         return node.value[key]
+    return None
+
+
+def _merged(node: Node, key: Key) -> Optional[Node]:
+    """The value under ``key`` that ``node`` takes from its YAML merge keys (``<<: *anchor``), as YAML reads it:
+    its own keys first, then each merged mapping in order."""
+    if not isinstance(node, MappingNode):
+        return None
+    for k, v in node.value:
+        for source in (v.value if isinstance(v, SequenceNode) else [v]) if k.tag == MERGE_TAG else ():
+            found = _child(source, key) or _merged(source, key)
+            if found is not None:
+                return found
     return None
 
 
@@ -94,10 +110,11 @@ def _insert(text: str, parent: MappingNode, key: Key, value: str, top: bool) -> 
 
 
 def find(root: Node, path: tuple[Key, ...]) -> Optional[Node]:
-    """The node at ``path`` under ``root``, or None where a key is missing."""
+    """The node at ``path`` under ``root`` as the scene reads it (merge keys followed), or None where a key is
+    missing."""
     node: Optional[Node] = root
     for key in path:
-        node = node and _child(node, key)
+        node = node and (_child(node, key) or _merged(node, key))
     return node
 
 
@@ -106,7 +123,11 @@ def apply(text: str, edit: Edit) -> str:
     node: Node = compose(text)
     for depth, key in enumerate(edit.path):
         child = _child(node, key)
-        if child is None:
+        if child is None and depth < len(edit.path) - 1 and _merged(node, key) is not None:
+            raise MorphError(f"{'.'.join(map(str, edit.path[:depth + 1]))} comes from a YAML merge key (<<), "
+                             "which the file shares with another entry",
+                             hint="edit it where the anchor is defined, or write it out in this entry")
+        if child is None:  # a missing key, or one merged in: written here, it overrides the merged value
             if not isinstance(node, MappingNode):
                 raise MorphError(f"{'.'.join(map(str, edit.path[:depth + 1]))} does not exist",
                                  hint="the page is out of date; reload it")
