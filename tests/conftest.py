@@ -10,9 +10,33 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
+
+TEAM = sorted((Path(__file__).resolve().parents[1] / "scenes" / "team").glob("*.png"))  # the demo's photos
+
+
+def _dlib_ready() -> bool:
+    from morph import align
+
+    return (importlib.util.find_spec("dlib") is not None and align._predictor_path() is not None
+            and importlib.util.find_spec("skimage") is not None)
+
+
+needs_dlib = pytest.mark.skipif(not _dlib_ready(), reason="dlib, face_recognition_models or scikit-image not "
+                                                          "installed (pip install 'morph[align]' scikit-image)")
+
+
+@pytest.fixture(scope="module")
+def G():
+    """The built-in generator (a test file may define its own ``G``)."""
+    from morph.builtin import load_builtin_generator
+
+    return load_builtin_generator()
+
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "stylegan2"
 

@@ -105,32 +105,35 @@ def test_wrong_pin_is_refused_and_nothing_is_left(server, tmp_path):
         download(url, tmp_path, sha256="abc", quiet=True)
 
 
-def test_404_is_one_line_naming_the_url(server, tmp_path):
-    _, base = server
-    url = f"{base}/nets/missing.pkl"
+def failure(url: str, tmp_path: Path) -> str:
+    """The error of downloading ``url``, checked to be one line that starts with the URL."""
     with pytest.raises(MorphError) as err:
         download(url, tmp_path, quiet=True)
     line = str(err.value)
-    assert "\n" not in line and line.startswith(url) and "HTTP 404" in line and "by hand" in line
+    assert "\n" not in line and line.startswith(url), line
+    return line
+
+
+def test_404_is_one_line_naming_the_url(server, tmp_path):
+    _, base = server
+    url = f"{base}/nets/missing.pkl"
+    line = failure(url, tmp_path)
+    assert "HTTP 404" in line and "by hand" in line
     assert leftovers(tmp_path) == []
 
 
 def test_refused_connection(tmp_path):
     url = f"http://127.0.0.1:{closed_port()}/model.pkl"
-    with pytest.raises(MorphError) as err:
-        download(url, tmp_path, quiet=True)
-    line = str(err.value)
-    assert "\n" not in line and line.startswith(url) and "refused" in line and "curl -L -o model.pkl" in line
+    line = failure(url, tmp_path)
+    assert "refused" in line and "curl -L -o model.pkl" in line
     assert leftovers(tmp_path) == []
 
 
 def test_tls_failure_is_one_line(server, tmp_path):
     _, base = server
     url = base.replace("http://", "https://") + "/nets/model.pkl"  # TLS spoken to a plain HTTP server
-    with pytest.raises(MorphError) as err:
-        download(url, tmp_path, quiet=True)
-    line = str(err.value)
-    assert "\n" not in line and line.startswith(url) and "TLS failed" in line and "by hand" in line
+    line = failure(url, tmp_path)
+    assert "TLS failed" in line and "by hand" in line
 
 
 def test_dns_failure_is_one_line(monkeypatch, tmp_path):
@@ -141,10 +144,8 @@ def test_dns_failure_is_one_line(monkeypatch, tmp_path):
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)  # offline, without asking any resolver
     url = "https://models.example/ffhq.pkl"
-    with pytest.raises(MorphError) as err:
-        download(url, tmp_path, quiet=True)
-    line = str(err.value)
-    assert "\n" not in line and line.startswith(url) and "cannot resolve the host models.example" in line
+    line = failure(url, tmp_path)
+    assert "cannot resolve the host models.example" in line
     assert "curl -L -o ffhq.pkl" in line
 
 

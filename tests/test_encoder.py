@@ -3,7 +3,6 @@ another model, resumable training), the projection cache key, the CLI, and the i
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 from pathlib import Path
@@ -18,8 +17,8 @@ from morph.encoder import encoder_for, load_encoder, read_encoder, save_encoder
 from morph.errors import MorphError
 from morph.projection import Recipe, Settings, optimise, project_photos, psnr, synthesize
 from morph.stylegan2.networks import layer_groups
+from conftest import TEAM, needs_dlib
 
-TEAM = sorted((Path(__file__).resolve().parents[1] / "scenes" / "team").glob("*.png"))
 # Bounds with margin around what the shipped encoder measured on these 16 samples (psi 0.7, seeds 1000-1015):
 # W+ error 0.11 (mean squared offset error in units of w's spread; the mean face is at 0.53), PSNR 35.9 dB
 # (min 29.9; the mean face 15.5 dB).
@@ -28,17 +27,6 @@ SAMPLE_PSNR_FLOOR = 30.0
 
 needs_encoder = pytest.mark.skipif(not builtin_path("encoder").is_file() or len(TEAM) < 3,
                                    reason="the built-in encoder's weights or scenes/team are missing")
-needs_identity = pytest.mark.skipif(importlib.util.find_spec("dlib") is None or align._predictor_path() is None
-                                    or importlib.util.find_spec("skimage") is None,
-                                    reason="dlib, face_recognition_models or scikit-image not installed "
-                                           "(pip install 'morph[align]' scikit-image)")
-
-
-@pytest.fixture(scope="module")
-def G():
-    from morph.builtin import load_builtin_generator
-
-    return load_builtin_generator()
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +190,7 @@ def test_training_resumes_where_it_stopped(G, tmp_path, monkeypatch):
     assert load_encoder(tmp_path / "c.safetensors", G).num_ws == G.num_ws
 
 
-@needs_identity
+@needs_dlib
 def test_identity_of_the_astronaut(tmp_path):
     from skimage import data
 

@@ -4,7 +4,6 @@ scenes with ``{project: ...}`` keyframes, LPIPS weight files, and FFHQ alignment
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -15,25 +14,14 @@ from morph import align, projection
 from morph.builtin import builtin_path
 from morph.errors import MorphError
 from morph.projection import Settings, attribute_agreement, project_photos, psnr, synthesize
+from conftest import TEAM, needs_dlib
 
-TEAM = sorted((Path(__file__).resolve().parents[1] / "scenes" / "team").glob("*.png"))
 STEPS = 40  # leaves the mean face far behind at 64 px (measured: W+ 21.4-25.4 dB, W 20.8-24.9 dB, mean face
 # 12.6-15.0 dB, attributes 18/18); the README's figures use 1000
 PHOTOS = TEAM[:3]
 
 needs_builtin = pytest.mark.skipif(not builtin_path("generator").is_file() or len(TEAM) < 3,
                                    reason="the built-in model's weights or scenes/team are missing")
-needs_dlib = pytest.mark.skipif(importlib.util.find_spec("dlib") is None or align._predictor_path() is None
-                                or importlib.util.find_spec("skimage") is None,
-                                reason="dlib, face_recognition_models or scikit-image not installed "
-                                       "(pip install 'morph[align]')")
-
-
-@pytest.fixture(scope="module")
-def G():
-    from morph.builtin import load_builtin_generator
-
-    return load_builtin_generator()
 
 
 @pytest.fixture(scope="module")
