@@ -87,8 +87,8 @@ class LoadedScene:
         t = torch.as_tensor(list(indices))
         tl = self.timelines[name]
         canvas, res = self.scene.renders[name].canvas, self.G.img_resolution
-        images = np.concatenate(list(generate(self.G, sample(tl, t), batch_size, self.noise(name), device, None,
-                                              camera_poses(tl, t), canvas and canvas.drawn(res))))
+        images = np.concatenate(list(generate(self.G, sample(tl, t), batch_size, self.noise(name), device,
+                                              camera=camera_poses(tl, t), canvas=canvas and canvas.drawn(res))))
         return canvas.frame(images, res) if canvas else images
 
 

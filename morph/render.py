@@ -81,8 +81,9 @@ def auto_batch_size(G: Model, device: torch.device, canvas: Optional[Canvas] = N
     """Frames per batch: keep the largest activation near 256 MB on a CPU, 1 GB on a GPU; 1 … 32. A widened
     ``canvas`` costs its area's share more per frame."""
     per_frame = G.activation_size() * 4
-    if canvas is not None and canvas.drawn(G.img_resolution):
-        w, h = canvas.drawn(G.img_resolution)
+    drawn = canvas and canvas.drawn(G.img_resolution)
+    if drawn:
+        w, h = drawn
         per_frame = per_frame * max(1.0, w * h / G.img_resolution ** 2)
     budget = (1 << 30) if device.type == "cuda" else (256 << 20)
     return int(max(1, min(32, budget // per_frame)))

@@ -674,25 +674,24 @@ class _Reader(MusicReader):
         pose = self.pose(node, path, {k: v for k, v in items.items() if k in POSE_KEYS})
         if pose is None:
             return None
-        orbit, swing = None, None
-        if "orbit" in items:
-            o = self.mapping(items["orbit"][1], f"{path}.orbit", ORBIT_KEYS)
-            radius = o is not None and self.option(o, "radius", f"{path}.orbit", self.number,
-                                                   f"a radius from 0 to {MAX_TRANSLATE:g} image widths",
-                                                   lambda x: 0 < x <= MAX_TRANSLATE, default=0.05)
-            period = o is not None and self.period(o, f"{path}.orbit", fps)
-            if not (radius and period):
-                return None
-            orbit = Orbit(float(radius), Cycle(1, period))
-        if "swing" in items:
-            w = self.mapping(items["swing"][1], f"{path}.swing", SWING_KEYS)
-            degrees = w is not None and self.option(w, "degrees", f"{path}.swing", self.number,
-                                                    "degrees from 0 to 360", lambda x: 0 < x <= 360, default=5.0)
-            period = w is not None and self.period(w, f"{path}.swing", fps)
-            if not (degrees and period):
-                return None
-            swing = Swing(float(degrees), Cycle(1, period))
-        return Camera((pose,), orbit, swing)
+        orbit = self.option(items, "orbit", path, self.periodic, fps, ORBIT_KEYS, "radius",
+                            (f"a radius from 0 to {MAX_TRANSLATE:g} image widths", lambda x: 0 < x <= MAX_TRANSLATE),
+                            0.05)
+        swing = self.option(items, "swing", path, self.periodic, fps, SWING_KEYS, "degrees",
+                            ("degrees from 0 to 360", lambda x: 0 < x <= 360), 5.0)
+        if ("orbit" in items and orbit is None) or ("swing" in items and swing is None):
+            return None
+        return Camera((pose,), orbit and Orbit(*orbit), swing and Swing(*swing))
+
+    def periodic(self, node: Node, path: str, fps: float, keys: tuple[str, ...], size: str,
+                 rule: tuple[str, Callable[[float], bool]], default: float) -> Optional[tuple[float, Cycle]]:
+        """A periodic camera move ``{SIZE, period}``: its size and its cycle (one period, fitted to a loop later)."""
+        items = self.mapping(node, path, keys)
+        if items is None:
+            return None
+        amount = self.option(items, size, path, self.number, *rule, default=default)
+        period = self.period(items, path, fps)
+        return None if amount is None or period is None else (float(amount), Cycle(1, period))
 
     def strength(self, node: Node, path: str) -> Optional[tuple[float, float]]:
         """``HIGH`` (swinging from 0) or ``[LOW, HIGH]``."""
