@@ -323,7 +323,9 @@ def test_stylegan3_projection_has_no_noise_and_no_coarse_stage(tiny_stylegan3, t
     calls = []
     real = G.synthesize
     monkeypatch.setattr(G, "synthesize", lambda ws, noise, **kw: calls.append((noise, kw)) or real(ws, noise, **kw))
-    settings = Settings(space=space, steps=30, align=False)
+    # 60 steps: on this tiny random network the path is chaotic (after 30 steps the gain differed by several
+    # dB between CPUs and thread counts, once under 4 dB); after 60 it is well clear of the 4 dB asked of it.
+    settings = Settings(space=space, steps=60, align=False)
     p = project_photos([photo], G, settings, cache_dir=tmp_path / "cache", quiet=True)[0]
     assert p.noise == [] and p.w.shape == ((G.num_ws, G.w_dim) if space == "w+" else (1, G.w_dim))
     assert all(noise.maps is None and not kw for noise, kw in calls)  # no noise maps, no `until`
