@@ -617,19 +617,30 @@ def encoder_train(model: str = typer.Option(..., "--model", help="checkpoint fil
                   image_weight: float = typer.Option(1.0, "--image-weight", min=0.0,
                                                      help="weight of the image loss through the generator"),
                   seed: int = typer.Option(0, "--seed"),
+                  photos: Optional[Path] = typer.Option(None, "--photos", help="a folder of face crops like those "
+                                                        "you will project: part of each batch, image loss only"),
+                  photo_share: float = typer.Option(0.25, "--photo-share", min=0.0, max=0.9,
+                                                    help="share of each batch taken from --photos"),
+                  init: Optional[Path] = typer.Option(None, "--init", help="start from this encoder file "
+                                                      "(fine-tune one trained on the samples alone)"),
                   resume: bool = typer.Option(False, "--resume", help="continue from OUT.train.pt"),
                   device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
                   quiet: bool = typer.Option(False, "--quiet", help="no progress, only errors")) -> None:
-    """Train an encoder on the model's own samples (truncated and style-mixed), checkpointed and resumable."""
+    """Train an encoder on the model's own samples (truncated and style-mixed) and, with --photos, on photos
+    like yours; checkpointed and resumable."""
     from .devices import resolve_device
-    from .encoder_training import TrainConfig, train
+    from .encoder_training import PhotoFolder, TrainConfig, train
     from .loader import load_model
 
     if out.suffix != ".safetensors":
         raise MorphError("the encoder is written in morph's safetensors format", out, "name it NAME.safetensors")
+    if init is not None and not init.is_file():
+        raise MorphError("no such file", init, "--init takes an encoder file (morph encoder train)")
     G = load_model(model, resolve_device(device))
-    train(G, out, TrainConfig(steps=steps, batch=batch, lr=lr, image_weight=image_weight, seed=seed),
-          resume=resume, quiet=quiet)
+    folder = PhotoFolder(photos, G.img_resolution) if photos is not None else None
+    config = TrainConfig(steps=steps, batch=batch, lr=lr, image_weight=image_weight, seed=seed,
+                         photo_share=photo_share if folder else 0.0)
+    train(G, out, config, resume=resume, quiet=quiet, photos=folder, init=init)
     if not quiet:
         typer.echo(f"{out}: encoder for {G.info.path} (sha256 {G.info.sha256[:12]}…)")
 

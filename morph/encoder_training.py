@@ -7,7 +7,14 @@ The loss is the latent error (the offset error in units of w's spread per dimens
 distance projection uses (:func:`morph.projection.default_loss`) between the sample and G(encoder(sample))
 through the frozen generator — on models above 256 px between the skip architecture's intermediate
 images of both, at the size projection's coarse stage uses (:func:`morph.projection.coarse_plan`), which
-makes the step a few times cheaper there. Adam with a warm-up and a cosine decay over a fixed number of steps;
+makes the step a few times cheaper there.
+
+The model's samples are not the photos people project: a generator draws its training data's world a
+little blurred and averaged, and an encoder that has seen only its samples reads a sharp photo's extremes
+(a wide grin, thin glasses) back towards the mean. ``photos`` (a :class:`PhotoFolder`, or any callable
+giving a batch of images) closes that gap as pSp trains on real faces: a ``photo_share`` of each batch
+comes from them, scored by the image loss alone, since no latent is known for a photo. ``init`` starts from
+an encoder file (fine-tuning one trained on samples alone). Adam with a warm-up and a cosine decay over a fixed number of steps;
 every random draw is seeded by (seed, step), so a resumed run continues exactly where it stopped.
 A checkpoint (``OUT.train.pt``: tensors only, read back with ``weights_only``) and the encoder file
 itself are written every ``checkpoint_every`` steps, and when a run is stopped (Ctrl-C, SIGTERM).
@@ -16,14 +23,18 @@ itself are written every ``checkpoint_every`` steps, and when a run is stopped (
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
-from .encoder import Encoder, for_model, save_encoder
+from .encoder import Encoder, for_model, load_encoder, save_encoder
+from .errors import MorphError
 from .model import Noise
 from .progress import Progress, log
 from .runtime import Terminated, check_stop
@@ -43,6 +54,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 200
     loss: str = "auto"          # the image distance (projection's names); auto: the model's projection default
+    photo_share: float = 0.0    # share of each batch taken from ``photos`` (image loss only)
 
 
 def w_moments(G, samples: int = 10_000, seed: int = 123) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,6 +87,32 @@ def sample_batch(G, n: int, gen: torch.Generator, config: TrainConfig) -> tuple[
     return ws.to(device), images
 
 
+Photos = Callable[[torch.Generator, int], torch.Tensor]  # (generator, n) → images [n, C, R, R] in [-1, 1]
+
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class PhotoFolder:
+    """The images of a folder (face crops, as ``morph project --no-align`` reads them), at the model's size,
+    drawn at random with a left-right flip half of the time."""
+
+    def __init__(self, folder: str | os.PathLike, resolution: int):
+        from .align import aligned_face
+
+        folder = Path(folder)
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES) if folder.is_dir() else []
+        if not files:
+            raise MorphError("no photos here (PNG, JPEG or WebP)", folder, "--photos takes a folder of face crops")
+        faces = torch.from_numpy(np.stack([aligned_face(p, resolution, align=False) for p in files]))
+        self.images = faces.permute(0, 3, 1, 2).float() / 127.5 - 1
+        self.folder = folder
+
+    def __call__(self, gen: torch.Generator, n: int) -> torch.Tensor:
+        pick = self.images[torch.randint(len(self.images), (n,), generator=gen)]
+        flip = torch.rand(n, generator=gen) < 0.5
+        return torch.where(flip[:, None, None, None], pick.flip(-1), pick)
+
+
 def learning_rate(step: int, config: TrainConfig) -> float:
     """Linear warm-up over the first 2 % of the steps, then a cosine decay to zero."""
     warm = max(1, config.steps // 50)
@@ -88,18 +126,32 @@ def checkpoint_path(out: Path) -> Path:
 
 
 def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = False, quiet: bool = False,
-          encoder_kwargs: Optional[dict] = None, stop_at: Optional[int] = None) -> Encoder:
+          encoder_kwargs: Optional[dict] = None, stop_at: Optional[int] = None, photos: Optional[Photos] = None,
+          init: Optional[Path] = None) -> Encoder:
     """Train an encoder for ``G`` and write it to ``out`` (and its training checkpoint beside it); ``stop_at``
-    ends the run after that many of the schedule's ``config.steps`` (a later ``resume`` goes on)."""
+    ends the run after that many of the schedule's ``config.steps`` (a later ``resume`` goes on). ``photos``
+    and ``init``: see the module doc."""
     from .files import atomic_path
     from .projection import coarse_plan, default_loss, draw, make_distance
 
     device = next(G.parameters()).device
+    n_photos = round(config.batch * config.photo_share) if photos is not None else 0
+    if config.photo_share and photos is None:
+        raise MorphError(f"photo_share {config.photo_share:g} asks for photos and none were given",
+                         hint="pass --photos DIR")
+    if n_photos and not config.image_weight:
+        raise MorphError("photos are scored by the image loss alone, and its weight is 0", hint="--image-weight > 0")
+    if n_photos >= config.batch:
+        raise MorphError(f"photo_share {config.photo_share:g} leaves no generator samples in a batch of "
+                         f"{config.batch}", hint="a share below 1")
     torch.manual_seed(config.seed)  # the initial weights
-    enc = for_model(G, **(encoder_kwargs or {})).to(device)
-    w_avg, w_scale = w_moments(G)
-    enc.w_avg.copy_(w_avg)
-    enc.w_scale.copy_(w_scale)
+    if init is not None:
+        enc = load_encoder(init, G, device).requires_grad_(True)
+    else:
+        enc = for_model(G, **(encoder_kwargs or {})).to(device)
+        w_avg, w_scale = w_moments(G)
+        enc.w_avg.copy_(w_avg)
+        enc.w_scale.copy_(w_scale)
     optimizer = torch.optim.Adam(enc.parameters(), lr=config.lr, betas=(0.9, 0.99))
     start = 0
     ckpt = checkpoint_path(out)
@@ -114,6 +166,8 @@ def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = Fals
     scale = enc.w_scale.to(device)
     until = coarse_plan(G, 1)[0] or None
     facts = {"training": asdict(config) | {"loss": loss_name}, "model_file": Path(G.info.path).name}
+    if init is not None:
+        facts["initialised_from"] = {"file": Path(init).name, "sha256": enc.sha256}
 
     def save(step: int) -> None:
         with atomic_path(ckpt, suffix=".pt") as tmp:
@@ -128,16 +182,21 @@ def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = Fals
         for step in range(start, end):
             check_stop()
             gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-            ws, images = sample_batch(G, config.batch, gen, config)
+            ws, images = sample_batch(G, config.batch - n_photos, gen, config)
+            if n_photos:
+                real = photos(gen, n_photos).to(device)
+                images = torch.cat([images, real])
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, config)
             pred = enc(images)
-            latent = ((pred - ws) / scale).square().mean()
+            latent = ((pred[:len(ws)] - ws) / scale).square().mean()
             loss = config.latent_weight * latent
             if config.image_weight:
                 if until:
                     with torch.no_grad():
-                        images = draw(G, ws, Noise("const"), until)
+                        drawn = draw(G, ws, Noise("const"), until)
+                    images = torch.cat([drawn, F.interpolate(real, size=drawn.shape[-2:], mode="area")]) \
+                        if n_photos else drawn
                 recon = draw(G, pred, Noise("const"), until)
                 loss = loss + config.image_weight * distance(images)(recon).mean()
             optimizer.zero_grad(set_to_none=True)
@@ -161,4 +220,4 @@ def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = Fals
     return enc.eval()
 
 
-__all__ = ["TrainConfig", "checkpoint_path", "sample_batch", "train", "w_moments"]
+__all__ = ["PhotoFolder", "Photos", "TrainConfig", "checkpoint_path", "sample_batch", "train", "w_moments"]
