@@ -14,8 +14,9 @@ little blurred and averaged, and an encoder that has seen only its samples reads
 (a wide grin, thin glasses) back towards the mean. ``photos`` (a :class:`PhotoFolder`, or any callable
 giving a batch of images) closes that gap as pSp trains on real faces: a ``photo_share`` of each batch
 comes from them, scored by the image loss alone, since no latent is known for a photo. ``init`` starts from
-an encoder file (fine-tuning one trained on samples alone). Adam with a warm-up and a cosine decay over a fixed number of steps;
-every random draw is seeded by (seed, step), so a resumed run continues exactly where it stopped.
+an encoder file (fine-tuning one trained on samples alone).
+
+Adam with a warm-up and a cosine decay over a fixed number of steps; every random draw is seeded by (seed, step), so a resumed run continues exactly where it stopped.
 A checkpoint (``OUT.train.pt``: tensors only, read back with ``weights_only``) and the encoder file
 itself are written every ``checkpoint_every`` steps, and when a run is stopped (Ctrl-C, SIGTERM).
 """

@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..encoder_training import TrainConfig, train
+from ..encoder_training import Photos, TrainConfig, train
 from ..files import read_safetensors
 from ..progress import log
 from ..runtime import request_stop
@@ -36,15 +36,12 @@ FINETUNE = TrainConfig(steps=1600, batch=32, lr=1e-3, seed=16, photo_share=0.25)
 ARCHITECTURE = {"base": 32, "max_width": 192, "pyramid": 96}  # 1.6 M parameters, 3.2 MB in float16
 
 
-def renderer_faces(gen: torch.Generator, n: int, size: int = 64) -> torch.Tensor:
-    """``n`` fresh faces of the renderer the generator learnt from, [n, 3, size, size] in [-1, 1], drawn from a
-    seed taken from ``gen`` (so the training run stays a function of its own seed)."""
-    from ..toyfaces.compose import render
-    from ..toyfaces.params import sample_params
+def renderer_photos(gen: torch.Generator, n: int, size: int = 64) -> torch.Tensor:
+    """Stage 2's photos: ``n`` fresh renderer faces from a seed taken from ``gen`` (so the training run stays a
+    function of its own seed)."""
+    from .train_sharp import renderer_faces
 
-    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-    faces = render(sample_params(np.random.default_rng(seed), n), size)
-    return torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return renderer_faces(np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen))), n, size)
 
 
 def finished(path: Path, config: TrainConfig) -> bool:
@@ -62,7 +59,7 @@ def finished(path: Path, config: TrainConfig) -> bool:
 
 
 def stage(G, out: Path, config: TrainConfig, args: argparse.Namespace, init: Optional[Path] = None,
-          photos=None) -> Optional[Path]:
+          photos: Optional[Photos] = None) -> Optional[Path]:
     """Run one stage into ``out`` (kept when finished already); None when ``--stop-at`` ended it early."""
     if finished(out, config):
         log(f"{out}: finished already, kept")
@@ -85,7 +82,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     G = load_builtin_generator()
     samples = stage(G, args.out / "samples.safetensors", CONFIG, args)
-    out = samples and stage(G, args.out / "encoder.safetensors", FINETUNE, args, init=samples, photos=renderer_faces)
+    out = samples and stage(G, args.out / "encoder.safetensors", FINETUNE, args, init=samples,
+                            photos=renderer_photos)
     if out and not args.no_export:
         shutil.copyfile(out, builtin_path("encoder"))
         print(f"{out} -> {builtin_path('encoder')}")

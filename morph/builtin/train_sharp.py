@@ -92,10 +92,15 @@ def anchor_loss(img: torch.Tensor, target: torch.Tensor, res: int) -> torch.Tens
     return (img - target).abs().mean()
 
 
+def renderer_faces(rng: np.random.Generator, n: int, resolution: int) -> torch.Tensor:
+    """``n`` fresh faces of the renderer the generator learns from, [n, 3, R, R] in [-1, 1]."""
+    faces = render(sample_params(rng, n), resolution)
+    return torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def real_images(seed: int, step: int, n: int, resolution: int) -> torch.Tensor:
     """The discriminator's reals for a step: fresh renderer faces, a pure function of (seed, step)."""
-    faces = render(sample_params(np.random.default_rng([seed, step, 1]), n), resolution)
-    return torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return renderer_faces(np.random.default_rng([seed, step, 1]), n, resolution)
 
 
 def r1_penalty(D: Discriminator, reals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
