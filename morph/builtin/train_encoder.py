@@ -1,11 +1,13 @@
-"""Train the built-in model's encoder (image → W+, projection's first guess) from fixed seeds, in two stages.
+"""Train the built-in model's encoder (image → W+, projection's first guess) from fixed seeds, in three stages.
 
 ``python -m morph.builtin.train_encoder [--out runs/encoder] [--resume] [--threads 1] [--stop-at N]``
 
 1. ``samples``: :func:`morph.encoder_training.train` on the built-in generator's own samples (``CONFIG``).
-2. ``encoder``: from stage 1's file, fine-tuned with a quarter of each batch drawn from the face renderer
+2. ``renderer``: from stage 1's file, fine-tuned with a quarter of each batch drawn from the face renderer
    the generator was trained on (``FINETUNE``): the samples alone teach it the generator's blurred world,
    and it read the team photos' wide grins and thin glasses back towards the mean face.
+3. ``encoder``: from stage 2's file, half the learning rate with half of each batch from the renderer
+   (``POLISH``): a better first guess, and one that 100 refinement steps keep every team attribute from.
 
 The result is copied into ``morph/builtin/weights/encoder.safetensors`` (``--no-export`` keeps it in
 ``--out``). A stage whose file in ``--out`` already holds its finished schedule is kept; ``--resume``
@@ -33,11 +35,12 @@ from . import builtin_path, load_builtin_generator
 
 CONFIG = TrainConfig(steps=1400, batch=32, lr=2e-3, seed=15)
 FINETUNE = TrainConfig(steps=1600, batch=32, lr=1e-3, seed=16, photo_share=0.25)
+POLISH = TrainConfig(steps=1200, batch=32, lr=5e-4, seed=17, photo_share=0.5)
 ARCHITECTURE = {"base": 32, "max_width": 192, "pyramid": 96}  # 1.6 M parameters, 3.2 MB in float16
 
 
 def renderer_photos(gen: torch.Generator, n: int, size: int = 64) -> torch.Tensor:
-    """Stage 2's photos: ``n`` fresh renderer faces from a seed taken from ``gen`` (so the training run stays a
+    """Stages 2 and 3's photos: ``n`` fresh renderer faces from a seed taken from ``gen`` (so the training run stays a
     function of its own seed)."""
     from .train_sharp import renderer_faces
 
@@ -82,8 +85,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     G = load_builtin_generator()
     samples = stage(G, args.out / "samples.safetensors", CONFIG, args)
-    out = samples and stage(G, args.out / "encoder.safetensors", FINETUNE, args, init=samples,
-                            photos=renderer_photos)
+    renderer = samples and stage(G, args.out / "renderer.safetensors", FINETUNE, args, init=samples,
+                                 photos=renderer_photos)
+    out = renderer and stage(G, args.out / "encoder.safetensors", POLISH, args, init=renderer,
+                             photos=renderer_photos)
     if out and not args.no_export:
         shutil.copyfile(out, builtin_path("encoder"))
         print(f"{out} -> {builtin_path('encoder')}")
