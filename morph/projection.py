@@ -30,10 +30,11 @@ With an encoder (:mod:`morph.encoder`: the built-in model ships one; ``--encoder
 ``NAME.encoder.safetensors`` beside a checkpoint) the optimisation starts from its guess instead of w_avg,
 with the model's constant noise as the noise maps' start, and runs :data:`REFINE_STEPS` steps of the same
 recipe without the noise on w (:data:`REFINE_RECIPE`, chosen by ``bench/project.py --encoder``); on the
-built-in model, multi-scale L2 plus a fiftieth of the perceptual term at twice the learning rate
-(:data:`REFINE_LOSS`, :data:`REFINE_RECIPES`: more PSNR, every attribute kept); zero steps keep the guess. On models larger than :data:`COARSE_ABOVE` (skip architecture) the first half of the
-steps compare the generator's intermediate image at :data:`COARSE_RESOLUTION` with the target
-downsampled to it (:func:`coarse_plan`; ``bench/coarse.py`` measures what a step costs at each size).
+built-in model, multi-scale L2 plus a hundredth of the perceptual term at twice the learning rate
+(:data:`REFINE_LOSS`, :data:`REFINE_RECIPES`: more PSNR, every attribute kept); zero steps keep the guess.
+On models larger than :data:`COARSE_ABOVE` (skip architecture) the first half of the steps compare the
+generator's intermediate image at :data:`COARSE_RESOLUTION` with the target downsampled to it
+(:func:`coarse_plan`; ``bench/coarse.py`` measures what a step costs at each size).
 
 Everything goes through the :class:`morph.model.Model` contract, so StyleGAN3 projects too: a family
 without noise inputs (``noise_shapes()`` empty) optimises w alone, with no noise regulariser, and its
@@ -84,7 +85,7 @@ from .files import file_sha256
 # Bump when a change to the optimisation alters results, so old cached projections are not reused.
 PROJECTION_VERSION = "1"
 DEFAULT_LOSS = "perceptual+laplacian"
-REFINE_LOSS = "l2+0.02*perceptual"  # the built-in model's loss after its encoder's guess (README)
+REFINE_LOSS = "l2+0.01*perceptual"  # the built-in model's loss after its encoder's guess (README)
 LOSSES = ("l1", "l2", "laplacian", "ssim", "perceptual", DEFAULT_LOSS, REFINE_LOSS)
 HISTORY_FRAMES = 60  # optimisation snapshots kept for the progress video
 SCENE_STEPS = 1000  # steps for a scene's {project: photo}
