@@ -314,12 +314,13 @@ def test_shipped_encoder_is_the_scripts_last_stage_and_reads_the_team(G):
     """The shipped file holds the training script's finished last stage, and alone (no refinement) it
     keeps the team photos' attributes: what the photo stage was added for."""
     from morph.builtin import load_builtin_classifier
-    from morph.builtin.train_encoder import CONFIG, FINETUNE, POLISH, finished
+    from morph.builtin.train_encoder import STAGES, finished
     from morph.projection import attribute_agreement
     from morph.stylegan2 import images_to_uint8
 
-    assert finished(builtin_path("encoder"), POLISH)
-    assert not any(finished(builtin_path("encoder"), earlier) for earlier in (CONFIG, FINETUNE))
+    *earlier, (_, last, _) = STAGES
+    assert finished(builtin_path("encoder"), last)
+    assert not any(finished(builtin_path("encoder"), config) for _, config, _ in earlier)
     x = team(G, len(TEAM))
     with torch.no_grad():
         recon = images_to_uint8(G.synthesis(encoder_for(G, "auto")(x), noise_mode="const")).numpy()

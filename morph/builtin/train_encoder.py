@@ -40,11 +40,15 @@ ARCHITECTURE = {"base": 32, "max_width": 192, "pyramid": 96}  # 1.6 M parameters
 
 
 def renderer_photos(gen: torch.Generator, n: int, size: int = 64) -> torch.Tensor:
-    """Stages 2 and 3's photos: ``n`` fresh renderer faces from a seed taken from ``gen`` (so the training run stays a
-    function of its own seed)."""
+    """The renderer stages' photos: ``n`` fresh renderer faces from a seed taken from ``gen`` (so the training
+    run stays a function of its own seed)."""
     from .train_sharp import renderer_faces
 
     return renderer_faces(np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen))), n, size)
+
+
+# (file name in --out, schedule, photos): the module doc's three stages, in order.
+STAGES = (("samples", CONFIG, None), ("renderer", FINETUNE, renderer_photos), ("encoder", POLISH, renderer_photos))
 
 
 def finished(path: Path, config: TrainConfig) -> bool:
@@ -84,12 +88,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, request_stop)  # stop between steps, checkpointed
     args.out.mkdir(parents=True, exist_ok=True)
     G = load_builtin_generator()
-    samples = stage(G, args.out / "samples.safetensors", CONFIG, args)
-    renderer = samples and stage(G, args.out / "renderer.safetensors", FINETUNE, args, init=samples,
-                                 photos=renderer_photos)
-    out = renderer and stage(G, args.out / "encoder.safetensors", POLISH, args, init=renderer,
-                             photos=renderer_photos)
-    if out and not args.no_export:
+    out = None
+    for name, config, photos in STAGES:  # each stage starts from the one before
+        out = stage(G, args.out / f"{name}.safetensors", config, args, init=out, photos=photos)
+        if out is None:
+            return
+    if not args.no_export:
         shutil.copyfile(out, builtin_path("encoder"))
         print(f"{out} -> {builtin_path('encoder')}")
 
