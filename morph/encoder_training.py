@@ -18,11 +18,13 @@ an encoder file (fine-tuning one trained on samples alone).
 
 Adam with a warm-up and a cosine decay over a fixed number of steps; every random draw is seeded by (seed, step), so a resumed run continues exactly where it stopped.
 A checkpoint (``OUT.train.pt``: tensors only, read back with ``weights_only``) and the encoder file
-itself are written every ``checkpoint_every`` steps, and when a run is stopped (Ctrl-C, SIGTERM).
+itself are written every ``checkpoint_every`` steps, and when a run is stopped (Ctrl-C, SIGTERM); the
+checkpoint keeps its schedule, so resuming under other options is refused instead of mixing two runs.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -156,8 +158,15 @@ def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = Fals
     optimizer = torch.optim.Adam(enc.parameters(), lr=config.lr, betas=(0.9, 0.99))
     start = 0
     ckpt = checkpoint_path(out)
+    schedule = {k: v for k, v in asdict(config).items() if k != "checkpoint_every"}  # what decides the result
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location=device, weights_only=True)
+        stored = json.loads(state.get("schedule", "null")) or schedule  # checkpoints before schedules were kept
+        changed = sorted(k for k in schedule.keys() | stored.keys() if stored.get(k) != schedule.get(k))
+        if changed:
+            was = ", ".join(f"{k} {stored.get(k)!r} (now {schedule.get(k)!r})" for k in changed)
+            raise MorphError(f"{ckpt}: the checkpoint is of another schedule: {was}",
+                             hint="resume with its options, or drop --resume to start again")
         enc.load_state_dict(state["encoder"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
@@ -172,7 +181,8 @@ def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = Fals
 
     def save(step: int) -> None:
         with atomic_path(ckpt, suffix=".pt") as tmp:
-            torch.save({"encoder": enc.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
+            torch.save({"encoder": enc.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "schedule": json.dumps(schedule)}, tmp)
         save_encoder(out, enc, G.info.sha256, facts | {"steps_done": step})
 
     end = min(config.steps, stop_at or config.steps)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,22 @@ def test_training_resumes_where_it_stopped(G, tmp_path, monkeypatch):
     assert meta["model_sha256"] == G.info.sha256 and meta["steps_done"] == "3"
     save_encoder(tmp_path / "c.safetensors", saved, G.info.sha256)
     assert load_encoder(tmp_path / "c.safetensors", G).num_ws == G.num_ws
+
+
+def test_resuming_under_another_schedule_is_one_line(G, tmp_path):
+    from morph.encoder_training import TrainConfig, checkpoint_path, train
+
+    small = {"base": 16, "max_width": 32, "pyramid": 16}
+    config = TrainConfig(steps=3, batch=2, checkpoint_every=1)
+    out = tmp_path / "e.safetensors"
+    train(G, out, config, quiet=True, encoder_kwargs=small, stop_at=1)
+    before = checkpoint_path(out).read_bytes()
+    with pytest.raises(MorphError) as err:
+        train(G, out, replace(config, lr=1e-4), resume=True, quiet=True, encoder_kwargs=small)
+    assert "another schedule: lr 0.002 (now 0.0001)" in str(err.value) and "\n" not in str(err.value)
+    assert checkpoint_path(out).read_bytes() == before  # nothing overwritten
+    resumed = train(G, out, replace(config, checkpoint_every=2), resume=True, quiet=True, encoder_kwargs=small)
+    assert read_encoder(out)[1]["steps_done"] == "3" and resumed is not None  # how often it saves is no change
 
 
 @needs_dlib
