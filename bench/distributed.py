@@ -34,11 +34,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
-from morph.cluster import Work, WorkerModel, connect, distinct_segments, render_here, render_on_cluster  # noqa: E402
-from morph.engine import RenderOptions, open_scene  # noqa: E402
-from morph.loader import load_model  # noqa: E402
-from morph.progress import Progress  # noqa: E402
-from morph.runtime import keep_freed_memory  # noqa: E402
+from morph.engine.cluster import Work, WorkerModel, connect, distinct_segments, render_here, render_on_cluster  # noqa: E402
+from morph.engine.scenes import RenderOptions, open_scene  # noqa: E402
+from morph.models.loader import load_model  # noqa: E402
+from morph.core.progress import Progress  # noqa: E402
+from morph.core.runtime import keep_freed_memory  # noqa: E402
 
 
 def scene_work(device: torch.device, folder: Path, model: str, size: int, frames: int, fps: float) -> list[Work]:
@@ -121,7 +121,7 @@ def main() -> None:
 
 def warm_worker(engine: WorkerModel) -> None:
     """Run on every worker: load the engine's model (and keep it), so timings start warm."""
-    from morph.cluster import worker_generator
+    from morph.engine.cluster import worker_generator
 
     worker_generator(engine)
 

@@ -30,7 +30,7 @@ from unittest import mock
 
 import torch
 
-from morph.runtime import keep_freed_memory
+from morph.core.runtime import keep_freed_memory
 from morph.stylegan2 import Generator
 from morph.stylegan3 import Generator as StyleGAN3Generator
 from morph.stylegan3 import networks as sg3_networks

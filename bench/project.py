@@ -5,7 +5,7 @@
    ratio is what batching buys (every photo's result is the same either way).
 2. ``--losses``: each candidate distance on the same photos and steps, scored by PSNR and by the
    built-in classifier's attribute agreement between target and reconstruction (the table in
-   ``morph/projection.py``).
+   ``morph/projection/project.py``).
 3. ``--encoder [PATH]``: on the team photos (or ``--faces N`` renderer faces, a held-out set), the
    encoder's guess alone (seconds: one photo at a time), then refined by ``--refine`` steps (default 50,
    100, 200) as ``morph project`` refines it; for the middle count also under the from-w_avg distance at
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from morph.align import aligned_face
-from morph.projection import (FULL_STEPS, LOSSES, REFINE_RECIPE, Recipe, attribute_agreement, coarse_plan,
+from morph.projection.align import aligned_face
+from morph.projection.project import (FULL_STEPS, LOSSES, REFINE_RECIPE, Recipe, attribute_agreement, coarse_plan,
                               default_loss, make_distance, optimise, psnr, refine_recipe, synthesize, w_stats)
-from morph.resolver import resolve_model
-from morph.stylegan2 import load_generator
+from morph.models.resolver import resolve_model
+from morph.checkpoints.loading import load_generator
 
 TEAM = sorted((Path(__file__).resolve().parents[1] / "scenes" / "team").glob("*.png"))
 HELD_OUT = 1000  # first renderer seed of --faces
@@ -40,7 +40,7 @@ def targets(G, n: int, drawn: bool = False) -> torch.Tensor:
     """``n`` team photos (repeated if there are fewer), or with ``drawn`` ``n`` renderer faces of seeds 1000…
     (a held-out set to check a choice made on the team), as the generator's images in [-1, 1]."""
     if drawn:
-        from morph.toyfaces.compose import render_seed
+        from morph.training.toyfaces.compose import render_seed
 
         faces = np.stack([render_seed(HELD_OUT + i, G.img_resolution) for i in range(n)])
     else:
@@ -59,7 +59,7 @@ def seconds_per_photo(G, x: torch.Tensor, batch: int, steps: int, stats) -> floa
 def encoder_table(G, stats, args) -> None:
     """The table of section 3 of the module doc."""
     from morph.builtin import load_builtin_classifier
-    from morph.encoder import encoder_for
+    from morph.projection.encoder import encoder_for
 
     enc = encoder_for(G, args.encoder)
     clf = load_builtin_classifier()

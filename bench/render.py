@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from morph.engine import RenderOptions, open_scene, render_scene
-from morph.model import Noise
-from morph.render import auto_batch_size, generate
-from morph.runtime import keep_freed_memory
-from morph.schedule import sample
+from morph.engine.scenes import RenderOptions, open_scene, render_scene
+from morph.core.model import Noise
+from morph.render.job import auto_batch_size, generate
+from morph.core.runtime import keep_freed_memory
+from morph.motion.schedule import sample
 from tour import write_tour  # bench/tour.py, beside this script
 
 def write_scene(folder: Path, model: str, size: int, frames: int) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from morph.stylegan2 import Generator
-from morph.stylegan2.formats.native import write_native
+from morph.checkpoints.native import write_native
 from morph.studio import frames as engine
 from morph.studio.server import PREVIEW
 from tour import write_tour  # bench/tour.py, beside this script

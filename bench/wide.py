@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import morph.stylegan2.networks as networks
-from morph.loader import load_model
+from morph.models.loader import load_model
 
 
 def spikes(frames: np.ndarray) -> np.ndarray:
@@ -93,7 +93,7 @@ def stylegan3(seeds: int) -> None:
 
 
 def demo(scene: Path, cache: Optional[Path]) -> None:
-    from morph.engine import open_scene
+    from morph.engine.scenes import open_scene
 
     loaded = open_scene(scene, torch.device("cpu"), cache, quiet=True)
     name = next(n for n, r in loaded.scene.renders.items() if r.canvas and r.canvas.fit == "widen")

@@ -10,9 +10,9 @@ from typing import Optional
 
 import typer
 
-from .errors import MorphError, os_error_line
-from .limits import MAX_BATCH, MAX_PREVIEW_FRAMES, MAX_STRIP_STEPS
-from .runtime import Terminated, keep_freed_memory, request_stop
+from morph.core.errors import MorphError, os_error_line
+from morph.core.limits import MAX_BATCH, MAX_PREVIEW_FRAMES, MAX_STRIP_STEPS
+from morph.core.runtime import Terminated, keep_freed_memory, request_stop
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Render StyleGAN2 and StyleGAN3 latent space into videos and looping GIFs.")
@@ -41,7 +41,7 @@ def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (Py
                                                 "or morph .safetensors"),
          as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text")) -> None:
     """Describe a generator checkpoint: format, resolution, layers, dimensions, parameter count, file hash."""
-    from .loader import load_model
+    from morph.models.loader import load_model
 
     G = load_model(model)
     family = G.family
@@ -82,8 +82,8 @@ def convert(source: str = typer.Argument(..., help="any checkpoint morph reads")
                                                          "ReStyle, GANSpace, StyleCLIP)")) -> None:
     """Convert a checkpoint to morph's own format (safetensors weights, architecture in the metadata), or with
     --to rosinality to a stylegan2-pytorch checkpoint (g_ema, latent_avg)."""
-    from .stylegan2.formats import write_native
-    from .loader import load_model
+    from morph.checkpoints import write_native
+    from morph.models.loader import load_model
 
     if to not in ("morph", "rosinality"):
         raise MorphError(f"unknown format {to!r}", "--to", "use morph or rosinality")
@@ -99,8 +99,8 @@ def convert(source: str = typer.Argument(..., help="any checkpoint morph reads")
 @app.command()
 def check(scene: Path = typer.Argument(..., help="scene file (.yaml)")) -> None:
     """Validate a scene and print its plan (renders' frames, durations, sizes; where each latent comes from)."""
-    from .projection import projection_status
-    from .scene import describe, load_scene
+    from morph.projection.project import projection_status
+    from morph.scene import describe, load_scene
 
     sc = load_scene(scene)
     typer.echo("\n".join(describe(sc, lambda photo: projection_status(photo, sc.model_path))))
@@ -131,12 +131,12 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
     call share one cluster (--workers, --cluster)."""
     import torch
 
-    from .cluster import check_address, parse_shard
-    from .devices import resolve_device, resolve_precision
-    from .engine import RenderOptions, destination, render_scenes, select
-    from .projection import projection_status
-    from .render import default_cache_dir
-    from .scene import describe, load_scene
+    from morph.engine.cluster import check_address, parse_shard
+    from morph.core.devices import resolve_device, resolve_precision
+    from morph.engine.scenes import RenderOptions, destination, render_scenes, select
+    from morph.projection.project import projection_status
+    from morph.render.job import default_cache_dir
+    from morph.scene import describe, load_scene
 
     if dry_run:
         loaded = {path: load_scene(path) for path in dict.fromkeys(scenes)}
@@ -174,10 +174,10 @@ def preview(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
     """Write a PNG contact sheet per render: its keyframes, then evenly spaced frames (seconds, not minutes)."""
     import numpy as np
 
-    from .devices import resolve_device
-    from .engine import open_scene
-    from .files import atomic_path
-    from .images import grid, write_png
+    from morph.core.devices import resolve_device
+    from morph.engine.scenes import open_scene
+    from morph.core.files import atomic_path
+    from morph.render.images import grid, write_png
 
     dev = resolve_device(device)
     loaded = open_scene(scene, dev)
@@ -194,7 +194,7 @@ def preview(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
         sheet = grid(images, cols=row)
         following = [w for w in tl.waves if w.envelope is not None]
         if following:  # the gains each following wave reads from the sound, under the sheet
-            from .plot import COLOURS, curve_panel
+            from morph.render.plot import COLOURS, curve_panel
 
             sheet = np.concatenate([sheet, curve_panel([w.envelope.numpy() for w in following], sheet.shape[1],
                                                        marks=keys)])
@@ -216,8 +216,8 @@ def cache(clear: bool = typer.Option(False, "--clear", help="delete cached segme
           models: bool = typer.Option(False, "--models", help="the downloaded models instead of the segments")) -> None:
     """Show the segment cache (where, how many, how large), verify it, or clear it; with --models, the
     downloaded models."""
-    from . import cache as store
-    from .render import default_cache_dir
+    from morph.core import cache as store
+    from morph.render.job import default_cache_dir
 
     root = folder or default_cache_dir()
     store.check_folder(root)
@@ -257,12 +257,12 @@ def sample_cmd(model: str = typer.Option("builtin", "--model", help="checkpoint 
     into folders, and with --classifier builtin the attribute scores (scores.npz)."""
     import numpy as np
 
-    from .devices import resolve_device
-    from .directions import LATENTS_FILE, SCORES_FILE, Z_FILE, map_batches, save_array, seeds_z, w_images
-    from .files import atomic_path
-    from .progress import Progress
-    from .loader import load_model
-    from .images import write_png
+    from morph.core.devices import resolve_device
+    from morph.directions import LATENTS_FILE, SCORES_FILE, Z_FILE, map_batches, save_array, seeds_z, w_images
+    from morph.core.files import atomic_path
+    from morph.core.progress import Progress
+    from morph.models.loader import load_model
+    from morph.render.images import write_png
 
     if classifier not in (None, "builtin"):
         raise MorphError(f"unknown classifier {classifier!r}", "--classifier", "the one available is builtin")
@@ -280,7 +280,7 @@ def sample_cmd(model: str = typer.Option("builtin", "--model", help="checkpoint 
     if images or classifier:
         clf = None
         if classifier:
-            from .builtin import load_builtin_classifier
+            from morph.builtin import load_builtin_classifier
             clf = load_builtin_classifier(dev)
         progress = Progress("sample", n, unit="images")
         done = 0
@@ -324,9 +324,9 @@ def directions_train(latents: Path = typer.Option(..., "--latents", help="latent
                      seed: int = typer.Option(0, "--seed", help="shuffle of the train/validation split")) -> None:
     """Train a direction with a linear SVM: from latents + scores (InterFaceGAN's recipe) or from two folders
     of hand-sorted samples. Prints the validation accuracy; writes the .npy and its .json metadata."""
-    from .directions import (condition, load_scores, read_direction, read_meta, save_array, spread, train_folders,
+    from morph.directions import (condition, load_scores, read_direction, read_meta, save_array, spread, train_folders,
                              train_svm)
-    from .latents import read_w
+    from morph.motion.latents import read_w
 
     if (scores is None) == (positive is None and negative is None) or (positive is None) != (negative is None):
         raise MorphError("give either --scores ATTR or both --positive DIR and --negative DIR", "directions train")
@@ -365,9 +365,9 @@ def directions_pca(model: str = typer.Option("builtin", "--model", help="checkpo
                    seed: int = typer.Option(0, "--seed", help="first seed of the samples"),
                    device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps")) -> None:
     """GANSpace-style principal directions of W (incremental PCA of mapped samples), saved as pc0, pc1, ..."""
-    from .devices import resolve_device
-    from .directions import map_batches, pca, save_array, seeds_z
-    from .loader import load_model
+    from morph.core.devices import resolve_device
+    from morph.directions import map_batches, pca, save_array, seeds_z
+    from morph.models.loader import load_model
 
     G = load_model(model, resolve_device(device))
     if k > G.w_dim:
@@ -395,16 +395,16 @@ def directions_show(direction: str = typer.Argument(..., help="direction .npy/.n
     """A PNG strip of one face moved along a direction, from strength --from to --to."""
     import numpy as np
 
-    from .devices import resolve_device
-    from .directions import read_meta, sweep
-    from .files import atomic_path
-    from .latents import load_w, seed_w
-    from .progress import log
-    from .model import Noise
-    from .render import generate
-    from .resolver import resolve_direction
-    from .loader import load_model
-    from .images import grid, write_png
+    from morph.core.devices import resolve_device
+    from morph.directions import read_meta, sweep
+    from morph.core.files import atomic_path
+    from morph.motion.latents import load_w, seed_w
+    from morph.core.progress import log
+    from morph.core.model import Noise
+    from morph.render.job import generate
+    from morph.models.resolver import resolve_direction
+    from morph.models.loader import load_model
+    from morph.render.images import grid, write_png
 
     path = resolve_direction(direction)
     dev = resolve_device(device)
@@ -449,15 +449,15 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
     NAME.json (PSNR; LPIPS with --vgg; identity for real photos; attributes on the built-in model) in OUT."""
     import numpy as np
 
-    from .devices import resolve_device
-    from .encoder import encoder_for
-    from .latents import SPACES
-    from .caption import describe
-    from .projection import REFINE_STEPS, SCENE_STEPS, Settings, project_photos, synthesize, write_outputs
-    from .quality import figures
-    from .resolver import is_builtin_file
-    from .loader import load_model
-    from .resolver import resolve_vgg
+    from morph.core.devices import resolve_device
+    from morph.projection.encoder import encoder_for
+    from morph.motion.latents import SPACES
+    from morph.render.caption import describe
+    from morph.projection.project import REFINE_STEPS, SCENE_STEPS, Settings, project_photos, synthesize, write_outputs
+    from morph.projection.quality import figures
+    from morph.models.resolver import is_builtin_file
+    from morph.models.loader import load_model
+    from morph.models.resolver import resolve_vgg
 
     if space not in SPACES:
         raise MorphError(f"unknown space {space!r}", "--space", "use w+ or w")
@@ -490,7 +490,7 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
 
 def _cache_models(root: Path, clear: bool, older_than: Optional[float], summary: bool = False) -> None:
     """``morph cache --models``: list (or one summary line) or clear the downloads under ``root/models``."""
-    from .download import cached_downloads, clear_downloads, models_dir
+    from morph.models.download import cached_downloads, clear_downloads, models_dir
 
     if clear:
         removed, kept = clear_downloads(root, older_than)
@@ -510,7 +510,7 @@ def _cache_models(root: Path, clear: bool, older_than: Optional[float], summary:
 
 def _convert_rosinality(G, source: str, dest: Path) -> None:
     """``morph convert --to rosinality``: a stylegan2-pytorch checkpoint rosinality's Generator loads."""
-    from .stylegan2.formats.rosinality import rosinality_config, write_rosinality
+    from morph.checkpoints.rosinality import rosinality_config, write_rosinality
 
     size, style_dim, n_mlp, cm = rosinality_config(G.init_kwargs, source)
     write_rosinality(dest, G.init_kwargs, G.state_dict())
@@ -528,8 +528,8 @@ def fetch(spec: Optional[str] = typer.Argument(None, help="a published network's
           cache: Optional[Path] = typer.Option(None, "--cache", help="cache folder [default: ~/.cache/morph]"),
           quiet: bool = typer.Option(False, "--quiet", help="no progress, only errors")) -> None:
     """Download a model once into the cache (resumable, sha256 recorded) and print where it is."""
-    from .download import cached_path, download, recorded_sha256
-    from .resolver import PUBLISHED, model_url
+    from morph.models.download import cached_path, download, recorded_sha256
+    from morph.models.resolver import PUBLISHED, model_url
 
     if list_names:
         width = max(map(len, PUBLISHED))
@@ -563,13 +563,13 @@ def latents_export(source: Path = typer.Argument(..., help="a latent: .npy/.npz,
                                                         help="for a W latent: the layer count, without a model")
                    ) -> None:
     """Write a latent as NVIDIA's projected_w.npz (generate.py --projected_w) or as a plain [num_ws, w_dim] .npy."""
-    from .latents import export_w, read_w
+    from morph.motion.latents import export_w, read_w
 
     if dest.suffix not in (".npz", ".npy"):
         raise MorphError("the output must end in .npz (NVIDIA's projected_w) or .npy ([num_ws, w_dim])", dest)
     shape = read_w(source, mmap=True).shape
     if num_ws is None and model is not None:
-        from .loader import load_model
+        from morph.models.loader import load_model
 
         num_ws = load_model(model).num_ws
     if num_ws is None:
@@ -593,7 +593,7 @@ def studio(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
     """Edit a scene in a local web page: scrub its renders, drag its strengths, save back into the YAML. Prints
     the page's URL (with its access token) and opens nothing."""
     try:
-        from .studio.server import serve
+        from morph.studio.server import serve
     except ImportError as err:
         raise MorphError(f"morph studio needs {err.name}, which is not installed", "morph studio",
                          "pip install 'morph[studio]'") from None
@@ -628,9 +628,9 @@ def encoder_train(model: str = typer.Option(..., "--model", help="checkpoint fil
                   quiet: bool = typer.Option(False, "--quiet", help="no progress, only errors")) -> None:
     """Train an encoder on the model's own samples (truncated and style-mixed) and, with --photos, on photos
     like yours; checkpointed and resumable."""
-    from .devices import resolve_device
-    from .encoder_training import PhotoFolder, TrainConfig, train
-    from .loader import load_model
+    from morph.core.devices import resolve_device
+    from morph.projection.encoder_training import PhotoFolder, TrainConfig, train
+    from morph.models.loader import load_model
 
     if out.suffix != ".safetensors":
         raise MorphError("the encoder is written in morph's safetensors format", out, "name it NAME.safetensors")

@@ -14,11 +14,11 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from .arrays import npz_names, read_arrays, require_finite
-from .errors import MorphError
-from .files import atomic_path
-from .latents import SPACES, finite_float32, map_z, read_w, z_from_seed
-from .model import Noise
+from morph.core.arrays import npz_names, read_arrays, require_finite
+from morph.core.errors import MorphError
+from morph.core.files import atomic_path
+from morph.motion.latents import SPACES, finite_float32, map_z, read_w, z_from_seed
+from morph.core.model import Noise
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 LATENTS_FILE, Z_FILE, SCORES_FILE = "latents.npy", "z.npy", "scores.npz"  # what ``morph sample`` writes
@@ -237,7 +237,7 @@ def map_batches(G, z: np.ndarray, psi: float = 1.0, batch: int = 4096) -> Iterat
 
 def w_images(G, w: np.ndarray, batch: int = 32, device: torch.device | str = "cpu") -> Iterator[np.ndarray]:
     """uint8 images ``[b, H, W, 3]`` of W latents ``[N, w_dim]`` (every layer the same), batch by batch."""
-    from .render import generate
+    from morph.render.job import generate
 
     ws = torch.from_numpy(np.asarray(w, np.float32)).unsqueeze(1).expand(-1, G.num_ws, -1)
     return generate(G, ws, batch, Noise("const"), torch.device(device))

@@ -20,7 +20,7 @@ TEAM = sorted((Path(__file__).resolve().parents[1] / "scenes" / "team").glob("*.
 
 
 def _dlib_ready() -> bool:
-    from morph import align
+    from morph.projection import align
 
     return (importlib.util.find_spec("dlib") is not None and align._predictor_path() is not None
             and importlib.util.find_spec("skimage") is not None)
@@ -70,7 +70,7 @@ def write_tiny_stylegan3(path: Path, seed: int = 0, **overrides) -> Path:
     """A random 32 px StyleGAN3-T in morph's format (7 layers, 32 channels at most, output scale 1 for
     contrast): small enough to render, project and train an encoder on in a test (import with
     ``from conftest import write_tiny_stylegan3``)."""
-    from morph.stylegan2.formats import write_native
+    from morph.checkpoints import write_native
     from morph.stylegan3 import Generator
 
     torch.manual_seed(seed)

@@ -13,14 +13,14 @@ from scipy.stats import spearmanr
 
 pytest.importorskip("librosa", reason="the audio features need librosa: pip install 'morph[audio]'")
 
-from morph import audio  # noqa: E402
+from morph.sound import audio  # noqa: E402
 from morph.builtin import builtin_path  # noqa: E402
-from morph.engine import RenderOptions, open_scene, render_scene  # noqa: E402
-from morph.errors import MorphError  # noqa: E402
-from morph.latents import ModelDims  # noqa: E402
+from morph.engine.scenes import RenderOptions, open_scene, render_scene  # noqa: E402
+from morph.core.errors import MorphError  # noqa: E402
+from morph.motion.latents import ModelDims  # noqa: E402
 from morph.scene import describe, load_scene, parse_scene  # noqa: E402
 from morph.scene.types import SceneError  # noqa: E402
-from morph.synth import clicks, tone, write_wav  # noqa: E402
+from morph.sound.synth import clicks, tone, write_wav  # noqa: E402
 
 from conftest import morph  # noqa: E402
 
@@ -156,7 +156,7 @@ def test_a_breathe_following_loudness_moves_the_smile_score_with_it(tmp_path):
 
 def test_same_scene_and_sound_render_identical_frames(tmp_path):
     needs_builtin()
-    from morph.encode import decode_frames
+    from morph.render.encode import decode_frames
 
     path = scene_file(tmp_path, FOLLOW_SCENE.replace("around: face", "around: face\n        add: {builtin:turn_left: "
                                                      "{strength: 2, follow: onsets}}"),
@@ -241,14 +241,14 @@ def test_check_and_preview_show_what_follows_what(tmp_path):
                   env_extra={"MORPH_CACHE": str(tmp_path / "cache")})
     assert drawn.returncode == 0, drawn.stderr
     assert "curve 1 (rgb(214, 39, 40)): breathe builtin:smile following loudness" in drawn.stdout
-    from morph.images import read_image
+    from morph.render.images import read_image
 
     sheet = read_image(tmp_path / "p" / "pulse-preview.png")
     assert sheet.shape[0] == 2 + 2 * 66 + 42  # two rows of 64 px faces, then one 40 px curve
 
 
 def test_follow_window_spans_the_gain(tmp_path):
-    from morph.schedule import Follow
+    from morph.motion.schedule import Follow
 
     write_wav(tmp_path / "tone.wav", tone(2.0, start=0.001, stop=0.9))
     plain, window, inverted = (audio.envelope(Follow(tmp_path / "tone.wav", "loudness", 10.0, low, high), 20,
@@ -262,11 +262,11 @@ def test_follow_window_spans_the_gain(tmp_path):
 
 
 def test_the_example_music_scene_checks_and_its_sound_is_made_by_the_repo(tmp_path):
-    from morph.synth import music
+    from morph.sound.synth import music
 
     root = Path(__file__).resolve().parents[1] / "scenes"
     made = write_wav(tmp_path / "music.wav", music())
-    assert made.read_bytes() == (root / "music.wav").read_bytes()  # python -m morph.synth scenes/music.wav
+    assert made.read_bytes() == (root / "music.wav").read_bytes()  # python -m morph.sound.synth scenes/music.wav
     scene = load_scene(root / "music.yaml", dims=DIMS, cache_dir=tmp_path / "cache")
     video = scene.renders["music-video"]
     assert video.frames == 240 and video.motion.cue.every == 4 and video.motion.breathe.follow.feature == "bass"

@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from morph.builtin import builtin_path
-from morph.resolver import is_builtin, resolve_model
+from morph.models.resolver import is_builtin, resolve_model
 from morph.builtin.classifier import AttributeClassifier, load_classifier, save_classifier
-from morph.builtin.latent import (
+from morph.training.latent import (
     ATTRIBUTE_FIELD, COLOUR_FIELDS, LATENT_DIM, LEVEL, MIX_CUTOFF, coords, latent_from_params, mix_coords,
     params_from_latent, render_targets, sphere_cdf, sphere_ppf,
 )
-from morph.errors import CheckpointError
-from morph.toyfaces import ATTRIBUTES, ambiguous, labels, render, sample_params, team_params
-from morph.toyfaces.latent import FIELDS, params_from_normal, params_from_uniform, uniform_from_params
+from morph.core.errors import CheckpointError
+from morph.training.toyfaces import ATTRIBUTES, ambiguous, labels, render, sample_params, team_params
+from morph.training.toyfaces.latent import FIELDS, params_from_normal, params_from_uniform, uniform_from_params
 
 
 # ------------------------------------------------------------------ without the weights
@@ -113,7 +113,7 @@ def _need(name: str):
 @pytest.fixture(scope="module")
 def generator():
     _need("generator")
-    from morph.stylegan2 import load_generator
+    from morph.checkpoints.loading import load_generator
 
     return load_generator(resolve_model("builtin"))
 
@@ -125,7 +125,7 @@ def classifier():
 
 def test_builtin_loads_fast():
     _need("generator")
-    from morph.stylegan2 import load_generator
+    from morph.checkpoints.loading import load_generator
 
     load_generator(builtin_path())  # imports and file cache warm
     start = time.perf_counter()
@@ -153,7 +153,7 @@ def test_samples_are_diverse_faces(generator, classifier):
 
 
 def test_style_mixing_keeps_coarse_from_a_and_colour_from_b(generator, classifier):
-    from morph.builtin.evaluate import mixing_agreement
+    from morph.training.evaluate import mixing_agreement
 
     rng = np.random.default_rng(11)
     za, zb = (torch.from_numpy(rng.standard_normal((64, generator.z_dim)).astype(np.float32)) for _ in range(2))
@@ -185,8 +185,8 @@ def test_classifier_accuracy_on_fresh_faces(classifier):
 # ------------------------------------------------------------------ the training scripts, tiny
 
 def test_generator_training_runs_and_resumes(tmp_path, capsys):
-    from morph.builtin import train_generator
-    from morph.stylegan2 import load_generator
+    from morph.training import train_generator
+    from morph.checkpoints.loading import load_generator
 
     tiny = ["--out", str(tmp_path), "--resolution", "16", "--channel-base", "256", "--channel-max", "32",
             "--w-dim", "16", "--mapping-layers", "2", "--batch", "4", "--feature-weight", "0",
@@ -201,7 +201,7 @@ def test_generator_training_runs_and_resumes(tmp_path, capsys):
 
 
 def test_classifier_training_runs(tmp_path):
-    from morph.builtin import train_classifier
+    from morph.training import train_classifier
 
     path = tmp_path / "c.safetensors"
     train_classifier.main(["--out", str(tmp_path), "--train", "64", "--val", "32", "--epochs", "1", "--batch", "32",

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from conftest import morph
-from morph.cluster import WorkerModel, render_task
-from morph.encode import decode_frames
-from morph.engine import RenderOptions, open_scene
-from morph.images import read_image
-from morph.latents import ModelDims
-from morph.model import Noise
-from morph.render import render_segment
+from morph.engine.cluster import WorkerModel, render_task
+from morph.render.encode import decode_frames
+from morph.engine.scenes import RenderOptions, open_scene
+from morph.render.images import read_image
+from morph.motion.latents import ModelDims
+from morph.core.model import Noise
+from morph.render.job import render_segment
 from morph.scene import SceneError, parse_scene
-from morph.schedule import Cycle, Motion, camera_poses, sample, timeline
+from morph.motion.schedule import Cycle, Motion, camera_poses, sample, timeline
 from morph.stylegan3 import camera_transform, camera_transforms
 
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the same float results in every process
@@ -202,7 +202,7 @@ def test_poses_decide_segment_keys_and_travel_with_shards_and_tasks(tmp_path, ti
 
 def test_a_path_on_beats_cycles_its_keyframes_poses(tmp_path, tiny_stylegan3):
     pytest.importorskip("librosa", reason="librosa is not installed (pip install -e '.[audio]')")
-    from morph.synth import clicks, write_wav
+    from morph.sound.synth import clicks, write_wav
 
     write_wav(tmp_path / "beat.wav", clicks([0.5, 1.0, 1.5, 2.0, 2.5], 3.0))
     scene = tmp_path / "scene.yaml"

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from morph.canvas import Canvas
-from morph.encode import EncodeSettings, count_frames, decode_frames
-from morph.images import read_image
-from morph.latents import ModelDims
-from morph.loader import load_model
-from morph.model import Noise
-from morph.render import RenderJob
+from morph.render.canvas import Canvas
+from morph.render.encode import EncodeSettings, count_frames, decode_frames
+from morph.render.images import read_image
+from morph.motion.latents import ModelDims
+from morph.models.loader import load_model
+from morph.core.model import Noise
+from morph.render.job import RenderJob
 from morph.scene import SceneError, parse_scene
 from morph.stylegan2 import Generator as SG2
 from morph.stylegan2.networks import mirror_indices
@@ -211,7 +211,7 @@ def test_pad_borders_are_exact_and_crop_is_the_square_centre(wide_outputs):
 
 def test_engine_frames_show_the_canvas(tmp_path, monkeypatch):
     """Previews and the studio draw the canvas at the model's scale: the widened frame, the padded square."""
-    from morph.engine import open_scene
+    from morph.engine.scenes import open_scene
 
     (tmp_path / "scene.yaml").write_text(WIDE_SCENE)
     loaded = open_scene(tmp_path / "scene.yaml", torch.device("cpu"), tmp_path / "cache", quiet=True)

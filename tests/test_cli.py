@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from morph.stylegan2 import load_generator
+from morph.checkpoints.loading import load_generator
 from conftest import morph
 
 

@@ -17,10 +17,10 @@ import pytest
 distributed = pytest.importorskip("distributed", reason="dask[distributed] is not installed "
                                                           "(pip install -e '.[cluster]')")
 
-from morph import cluster as morph_cluster  # noqa: E402
-from morph.encode import decode_frames  # noqa: E402
-from morph.errors import MorphError  # noqa: E402
-from morph.render import segment_bounds  # noqa: E402
+from morph.engine import cluster as morph_cluster  # noqa: E402
+from morph.render.encode import decode_frames  # noqa: E402
+from morph.core.errors import MorphError  # noqa: E402
+from morph.render.job import segment_bounds  # noqa: E402
 from test_render import morph, rendered, tiny_model, write_scene  # noqa: E402,F401  (tiny_model: a fixture)
 
 FPS, SIZE = 10, 64
@@ -73,7 +73,7 @@ def segment_files(cache: Path) -> list[Path]:
 
 def models_loaded() -> int:
     """Generators held by this worker process (run on each worker)."""
-    return len(sys.modules["morph.cluster"]._MODELS)
+    return len(sys.modules["morph.engine.cluster"]._MODELS)
 
 
 def check_cluster_render(args: list[str], folder: Path, reference: np.ndarray) -> None:

@@ -13,7 +13,7 @@ distributed = pytest.importorskip("distributed", reason="dask[distributed] is no
                                                           "(pip install -e '.[cluster]')")
 
 from conftest import FIXTURES, morph  # noqa: E402
-from morph.images import read_image  # noqa: E402
+from morph.render.images import read_image  # noqa: E402
 
 TEAM = Path(__file__).resolve().parents[1] / "scenes" / "team"
 # One thread per torch op everywhere: CPU float results depend on the thread count, and the point here is

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from morph.devices import resolve_device, resolve_precision
-from morph.errors import MorphError
+from morph.core.devices import resolve_device, resolve_precision
+from morph.core.errors import MorphError
 from morph.stylegan2 import Generator
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

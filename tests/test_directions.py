@@ -16,9 +16,9 @@ from morph.builtin import WEIGHTS_DIR, builtin_path, direction_path
 from morph.cli import app
 from morph.directions import (as_space, condition, extremes, folder_indices, load_scores, pca, read_direction,
                               read_meta, save_array, sweep, train_folders, train_svm, w_images)
-from morph.errors import MorphError
-from morph.latents import load_w
-from morph.images import write_png
+from morph.core.errors import MorphError
+from morph.motion.latents import load_w
+from morph.render.images import write_png
 
 SHIPPED = WEIGHTS_DIR / "directions"
 STRENGTHS = np.linspace(-3, 3, 7)
@@ -174,7 +174,7 @@ def needs_shipped(*names: str) -> None:
     needs_builtin()
     missing = [n for n in names if not (SHIPPED / f"{n}.npy").is_file()]
     if missing:
-        pytest.skip(f"built-in directions {missing} not trained: python -m morph.builtin.train_directions")
+        pytest.skip(f"built-in directions {missing} not trained: python -m morph.training.train_directions")
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def model():
 
 def scores_along(model, direction: np.ndarray, n: int = 20, psi: float = 0.7) -> dict[str, np.ndarray]:
     """Classifier probabilities [n, 7] for n seeded faces moved along ``direction`` from −3 to +3."""
-    from morph.latents import map_z, z_from_seed
+    from morph.motion.latents import map_z, z_from_seed
 
     G, clf = model
     ws = map_z(G, z_from_seed(0, G.z_dim, n), psi=psi)
@@ -213,11 +213,11 @@ def test_builtin_smile_raises_the_smile_score_and_conditioning_spares_glasses(mo
 
 def test_shipped_directions_belong_to_the_shipped_generator():
     needs_shipped("smile")
-    from morph.files import file_sha256
+    from morph.core.files import file_sha256
 
     sha = file_sha256(builtin_path("generator"))
     stale = [p.stem for p in SHIPPED.glob("*.npy") if read_meta(p).get("model_sha256") != sha]
-    assert not stale, f"retrain: python -m morph.builtin.train_directions ({stale} were fitted to another generator)"
+    assert not stale, f"retrain: python -m morph.training.train_directions ({stale} were fitted to another generator)"
     for p in SHIPPED.glob("*.npy"):
         assert np.linalg.norm(np.load(p)) == pytest.approx(1, abs=1e-4)
         assert read_meta(p)["accuracy"] > 0.85

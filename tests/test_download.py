@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from loopback import Files, closed_port, serve
-from morph.download import cached_downloads, cached_path, download, models_dir
-from morph.errors import MorphError
+from morph.models.download import cached_downloads, cached_path, download, models_dir
+from morph.core.errors import MorphError
 
 BODY = bytes(range(256)) * 4096  # 1 MiB: several reads, cut half-way
 
@@ -149,7 +149,7 @@ def test_dns_failure_is_one_line(monkeypatch, tmp_path):
     assert "curl -L -o ffhq.pkl" in line
 
 
-FETCH = "import sys; from pathlib import Path; from morph.download import download; " \
+FETCH = "import sys; from pathlib import Path; from morph.models.download import download; " \
         "print(download(sys.argv[1], Path(sys.argv[2])))"
 
 
@@ -249,7 +249,7 @@ def test_fetch_by_url_and_list(builtin_server, tmp_path):
 
 
 def test_published_names_resolve_to_nvidia_urls_without_network(tmp_path):
-    from morph.resolver import PUBLISHED, VGG16_URL, model_url
+    from morph.models.resolver import PUBLISHED, VGG16_URL, model_url
 
     assert model_url("ffhq") == "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl"
     assert model_url("FFHQ") == model_url("ffhq")
@@ -263,7 +263,7 @@ def test_published_names_resolve_to_nvidia_urls_without_network(tmp_path):
 
 
 def test_vgg_auto_downloads_nvidias_file_the_same_way(monkeypatch, builtin_server, tmp_path):
-    import morph.resolver as resolver
+    import morph.models.resolver as resolver
 
     _, url, _ = builtin_server
     monkeypatch.setattr(resolver, "VGG16_URL", url)  # the loopback server stands in for NVIDIA's

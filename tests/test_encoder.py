@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from morph import align, projection
+from morph.projection import align
+
+from morph.projection import project as projection
 from morph.builtin import builtin_path
-from morph.encoder import encoder_for, load_encoder, read_encoder, save_encoder
-from morph.errors import MorphError
-from morph.projection import Recipe, Settings, optimise, project_photos, psnr, synthesize
+from morph.projection.encoder import encoder_for, load_encoder, read_encoder, save_encoder
+from morph.core.errors import MorphError
+from morph.projection.project import Recipe, Settings, optimise, project_photos, psnr, synthesize
 from morph.stylegan2.networks import layer_groups
 from conftest import TEAM, needs_dlib
 
@@ -36,7 +38,7 @@ needs_encoder = pytest.mark.skipif(not builtin_path("encoder").is_file() or len(
 @pytest.fixture(scope="module")
 def other_model(G, tmp_path_factory) -> Path:
     """The built-in generator with one weight changed: another file, another sha256."""
-    from morph.stylegan2.formats import write_native
+    from morph.checkpoints import write_native
 
     state = {k: v.clone() for k, v in G.state_dict().items()}
     state["synthesis.b4.const"] += 0.01
@@ -52,7 +54,7 @@ def team(G, n: int) -> torch.Tensor:
 
 @needs_encoder
 def test_round_trip_on_generator_samples(G):
-    from morph.latents import map_z, z_from_seed
+    from morph.motion.latents import map_z, z_from_seed
 
     enc = encoder_for(G, "auto")
     z = torch.cat([z_from_seed(1000 + i, G.z_dim) for i in range(16)])
@@ -92,7 +94,7 @@ def test_an_encoder_for_another_model_is_refused_in_one_line(other_model, tmp_pa
     from typer.testing import CliRunner
 
     from morph.cli import app
-    from morph.stylegan2 import load_generator
+    from morph.checkpoints.loading import load_generator
 
     with pytest.raises(MorphError) as err:
         load_encoder(builtin_path("encoder"), load_generator(other_model))
@@ -161,7 +163,7 @@ def test_steps_0_is_the_encoders_answer_with_figures(G, tmp_path, monkeypatch):
 
 @needs_encoder
 def test_scene_plan_says_the_encoder_is_used(tmp_path, monkeypatch):
-    from morph.latents import Project
+    from morph.motion.latents import Project
 
     monkeypatch.setenv("MORPH_CACHE", str(tmp_path))
     status = projection.projection_status(Project(str(TEAM[0])), builtin_path("generator"))
@@ -169,8 +171,9 @@ def test_scene_plan_says_the_encoder_is_used(tmp_path, monkeypatch):
 
 
 def test_training_resumes_where_it_stopped(G, tmp_path, monkeypatch):
-    from morph import encoder_training, runtime
-    from morph.encoder_training import TrainConfig, train
+    from morph.core import runtime
+    from morph.projection import encoder_training
+    from morph.projection.encoder_training import TrainConfig, train
 
     config = TrainConfig(steps=3, batch=2, checkpoint_every=1)
     small = {"base": 16, "max_width": 32, "pyramid": 16}  # (torch 2.13 on the CPU segfaults in backward at base 8)
@@ -195,7 +198,7 @@ def test_training_resumes_where_it_stopped(G, tmp_path, monkeypatch):
 
 
 def test_resuming_under_another_schedule_is_one_line(G, tmp_path):
-    from morph.encoder_training import TrainConfig, checkpoint_path, train
+    from morph.projection.encoder_training import TrainConfig, checkpoint_path, train
 
     small = {"base": 16, "max_width": 32, "pyramid": 16}
     config = TrainConfig(steps=3, batch=2, checkpoint_every=1)
@@ -214,8 +217,8 @@ def test_resuming_under_another_schedule_is_one_line(G, tmp_path):
 def test_identity_of_the_astronaut(tmp_path):
     from skimage import data
 
-    from morph.quality import IDENTITY_SAME, figures, identity
-    from morph.images import write_png
+    from morph.projection.quality import IDENTITY_SAME, figures, identity
+    from morph.render.images import write_png
 
     photo = tmp_path / "astronaut.png"
     write_png(photo, data.astronaut())
@@ -250,7 +253,7 @@ def test_encoder_train_command(G, tmp_path):
 def test_photo_folder_reads_crops_and_refuses_an_empty_folder(tmp_path):
     import shutil
 
-    from morph.encoder_training import PhotoFolder
+    from morph.projection.encoder_training import PhotoFolder
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(MorphError, match="no photos here") as err:
@@ -268,7 +271,7 @@ def test_photo_folder_reads_crops_and_refuses_an_empty_folder(tmp_path):
 
 
 def test_photos_join_each_batch_and_init_starts_from_a_file(G, tmp_path):
-    from morph.encoder_training import TrainConfig, train
+    from morph.projection.encoder_training import TrainConfig, train
 
     small = {"base": 16, "max_width": 32, "pyramid": 16}
     asked = []
@@ -331,9 +334,9 @@ def test_shipped_encoder_is_the_scripts_last_stage_and_reads_the_team(G):
     """The shipped file holds the training script's finished last stage, and alone (no refinement) it
     keeps the team photos' attributes: what the photo stage was added for."""
     from morph.builtin import load_builtin_classifier
-    from morph.builtin.train_encoder import STAGES, finished
-    from morph.projection import attribute_agreement
-    from morph.stylegan2 import images_to_uint8
+    from morph.training.train_encoder import STAGES, finished
+    from morph.projection.project import attribute_agreement
+    from morph.core.model import images_to_uint8
 
     *earlier, (_, last, _) = STAGES
     assert finished(builtin_path("encoder"), last)
@@ -370,9 +373,9 @@ def test_shipped_encoder_fits_the_weights_budget(G):
 
 
 def test_figures_with_lpips_and_the_caption(tmp_path):
-    from morph.caption import add_caption
-    from morph.caption import describe
-    from morph.quality import figures
+    from morph.render.caption import add_caption
+    from morph.render.caption import describe
+    from morph.projection.quality import figures
 
     torch.manual_seed(0)
     torch.save(projection.VGG16Features().state_dict(), tmp_path / "vgg16.pth")
@@ -394,7 +397,7 @@ def test_figures_with_lpips_and_the_caption(tmp_path):
 def test_encoder_heads_follow_stylegan3_layer_groups(tmp_path):
     """A StyleGAN3 encoder reads its groups from the model (by cutoff, not StyleGAN2's blocks) and keeps them in
     its file; a StyleGAN2 encoder's header stays as it was."""
-    from morph.encoder import for_model
+    from morph.projection.encoder import for_model
     from morph.stylegan2 import Generator as Generator2
     from morph.stylegan3 import Generator
 
@@ -411,7 +414,7 @@ def test_encoder_heads_follow_stylegan3_layer_groups(tmp_path):
     config = {**enc.config, "layer_groups": {"coarse": [0, 3], "fine": [4, G3.num_ws]}}  # ws 3 in no group
     from safetensors.torch import save_file
 
-    save_file({}, str(tmp_path / "bad.safetensors"), metadata={"format": "morph.encoder", "version": "1",
+    save_file({}, str(tmp_path / "bad.safetensors"), metadata={"format": "morph.projection.encoder", "version": "1",
                                                                "config": json.dumps(config)})
     with pytest.raises(MorphError, match="invalid encoder configuration"):
         read_encoder(tmp_path / "bad.safetensors")
@@ -425,10 +428,10 @@ def test_encoder_trains_on_stylegan3_and_starts_its_projection(tiny_stylegan3, t
     from typer.testing import CliRunner
 
     from morph.cli import app
-    from morph.encoder import beside
-    from morph.encoder_training import TrainConfig, sample_batch, train
-    from morph.loader import load_model
-    from morph.stylegan2 import images_to_uint8
+    from morph.projection.encoder import beside
+    from morph.projection.encoder_training import TrainConfig, sample_batch, train
+    from morph.models.loader import load_model
+    from morph.core.model import images_to_uint8
     from test_projection import sg3_photo
 
     model = tmp_path / "sg3.safetensors"

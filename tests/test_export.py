@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from morph.latents import read_w
-from morph.stylegan2 import Generator, load_generator
-from morph.stylegan2.formats import normalize_init_kwargs
-from morph.stylegan2.formats.rosinality import read_rosinality, write_rosinality
+from morph.motion.latents import read_w
+from morph.checkpoints.loading import load_generator
+from morph.stylegan2 import Generator
+from morph.checkpoints import normalize_init_kwargs
+from morph.checkpoints.rosinality import read_rosinality, write_rosinality
 
 
 def rosinality_model_py_names(size: int = 64, style_dim: int = 512, n_mlp: int = 8) -> dict[str, tuple[int, ...]]:
@@ -89,8 +90,8 @@ def test_rosinality_export_reads_back_identically(tmp_path):
 
 
 def test_rosinality_export_refuses_a_network_off_its_channel_table(tmp_path):
-    from morph.stylegan2.formats.rosinality import rosinality_config
-    from morph.errors import CheckpointError
+    from morph.checkpoints.rosinality import rosinality_config
+    from morph.core.errors import CheckpointError
 
     G = random_generator(z_dim=64, w_dim=64, c_dim=0, img_resolution=32, img_channels=3,
                          synthesis_kwargs={"channel_base": 2048, "channel_max": 64})

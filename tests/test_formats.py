@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from morph.errors import CheckpointError
-from morph.stylegan2 import formats
-from morph.stylegan2 import safe_pickle as sp
-from morph.stylegan2.formats import (detect_format, expected_shapes, normalize_init_kwargs, read_checkpoint,
+from morph.core.errors import CheckpointError
+from morph import checkpoints as formats
+from morph.checkpoints import safe_pickle as sp
+from morph.checkpoints import (detect_format, expected_shapes, normalize_init_kwargs, read_checkpoint,
                                      write_native)
-from morph.stylegan2.formats.rosinality import _solve_channels
+from morph.checkpoints.rosinality import _solve_channels
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "stylegan2"
 needs_fixtures = pytest.mark.skipif(not (FIXTURES / "B.npz").exists(),
@@ -737,7 +737,7 @@ def test_native_truncated(tmp_path):
     {"img_resolution": 32, "channel_base": 256, "channel_max": 16, "img_channels": 1, "z_dim": 0, "c_dim": 2},
 ])
 def test_computed_shapes_are_the_networks(changes):
-    from morph.stylegan2.formats.checkpoint import stylegan2_shapes
+    from morph.checkpoints.checkpoint import stylegan2_shapes
     from morph.stylegan2.networks import Generator
 
     top = {k: changes[k] for k in ("c_dim", "img_resolution", "img_channels", "z_dim") if k in changes}

@@ -8,7 +8,8 @@ import torch
 
 import reference_sg2
 from conftest import load_reference
-from morph.stylegan2 import Generator, images_to_uint8
+from morph.core.model import images_to_uint8
+from morph.stylegan2 import Generator
 from morph.stylegan2.ops import upsample_2d
 
 WS_TOL = 1e-5

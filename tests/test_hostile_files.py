@@ -54,7 +54,7 @@ print(json.dumps({"rc": proc.returncode, "peak_mb": peak // (1 << 20 if sys.plat
 
 _CALL = r"""
 import sys
-from morph.errors import MorphError
+from morph.core.errors import MorphError
 path = sys.argv[1]
 try:
     exec(sys.argv[2])
@@ -201,7 +201,7 @@ def test_stride0_tensor_view_in_nvidia_pickle(fake_modules, tmp_path):
         state["synthesis.b4.const"] = torch.zeros(1).expand(32768, 32768)
     path = nvidia_pickle(fake_modules, tmp_path / "stride0-tensor.pkl", edit_state=edit)
     assert path.stat().st_size < 100_000
-    assert_refused(call("from morph.loader import load_model; load_model(path)", path), tmp_path, path,
+    assert_refused(call("from morph.models.loader import load_model; load_model(path)", path), tmp_path, path,
                    "storage")
 
 
@@ -231,7 +231,7 @@ def test_huge_resolution_in_a_tiny_safetensors(tmp_path):
 def test_huge_z_dim_in_a_tiny_safetensors(tmp_path):
     path = native_file(tmp_path / "zdim.safetensors", z_dim=2 ** 24, w_dim=64)
     assert path.stat().st_size < 600
-    assert_refused(call("from morph.loader import load_model; load_model(path)", path), tmp_path, path,
+    assert_refused(call("from morph.models.loader import load_model; load_model(path)", path), tmp_path, path,
                    "z_dim=16777216")
 
 
@@ -261,7 +261,7 @@ def test_torch_zip_of_compressed_zeros(tmp_path):
 def test_npz_of_compressed_zeros(tmp_path):
     path = _zip(tmp_path / "bomb.npz", [_deflated_zeros("w.npy", npy_header([INFLATED // 4]), INFLATED)])
     assert path.stat().st_size < 3_000_000
-    assert_refused(call("from morph.latents import read_w; read_w(path)", path), tmp_path, path, "inflates")
+    assert_refused(call("from morph.motion.latents import read_w; read_w(path)", path), tmp_path, path, "inflates")
 
 
 def test_nan_latent(tmp_path):
@@ -269,7 +269,7 @@ def test_nan_latent(tmp_path):
     w = np.zeros((18, 512), np.float32)
     w[3, 7] = np.nan
     np.save(path, w)
-    line = assert_refused(call("from morph.latents import load_w; load_w(path, 18, 512)", path), tmp_path, path,
+    line = assert_refused(call("from morph.motion.latents import load_w; load_w(path, 18, 512)", path), tmp_path, path,
                           "NaN", "[3, 7]")
     assert "write it again" in line
 
@@ -277,7 +277,7 @@ def test_nan_latent(tmp_path):
 def test_latent_overflowing_float32(tmp_path):
     path = tmp_path / "huge.npy"
     np.save(path, np.full(512, 1e300))
-    assert_refused(call("from morph.latents import load_w; load_w(path, 18, 512)", path), tmp_path, path,
+    assert_refused(call("from morph.motion.latents import load_w; load_w(path, 18, 512)", path), tmp_path, path,
                    "too large for float32")
 
 

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from morph import align, projection
+from morph.projection import align
+
+from morph.projection import project as projection
 from morph.builtin import builtin_path
-from morph.errors import MorphError
-from morph.projection import Settings, attribute_agreement, project_photos, psnr, synthesize
+from morph.core.errors import MorphError
+from morph.projection.project import Settings, attribute_agreement, project_photos, psnr, synthesize
 from conftest import TEAM, needs_dlib
 
 STEPS = 40  # leaves the mean face far behind at 64 px (measured: W+ 21.4-25.4 dB, W 20.8-24.9 dB, mean face
@@ -28,7 +30,7 @@ needs_builtin = pytest.mark.skipif(not builtin_path("generator").is_file() or le
 def noisy_model(G, tmp_path_factory) -> Path:
     """The built-in model with noise strength 0.2 in every layer (the interim one draws no noise at all), so
     that using the right noise maps shows in the pixels."""
-    from morph.stylegan2.formats import write_native
+    from morph.checkpoints import write_native
 
     state = {k: v.clone() for k, v in G.state_dict().items()}
     for k in state:
@@ -100,7 +102,7 @@ def test_second_projection_comes_from_the_cache(G, cache, projected, monkeypatch
 
 @needs_builtin
 def test_sigterm_stops_a_projection_between_steps(G, monkeypatch):
-    from morph import runtime
+    from morph.core import runtime
 
     monkeypatch.setattr(runtime, "_stop_requested", True)
     target = torch.zeros(1, G.img_channels, G.img_resolution, G.img_resolution)
@@ -110,8 +112,8 @@ def test_sigterm_stops_a_projection_between_steps(G, monkeypatch):
 
 @needs_builtin
 def test_outputs_hold_latent_noise_and_images(noisy_model, tmp_path):
-    from morph.latents import read_w
-    from morph.stylegan2 import load_generator
+    from morph.motion.latents import read_w
+    from morph.checkpoints.loading import load_generator
 
     G = load_generator(noisy_model)
     p = project_photos(PHOTOS[:1], G, Settings(steps=5, align=False), cache_dir=tmp_path, quiet=True)[0]
@@ -158,7 +160,7 @@ def test_scene_projects_once_and_renders_with_the_saved_noise(noisy_model, tmp_p
     from typer.testing import CliRunner
 
     from morph.cli import app
-    from morph.stylegan2 import load_generator
+    from morph.checkpoints.loading import load_generator
 
     monkeypatch.setenv("MORPH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(projection, "SCENE_STEPS", 6)
@@ -215,7 +217,7 @@ def test_lpips_from_a_torchvision_shaped_file(tmp_path):
 
 
 def test_read_image_keeps_pixels_whose_values_are_whitespace_bytes(tmp_path):
-    from morph.images import write_png
+    from morph.render.images import write_png
 
     image = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
     image[0, 0] = (10, 32, 9)  # "\n", " ", "\t" right after the PPM header
@@ -234,7 +236,7 @@ def test_missing_vgg_file_is_one_line_before_anything_is_hashed(tmp_path):
 
 def test_missing_dlib_is_one_clear_line(tmp_path, monkeypatch):
     image = tmp_path / "me.png"
-    from morph.images import write_png
+    from morph.render.images import write_png
 
     write_png(image, np.zeros((40, 60, 3), np.uint8))
     monkeypatch.setattr(align, "_predictor_path", lambda: None)
@@ -248,7 +250,7 @@ def test_missing_dlib_is_one_clear_line(tmp_path, monkeypatch):
 
 @needs_dlib
 def test_no_face_names_the_file(tmp_path):
-    from morph.images import write_png
+    from morph.render.images import write_png
 
     image = tmp_path / "wall.png"
     write_png(image, np.full((80, 80, 3), 128, np.uint8))
@@ -263,7 +265,7 @@ def test_no_face_names_the_file(tmp_path):
 def test_astronaut_is_aligned_like_ffhq(tmp_path):
     from skimage import data
 
-    from morph.images import write_png
+    from morph.render.images import write_png
 
     photo = tmp_path / "astronaut.png"
     write_png(photo, data.astronaut())
@@ -287,9 +289,9 @@ def test_astronaut_is_aligned_like_ffhq(tmp_path):
 
 def sg3_photo(G, folder: Path, seed: int = 11) -> Path:
     """A sample of ``G`` (psi 0.7) as a PNG at its resolution: a target it can draw exactly."""
-    from morph.images import write_png
-    from morph.latents import seed_w
-    from morph.stylegan2 import images_to_uint8
+    from morph.render.images import write_png
+    from morph.motion.latents import seed_w
+    from morph.core.model import images_to_uint8
 
     with torch.no_grad():
         image = images_to_uint8(G.synthesize(seed_w(G, seed, 0.7)[None].expand(1, G.num_ws, -1)))[0].numpy()
@@ -300,7 +302,7 @@ def sg3_photo(G, folder: Path, seed: int = 11) -> Path:
 
 def test_stylegan3_synthesis_is_differentiable(tiny_stylegan3):
     """Projection needs d image / d ws: the filtered lrelu's gradient agrees with a finite difference."""
-    from morph.loader import load_model
+    from morph.models.loader import load_model
 
     torch.manual_seed(0)
     G = load_model(tiny_stylegan3).double()
@@ -315,7 +317,7 @@ def test_stylegan3_synthesis_is_differentiable(tiny_stylegan3):
 
 @pytest.mark.parametrize("space", ["w+", "w"])
 def test_stylegan3_projection_has_no_noise_and_no_coarse_stage(tiny_stylegan3, tmp_path, monkeypatch, space):
-    from morph.loader import load_model
+    from morph.models.loader import load_model
 
     G = load_model(tiny_stylegan3)
     photo = sg3_photo(G, tmp_path)
@@ -342,8 +344,8 @@ def test_stylegan3_project_command_and_scene(tiny_stylegan3, tmp_path, monkeypat
     from typer.testing import CliRunner
 
     from morph.cli import app
-    from morph.loader import load_model
-    from morph.model import Noise
+    from morph.models.loader import load_model
+    from morph.core.model import Noise
     from morph.scene import load_scene
 
     monkeypatch.setenv("MORPH_CACHE", str(tmp_path / "cache"))

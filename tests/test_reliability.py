@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import morph
-from morph import cache as store
-from morph.encode import decode_frames
+from morph.core import cache as store
+from morph.render.encode import decode_frames
 from test_render import rendered, tiny_model, write_scene  # noqa: F401  (tiny_model: a fixture)
 
 TEAM = Path(__file__).resolve().parents[1] / "scenes" / "team"
@@ -58,7 +58,7 @@ def output(folder: Path, fmt: str) -> Path:
 
 def frames_of(path: Path) -> np.ndarray:
     if path.is_dir():
-        from morph.images import read_image
+        from morph.render.images import read_image
 
         return np.stack([read_image(p) for p in sorted(path.glob("frame_*.png"))])
     return decode_frames(path, 64)
@@ -143,8 +143,8 @@ def test_a_damaged_projection_is_reported_and_projected_again(tmp_path):
 
 
 def test_the_joined_output_is_checked_before_it_takes_the_final_name(tmp_path, tiny_model):
-    from morph.encode import EncodeSettings, join_segments
-    from morph.errors import MorphError
+    from morph.render.encode import EncodeSettings, join_segments
+    from morph.core.errors import MorphError
 
     scene = write_scene(tmp_path, tiny_model, FOUR_SEGMENTS.format(fmt="mp4"))
     assert morph("render", str(scene), "--out", str(tmp_path), "--cache", str(tmp_path / "cache")).returncode == 0
@@ -255,8 +255,8 @@ def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 
 
 def test_permission_and_full_disk_faults_are_one_line(tmp_path, tiny_model, monkeypatch, capsys):
-    import morph.files
-    import morph.render
+    import morph.core.files
+    import morph.render.job
 
     scene = write_scene(tmp_path, tiny_model, FOUR_SEGMENTS.format(fmt="mp4"))
     args = ("render", str(scene), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--quiet")
@@ -265,7 +265,7 @@ def test_permission_and_full_disk_faults_are_one_line(tmp_path, tiny_model, monk
         raise PermissionError(errno.EACCES, "Permission denied", dir)
 
     with monkeypatch.context() as m:
-        m.setattr(morph.files.tempfile, "mkstemp", refused)
+        m.setattr(morph.core.files.tempfile, "mkstemp", refused)
         code, err = run_main(m, capsys, *args)
     assert code == 4 and len(err.strip().splitlines()) == 1 and "Permission denied; morph may not write" in err
     assert not (tmp_path / "out" / "tour.mp4").exists() and not leftovers(tmp_path)
@@ -274,7 +274,7 @@ def test_permission_and_full_disk_faults_are_one_line(tmp_path, tiny_model, monk
         raise OSError(errno.ENOSPC, "No space left on device", "record")
 
     with monkeypatch.context() as m:  # the output is complete: only the up-to-date record cannot be written
-        m.setattr(morph.render, "remember_output", full)
+        m.setattr(morph.render.job, "remember_output", full)
         code, err = run_main(m, capsys, *args)
     assert code == 0 and "is complete, but its up-to-date record was not written" in err
     assert len(decode_frames(tmp_path / "out" / "tour.mp4", 64)) == FRAMES

@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from morph.encode import decode_frames, probe
-from morph.render import segment_bounds
+from morph.render.encode import decode_frames, probe
+from morph.render.job import segment_bounds
 from morph.scene import load_scene, timelines
-from morph.schedule import sample
-from morph.stylegan2 import Generator, images_to_uint8, load_generator
-from morph.stylegan2.formats import write_native
+from morph.motion.schedule import sample
+from morph.checkpoints.loading import load_generator
+from morph.core.model import images_to_uint8
+from morph.stylegan2 import Generator
+from morph.checkpoints import write_native
 from conftest import morph
 
 
@@ -92,7 +94,7 @@ def test_outputs_have_exact_frames_size_and_fps(tmp_path, tiny_model, fmt):
 
 def lanczos(frames: np.ndarray, size: int) -> np.ndarray:
     """Frames scaled as the encoder scales them, without any codec: the reference for codec loss."""
-    from morph.encode import ffmpeg_exe
+    from morph.render.encode import ffmpeg_exe
 
     src = frames.shape[1]
     raw = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
@@ -216,7 +218,7 @@ def write_wav(path: Path, seconds: float, hz: float, rate: int = 16000) -> None:
 
 def audio_seconds(path: Path) -> float:
     """Length of a file's first audio stream, decoded."""
-    from morph.encode import ffmpeg_exe
+    from morph.render.encode import ffmpeg_exe
 
     pcm = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-f", "s16le",
                           "-ac", "1", "-ar", "8000", "-"], capture_output=True, check=True).stdout
@@ -224,7 +226,7 @@ def audio_seconds(path: Path) -> float:
 
 
 def test_audio_is_muxed_cut_to_the_video_and_keys_the_output(tmp_path, tiny_model):
-    from morph.encode import ffmpeg_exe
+    from morph.render.encode import ffmpeg_exe
 
     write_wav(tmp_path / "song.wav", 6.0, 440)
     scene = write_scene(tmp_path, tiny_model, "audio: song.wav\n" + SCENE.replace("FORMAT", "mp4"))

@@ -12,14 +12,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from morph.errors import MorphError
-from morph.images import write_png
-from morph.latents import Blend, Mix, ModelDims, Project, Seed, seed_w
-from morph.resolver import resolve_model as resolve_model_path
+from morph.core.errors import MorphError
+from morph.render.images import write_png
+from morph.motion.latents import Blend, Mix, ModelDims, Project, Seed, seed_w
+from morph.models.resolver import resolve_model as resolve_model_path
 from morph.scene import SceneError, load_scene, parse_scene, timelines
-from morph.schedule import chunks
+from morph.motion.schedule import chunks
 from morph.stylegan2 import Generator
-from morph.stylegan2.formats import write_native
+from morph.checkpoints import write_native
 from conftest import morph
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,7 +287,7 @@ def tiny_model(folder) -> Path:
 
 
 def test_timelines_resolve_every_render_deterministically(tiny_model):
-    from morph.stylegan2 import load_generator
+    from morph.checkpoints.loading import load_generator
 
     Path("scene.yaml").write_text(FULL.replace("model: builtin", "model: model.safetensors"))
     scene = load_scene("scene.yaml")

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from morph.schedule import (EASINGS, INTERPS, Breathe, Cycle, Deform, Motion, Path, chunks, cycle, ease, lerp, sample,
+from morph.motion.schedule import (EASINGS, INTERPS, Breathe, Cycle, Deform, Motion, Path, chunks, cycle, ease, lerp, sample,
                             slerp, timeline)
 
 quick = settings(max_examples=60, deadline=None)  # the whole file runs in seconds on 2 cores

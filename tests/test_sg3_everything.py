@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from morph.cli import app
 from morph.directions import read_meta, sweep, w_images
-from morph.encode import decode_frames
-from morph.images import read_image
-from morph.latents import load_w, read_w
-from morph.loader import load_model
+from morph.render.encode import decode_frames
+from morph.render.images import read_image
+from morph.motion.latents import load_w, read_w
+from morph.models.loader import load_model
 from test_render import morph, rendered, write_scene
 
 # --- directions ------------------------------------------------------------------------------------------------

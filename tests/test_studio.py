@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from morph.errors import MorphError
+from morph.core.errors import MorphError
 from morph.stylegan2.networks import layer_groups
 from morph.studio.edits import Edit, apply
 
@@ -224,7 +224,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @browser
 def test_scrubbed_frames_are_the_rendered_frames_and_fast(page, studio_server):
-    from morph.encode import decode_frames
+    from morph.render.encode import decode_frames
 
     rendered = decode_frames(studio_server["ref"] / "team-morph.mp4", 256)
     for index in (100, 160, 360):  # mid-transition (slerp, in-out), another one, the held last keyframe

@@ -1,4 +1,4 @@
-"""morph.toyfaces: deterministic procedural faces, their labels, and where each attribute shows."""
+"""morph.training.toyfaces: deterministic procedural faces, their labels, and where each attribute shows."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from morph.toyfaces import (
+from morph.training.toyfaces import (
     ATTRIBUTES, BALD, CONTINUOUS, LONG, SHORT, TEAM_NAMES, FaceParams, ambiguous, grid, labels, render,
     render_seed, sample_params, team_params, write_png,
 )
-from morph.toyfaces.compose import CHUNK_PIXELS
-from morph.toyfaces.params import _SAMPLERS, DEFAULTS
-from morph.toyfaces.shapes import circle, coverage, ellipse
+from morph.training.toyfaces.compose import CHUNK_PIXELS
+from morph.training.toyfaces.params import _SAMPLERS, DEFAULTS
+from morph.training.toyfaces.shapes import circle, coverage, ellipse
 
 
 def _frontal(n: int, seed: int = 0, **changes) -> FaceParams:

@@ -1,4 +1,4 @@
-"""The sharp built-in model's trainer (``morph.builtin.train_sharp``) on a tiny configuration: growth is exact,
+"""The sharp built-in model's trainer (``morph.training.train_sharp``) on a tiny configuration: growth is exact,
 a step trains G and D with a positive R1 term, kill + resume continues bit for bit, and the export loads."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from morph.builtin.latent import LATENT_DIM
-from morph.builtin.sharpness import laplacian_energy, sharpness_ratio
-from morph.builtin.train_sharp import DEFAULTS, StepBatches, Trainer, batches, grow, parse_args, read_checkpoint, run
-from morph.stylegan2.formats import write_native
+from morph.training.latent import LATENT_DIM
+from morph.training.sharpness import laplacian_energy, sharpness_ratio
+from morph.training.train_sharp import DEFAULTS, StepBatches, Trainer, batches, grow, parse_args, read_checkpoint, run
+from morph.checkpoints import write_native
 from morph.stylegan2.networks import Generator
 from morph.stylegan2.ops import setup_filter, upsample_2d
 
@@ -88,12 +88,12 @@ def test_resume_continues_bit_for_bit(tmp_path, init_file):
 
 
 def test_export_loads_as_a_stylegan2_model(tmp_path, init_file):
-    from morph.loader import load_model
+    from morph.models.loader import load_model
 
     trainer = run(cli_args(tmp_path / "run", init_file, 1))
     G = load_model(tmp_path / "run" / "generator.safetensors")
     assert G.family == "stylegan2" and G.img_resolution == 16 and G.z_dim == LATENT_DIM
-    assert G.info.metadata["trained_by"] == "python -m morph.builtin.train_sharp"
+    assert G.info.metadata["trained_by"] == "python -m morph.training.train_sharp"
     z = torch.randn(2, LATENT_DIM)
     with torch.no_grad():
         assert torch.allclose(G(z, None, noise_mode="none"), trainer.G_ema(z, None, noise_mode="none"), atol=1e-6)
@@ -122,7 +122,7 @@ def test_worker_processes_deliver_the_same_batches_in_order():
 
 def test_evaluate_reports_sharpness_and_targets_at_the_models_resolution():
     from morph.builtin import builtin_path, load_builtin_classifier
-    from morph.builtin.evaluate import evaluate, report, targets
+    from morph.training.evaluate import evaluate, report, targets
 
     if not builtin_path("classifier").is_file():
         pytest.skip("the built-in classifier is not installed")

@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from morph import projection, torchscript
-from morph.errors import MorphError
-from morph.projection import VGG16_CFG
+from morph.checkpoints import torchscript
+
+from morph.projection import project as projection
+from morph.core.errors import MorphError
+from morph.projection.project import VGG16_CFG
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # the test writes TorchScript
 LPIPS_CHANNELS = (64, 128, 256, 512, 512)

@@ -1,7 +1,7 @@
 """The built-in attribute classifier: a small CNN trained on the procedural faces' labels.
 
 It judges images the way the direction workflow and the semantic tests need: per-attribute
-probabilities for every binary attribute of ``morph.toyfaces.ATTRIBUTES``, estimates of the
+probabilities for every binary attribute of ``morph.training.toyfaces.ATTRIBUTES``, estimates of the
 renderer's continuous values (``CONTINUOUS``: smile amount, head turn, ...), and its
 penultimate features (for a Fréchet distance between image sets).
 
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError
-from ..files import read_safetensors
+from morph.core.errors import CheckpointError
+from morph.core.files import read_safetensors
 
 FORMAT = "morph.classifier"
 VERSION = "1"

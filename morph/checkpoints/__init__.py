@@ -10,7 +10,7 @@ out, they are rebuilt from the arguments). Supported inputs, recognised by conte
 * ``rosinality`` (:mod:`.rosinality`): ``.pt`` files of rosinality/stylegan2-pytorch (``g_ema``);
 * ``morph`` (:mod:`.native`): morph's native safetensors file (:func:`write_native`).
 
-No code from a file ever runs. Any problem raises :class:`~morph.errors.CheckpointError`
+No code from a file ever runs. Any problem raises :class:`~morph.core.errors.CheckpointError`
 (one line: file, what, how to fix).
 """
 
@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import os
 
-from ...errors import CheckpointError
-from .checkpoint import Checkpoint, check_state, expected_shapes, noise_buffer_names
-from .config import block_resolutions, normalize_init_kwargs
-from .detect import detect_format
-from .native import read_native, write_native
-from .nvidia import read_nvidia
-from .rosinality import read_rosinality
-from .tensorflow import read_tf
+from morph.core.errors import CheckpointError
+from morph.checkpoints.checkpoint import Checkpoint, check_state, expected_shapes, noise_buffer_names
+from morph.checkpoints.config import block_resolutions, normalize_init_kwargs
+from morph.checkpoints.detect import detect_format
+from morph.checkpoints.native import read_native, write_native
+from morph.checkpoints.nvidia import read_nvidia
+from morph.checkpoints.rosinality import read_rosinality
+from morph.checkpoints.tensorflow import read_tf
 
 _READERS = {"nvidia-pkl": read_nvidia, "tf-pkl": read_tf, "rosinality": read_rosinality, "morph": read_native}
 

@@ -15,8 +15,8 @@ from typing import Mapping
 
 import torch
 
-from ...errors import CheckpointError
-from .config import block_resolutions, plain, valid_init_kwargs
+from morph.core.errors import CheckpointError
+from morph.checkpoints.config import block_resolutions, plain, valid_init_kwargs
 
 FAMILIES = ("stylegan2", "stylegan3")
 
@@ -35,11 +35,11 @@ class Checkpoint:
 def generator_class(family: str) -> type:
     """The ``Generator`` class of a family (StyleGAN3's imported only when asked for)."""
     if family == "stylegan3":
-        from ...stylegan3.networks import Generator as StyleGAN3Generator
+        from morph.stylegan3.networks import Generator as StyleGAN3Generator
 
         return StyleGAN3Generator
     assert family == "stylegan2", family
-    from ..networks import Generator
+    from morph.stylegan2.networks import Generator
 
     return Generator
 
@@ -189,7 +189,7 @@ def build_checkpoint(fmt: str, init_kwargs: dict, state: dict, metadata: dict, w
                      family: str = "stylegan2") -> Checkpoint:
     """A :class:`Checkpoint` with normalised, validated kwargs, a checked state and string metadata."""
     if family == "stylegan3":
-        from ...stylegan3.config import valid_init_kwargs as valid_stylegan3_kwargs
+        from morph.checkpoints.config_sg3 import valid_init_kwargs as valid_stylegan3_kwargs
 
         kw = valid_stylegan3_kwargs(init_kwargs, where)
     else:

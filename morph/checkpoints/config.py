@@ -11,11 +11,11 @@ from typing import Optional
 
 import numpy as np
 
-from ...errors import CheckpointError
-from ...limits import (MAX_ARG_CHARS, MAX_CHANNEL_BASE, MAX_CHANNELS, MAX_FILTER_TAPS, MAX_IMAGE_CHANNELS,
+from morph.core.errors import CheckpointError
+from morph.core.limits import (MAX_ARG_CHARS, MAX_CHANNEL_BASE, MAX_CHANNELS, MAX_FILTER_TAPS, MAX_IMAGE_CHANNELS,
                        MAX_KERNEL_SIZE, MAX_LABELS, MAX_LATENT_DIM, MAX_MAPPING_LAYERS, MAX_PLAIN_DEPTH,
                        MAX_PLAIN_NODES, MAX_RESOLUTION)
-from ..networks import ARCHITECTURES
+from morph.stylegan2.networks import ARCHITECTURES
 
 TOP_LEVEL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 _NESTED = ("mapping_kwargs", "synthesis_kwargs")
@@ -153,7 +153,7 @@ def _check_bounds(kw: dict, where) -> None:
             continue
         if value is None or not low <= value <= high:
             raise CheckpointError(f"generator argument {path}={value!r} is outside {low}..{high}", where=where,
-                                  hint="morph's limits for StyleGAN2 generators (morph/limits.py)")
+                                  hint="morph's limits for StyleGAN2 generators (morph/core/limits.py)")
 
 
 def valid_init_kwargs(kwargs: dict, where=None) -> dict:

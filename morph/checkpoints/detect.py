@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from ...errors import CheckpointError
-from .. import safe_pickle as sp
-from .fileio import SUPPORTED_HINT, UNTRUSTED_HINT, open_file, short
+from morph.core.errors import CheckpointError
+from morph.checkpoints import safe_pickle as sp
+from morph.checkpoints.fileio import SUPPORTED_HINT, UNTRUSTED_HINT, open_file, short
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _LEGACY_TORCH_HEADER = b"\x80\x02\x8a\x0a" + sp.LEGACY_MAGIC.to_bytes(10, "little") + b"."

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 import torch
 
-from ..files import file_sha256
-from ..model import Model, ModelInfo
-from .formats import Checkpoint, check_state, read_checkpoint
-from .formats.checkpoint import generator_class
+from morph.core.files import file_sha256
+from morph.core.model import Model, ModelInfo
+from morph.checkpoints import Checkpoint, check_state, read_checkpoint
+from morph.checkpoints.checkpoint import generator_class
 
 
 def build_generator(ckpt: Checkpoint, where: str | os.PathLike) -> Model:

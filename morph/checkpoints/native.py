@@ -11,9 +11,9 @@ import os
 import secrets
 from typing import Optional
 
-from ...errors import CheckpointError
-from .checkpoint import Checkpoint, build_checkpoint
-from .fileio import SUPPORTED_HINT
+from morph.core.errors import CheckpointError
+from morph.checkpoints.checkpoint import Checkpoint, build_checkpoint
+from morph.checkpoints.fileio import SUPPORTED_HINT
 
 FORMAT = "morph.stylegan2"
 FORMATS = {"stylegan2": FORMAT, "stylegan3": "morph.stylegan3"}  # family -> the header's format

@@ -20,13 +20,13 @@ from typing import Callable
 
 import torch
 
-from ...arrays import check_zip
-from ...errors import CheckpointError, MorphError
-from ..networks import MappingNetwork
-from .checkpoint import (Checkpoint, as_float32, build_checkpoint, check_state, check_storage_use, expected_shapes,
+from morph.core.arrays import check_zip
+from morph.core.errors import CheckpointError, MorphError
+from morph.stylegan2.networks import MappingNetwork
+from morph.checkpoints.checkpoint import (Checkpoint, as_float32, build_checkpoint, check_state, check_storage_use, expected_shapes,
                          fmt_shape, noise_buffer_names)
-from .config import normalize_init_kwargs, valid_init_kwargs
-from .fileio import SUPPORTED_HINT, refused_global, short
+from morph.checkpoints.config import normalize_init_kwargs, valid_init_kwargs
+from morph.checkpoints.fileio import SUPPORTED_HINT, refused_global, short
 
 W_AVG_SAMPLES = 10_000
 W_AVG_SEED = 0
@@ -355,7 +355,7 @@ def rosinality_state(init_kwargs: dict, state: dict[str, torch.Tensor], where) -
 
 def write_rosinality(path, init_kwargs: dict, state: dict[str, torch.Tensor]) -> None:
     """Write a rosinality ``.pt`` checkpoint (plain tensors and dicts, ``torch.save``) atomically."""
-    from ...files import atomic_path
+    from morph.core.files import atomic_path
 
     ckpt = rosinality_state(init_kwargs, state, path)
     try:

@@ -3,11 +3,11 @@
 ``torch.jit.save`` writes a zip with one folder: ``data.pkl`` (the module tree: ``__torch__.*`` objects whose
 state holds the parameters), ``data/<key>`` (each storage's raw bytes), ``constants.pkl`` + ``constants/<key>``
 (tensors the code uses as constants), ``code/`` (the TorchScript source), ``version`` and ``byteorder``.
-Here the two pickles go through morph's allow-list unpickler (:func:`~morph.stylegan2.safe_pickle.
+Here the two pickles go through morph's allow-list unpickler (:func:`~morph.checkpoints.safe_pickle.
 load_torchscript_pickle`): ``__torch__`` classes become inert holders, tensors are rebuilt by morph's
 checked ``_rebuild_tensor`` over storages from the archive, any other global is refused. ``code/`` is never
 opened, so nothing the file carries runs (``torch.jit.load`` would compile and run it, ``__setstate__``
-methods included). Archive members are checked like every zip morph reads (:func:`morph.arrays.check_zip`),
+methods included). Archive members are checked like every zip morph reads (:func:`morph.core.arrays.check_zip`),
 each storage must hold exactly the bytes its reference claims, and only the storages of the tensors the
 caller picks are read.
 """
@@ -23,10 +23,10 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
-from .arrays import check_zip
-from .errors import MorphError
-from .limits import MAX_MODULES, MAX_PLAIN_DEPTH, MAX_PLAIN_NODES
-from .stylegan2.safe_pickle import (RefusedGlobal, ScriptObject, Storage, StorageType, UnsafePickleError,
+from morph.core.arrays import check_zip
+from morph.core.errors import MorphError
+from morph.core.limits import MAX_MODULES, MAX_PLAIN_DEPTH, MAX_PLAIN_NODES
+from morph.checkpoints.safe_pickle import (RefusedGlobal, ScriptObject, Storage, StorageType, UnsafePickleError,
                                     load_torchscript_pickle)
 
 HOSTILE = "the file is damaged or hostile; do not use it"

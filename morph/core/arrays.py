@@ -1,10 +1,10 @@
 """.npy/.npz files from users and caches, read only after their headers and archive members pass inspection.
 
 A ``.npy`` header's shape × itemsize must match the bytes the file (or the ``.npz`` member) really
-holds, compressed members may not inflate past :data:`~morph.limits.MAX_COMPRESSION_RATIO`, and only
+holds, compressed members may not inflate past :data:`~morph.core.limits.MAX_COMPRESSION_RATIO`, and only
 real numbers are read (no objects, strings, complex numbers or records), so a small file can never
 allocate much and numpy's ``allow_pickle`` advice never reaches the user. Every problem is one
-:class:`~morph.errors.MorphError` line naming the file.
+:class:`~morph.core.errors.MorphError` line naming the file.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .errors import MorphError
-from .limits import MAX_COMPRESSION_RATIO, MAX_NPY_HEADER, MIN_RATIO_CHECKED
+from morph.core.errors import MorphError
+from morph.core.limits import MAX_COMPRESSION_RATIO, MAX_NPY_HEADER, MIN_RATIO_CHECKED
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")

@@ -19,9 +19,9 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-from .errors import MorphError
-from .files import atomic_path, file_sha256
-from .progress import log
+from morph.core.errors import MorphError
+from morph.core.files import atomic_path, file_sha256
+from morph.core.progress import log
 
 SEGMENTS, PROJECTIONS, OUTPUTS, LEASES = "segments", "projections", "outputs", "leases"
 RECORD = ".json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import MorphError
+from morph.core.errors import MorphError
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -45,7 +45,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, str], dict]:
     missing or not a safetensors file (a truncated or damaged one included)."""
     from safetensors import safe_open
 
-    from .errors import CheckpointError
+    from morph.core.errors import CheckpointError
 
     try:
         with safe_open(os.fspath(path), framework="pt", device="cpu") as fh:

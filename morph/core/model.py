@@ -104,4 +104,10 @@ def crop_centre(img: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
     return img[..., top:top + height, left:left + width]
 
 
-__all__ = ["LAYER_GROUPS", "NOISE_MODES", "Model", "ModelInfo", "Noise", "check_noise", "crop_centre", "model_hash"]
+def images_to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """Generator output [N, C, H, W] in about [-1, 1] → uint8 frames [N, H, W, C] (NVIDIA's mapping)."""
+    assert img.ndim == 4, img.shape
+    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+__all__ = ["LAYER_GROUPS", "NOISE_MODES", "Model", "ModelInfo", "Noise", "check_noise", "crop_centre", "images_to_uint8", "model_hash"]

@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
 import torch
 
-from .cache import SEGMENTS, reusable, seal
-from .devices import resolve_device
-from .encode import EncodeSettings
-from .files import atomic_path
-from .errors import MorphError
-from .progress import Progress
-from .model import Model, Noise
-from .render import RenderJob, RenderPlan, Segment, auto_batch_size, render_segment
-from .runtime import check_stop, keep_freed_memory
+from morph.core.cache import SEGMENTS, reusable, seal
+from morph.core.devices import resolve_device
+from morph.render.encode import EncodeSettings
+from morph.core.files import atomic_path
+from morph.core.errors import MorphError
+from morph.core.progress import Progress
+from morph.core.model import Model, Noise
+from morph.render.job import RenderJob, RenderPlan, Segment, auto_batch_size, render_segment
+from morph.core.runtime import check_stop, keep_freed_memory
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -163,7 +163,7 @@ def worker_generator(engine: WorkerModel) -> tuple[Model, torch.device]:
     """The engine's generator in this worker process, loaded on first use and kept for later tasks."""
     key = (engine.model_path, engine.model_sha256, engine.device)
     if key not in _MODELS:
-        from .loader import load_model
+        from morph.models.loader import load_model
 
         keep_freed_memory()
         device = _worker_device(engine.device)

@@ -19,20 +19,20 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from .encode import EncodeSettings
-from .errors import MorphError
-from .files import file_sha256
-from .model import Model, Noise
-from .progress import Progress, log
-from .cache import check_folder, lease, sweep
-from .encode import is_frame_file
-from .render import (RenderJob, RenderPlan, RenderStats, default_cache_dir, forget_output, generate, is_up_to_date,
+from morph.render.encode import EncodeSettings
+from morph.core.errors import MorphError
+from morph.core.files import file_sha256
+from morph.core.model import Model, Noise
+from morph.core.progress import Progress, log
+from morph.core.cache import check_folder, lease, sweep
+from morph.render.encode import is_frame_file
+from morph.render.job import (RenderJob, RenderPlan, RenderStats, default_cache_dir, forget_output, generate, is_up_to_date,
                      join, output_lock, render_segments)
-from .scene import Render, Scene, load_scene, timelines
-from .schedule import Timeline, camera_poses, sample
+from morph.scene import Render, Scene, load_scene, timelines
+from morph.motion.schedule import Timeline, camera_poses, sample
 
 if TYPE_CHECKING:
-    from .projection import ScenePhotos
+    from morph.projection.project import ScenePhotos
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,8 @@ class LoadedScene:
 def open_scene(path: Path, device: torch.device, cache_dir: Optional[Path] = None, quiet: bool = False,
                scene: Optional[Scene] = None) -> LoadedScene:
     """Load ``path`` (or the already validated ``scene``), its model on ``device``, and its projected photos."""
-    from .loader import load_model
-    from .projection import project_scene
+    from morph.models.loader import load_model
+    from morph.projection.project import project_scene
 
     sc = scene or load_scene(path, cache_dir=cache_dir)
     G = load_model(sc.model_path, device)
@@ -158,7 +158,7 @@ def render_scene(loaded: LoadedScene, names: Sequence[str], options: RenderOptio
 def _render_elsewhere(loaded: LoadedScene, plans: Sequence[RenderPlan], options: RenderOptions,
                       where: Distribution) -> None:
     """The plans' segments into the cache, on the cluster or (one shard of them) in this process."""
-    from .cluster import WorkerModel, distinct_segments, missing, render_distributed, render_here, shard
+    from morph.engine.cluster import WorkerModel, distinct_segments, missing, render_distributed, render_here, shard
 
     work = distinct_segments(p for p in plans if options.force or
                              not is_up_to_date(options.cache_dir, p.job.dest, p.key))
@@ -251,7 +251,7 @@ def render_scenes(paths: Sequence[Path], only: Optional[Iterable[str]], options:
 
         def client():
             if not clients:
-                from .cluster import connect
+                from morph.engine.cluster import connect
 
                 clients.append(stack.enter_context(connect(cluster, workers)))
             return clients[0]

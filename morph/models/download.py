@@ -29,8 +29,8 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional, TextIO
 
-from .errors import MorphError
-from .progress import Progress, log
+from morph.core.errors import MorphError
+from morph.core.progress import Progress, log
 
 MODELS = "models"          # the cache subfolder that holds downloads
 CHUNK = 1 << 20            # bytes per read; also the progress unit (MiB)
@@ -48,7 +48,7 @@ def models_dir(cache_dir: Optional[Path] = None) -> Path:
     """Where downloads live: ``<cache>/models`` (the cache is ``cache_dir``, else ``$MORPH_CACHE``, else
     ``~/.cache/morph``)."""
     if cache_dir is None:
-        from .render import default_cache_dir
+        from morph.render.job import default_cache_dir
 
         cache_dir = default_cache_dir()
     return Path(cache_dir) / MODELS
@@ -223,7 +223,7 @@ def download(url: str, cache_dir: Optional[Path] = None, sha256: Optional[str] =
     removed; a network failure is one MorphError naming the URL, what happened and how to fetch
     the file by hand (an unfinished ``.part`` is kept, so the next call resumes it).
     """
-    from .files import file_sha256
+    from morph.core.files import file_sha256
 
     url = url.strip()
     pin = check_pin(sha256, url)
@@ -246,7 +246,7 @@ def download(url: str, cache_dir: Optional[Path] = None, sha256: Optional[str] =
 
 def _download(url: str, dest: Path, pin: Optional[str], quiet: bool, stream: TextIO, retries: int) -> Path:
     """Fetch ``url`` into ``dest`` (see :func:`download`); the caller holds the URL's lock."""
-    from .files import file_sha256
+    from morph.core.files import file_sha256
 
     folder = dest.parent
     part, validator = folder / f"{dest.name}.part", folder / f"{dest.name}.part.validator"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from typing import Optional, Sequence
 
-from .errors import CheckpointError, MorphError
+from morph.core.errors import CheckpointError, MorphError
 
 BUILTIN = "builtin"
 _ADA = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/"
@@ -56,7 +56,7 @@ def published_url(name: str) -> Optional[str]:
 def model_url(model: str | os.PathLike, base: Path = Path(".")) -> Optional[str]:
     """The address ``model`` is downloaded from: itself if it is a URL, a published network's for its short name
     (unless a file of that name exists at ``base``), else None."""
-    from .download import is_url
+    from morph.models.download import is_url
 
     if is_url(model):
         return str(model).strip()
@@ -70,14 +70,14 @@ def resolve_model(model: str | os.PathLike, base: Path = Path("."), sha256: Opti
     lacks it), a URL or a published network's name → its download in ``cache_dir`` (fetched on first use,
     checked against ``sha256`` if given), ``~`` expanded, a relative path taken from ``base`` (a scene's folder)."""
     if is_builtin(model):
-        from .builtin import builtin_path
+        from morph.builtin import builtin_path
 
         path = builtin_path("generator")
         if not path.is_file():
             raise CheckpointError("the built-in generator's weights are not installed", path,
-                                  "reinstall morph, or train them: python -m morph.builtin.train_generator")
+                                  "reinstall morph, or train them: python -m morph.training.train_generator")
     elif (url := model_url(model, base)) is not None:
-        from .download import download
+        from morph.models.download import download
 
         return download(url, cache_dir, sha256, quiet)
     elif isinstance(model, str) and "://" in model:
@@ -92,7 +92,7 @@ def resolve_model(model: str | os.PathLike, base: Path = Path("."), sha256: Opti
 
 def is_builtin_file(path: str | os.PathLike) -> bool:
     """Whether a checkpoint path is the shipped built-in generator."""
-    from .builtin import builtin_path
+    from morph.builtin import builtin_path
 
     return Path(path).resolve() == builtin_path("generator").resolve()
 
@@ -101,7 +101,7 @@ def resolve_direction(spec: str | os.PathLike, base: Path = Path(".")) -> Path:
     """The file a direction spec names: ``builtin:NAME`` → the shipped direction (a one-line error listing
     the ones there are), else a path relative to ``base``."""
     if isinstance(spec, str) and spec.startswith(f"{BUILTIN}:"):
-        from .builtin import direction_path
+        from morph.builtin import direction_path
 
         return direction_path(spec.split(":", 1)[1])
     path = Path(spec).expanduser()
@@ -113,8 +113,8 @@ def resolve_vgg(paths: Sequence[str | os.PathLike], cache_dir: Optional[Path] = 
     """``--vgg`` as files: ``auto`` → NVIDIA's ``vgg16.pt`` (the VGG16 + LPIPS file stylegan2-ada-pytorch's projector
     downloads), fetched once into the cache like a model; anything else is passed on as written.
 
-    That file is TorchScript; :mod:`morph.nvidia_vgg` reads only its weights (through
-    :func:`morph.torchscript.read_torchscript` and the allow-list unpickler, ``code/`` never opened) and
+    That file is TorchScript; :mod:`morph.projection.vgg` reads only its weights (through
+    :func:`morph.checkpoints.torchscript.read_torchscript` and the allow-list unpickler, ``code/`` never opened) and
     computes LPIPS with morph's own VGG16. Its sha256 is recorded at the first download; NVIDIA publishes
     none to pin.
     """
@@ -123,15 +123,15 @@ def resolve_vgg(paths: Sequence[str | os.PathLike], cache_dir: Optional[Path] = 
             raise MorphError("auto stands alone: it fetches NVIDIA's vgg16.pt", "--vgg",
                              "give --vgg auto, or the files themselves")
         return list(paths)
-    from .download import download
+    from morph.models.download import download
 
     return [download(VGG16_URL, cache_dir, quiet=quiet)]
 
 
 def verify_sha256(path: Path, sha256: str) -> None:
     """MorphError unless the file at ``path`` has the pinned ``sha256``."""
-    from .download import check_pin
-    from .files import file_sha256
+    from morph.models.download import check_pin
+    from morph.core.files import file_sha256
 
     pin = check_pin(sha256, path)
     digest = file_sha256(path)

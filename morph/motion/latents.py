@@ -12,9 +12,9 @@ from typing import Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .arrays import read_array, require_finite
-from .errors import MorphError
-from .model import Model
+from morph.core.arrays import read_array, require_finite
+from morph.core.errors import MorphError
+from morph.core.model import Model
 
 SPACES = ("w+", "w")  # a projection's latent space: one w per layer, or one w broadcast to all
 
@@ -33,7 +33,7 @@ class ModelDims:
 
     def __post_init__(self) -> None:
         if not self.groups:
-            from .stylegan2.networks import layer_groups
+            from morph.stylegan2.networks import layer_groups
 
             object.__setattr__(self, "groups", tuple(layer_groups(self.num_ws).items()))
 
@@ -154,7 +154,7 @@ def load_w(path: str | os.PathLike, num_ws: int, w_dim: int) -> torch.Tensor:
 def export_w(source: str | os.PathLike, dest: Path, num_ws: int) -> np.ndarray:
     """Latent file ``source`` as ``[num_ws, w_dim]`` float32 (W repeated over the layers), written atomically to
     ``dest``: NVIDIA's ``projected_w.npz`` (``w``: [1, num_ws, w_dim]) for ``.npz``, else a plain ``.npy``."""
-    from .files import atomic_path
+    from morph.core.files import atomic_path
 
     w = load_w(source, num_ws, read_w(source, mmap=True).shape[-1]).numpy()
     out = w[None] if dest.suffix == ".npz" else w

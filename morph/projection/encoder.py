@@ -5,7 +5,7 @@ residual stages take the image down to 4 px; a top-down pathway adds each coarse
 next finer one, so every level sees both layout and detail. Each of StyleGAN's layer groups is read from
 the pyramid level that matches what those layers draw: ``coarse`` ws (pose, face shape) from the 4 px
 level, ``middle`` from 8 px, ``fine`` (colours, texture) from 16 px. A head pools its level to 2×2 and
-maps it linearly to that group's ws. The groups are the model's own (:meth:`morph.model.Model.layer_groups`):
+maps it linearly to that group's ws. The groups are the model's own (:meth:`morph.core.model.Model.layer_groups`):
 StyleGAN2's by block resolution, StyleGAN3's by each layer's cutoff frequency (kept in the file's header).
 
 The output is an *offset from w_avg*, in units of w's spread per dimension: mapped ws cluster tightly
@@ -14,7 +14,7 @@ start the encoder at the mean face, which is where the projector itself starts, 
 moves it towards the photo. Images go in at ``min(R, 256)`` px (area-downsampled), so the encoder of a
 1024 px model costs about what one of a 256 px model does.
 
-Stored in morph's own safetensors format (``format = morph.encoder``, the architecture and training
+Stored in morph's own safetensors format (``format = morph.projection.encoder``, the architecture and training
 facts in the header, weights in float16) with the generator's sha256 in the header: an encoder is
 refused, in one line, by any other model.
 """
@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CheckpointError, MorphError
-from .files import read_safetensors
-from .stylegan2.networks import layer_groups as layer_groups_of  # the heads of a file that names no groups
+from morph.core.errors import CheckpointError, MorphError
+from morph.core.files import read_safetensors
+from morph.stylegan2.networks import layer_groups as layer_groups_of  # the heads of a file that names no groups
 
-FORMAT = "morph.encoder"
+FORMAT = "morph.projection.encoder"
 VERSION = "1"
 MAX_INPUT = 256  # encoder input resolution cap
 GROUP_LEVEL = {"coarse": 0, "middle": 1, "fine": 2}  # pyramid level (0 = 4 px) each layer group reads
@@ -129,7 +129,7 @@ def for_model(G, **kwargs: Any) -> Encoder:
 
 def encoder_sha256(path: str | os.PathLike) -> str:
     """The encoder file's hash (part of a projection's cache key)."""
-    from .files import file_sha256
+    from morph.core.files import file_sha256
 
     return file_sha256(path)
 
@@ -138,7 +138,7 @@ def save_encoder(path: str | os.PathLike, enc: Encoder, model_sha256: str, metad
     """Write ``enc`` for the model whose file hash is ``model_sha256`` (float16 weights), atomically."""
     from safetensors.torch import save_file
 
-    from .files import atomic_path
+    from morph.core.files import atomic_path
 
     header = {"format": FORMAT, "version": VERSION, "config": json.dumps(enc.config, sort_keys=True),
               "model_sha256": model_sha256}
@@ -201,8 +201,8 @@ def find_encoder(choice: str | os.PathLike | None, model_path: str | os.PathLike
     if choice is None or str(choice).strip().lower() == "none":
         return None
     if str(choice).strip().lower() == "auto":
-        from .builtin import builtin_path
-        from .resolver import is_builtin_file
+        from morph.builtin import builtin_path
+        from morph.models.resolver import is_builtin_file
 
         path = builtin_path("encoder") if is_builtin_file(model_path) else beside(model_path)
         return path if path.is_file() else None

@@ -4,9 +4,9 @@ Each batch is z → w through the mapping, truncated towards w_avg by a random p
 half of the samples style-mixed (the ws from a crossover layer on come from a second z), so the
 encoder sees W+ codes and not only the W line; the generator draws the images with its constant noise.
 The loss is the latent error (the offset error in units of w's spread per dimension) plus the image
-distance projection uses (:func:`morph.projection.default_loss`) between the sample and G(encoder(sample))
+distance projection uses (:func:`morph.projection.project.default_loss`) between the sample and G(encoder(sample))
 through the frozen generator — on models above 256 px between the skip architecture's intermediate
-images of both, at the size projection's coarse stage uses (:func:`morph.projection.coarse_plan`), which
+images of both, at the size projection's coarse stage uses (:func:`morph.projection.project.coarse_plan`), which
 makes the step a few times cheaper there.
 
 The model's samples are not the photos people project: a generator draws its training data's world a
@@ -36,11 +36,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .encoder import Encoder, for_model, load_encoder, save_encoder
-from .errors import MorphError
-from .model import Noise
-from .progress import Progress, log
-from .runtime import Terminated, check_stop
+from morph.projection.encoder import Encoder, for_model, load_encoder, save_encoder
+from morph.core.errors import MorphError
+from morph.core.model import Noise
+from morph.core.progress import Progress, log
+from morph.core.runtime import Terminated, check_stop
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class TrainConfig:
 
 def w_moments(G, samples: int = 10_000, seed: int = 123) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and per-dimension spread of mapped w (the encoder's origin and units)."""
-    from .latents import map_z
+    from morph.motion.latents import map_z
 
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(samples, G.z_dim, generator=gen)
@@ -72,7 +72,7 @@ def w_moments(G, samples: int = 10_000, seed: int = 123) -> tuple[torch.Tensor, 
 
 def sample_batch(G, n: int, gen: torch.Generator, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(ws [n, num_ws, w_dim], images [n, C, R, R]) drawn by ``G``: truncated, half style-mixed."""
-    from .latents import map_z
+    from morph.motion.latents import map_z
 
     device = next(G.parameters()).device
     z = torch.randn(2 * n, G.z_dim, generator=gen)
@@ -100,7 +100,7 @@ class PhotoFolder:
     drawn at random with a left-right flip half of the time."""
 
     def __init__(self, folder: str | os.PathLike, resolution: int):
-        from .align import aligned_face
+        from morph.projection.align import aligned_face
 
         folder = Path(folder)
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES) if folder.is_dir() else []
@@ -134,8 +134,8 @@ def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = Fals
     """Train an encoder for ``G`` and write it to ``out`` (and its training checkpoint beside it); ``stop_at``
     ends the run after that many of the schedule's ``config.steps`` (a later ``resume`` goes on). ``photos``
     and ``init``: see the module doc."""
-    from .files import atomic_path
-    from .projection import coarse_plan, default_loss, draw, make_distance
+    from morph.core.files import atomic_path
+    from morph.projection.project import coarse_plan, default_loss, draw, make_distance
 
     device = next(G.parameters()).device
     n_photos = round(config.batch * config.photo_share) if photos is not None else 0

@@ -26,7 +26,7 @@ Only the ``perceptual`` classifier's features keep every attribute (a smile, gla
 right; adding the Laplacian pyramid wins back 1 dB of PSNR, within 0.5 dB of the best pixel
 loss. The classifier knows only the built-in model's faces, so other models get ``laplacian``.
 
-With an encoder (:mod:`morph.encoder`: the built-in model ships one; ``--encoder auto`` finds
+With an encoder (:mod:`morph.projection.encoder`: the built-in model ships one; ``--encoder auto`` finds
 ``NAME.encoder.safetensors`` beside a checkpoint) the optimisation starts from its guess instead of w_avg,
 with the model's constant noise as the noise maps' start, and runs :data:`REFINE_STEPS` steps of the same
 recipe without the noise on w (:data:`REFINE_RECIPE`, chosen by ``bench/project.py --encoder``); on the
@@ -36,7 +36,7 @@ On models larger than :data:`COARSE_ABOVE` (skip architecture) the first half of
 generator's intermediate image at :data:`COARSE_RESOLUTION` with the target downsampled to it
 (:func:`coarse_plan`; ``bench/coarse.py`` measures what a step costs at each size).
 
-Everything goes through the :class:`morph.model.Model` contract, so StyleGAN3 projects too: a family
+Everything goes through the :class:`morph.core.model.Model` contract, so StyleGAN3 projects too: a family
 without noise inputs (``noise_shapes()`` empty) optimises w alone, with no noise regulariser, and its
 projections hold no noise maps. StyleGAN3 has no coarse stage: it draws no intermediate image (one ToRGB at
 the end, and its last layers all run at the output's size), so every step is at full resolution.
@@ -65,22 +65,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .align import aligned_face
-from .arrays import read_arrays
-from .cache import reusable, seal
-from .encode import EncodeSettings, SegmentWriter
-from .files import atomic_path
-from .errors import MorphError
-from .latents import From, Project, map_z
-from .progress import Progress
-from .render import default_cache_dir
-from .resolver import is_builtin_file
-from .runtime import check_stop
-from .torchscript import is_torchscript
-from .model import Noise
-from .nvidia_vgg import vgg16_state
-from .stylegan2 import images_to_uint8
-from .files import file_sha256
+from morph.projection.align import aligned_face
+from morph.core.arrays import read_arrays
+from morph.core.cache import reusable, seal
+from morph.render.encode import EncodeSettings, SegmentWriter
+from morph.core.files import atomic_path
+from morph.core.errors import MorphError
+from morph.motion.latents import From, Project, map_z
+from morph.core.progress import Progress
+from morph.render.job import default_cache_dir
+from morph.models.resolver import is_builtin_file
+from morph.core.runtime import check_stop
+from morph.checkpoints.torchscript import is_torchscript
+from morph.core.model import Noise
+from morph.projection.vgg import vgg16_state
+from morph.core.model import images_to_uint8
+from morph.core.files import file_sha256
 
 # Bump when a change to the optimisation alters results, so old cached projections are not reused.
 PROJECTION_VERSION = "1"
@@ -244,8 +244,8 @@ def feature_distance(maps: Callable[[torch.Tensor], list[torch.Tensor]],
 
 def perceptual(device: torch.device) -> Distance:
     """:func:`feature_distance` on the built-in ``perceptual`` face classifier (not the judge), at its 64 px."""
-    from .builtin import builtin_path
-    from .builtin.classifier import load_classifier
+    from morph.builtin import builtin_path
+    from morph.builtin.classifier import load_classifier
 
     net = load_classifier(builtin_path("perceptual"), device)
     size = net.image_size
@@ -322,7 +322,7 @@ def vgg_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 def lpips(paths: Sequence[str | os.PathLike], device: torch.device) -> Distance:
     """LPIPS from ``--vgg`` files: NVIDIA's ``vgg16.pt`` (TorchScript, of which only the weights are read:
-    :mod:`morph.nvidia_vgg`), or state dicts holding torchvision's VGG16 ``features.*`` and optionally LPIPS's
+    :mod:`morph.projection.vgg`), or state dicts holding torchvision's VGG16 ``features.*`` and optionally LPIPS's
     ``lin0..4.model.1.weight`` (uniform channel weights without them). MorphError naming the file when it is neither."""
     paths = vgg_files(paths)
     vgg = VGG16Features()
@@ -417,7 +417,7 @@ def draw(G, ws: torch.Tensor, noise: Noise, until: Optional[int] = None) -> torc
 
 
 def constant_noise(G) -> list[torch.Tensor]:
-    """The model's own constant noise maps [R, R], one per :meth:`~morph.model.Model.noise_shapes` entry (StyleGAN2's
+    """The model's own constant noise maps [R, R], one per :meth:`~morph.core.model.Model.noise_shapes` entry (StyleGAN2's
     ``noise_const`` buffers); none for a family without noise inputs."""
     return [layer.noise_const for layer in G.synthesis.noise_layers()] if G.noise_shapes() else []
 
@@ -560,7 +560,7 @@ def project_photos(images: Sequence[str | os.PathLike], G, settings: Settings = 
                    vgg: Sequence[str | os.PathLike] = (), cache_dir: Optional[Path] = None,
                    batch_size: int = 8, quiet: bool = False, encoder=None) -> list[Projection]:
     """Each image projected (or read back from the cache): the missing ones optimised in batches, from
-    ``encoder``'s guess (a :class:`morph.encoder.Encoder` for ``G``) when given, else from w_avg."""
+    ``encoder``'s guess (a :class:`morph.projection.encoder.Encoder` for ``G``) when given, else from w_avg."""
     settings = replace(settings, encoder=encoder.sha256 if encoder is not None else "")
     settings = resolve_settings(settings, G.info.path, vgg)
     device = next(G.parameters()).device
@@ -606,11 +606,11 @@ def attribute_agreement(classifier, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def write_outputs(G, image: str | os.PathLike, p: Projection, recon: np.ndarray, out: Path,
                   video: bool = False, figures: Optional[dict] = None) -> list[Path]:
     """``NAME.npy`` (the latent), ``NAME.noise.npz`` (noise maps by layer; not for a model without noise
-    inputs), ``NAME.png`` (target | ``recon``, the reconstruction), with ``figures`` (:func:`morph.quality.figures`'
+    inputs), ``NAME.png`` (target | ``recon``, the reconstruction), with ``figures`` (:func:`morph.projection.quality.figures`'
     row) captioned under it and written to ``NAME.json``, and, with ``video``, ``NAME.mp4`` (the reconstruction
     at each kept optimisation step)."""
-    from .caption import add_caption, describe
-    from .images import grid, write_png
+    from morph.render.caption import add_caption, describe
+    from morph.render.images import grid, write_png
 
     name = Path(image).stem
     written = [out / f"{name}.npy"]
@@ -648,7 +648,7 @@ def scene_settings(spec: Project, resolution: int, encoder: str = "") -> Setting
     """How a scene's ``{project: photo, steps, space}`` is projected: defaults unless the scene says (fewer
     steps after the ``encoder`` with this sha256, if any); a square photo at the model's own resolution is
     taken as an already aligned face (what ``morph project`` makes)."""
-    from .images import read_image
+    from morph.render.images import read_image
 
     h, w = read_image(spec.image).shape[:2]
     return Settings(space=spec.space or Settings.space, steps=spec.steps or (REFINE_STEPS if encoder else SCENE_STEPS),
@@ -658,7 +658,7 @@ def scene_settings(spec: Project, resolution: int, encoder: str = "") -> Setting
 @lru_cache(maxsize=4)
 def _model_facts(model_path: Path) -> tuple[str, int]:
     """(file sha256, resolution) of a checkpoint, loaded once per ``morph check``."""
-    from .loader import load_model
+    from morph.models.loader import load_model
 
     G = load_model(model_path)
     return G.info.sha256, G.img_resolution
@@ -667,7 +667,7 @@ def _model_facts(model_path: Path) -> tuple[str, int]:
 def projection_status(spec: Project, model_path: Optional[Path]) -> str:
     """For ``morph check``: "cached", "needs projection (N steps)", or that plus why it will fail (an
     unreadable photo)."""
-    from .encoder import encoder_sha256, find_encoder
+    from morph.projection.encoder import encoder_sha256, find_encoder
 
     if model_path is None:
         return f"needs projection ({spec.steps or SCENE_STEPS} steps)"
@@ -720,7 +720,7 @@ class ScenePhotos:
 def project_scene(scene, G, cache_dir: Optional[Path] = None, quiet: bool = False) -> ScenePhotos:
     """Every ``{project: photo}`` of a scene, the missing ones projected together in one batch (cached),
     from the model's own encoder when it has one (``--encoder auto``)."""
-    from .encoder import encoder_for
+    from morph.projection.encoder import encoder_for
 
     specs = list(dict.fromkeys(l.source for l in scene.latents.values() if isinstance(l.source, Project)))
     encoder = encoder_for(G, "auto") if specs else None

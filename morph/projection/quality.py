@@ -23,7 +23,7 @@ IDENTITY_SAME = 0.6  # dlib's distance threshold for "same person"
 
 def _recognition_path() -> Optional[Path]:
     """dlib's face-recognition model inside ``face_recognition_models`` (found without importing that package)."""
-    from .align import _predictor_path
+    from morph.projection.align import _predictor_path
 
     landmarks = _predictor_path()
     path = landmarks.with_name("dlib_face_recognition_resnet_model_v1.dat") if landmarks else None
@@ -44,7 +44,7 @@ def _recognizer():
 
 def face_descriptor(image: np.ndarray) -> Optional[np.ndarray]:
     """dlib's 128-d descriptor of the largest face in uint8 RGB [H, W, 3]; None when no face is found."""
-    from .align import _dlib_models
+    from morph.projection.align import _dlib_models
 
     detector, predictor = _dlib_models()
     image = np.ascontiguousarray(image)
@@ -67,7 +67,7 @@ def identity(photo: np.ndarray, recon: np.ndarray) -> Optional[dict[str, float]]
 
 def lpips_scores(targets: np.ndarray, recon: np.ndarray, vgg: Sequence[str | os.PathLike]) -> np.ndarray:
     """LPIPS per pair of uint8 images [N, H, W, C] with the ``--vgg`` weights."""
-    from .projection import make_distance
+    from morph.projection.project import make_distance
 
     def tensor(x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -82,14 +82,14 @@ def figures(targets: np.ndarray, recon: np.ndarray, builtin: bool, vgg: Sequence
     """Per photo: ``psnr``; ``lpips`` (with ``vgg``); ``identity`` and ``identity_distance`` for ``real``
     photos when dlib is installed (None where no face was found); ``attributes_agreeing`` of
     ``attributes`` on the ``builtin`` model."""
-    from .projection import psnr
+    from morph.projection.project import psnr
 
     out: list[dict[str, Any]] = [{"psnr": float(s)} for s in psnr(targets, recon)]
     if vgg:
         for row, d in zip(out, lpips_scores(targets, recon, vgg)):
             row["lpips"] = float(d)
     if builtin:
-        from .builtin import load_builtin_classifier
+        from morph.builtin import load_builtin_classifier
 
         clf = load_builtin_classifier()
         pa, pb = clf.predict(targets)["probs"] > 0.5, clf.predict(recon)["probs"] > 0.5

@@ -23,9 +23,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .canvas import Canvas
-from .errors import MorphError
-from .files import atomic_path
+from morph.render.canvas import Canvas
+from morph.core.errors import MorphError
+from morph.core.files import atomic_path
 
 FORMATS = ("mp4", "webm", "gif", "png")
 VIDEO_FORMATS = ("mp4", "webm")  # encoded by a video codec: even sizes only, and they carry a sound track
@@ -54,7 +54,7 @@ class EncodeSettings:
     # than medium (344 vs 122 frames/s on one core) at the same file size, and the encoder shares the CPU
     # with the generator (on a GPU machine it is the CPU that must keep up)
     preset: str = "veryfast"
-    canvas: Optional[Canvas] = None  # a frame other than size × size (morph.canvas); None: square
+    canvas: Optional[Canvas] = None  # a frame other than size × size (morph.render.canvas); None: square
 
     def key(self) -> dict:
         key = asdict(self)

@@ -10,8 +10,8 @@ import zlib
 
 import numpy as np
 
-from .encode import ffmpeg_exe
-from .errors import MorphError
+from morph.render.encode import ffmpeg_exe
+from morph.core.errors import MorphError
 
 _PPM_HEADER = re.compile(rb"P6\s+(\d+)\s+(\d+)\s+255\s")
 

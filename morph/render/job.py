@@ -24,16 +24,16 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from .canvas import Canvas
-from .encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, join_segments
-from .files import atomic_path
-from .errors import MorphError
-from .cache import OUTPUTS, SEGMENTS, reusable, seal
-from .progress import Progress, log
-from .runtime import check_stop, stop_points
-from .model import Model, Noise
-from .stylegan2 import images_to_uint8
-from .files import file_sha256
+from morph.render.canvas import Canvas
+from morph.render.encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, join_segments
+from morph.core.files import atomic_path
+from morph.core.errors import MorphError
+from morph.core.cache import OUTPUTS, SEGMENTS, reusable, seal
+from morph.core.progress import Progress, log
+from morph.core.runtime import check_stop, stop_points
+from morph.core.model import Model, Noise
+from morph.core.model import images_to_uint8
+from morph.core.files import file_sha256
 
 SEGMENT_SECONDS = 2.0
 # Bump when a change to the generator or encoder alters pixels, so old cached segments are not reused.

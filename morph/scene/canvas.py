@@ -1,5 +1,5 @@
 """The ``canvas:`` key of a render: ``{aspect: 16:9}`` or ``{width: W, height: H}``, ``fit`` and ``color``, read
-into a :class:`morph.canvas.Canvas` with one ``file:line:col`` line per problem."""
+into a :class:`morph.render.canvas.Canvas` with one ``file:line:col`` line per problem."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any, Optional
 
 from yaml.nodes import Node, ScalarNode, SequenceNode
 
-from ..canvas import FITS, Canvas
-from ..encode import VIDEO_FORMATS
-from ..limits import MAX_SIZE, MIN_SIZE
+from morph.render.canvas import FITS, Canvas
+from morph.render.encode import VIDEO_FORMATS
+from morph.core.limits import MAX_SIZE, MIN_SIZE
 Reader = Any  # scene.reader._Reader, which imports this module: its fail / mapping / number / ... helpers
 
 CANVAS_KEYS = ("aspect", "width", "height", "fit", "color")

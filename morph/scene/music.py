@@ -1,5 +1,5 @@
 """The scene words that tie motion to a sound: ``follow:`` on a wave, ``add:`` on a render, and
-``transition: {on: beats|onsets, every: N}`` on a path — read into :mod:`morph.schedule` values, with the
+``transition: {on: beats|onsets, every: N}`` on a path — read into :mod:`morph.motion.schedule` values, with the
 same ``file:line:col`` problems as the rest of the scene (mixed into the scene reader)."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from typing import Optional
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ..audio import EVENTS, Sound, feature_problem, require_librosa
-from ..errors import MorphError
-from ..limits import MAX_STRENGTH
-from ..schedule import Cue, Follow, Path as KeyPath, Push, path_on_events
-from .types import FOLLOW_DEFAULTS, FOLLOW_KEYS, PUSH_KEYS
+from morph.sound.audio import EVENTS, Sound, feature_problem, require_librosa
+from morph.core.errors import MorphError
+from morph.core.limits import MAX_STRENGTH
+from morph.motion.schedule import Cue, Follow, Path as KeyPath, Push, path_on_events
+from morph.scene.types import FOLLOW_DEFAULTS, FOLLOW_KEYS, PUSH_KEYS
 
 Items = dict[str, tuple[Node, Node]]
 NO_SOUND = "give audio: FILE at the top of the scene or in the render"
@@ -26,7 +26,7 @@ class MusicReader:
     cache_dir: Optional[Path] = None
 
     def analysis(self, node: Node, path: str) -> Optional[Sound]:
-        """The current render's :class:`morph.audio.Sound`, or None after reporting why there is none."""
+        """The current render's :class:`morph.sound.audio.Sound`, or None after reporting why there is none."""
         if self.sound is None:
             self.fail(node, path, f"follows a sound, but the render has none; {NO_SOUND}")
             return None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from ..latents import Blend, File, Latent, Mean, Mix, Project, Seed
-from ..schedule import Follow
-from .types import Render, Scene, range_text, runs
+from morph.motion.latents import Blend, File, Latent, Mean, Mix, Project, Seed
+from morph.motion.schedule import Follow
+from morph.scene.types import Render, Scene, range_text, runs
 
 def _origin(latent: Latent, projection: Callable[[Project], str]) -> str:
     """Where a latent comes from, in words."""

@@ -2,7 +2,7 @@
 ``file:line:col: key.path: what``.
 
 A latent source is one ``source_NAME`` method of :class:`_Reader` (registered with ``@source``), one
-dataclass in ``morph.latents`` and one case in ``morph.latents.resolve``.
+dataclass in ``morph.motion.latents`` and one case in ``morph.motion.latents.resolve``.
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ from typing import Any, Callable, Iterable, Optional, Union
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ..encode import VIDEO_FORMATS, audio_problem
-from ..errors import MorphError
-from ..images import read_image
-from ..limits import (MAX_AMPLITUDE, MAX_FPS, MAX_FRAMES, MAX_RENDER_NAME, MAX_ROTATE, MAX_SCENE_BYTES, MAX_SECONDS,
+from morph.render.encode import VIDEO_FORMATS, audio_problem
+from morph.core.errors import MorphError
+from morph.render.images import read_image
+from morph.core.limits import (MAX_AMPLITUDE, MAX_FPS, MAX_FRAMES, MAX_RENDER_NAME, MAX_ROTATE, MAX_SCENE_BYTES, MAX_SECONDS,
                       MAX_SIZE, MAX_STRENGTH, MAX_TRANSLATE, MIN_FPS, MIN_SIZE)
-from ..latents import SPACES, Blend, File, From, Latent, Mean, Mix, ModelDims, Project, Seed, read_w, w_shape_problem
-from ..model import LAYER_GROUPS, NOISE_MODES
-from ..resolver import BUILTIN, resolve_direction, resolve_model
-from ..schedule import (EASINGS, INTERPS, Breathe, Camera, Cue, Cycle, Deform, Motion, Orbit, Path as KeyPath, Pose,
+from morph.motion.latents import SPACES, Blend, File, From, Latent, Mean, Mix, ModelDims, Project, Seed, read_w, w_shape_problem
+from morph.core.model import LAYER_GROUPS, NOISE_MODES
+from morph.models.resolver import BUILTIN, resolve_direction, resolve_model
+from morph.motion.schedule import (EASINGS, INTERPS, Breathe, Camera, Cue, Cycle, Deform, Motion, Orbit, Path as KeyPath, Pose,
                         Swing, cycle)
-from .canvas import read_canvas
-from .music import MusicReader
-from .types import (BREATHE_KEYS, CAMERA_FAMILIES, CAMERA_KEYS, DEFAULT_FPS, DEFAULTS, DEFORM_KEYS, IMAGE_MAGIC,
+from morph.scene.canvas import read_canvas
+from morph.scene.music import MusicReader
+from morph.scene.types import (BREATHE_KEYS, CAMERA_FAMILIES, CAMERA_KEYS, DEFAULT_FPS, DEFAULTS, DEFORM_KEYS, IMAGE_MAGIC,
                     ORBIT_KEYS, POSE_KEYS, RENDER_KEYS, STEP_KEYS, SWING_KEYS, TOP_KEYS, TRANSITION_KEYS, Render, Scene,
                     SceneError, range_text, runs)
 
@@ -53,7 +53,7 @@ def source(key: str, *options: str) -> Callable:
 
 def model_dims(path: Path) -> ModelDims:
     """Dimensions of the model in ``path`` (loads it)."""
-    from ..loader import load_model
+    from morph.models.loader import load_model
 
     return ModelDims.of(load_model(path))
 

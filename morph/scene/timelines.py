@@ -6,10 +6,10 @@ from functools import partial
 from pathlib import Path
 from typing import Optional
 
-from ..audio import envelope
-from ..latents import Projector, load_w, random_offsets, resolve
-from ..schedule import Timeline, timeline
-from .types import Scene
+from morph.sound.audio import envelope
+from morph.motion.latents import Projector, load_w, random_offsets, resolve
+from morph.motion.schedule import Timeline, timeline
+from morph.scene.types import Scene
 
 def timelines(scene: Scene, G, project: Optional[Projector] = None,
               cache_dir: Optional[Path] = None) -> dict[str, Timeline]:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..canvas import Canvas
-from ..encode import FORMATS
-from ..errors import MorphError
-from ..latents import Latent, ModelDims
-from ..schedule import Motion
+from morph.render.canvas import Canvas
+from morph.render.encode import FORMATS
+from morph.core.errors import MorphError
+from morph.motion.latents import Latent, ModelDims
+from morph.motion.schedule import Motion
 
 DEFAULT_FPS = {fmt: 25 if fmt == "gif" else 30 for fmt in FORMATS}  # output format → default fps
 TOP_KEYS = ("model", "sha256", "truncation", "truncation_cutoff", "noise", "audio", "directions", "latents", "renders")
@@ -68,7 +68,7 @@ class Render:
     motion: Motion
     where: str
     audio: Optional[Path] = None   # sound track muxed into the video, cut to its length
-    canvas: Optional[Canvas] = None  # a frame other than size × size (morph.canvas); size is its square's side
+    canvas: Optional[Canvas] = None  # a frame other than size × size (morph.render.canvas); size is its square's side
 
     @property
     def frames(self) -> int:

@@ -20,11 +20,11 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from .encode import ffmpeg_exe
-from .errors import MorphError
-from .files import atomic_path, file_sha256
-from .limits import MAX_SECONDS
-from .schedule import Follow
+from morph.render.encode import ffmpeg_exe
+from morph.core.errors import MorphError
+from morph.core.files import atomic_path, file_sha256
+from morph.core.limits import MAX_SECONDS
+from morph.motion.schedule import Follow
 
 RATE = 22050                 # Hz: the PCM every file is decoded to
 N_FFT, HOP = 2048, 256       # loudness, bands, chroma: 93 ms windows every 11.6 ms
@@ -88,7 +88,7 @@ class Sound:
     """One sound file's analysis: curves at the analysis rate, each computed once and cached by the file's hash."""
 
     def __init__(self, path: Path, cache_dir: Optional[Path] = None):
-        from .render import default_cache_dir
+        from morph.render.job import default_cache_dir
 
         self.path = Path(path)
         self.sha256 = file_sha256(self.path)
@@ -222,7 +222,7 @@ def smooth(curve: np.ndarray, attack: float, release: float) -> np.ndarray:
 
 
 def envelope(follow: Follow, frames: int, cache_dir: Optional[Path] = None) -> torch.Tensor:
-    """The per-frame gain of a :class:`morph.schedule.Follow`: its feature smoothed, its window low…high → 0…1."""
+    """The per-frame gain of a :class:`morph.motion.schedule.Follow`: its feature smoothed, its window low…high → 0…1."""
     curve = Sound(follow.sound, cache_dir).per_frame(follow.feature, follow.fps, frames)
     gain = (smooth(curve, follow.attack, follow.release) - follow.low) / (follow.high - follow.low)
     return torch.from_numpy(np.clip(gain, 0, 1))

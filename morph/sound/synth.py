@@ -1,7 +1,7 @@
 """Sound tracks made by the repo, not downloaded: clicks at chosen times, a tone rising in loudness, and the
 music of ``scenes/music.yaml`` (a drum loop, a bass line and chords that swell), as 16-bit mono WAV files.
 
-``python -m morph.synth scenes/music.wav`` writes the example's sound again (the same bytes every time).
+``python -m morph.sound.synth scenes/music.wav`` writes the example's sound again (the same bytes every time).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .files import atomic_path
+from morph.core.files import atomic_path
 
 RATE = 16000  # Hz: small files, and the example's highest partials stay below 8 kHz
 

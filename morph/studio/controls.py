@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ..latents import Blend, Mix
-from ..scene import Scene
-from ..scene.types import DEFAULTS
-from ..schedule import EASINGS, INTERPS
-from .edits import find
+from morph.motion.latents import Blend, Mix
+from morph.scene import Scene
+from morph.scene.types import DEFAULTS
+from morph.motion.schedule import EASINGS, INTERPS
+from morph.studio.edits import find
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|f)\s*$")
 

@@ -15,7 +15,7 @@ from typing import Optional, Union
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ..errors import MorphError
+from morph.core.errors import MorphError
 
 Key = Union[str, int]
 TOP_FIRST = ("directions", "latents", "renders")  # new top-level keys go above the first of these

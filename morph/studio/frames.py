@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import MorphError
-from ..latents import ModelDims
-from ..model import Noise
-from ..resolver import resolve_direction
-from ..scene import Scene, parse_scene
+from morph.core.errors import MorphError
+from morph.motion.latents import ModelDims
+from morph.core.model import Noise
+from morph.models.resolver import resolve_direction
+from morph.scene import Scene, parse_scene
 
 FRAME_CACHE_BYTES = 64 << 20  # encoded pictures kept in memory (a loop played twice is drawn once)
 
@@ -38,8 +38,8 @@ class Prepared:
     """A validated scene ready to draw: its photos' projections and each render's timeline."""
 
     scene: Scene
-    photos: object                      # morph.projection.ScenePhotos
-    timelines: dict[str, object]        # render name → morph.schedule.Timeline
+    photos: object                      # morph.projection.project.ScenePhotos
+    timelines: dict[str, object]        # render name → morph.motion.schedule.Timeline
     ws: dict[str, torch.Tensor] = field(default_factory=dict)  # latent name → [num_ws, w_dim]
 
 
@@ -48,7 +48,7 @@ class Frames:
     concurrent requests do not fight over the CPU's threads."""
 
     def __init__(self, model_path: Path, device: torch.device, cache_dir: Path, quiet: bool = False):
-        from ..loader import load_model
+        from morph.models.loader import load_model
 
         self.G = load_model(model_path, device)
         self.model_path, self.device, self.cache_dir, self.quiet = Path(model_path), device, cache_dir, quiet
@@ -61,7 +61,7 @@ class Frames:
 
     def parse(self, text: str, file: Path) -> Scene:
         """Validate scene text as ``morph check`` does (raises ``SceneError``), this model's dimensions reused."""
-        from ..scene import model_dims
+        from morph.scene import model_dims
 
         return parse_scene(text, file, lambda path: self.dims if self._same(path) else model_dims(path),
                            self.cache_dir)
@@ -71,9 +71,9 @@ class Frames:
 
     def prepare(self, scene: Scene) -> Prepared:
         """Project the scene's photos (cached on disk and here) and build every render's timeline."""
-        from ..latents import Project, load_w, resolve
-        from ..projection import ScenePhotos, project_scene
-        from ..scene import timelines
+        from morph.motion.latents import Project, load_w, resolve
+        from morph.projection.project import ScenePhotos, project_scene
+        from morph.scene import timelines
 
         if not self._same(scene.model_path):
             raise MorphError(f"the studio draws with {self.model_path}, the scene now names {scene.model}",
@@ -91,7 +91,7 @@ class Frames:
 
     def _draw(self, ws: torch.Tensor, noise: Noise) -> np.ndarray:
         """uint8 images [n, H, W, 3] for W frames ``ws`` drawn with ``noise``."""
-        from ..render import generate
+        from morph.render.job import generate
 
         with self.lock:
             return np.concatenate(list(generate(self.G, ws, 8, noise, self.device)))
@@ -100,7 +100,7 @@ class Frames:
         """Frame ``index`` of ``render`` at ``size`` px, drawn by the engine exactly as ``morph render`` draws it
         (its projected noise included), then scaled with Lanczos like the encoder's scaler. A canvas is shown
         whole: ``size`` is then its square image's side."""
-        from ..engine import LoadedScene
+        from morph.engine.scenes import LoadedScene
 
         loaded = LoadedScene(p.scene.file, p.scene, self.G, p.photos, p.timelines)
         with self.lock:
@@ -116,13 +116,13 @@ class Frames:
 
     def seed(self, seed: int, psi: float) -> torch.Tensor:
         """W+ of a seed at truncation ``psi`` (the scene's ``{seed: N}``)."""
-        from ..latents import seed_w
+        from morph.motion.latents import seed_w
 
         return seed_w(self.G, seed, psi)
 
     def direction(self, scene: Scene, name: str) -> torch.Tensor:
         """A direction of the scene, or ``builtin:NAME``, as [num_ws, w_dim]."""
-        from ..latents import load_w
+        from morph.motion.latents import load_w
 
         path = scene.directions.get(name) or resolve_direction(name)
         return load_w(path, self.G.num_ws, self.G.w_dim)
@@ -156,9 +156,9 @@ class Memo:
 def open_scene(scene: Path, device: str, cache_dir: Optional[Path]) -> Frames:
     """The frames of scene file ``scene``'s model on ``device`` (auto, cpu, cuda...), projections cached in
     ``cache_dir`` (morph's default cache when None); a scene invalid from the start fails as ``morph check``."""
-    from ..devices import resolve_device
-    from ..render import default_cache_dir
-    from ..scene import load_scene
+    from morph.core.devices import resolve_device
+    from morph.render.job import default_cache_dir
+    from morph.scene import load_scene
 
     cache_dir = cache_dir or default_cache_dir()
     sc = load_scene(scene, cache_dir=cache_dir)
@@ -167,7 +167,7 @@ def open_scene(scene: Path, device: str, cache_dir: Optional[Path]) -> Frames:
 
 def builtin_directions() -> list[str]:
     """``builtin:NAME`` of every shipped direction."""
-    from ..builtin import WEIGHTS_DIR
+    from morph.builtin import WEIGHTS_DIR
 
     return [f"builtin:{p.stem}" for p in sorted((WEIGHTS_DIR / "directions").glob("*.npy"))]
 

@@ -28,12 +28,12 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import MorphError
-from ..files import atomic_path
-from ..scene import SceneError
-from . import frames as engine
-from .controls import controls, mix_text
-from .edits import Edit, apply, compose, value_text
+from morph.core.errors import MorphError
+from morph.core.files import atomic_path
+from morph.scene import SceneError
+from morph.studio import frames as engine
+from morph.studio.controls import controls, mix_text
+from morph.studio.edits import Edit, apply, compose, value_text
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "morph_studio_token"

@@ -1,7 +1,6 @@
-"""StyleGAN2 in plain PyTorch: NVIDIA's generator semantics and state-dict names, safe checkpoint loading."""
+"""StyleGAN2 in plain PyTorch: NVIDIA's generator semantics and state-dict names (the math only; files are
+read by ``morph.checkpoints``)."""
 
-from ..model import ModelInfo
-from .loading import load_generator
-from .networks import Generator, images_to_uint8, layer_groups
+from morph.stylegan2.networks import Generator, layer_groups
 
-__all__ = ["Generator", "ModelInfo", "images_to_uint8", "layer_groups", "load_generator"]
+__all__ = ["Generator", "layer_groups"]

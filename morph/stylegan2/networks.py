@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import NOISE_MODES, Noise, check_noise, crop_centre
-from .ops import LRELU_GAIN, bias_act, conv_up2, is_channels_last, modulated_conv2d, setup_filter, upsample_2d
+from morph.core.model import NOISE_MODES, Noise, check_noise, crop_centre
+from morph.stylegan2.ops import LRELU_GAIN, bias_act, conv_up2, is_channels_last, modulated_conv2d, setup_filter, upsample_2d
 
 ARCHITECTURES = ("orig", "skip", "resnet")
 CONST_SIZE = 4  # the learned constant input is [C, 4, 4]
@@ -421,7 +421,7 @@ def layer_groups(num_ws: int) -> dict[str, range]:
 
 class Generator(nn.Module):
     """The whole StyleGAN2 generator; ``Generator(**init_kwargs)`` takes NVIDIA's constructor kwargs.
-    Implements morph's :class:`morph.model.Model`."""
+    Implements morph's :class:`morph.core.model.Model`."""
 
     family = "stylegan2"
 
@@ -466,9 +466,3 @@ class Generator(nn.Module):
     def activation_size(self) -> int:
         """Elements of the top block's activation for one image (channels × R²)."""
         return getattr(self.synthesis, f"b{self.img_resolution}").conv1.weight.shape[0] * self.img_resolution ** 2
-
-
-def images_to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """Generator output [N, C, H, W] in about [-1, 1] → uint8 frames [N, H, W, C] (NVIDIA's mapping)."""
-    assert img.ndim == 4, img.shape
-    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import Noise, crop_centre
-from ..stylegan2.networks import FullyConnectedLayer, MappingNetwork
-from .ops import design_lowpass_filter, filtered_lrelu, modulated_conv2d
+from morph.core.model import Noise, crop_centre
+from morph.stylegan2.networks import FullyConnectedLayer, MappingNetwork
+from morph.stylegan3.ops import design_lowpass_filter, filtered_lrelu, modulated_conv2d
 
 FAMILY = "stylegan3"
 # Layer-group boundaries in cycles per image width: the bandwidth StyleGAN2's coarse (4-8 px blocks)
@@ -247,7 +247,7 @@ class SynthesisNetwork(nn.Module):
 
 
 class Generator(nn.Module):
-    """StyleGAN3 ``G``: mapping (z, c) → ws, synthesis ws → images; implements :class:`morph.model.Model`."""
+    """StyleGAN3 ``G``: mapping (z, c) → ws, synthesis ws → images; implements :class:`morph.core.model.Model`."""
 
     family = FAMILY
 

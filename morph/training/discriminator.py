@@ -1,4 +1,4 @@
-"""A small StyleGAN2-style residual discriminator, the adversary of ``morph.builtin.train_sharp``.
+"""A small StyleGAN2-style residual discriminator, the adversary of ``morph.training.train_sharp``.
 
 As NVIDIA's (``training/networks.py``, resnet architecture) in what matters: equalised-learning-rate
 convolutions and lrelu·√2, per resolution two 3×3 convolutions then a 2× downsampling with a 1×1
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..stylegan2.networks import Conv2dLayer, FullyConnectedLayer
+from morph.stylegan2.networks import Conv2dLayer, FullyConnectedLayer
 
 
 def disc_channels(resolution: int, channel_base: int, channel_max: int) -> dict[int, int]:

@@ -1,6 +1,6 @@
 """How well the built-in generator imitates the renderer, judged by the built-in classifier.
 
-``python -m morph.builtin.evaluate [--model builtin] [--classifier builtin] [--n 1000] [--json FILE]``
+``python -m morph.training.evaluate [--model builtin] [--classifier builtin] [--n 1000] [--json FILE]``
 
 For ``n`` generator samples against ``n`` renderer faces it reports:
 
@@ -14,7 +14,7 @@ For ``n`` generator samples against ``n`` renderer faces it reports:
   differently, how often the hybrid has A's value for coarse attributes (pose, hair length,
   glasses, beard...) and B's for colour attributes (hair colour). Chance is 50 %;
 * the sharpness ratio: mean squared Laplacian of the grey samples over that of the renderer
-  faces (``morph.builtin.sharpness``).
+  faces (``morph.training.sharpness``).
 
 Renderer faces are drawn at the generator's resolution (64 or 128 px); the classifier reads both
 at its own 64 px. The last lines check issue 18's targets (``TARGETS``).
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from ..toyfaces import ATTRIBUTES, ambiguous, labels, render, sample_params
-from .latent import LATENT_DIM, MIX_CUTOFF, attribute_source, params_from_latent
-from .sharpness import sharpness_ratio
+from morph.training.toyfaces import ATTRIBUTES, ambiguous, labels, render, sample_params
+from morph.training.latent import LATENT_DIM, MIX_CUTOFF, attribute_source, params_from_latent
+from morph.training.sharpness import sharpness_ratio
 
 # Issue 18's bars: Fréchet distance ≤ 1.5× the floor, sharpness ratio ≥ 0.6, fidelity ≥ 95 % per attribute.
 TARGETS = {"fid_over_floor": 1.5, "sharpness_ratio": 0.6, "fidelity": 0.95}
@@ -161,7 +161,7 @@ def targets(result: dict) -> dict[str, tuple[bool, str]]:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m morph.builtin.evaluate", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m morph.training.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="builtin", help="generator: 'builtin' or a checkpoint file")
     ap.add_argument("--classifier", default="builtin", help="classifier: 'builtin' or a .safetensors file")
@@ -173,9 +173,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ..loader import load_model
-    from . import builtin_path
-    from .classifier import load_classifier
+    from morph.models.loader import load_model
+    from morph.builtin import builtin_path
+    from morph.builtin.classifier import load_classifier
 
     start = time.perf_counter()
     G = load_model(args.model)

@@ -1,6 +1,6 @@
 """Pictures of the built-in model for the README and the demo scene.
 
-``python -m morph.builtin.figures [--model builtin] [--docs docs] [--team scenes/team]``
+``python -m morph.training.figures [--model builtin] [--docs docs] [--team scenes/team]``
 
 * ``docs/samples.png``: random samples of the generator (ψ = 1), 2× enlarged;
 * ``docs/style-mixing.png``: StyleGAN's figure: the top row gives the fine styles (colours),
@@ -20,9 +20,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..stylegan2.networks import images_to_uint8
-from ..toyfaces import TEAM_NAMES, grid, render, team_params, write_png
-from .latent import LATENT_DIM, MIX_CUTOFF
+from morph.core.model import images_to_uint8
+from morph.training.toyfaces import TEAM_NAMES, grid, render, team_params, write_png
+from morph.training.latent import LATENT_DIM, MIX_CUTOFF
 
 
 def enlarge(image: np.ndarray, k: int) -> np.ndarray:
@@ -93,8 +93,8 @@ def wide_figure(scene: Path, render: str = "team-wide", keyframe: int = 3,
                 cache_dir: Optional[Path] = None) -> np.ndarray:
     """A keyframe of the demo's 16:9 render (default: chen) as ``morph render`` draws it, scaled to the
     render's frame with Lanczos as the encoder scales it (``docs/wide.png``)."""
-    from ..engine import open_scene
-    from ..studio.frames import resize
+    from morph.engine.scenes import open_scene
+    from morph.studio.frames import resize
 
     loaded = open_scene(scene, torch.device("cpu"), cache_dir, quiet=True)
     r = loaded.scene.renders[render]
@@ -103,7 +103,7 @@ def wide_figure(scene: Path, render: str = "team-wide", keyframe: int = 3,
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m morph.builtin.figures", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m morph.training.figures", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="builtin", help="generator: 'builtin' or a checkpoint file")
     ap.add_argument("--docs", type=Path, default=Path("docs"))
@@ -112,7 +112,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ..loader import load_model
+    from morph.models.loader import load_model
 
     G = load_model(args.model)
     args.docs.mkdir(parents=True, exist_ok=True)

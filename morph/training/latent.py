@@ -3,7 +3,7 @@
 The generator's mapping network sees ``x = z / rms(z)`` (NVIDIA's input normalisation), a point
 on the sphere of radius √d in d = ``len(FIELDS)`` dimensions. Coordinate k of x drives face
 field ``FIELDS[k]``: it goes through its exact marginal CDF on that sphere (so it is uniform
-for random z) and then through ``morph.toyfaces``' own sampler for the field. So random z give
+for random z) and then through ``morph.training.toyfaces``' own sampler for the field. So random z give
 the renderer's distribution of faces, and every z has a definite target image.
 
 Three extensions make the targets fit a StyleGAN's latent space:
@@ -26,8 +26,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import betainc, betaincinv
 
-from ..toyfaces import FaceParams, render
-from ..toyfaces.latent import FIELDS, SWITCHES, params_from_uniform
+from morph.training.toyfaces import FaceParams, render
+from morph.training.toyfaces.latent import FIELDS, SWITCHES, params_from_uniform
 
 LATENT_DIM = len(FIELDS)
 SWITCH_BAND = 0.12  # half width, in sphere coordinates, of the cross-fade around each step
@@ -85,7 +85,7 @@ def latent_from_params(params: FaceParams) -> np.ndarray:
     """A latent z whose face is close to ``params``: the sphere coordinates of the faces' uniforms,
     rescaled onto the sphere (exact when they already lie on it, else every field moves a little
     towards or away from its median)."""
-    from ..toyfaces.latent import uniform_from_params
+    from morph.training.toyfaces.latent import uniform_from_params
 
     x = sphere_ppf(np.clip(uniform_from_params(params), 1e-6, 1 - 1e-6))
     return coords(x).astype(np.float32)
@@ -139,7 +139,7 @@ def render_targets(x: np.ndarray, size: int = 64, band: float = SWITCH_BAND) -> 
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) / 127.5 - 1.0
 
 
-# The face field each binary attribute of ``morph.toyfaces.ATTRIBUTES`` reads.
+# The face field each binary attribute of ``morph.training.toyfaces.ATTRIBUTES`` reads.
 ATTRIBUTE_FIELD: dict[str, str] = {"smile": "smile", "glasses": "glasses", "beard": "beard", "hair_dark": "hair_light",
                                    "hair_long": "hair_style", "turn_left": "turn"}
 

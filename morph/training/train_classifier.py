@@ -1,6 +1,6 @@
 """Train the built-in attribute classifier on procedural faces.
 
-``python -m morph.builtin.train_classifier --out runs/classifier [--resume] [--export PATH]``
+``python -m morph.training.train_classifier --out runs/classifier [--resume] [--export PATH]``
 
 Renders a fixed pool of faces (seeded; cached as ``pool.npz`` in ``--out``), then trains with
 augmentation that makes it a fair judge of generator samples too: mirror images (with the
@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..toyfaces import ATTRIBUTES, ambiguous, labels, render, sample_params
-from ..toyfaces.params import BALD
-from .classifier import AttributeClassifier, save_classifier, to_input
+from morph.training.toyfaces import ATTRIBUTES, ambiguous, labels, render, sample_params
+from morph.training.toyfaces.params import BALD
+from morph.builtin.classifier import AttributeClassifier, save_classifier, to_input
 
 CONTINUOUS = ("smile_amount", "turn", "tilt", "gaze_x", "gaze_y", "skin", "hair_light", "face_width", "light")
 MIRRORED = {"turn", "tilt", "gaze_x", "light"}  # continuous values that change sign in a mirror image
@@ -107,7 +107,7 @@ def accuracy(model: AttributeClassifier, pool: dict[str, np.ndarray]) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m morph.builtin.train_classifier", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m morph.training.train_classifier", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/classifier"), help="run folder (pool cache, checkpoint)")
     ap.add_argument("--seed", type=int, default=0)
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.export:
         args.export.parent.mkdir(parents=True, exist_ok=True)
         save_classifier(args.export, model.eval(), {
-            "trained_by": "python -m morph.builtin.train_classifier",
+            "trained_by": "python -m morph.training.train_classifier",
             "args": {k: str(v) for k, v in vars(args).items() if k not in ("resume", "export", "threads", "max_minutes")},
             "heldout_accuracy": {a: round(v["clear"], 4) for a, v in acc.items()},
         })

@@ -1,7 +1,7 @@
 """Train the built-in directions: sample the built-in generator, score the images with the built-in classifier,
 fit one direction per attribute by morph's SVM pipeline (``morph.directions``), write them beside the weights.
 
-``python -m morph.builtin.train_directions [--n 12000] [--ratio 0.1] [--truncation 1] [--seed 1000000]``
+``python -m morph.training.train_directions [--n 12000] [--ratio 0.1] [--truncation 1] [--seed 1000000]``
 
 The ratio was chosen on the shipped generator by ``tests/test_directions.py``'s measure (20 faces moved
 from −3 to +3 along smile; the change in the glasses score, plain against conditioned on glasses):
@@ -21,9 +21,11 @@ from typing import Optional
 
 import numpy as np
 
-from ..directions import map_batches, save_array, seeds_z, spread, train_svm, w_images
-from ..progress import Progress, log
-from . import WEIGHTS_DIR, load_builtin_classifier, load_builtin_generator
+from morph.directions import map_batches, save_array, seeds_z, spread, train_svm, w_images
+from morph.core.progress import Progress, log
+from morph.builtin import WEIGHTS_DIR
+from morph.builtin import load_builtin_classifier
+from morph.builtin import load_builtin_generator
 
 OUT = WEIGHTS_DIR / "directions"
 

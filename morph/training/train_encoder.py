@@ -1,8 +1,8 @@
 """Train the built-in model's encoder (image → W+, projection's first guess) from fixed seeds, in three stages.
 
-``python -m morph.builtin.train_encoder [--out runs/encoder] [--resume] [--threads 1] [--stop-at N]``
+``python -m morph.training.train_encoder [--out runs/encoder] [--resume] [--threads 1] [--stop-at N]``
 
-1. ``samples``: :func:`morph.encoder_training.train` on the built-in generator's own samples (``CONFIG``).
+1. ``samples``: :func:`morph.projection.encoder_training.train` on the built-in generator's own samples (``CONFIG``).
 2. ``renderer``: from stage 1's file, fine-tuned with a quarter of each batch drawn from the face renderer
    the generator was trained on (``FINETUNE``): the samples alone teach it the generator's blurred world,
    and it read the team photos' wide grins and thin glasses back towards the mean face.
@@ -27,11 +27,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..encoder_training import Photos, TrainConfig, train
-from ..files import read_safetensors
-from ..progress import log
-from ..runtime import request_stop
-from . import builtin_path, load_builtin_generator
+from morph.projection.encoder_training import Photos, TrainConfig, train
+from morph.core.files import read_safetensors
+from morph.core.progress import log
+from morph.core.runtime import request_stop
+from morph.builtin import builtin_path
+from morph.builtin import load_builtin_generator
 
 CONFIG = TrainConfig(steps=1400, batch=32, lr=2e-3, seed=15)
 FINETUNE = TrainConfig(steps=1600, batch=32, lr=1e-3, seed=16, photo_share=0.25)
@@ -42,7 +43,7 @@ ARCHITECTURE = {"base": 32, "max_width": 192, "pyramid": 96}  # 1.6 M parameters
 def renderer_photos(gen: torch.Generator, n: int, size: int = 64) -> torch.Tensor:
     """The renderer stages' photos: ``n`` fresh renderer faces from a seed taken from ``gen`` (so the training
     run stays a function of its own seed)."""
-    from .train_sharp import renderer_faces
+    from morph.training.train_sharp import renderer_faces
 
     return renderer_faces(np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen))), n, size)
 

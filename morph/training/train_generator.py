@@ -1,8 +1,8 @@
 """Train the built-in StyleGAN2 generator by fitting it to the procedural face renderer.
 
-``python -m morph.builtin.train_generator --out runs/generator [--kimg 300] [--budget-minutes 115] [--resume] [--export PATH]``
+``python -m morph.training.train_generator --out runs/generator [--kimg 300] [--budget-minutes 115] [--resume] [--export PATH]``
 
-Method: every latent z has a target image, the renderer's face for z (``morph.builtin.latent``),
+Method: every latent z has a target image, the renderer's face for z (``morph.training.latent``),
 so the generator is trained by plain regression, ``synthesis(mapping(z)) ≈ target(z)``, with an
 L1 loss on the image and on a 3-level pyramid of downsampled copies, plus (``--feature-weight``)
 an L1 loss on the activations of a face classifier (``weights/perceptual.safetensors``, not the
@@ -40,9 +40,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..stylegan2.networks import Generator
-from ..toyfaces import grid, write_png
-from .latent import LATENT_DIM, LEVEL, coords, mix_coords, render_targets
+from morph.stylegan2.networks import Generator
+from morph.training.toyfaces import grid, write_png
+from morph.training.latent import LATENT_DIM, LEVEL, coords, mix_coords, render_targets
 
 DEFAULTS = dict(
     resolution=64, w_dim=128, mapping_layers=4, mapping_lr_mul=1.0, channel_base=2048, channel_max=256,
@@ -120,12 +120,12 @@ class FeatureLoss:
     features (the Fréchet distance) are never optimised directly."""
 
     def __init__(self, path=None):
-        from . import builtin_path
-        from .classifier import load_classifier
+        from morph.builtin import builtin_path
+        from morph.builtin.classifier import load_classifier
 
         path = path or builtin_path("perceptual")
         if not Path(path).is_file():
-            raise SystemExit(f"{path} is missing: train it first with python -m morph.builtin.train_classifier "
+            raise SystemExit(f"{path} is missing: train it first with python -m morph.training.train_classifier "
                              f"--seed 1 --out runs/perceptual --export {path}  (or pass --feature-weight 0)")
         self.net = load_classifier(path)
 
@@ -156,12 +156,12 @@ def sample_grid(G: Generator, cfg: dict, n: int = 16, seed: int = 12345) -> np.n
 
 
 def export(G_ema: Generator, path: Path, cfg: dict, nimg: int, seconds: float) -> None:
-    from ..stylegan2.formats import write_native
+    from morph.checkpoints import write_native
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_native(path, G_ema.init_kwargs, G_ema.state_dict(), {
-        "description": "morph built-in generator: StyleGAN2 fitted to morph.toyfaces procedural faces",
-        "trained_by": "python -m morph.builtin.train_generator",
+        "description": "morph built-in generator: StyleGAN2 fitted to morph.training.toyfaces procedural faces",
+        "trained_by": "python -m morph.training.train_generator",
         "training": {**cfg, "images_seen": nimg, "train_seconds": round(seconds)},
         "latent_fields": list(LEVEL),
         "field_levels": LEVEL,
@@ -169,7 +169,7 @@ def export(G_ema: Generator, path: Path, cfg: dict, nimg: int, seconds: float) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m morph.builtin.train_generator", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m morph.training.train_generator", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/generator"), help="run folder (checkpoint, logs, grids)")
     ap.add_argument("--seed", type=int, default=0)

@@ -1,6 +1,6 @@
 """Train the sharp built-in generator: the 64 px regression fit grown to 128 px, then an adversarial phase.
 
-``python -m morph.builtin.train_sharp --out runs/sharp [--device cuda] [--kimg 200] [--max-minutes M] [--resume]``
+``python -m morph.training.train_sharp --out runs/sharp [--device cuda] [--kimg 200] [--max-minutes M] [--resume]``
 
 Why grow rather than fit again: the shipped generator (``train_generator``) already maps every z to
 its renderer face, with the truncation, style-mixing levels and interpolation that the directions,
@@ -45,13 +45,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..files import atomic_path
-from ..progress import Progress, log
-from ..stylegan2.networks import Generator
-from ..toyfaces import render, sample_params, write_png
-from .discriminator import Discriminator
-from .latent import LATENT_DIM, LEVEL
-from .train_generator import FeatureLoss, generate, make_batch, sample_grid
+from morph.core.files import atomic_path
+from morph.core.progress import Progress, log
+from morph.stylegan2.networks import Generator
+from morph.training.toyfaces import render, sample_params, write_png
+from morph.training.discriminator import Discriminator
+from morph.training.latent import LATENT_DIM, LEVEL
+from morph.training.train_generator import FeatureLoss, generate, make_batch, sample_grid
 
 DEFAULTS: dict[str, Any] = dict(
     resolution=128, batch=16, kimg=200.0, g_lr=0.002, d_lr=0.002, r1_gamma=0.2, r1_every=16, mix=0.9,
@@ -261,15 +261,15 @@ def read_checkpoint(path: Path) -> dict:
 
 def export(trainer: Trainer, path: Path, source: str) -> None:
     """G_ema in morph's safetensors format, with the run's settings in its header."""
-    from ..stylegan2.formats import write_native
+    from morph.checkpoints import write_native
 
     G = trainer.G_ema
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in G.state_dict().items()}
     write_native(path, G.init_kwargs, state, {
         "description": f"morph built-in generator, {G.img_resolution} px: the regression fit grown and trained "
-                       "adversarially against morph.toyfaces procedural faces",
-        "trained_by": "python -m morph.builtin.train_sharp",
+                       "adversarially against morph.training.toyfaces procedural faces",
+        "trained_by": "python -m morph.training.train_sharp",
         "grown_from": source,
         "training": {**trainer.cfg, "images_seen": trainer.step_count * trainer.cfg["batch"],
                      "train_seconds": round(trainer.seconds)},
@@ -279,7 +279,7 @@ def export(trainer: Trainer, path: Path, source: str) -> None:
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m morph.builtin.train_sharp", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m morph.training.train_sharp", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/sharp"), help="run folder (checkpoint, log, grids, export)")
     ap.add_argument("--init", default="builtin", help="generator to grow from: 'builtin' (the shipped 64 px) or a file")
@@ -304,11 +304,11 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 def load_init(spec: str) -> Generator:
     """The generator to grow from (always loaded on the CPU, moved with the trainer)."""
-    from ..loader import load_model
+    from morph.models.loader import load_model
 
     G = load_model(spec)
     if getattr(G, "family", None) != "stylegan2":
-        from ..errors import MorphError
+        from morph.core.errors import MorphError
 
         raise MorphError(f"--init must be a StyleGAN2 generator, got a {getattr(G, 'family', '?')} model", where=spec)
     return G
@@ -418,7 +418,7 @@ def run(args: argparse.Namespace) -> Trainer:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    from ..errors import MorphError
+    from morph.core.errors import MorphError
 
     try:
         run(parse_args(argv))

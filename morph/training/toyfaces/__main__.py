@@ -1,4 +1,4 @@
-"""``python -m morph.toyfaces OUT.png [--n N] [--size S] [--seed K]``: render a grid of random
+"""``python -m morph.training.toyfaces OUT.png [--n N] [--size S] [--seed K]``: render a grid of random
 faces to look at, and print how fast they rendered."""
 
 from __future__ import annotations
@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import grid, render, sample_params, write_png
+from morph.training.toyfaces import grid
+from morph.training.toyfaces import render
+from morph.training.toyfaces import sample_params
+from morph.training.toyfaces import write_png
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m morph.toyfaces", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m morph.training.toyfaces", description=__doc__)
     parser.add_argument("out", help="PNG file to write")
     parser.add_argument("--n", type=int, default=64, help="number of faces (default 64)")
     parser.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import palette
-from .params import BALD, LONG, FaceParams, sample_params
-from .shapes import bend, box, circle, coverage, ellipse, length, paint, rotate, segment
+from morph.training.toyfaces import palette
+from morph.training.toyfaces.params import BALD, LONG, FaceParams, sample_params
+from morph.training.toyfaces.shapes import bend, box, circle, coverage, ellipse, length, paint, rotate, segment
 
 Array = np.ndarray
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .params import BALD, LONG, FaceParams
+from morph.training.toyfaces.params import BALD, LONG, FaceParams
 
 # smile: smiling (smile > SMILE_THRESHOLD); hair_dark: black/brown rather than light brown/blond;
 # hair_long: hair down to the shoulders; turn_left: the face is turned towards the image's left side.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-from .params import _SAMPLERS, FaceParams
+from morph.training.toyfaces.params import _SAMPLERS, FaceParams
 
 FIELDS: tuple[str, ...] = tuple(_SAMPLERS)  # field order of the uniforms (FaceParams order)
 

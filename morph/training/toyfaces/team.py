@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from .params import BALD, LONG, SHORT, FaceParams
+from morph.training.toyfaces.params import BALD, LONG, SHORT, FaceParams
 
 TEAM: dict[str, dict[str, Any]] = {
     "ada": dict(hair_style=LONG, hair_light=0.15, hair_red=0.7, skin=0.08, glasses=True, glasses_round=True,
