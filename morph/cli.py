@@ -135,7 +135,7 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
     from morph.core.devices import resolve_device, resolve_precision
     from morph.engine.scenes import RenderOptions, destination, render_scenes, select
     from morph.projection.project import projection_status
-    from morph.render.job import default_cache_dir
+    from morph.core.cache import default_cache_dir
     from morph.scene import describe, load_scene
 
     if dry_run:
@@ -217,7 +217,7 @@ def cache(clear: bool = typer.Option(False, "--clear", help="delete cached segme
     """Show the segment cache (where, how many, how large), verify it, or clear it; with --models, the
     downloaded models."""
     from morph.core import cache as store
-    from morph.render.job import default_cache_dir
+    from morph.core.cache import default_cache_dir
 
     root = folder or default_cache_dir()
     store.check_folder(root)

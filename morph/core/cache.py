@@ -1,6 +1,16 @@
-"""The cache folder's rules: every cached file (segments, projections) carries a record of its size, content
-hash and frame count and is verified before reuse; running renders hold leases that ``--clear`` respects;
-temp files that killed processes left behind are swept.
+"""The cache folder: its whole layout and its rules. Every kind of entry has its subfolder here and nowhere else
+(``folder``); every cached file (segments, projections) carries a record of its size, content hash and frame
+count and is verified before reuse; running renders hold leases that ``--clear`` respects; temp files that
+killed processes left behind are swept.
+
+Layout under the root (``$MORPH_CACHE``, else ``$XDG_CACHE_HOME/morph``, else ``~/.cache/morph``)::
+
+    segments/     encoded segments, named by the SHA-256 of everything that decides their pixels
+    projections/  projected photos (W+, noise, figures), named by photo, model and settings
+    outputs/      one record per output file: what it was rendered from, so an unchanged render is skipped
+    audio/        a sound file's analysis, one folder per file SHA-256
+    models/       downloads, one folder per URL, beside ``addresses/`` (which URL each folder holds)
+    leases/       the segments running renders use
 
 A record is ``NAME.json`` beside ``NAME``, written after the file is complete, so a file without one (a
 crash between the two) counts as damaged and is rebuilt, never trusted.
@@ -10,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -24,9 +35,30 @@ from morph.core.files import atomic_path, file_sha256
 from morph.core.progress import log
 
 SEGMENTS, PROJECTIONS, OUTPUTS, LEASES = "segments", "projections", "outputs", "leases"
+AUDIO, MODELS = "audio", "models"
+KINDS = (SEGMENTS, PROJECTIONS, OUTPUTS, LEASES, AUDIO, MODELS)
 RECORD = ".json"
 STALE_SECONDS = 3600          # a temp file untouched this long belongs to a process that is gone
 CLEAR_LOCK = ".clear.lock"    # held exclusively while clearing, shared while a render takes its lease
+
+
+def default_cache_dir() -> Path:
+    """``$MORPH_CACHE``, else ``$XDG_CACHE_HOME/morph``, else ``~/.cache/morph``."""
+    if os.environ.get("MORPH_CACHE"):
+        return Path(os.environ["MORPH_CACHE"]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "morph"
+
+
+def folder(kind: str, cache_dir: Optional[Path] = None) -> Path:
+    """The subfolder that holds entries of ``kind`` (one of ``KINDS``) under ``cache_dir`` (default: the root)."""
+    assert kind in KINDS, kind
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()) / kind
+
+
+def output_record(cache_dir: Path, dest: Path) -> Path:
+    """Where the record of output file ``dest`` lives (keyed by its absolute path)."""
+    return folder(OUTPUTS, cache_dir) / (hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:32] + ".json")
 
 
 def record_path(path: Path) -> Path:
@@ -140,7 +172,7 @@ def entries(cache_dir: Path, kind: str = SEGMENTS) -> list[Path]:
 
 def check_folder(cache_dir: Path) -> None:
     """MorphError in one line unless ``cache_dir`` is a folder (or can become one)."""
-    for path in (cache_dir, *(cache_dir / k for k in (SEGMENTS, PROJECTIONS, OUTPUTS, LEASES))):
+    for path in (cache_dir, *(folder(k, cache_dir) for k in KINDS)):
         if path.exists() and not path.is_dir():
             raise MorphError("is a file, not a folder", path, "give --cache a folder, or move the file away")
 

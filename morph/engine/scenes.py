@@ -24,9 +24,9 @@ from morph.core.errors import MorphError
 from morph.core.files import file_sha256
 from morph.core.model import Model, Noise
 from morph.core.progress import Progress, log
-from morph.core.cache import check_folder, lease, sweep
+from morph.core.cache import check_folder, default_cache_dir, lease, sweep
 from morph.render.encode import is_frame_file
-from morph.render.job import (RenderJob, RenderPlan, RenderStats, default_cache_dir, forget_output, generate, is_up_to_date,
+from morph.render.job import (RenderJob, RenderPlan, RenderStats, forget_output, generate, is_up_to_date,
                      join, output_lock, render_segments)
 from morph.scene import Render, Scene, load_scene, timelines
 from morph.motion.schedule import Timeline, camera_poses, sample

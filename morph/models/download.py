@@ -29,10 +29,11 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional, TextIO
 
+from morph.core import cache
+from morph.core.cache import MODELS
 from morph.core.errors import MorphError
 from morph.core.progress import Progress, log
 
-MODELS = "models"          # the cache subfolder that holds downloads
 CHUNK = 1 << 20            # bytes per read; also the progress unit (MiB)
 TIMEOUT = 60.0             # seconds without a byte before a connection counts as dead
 RETRIES = 3                # automatic resumes after a cut connection, per download
@@ -47,11 +48,7 @@ def is_url(spec: object) -> bool:
 def models_dir(cache_dir: Optional[Path] = None) -> Path:
     """Where downloads live: ``<cache>/models`` (the cache is ``cache_dir``, else ``$MORPH_CACHE``, else
     ``~/.cache/morph``)."""
-    if cache_dir is None:
-        from morph.render.job import default_cache_dir
-
-        cache_dir = default_cache_dir()
-    return Path(cache_dir) / MODELS
+    return cache.folder(cache.MODELS, cache_dir)
 
 
 def url_folder(url: str, cache_dir: Optional[Path] = None) -> Path:

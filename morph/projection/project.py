@@ -67,13 +67,12 @@ from torch import nn
 
 from morph.projection.align import aligned_face
 from morph.core.arrays import read_arrays
-from morph.core.cache import reusable, seal
+from morph.core.cache import PROJECTIONS, folder, reusable, seal
 from morph.render.encode import EncodeSettings, SegmentWriter
 from morph.core.files import atomic_path
 from morph.core.errors import MorphError
 from morph.motion.latents import From, Project, map_z
 from morph.core.progress import Progress
-from morph.render.job import default_cache_dir
 from morph.models.resolver import is_builtin_file
 from morph.core.runtime import check_stop
 from morph.checkpoints.torchscript import is_torchscript
@@ -504,7 +503,7 @@ def synthesize(G, projections: Sequence[Projection], batch: int = 8) -> np.ndarr
 def cache_path(image: str | os.PathLike, model_sha256: str, settings: Settings, cache_dir: Optional[Path]) -> Path:
     """Where the projection of ``image`` with these settings is cached (``<cache>/projections/KEY.npz``)."""
     key = settings.key(file_sha256(image), model_sha256)
-    return (cache_dir or default_cache_dir()) / "projections" / f"{key}.npz"
+    return folder(PROJECTIONS, cache_dir) / f"{key}.npz"
 
 
 def _save(path: Path, p: Projection) -> None:

@@ -28,7 +28,7 @@ from morph.render.canvas import Canvas
 from morph.render.encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, join_segments
 from morph.core.files import atomic_path
 from morph.core.errors import MorphError
-from morph.core.cache import OUTPUTS, SEGMENTS, reusable, seal
+from morph.core.cache import SEGMENTS, folder, output_record, reusable, seal
 from morph.core.progress import Progress, log
 from morph.core.runtime import check_stop, stop_points
 from morph.core.model import Model, Noise
@@ -38,14 +38,6 @@ from morph.core.files import file_sha256
 SEGMENT_SECONDS = 2.0
 # Bump when a change to the generator or encoder alters pixels, so old cached segments are not reused.
 RENDER_VERSION = "1"
-
-
-def default_cache_dir() -> Path:
-    """``$MORPH_CACHE``, else ``$XDG_CACHE_HOME/morph``, else ``~/.cache/morph``."""
-    if os.environ.get("MORPH_CACHE"):
-        return Path(os.environ["MORPH_CACHE"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "morph"
 
 
 @dataclass(frozen=True)
@@ -180,10 +172,6 @@ def output_lock(dest: Path, wait: bool = True) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _output_record(cache_dir: Path, dest: Path) -> Path:
-    return cache_dir / OUTPUTS / (hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:32] + ".json")
-
-
 def _output_state(dest: Path, key: str) -> Optional[dict]:
     try:
         st = dest.stat()
@@ -194,7 +182,7 @@ def _output_state(dest: Path, key: str) -> Optional[dict]:
 
 def is_up_to_date(cache_dir: Path, dest: Path, key: str) -> bool:
     """Whether ``dest`` is exactly the file morph last joined for ``key`` (unchanged since)."""
-    record = _output_record(cache_dir, dest)
+    record = output_record(cache_dir, dest)
     try:
         return json.loads(record.read_text()) == _output_state(dest, key)
     except (FileNotFoundError, json.JSONDecodeError):
@@ -203,11 +191,11 @@ def is_up_to_date(cache_dir: Path, dest: Path, key: str) -> bool:
 
 def forget_output(cache_dir: Path, dest: Path) -> None:
     """Drop ``dest``'s up-to-date record, so the next render joins it again."""
-    _output_record(cache_dir, dest).unlink(missing_ok=True)
+    output_record(cache_dir, dest).unlink(missing_ok=True)
 
 
 def remember_output(cache_dir: Path, dest: Path, key: str) -> None:
-    record = _output_record(cache_dir, dest)
+    record = output_record(cache_dir, dest)
     record.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(record) as tmp:
         tmp.write_text(json.dumps(_output_state(dest, key)))
@@ -269,7 +257,7 @@ class RenderJob:
             key = segment_key(self.sample(t), self.model_key, self.settings, self.noise.mode, extra,
                               self.camera(t) if self.camera else None)
             segments.append(Segment(start, stop, key,
-                                    cache_dir / SEGMENTS / f"{key}{SEGMENT_SUFFIX[self.settings.format]}"))
+                                    folder(SEGMENTS, cache_dir) / f"{key}{SEGMENT_SUFFIX[self.settings.format]}"))
         key = hashlib.sha256(json.dumps({"segments": [s.key for s in segments], "metadata": self.metadata,
                                          "audio": file_sha256(self.audio) if self.audio else None,
                                          "format": self.settings.format}, sort_keys=True).encode()).hexdigest()

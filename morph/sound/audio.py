@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from morph.render.encode import ffmpeg_exe
+from morph.core import cache
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path, file_sha256
 from morph.core.limits import MAX_SECONDS
@@ -88,11 +89,9 @@ class Sound:
     """One sound file's analysis: curves at the analysis rate, each computed once and cached by the file's hash."""
 
     def __init__(self, path: Path, cache_dir: Optional[Path] = None):
-        from morph.render.job import default_cache_dir
-
         self.path = Path(path)
         self.sha256 = file_sha256(self.path)
-        self.folder = (cache_dir or default_cache_dir()) / "audio" / self.sha256
+        self.folder = cache.folder(cache.AUDIO, cache_dir) / self.sha256
 
     @cached_property
     def pcm(self) -> np.ndarray:

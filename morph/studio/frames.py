@@ -157,7 +157,7 @@ def open_scene(scene: Path, device: str, cache_dir: Optional[Path]) -> Frames:
     """The frames of scene file ``scene``'s model on ``device`` (auto, cpu, cuda...), projections cached in
     ``cache_dir`` (morph's default cache when None); a scene invalid from the start fails as ``morph check``."""
     from morph.core.devices import resolve_device
-    from morph.render.job import default_cache_dir
+    from morph.core.cache import default_cache_dir
     from morph.scene import load_scene
 
     cache_dir = cache_dir or default_cache_dir()
