@@ -99,26 +99,39 @@ def render_results(scene: SceneLike | Sequence[SceneLike], out: Union[str, os.Pa
                    batch_size: Optional[int] = None, force: bool = False,
                    cache: Optional[Union[str, os.PathLike]] = None, wait: bool = True,
                    wait_timeout: Optional[float] = None, quiet: bool = False, cluster: Optional[str] = None,
-                   workers: Optional[int] = None, shard: Optional[tuple[int, int]] = None, transfer: bool = False):
+                   workers: Optional[int] = None, shard: Optional[str] = None, transfer: bool = False):
     """:func:`render` with every option ``morph render`` has, returning each render's
-    :class:`morph.engine.scenes.RenderResult` (path, frames rendered, segments from the cache, seconds)."""
+    :class:`morph.engine.scenes.RenderResult` (path, frames rendered, segments from the cache, seconds).
+    ``shard`` is ``"K/N"``: render shard K of N of the missing segments into the cache, join nothing."""
     import torch
 
     from morph.core.cache import default_cache_dir
     from morph.core.devices import resolve_precision
     from morph.core.limits import MAX_BATCH
+    from morph.engine.cluster import check_address, parse_shard
     from morph.engine.scenes import RenderOptions, render_scenes
 
     _start(quiet)
     if batch_size is not None and not 1 <= batch_size <= MAX_BATCH:
-        raise MorphError(f"not a batch size: {batch_size!r}", "--batch-size", f"give a whole number from 1 to {MAX_BATCH}")
+        raise MorphError(f"not a batch size: {batch_size!r}", "--batch-size",
+                         f"give a whole number from 1 to {MAX_BATCH}, or auto")
+    if cluster is not None:
+        check_address(cluster)
+    if sum(x is not None for x in (cluster, workers, shard)) > 1:
+        raise MorphError("--cluster, --workers and --shard exclude each other", "morph render",
+                         "a shard job renders on its own machine; a cluster run splits the work itself")
+    if transfer and cluster is None and workers is None:
+        raise MorphError("--cluster-transfer applies only with --cluster or --workers", "--cluster-transfer")
+    if not wait and wait_timeout is not None:
+        raise MorphError("--no-wait and --wait-timeout exclude each other", "--wait-timeout")
     scenes = scene if isinstance(scene, (list, tuple)) else [scene]
     dev = _device(device)
     dtype = resolve_precision(precision, dev)
     options = RenderOptions(out=Path(out), cache_dir=Path(cache) if cache else default_cache_dir(), device=dev,
                             device_name=device, dtype=None if dtype == torch.float32 else dtype,
                             batch_size=batch_size, force=force, wait=wait, wait_timeout=wait_timeout, quiet=quiet)
-    return render_scenes([_source(s) for s in scenes], only, options, cluster, workers, shard, transfer)
+    return render_scenes([_source(s) for s in scenes], only, options, cluster, workers,
+                         parse_shard(shard) if shard is not None else None, transfer)
 
 
 def frames(scene: SceneLike, render: str, frames: Sequence[int], device: str = "auto",
