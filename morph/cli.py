@@ -464,8 +464,9 @@ def latents_export(source: Path = typer.Argument(..., help="a latent: .npy/.npz,
                                                             "W+ [num_ws, w_dim]"),
                    dest: Path = typer.Argument(..., help="OUT.npz: NVIDIA's projected_w.npz (w [1, num_ws, w_dim]); "
                                                          "OUT.npy: a plain [num_ws, w_dim] array"),
-                   model: Optional[str] = typer.Option(None, "--model", help="for a W latent: the model whose "
-                                                                             "layer count it is repeated over"),
+                   model: Optional[str] = typer.Option(None, "--model", "-m", help="builtin, a published name, an "
+                                                       "https URL or a checkpoint file: for a W latent, the model "
+                                                       "whose layer count it is repeated over"),
                    num_ws: Optional[int] = typer.Option(None, "--num-ws", min=1,
                                                         help="for a W latent: the layer count, without a model")
                    ) -> None:

@@ -34,7 +34,7 @@ FIRST_LINE_S = 2.0    # lines mode: a long task says how it goes this soon after
 JSON_EVERY_S = 0.5    # json mode: at most this often per task
 
 _mode = "lines"
-_configured = False   # until configure() runs, the first line or bar configures "auto" (unless the app did)
+_configured = False   # set by an explicit configure() (the command line); the API's calls leave it alone
 _bars = None          # the shared rich Progress while any bar is live
 
 
@@ -72,23 +72,24 @@ def _interactive() -> bool:
 
 def configure(mode: str = "auto", *, only_if_unset: bool = False) -> str:
     """Route morph's progress and log lines: ``mode`` is one of :data:`MODES`. With ``only_if_unset`` (the
-    Python API) nothing changes when the application has given the ``morph`` logger a handler of its own.
-    Returns the mode in force."""
+    Python API) a mode the command line chose stands, and log records go to the application's own handlers
+    when it has set up logging. Returns the mode in force."""
     global _mode, _configured
     if mode not in MODES:
         from morph.core.errors import MorphError
 
         raise MorphError(f"unknown progress mode {mode!r}", "--progress", f"use one of {', '.join(MODES)}")
-    _configured = True
     ours = [h for h in logger.handlers if isinstance(h, _Handler)]
     theirs = [h for h in logger.handlers if not isinstance(h, _Handler)] + logging.getLogger().handlers
-    if only_if_unset and theirs and not ours:  # the application routes logging itself: its choice stands
+    if only_if_unset and _configured:  # the command line chose
         return _mode
+    _configured = not only_if_unset
     _mode = ("bar" if _interactive() else "lines") if mode == "auto" else mode
-    if not ours:
-        logger.addHandler(_Handler())
-    logger.setLevel(logging.WARNING if _mode == "quiet" else logging.INFO)
-    logger.propagate = False
+    if ours or not (only_if_unset and theirs):  # unless the application routes logging itself
+        if not ours:
+            logger.addHandler(_Handler())
+        logger.setLevel(logging.WARNING if _mode == "quiet" else logging.INFO)
+        logger.propagate = False
     return _mode
 
 
@@ -112,7 +113,7 @@ def warn(message: str) -> None:
 def _default() -> None:
     """Before anyone called :func:`configure`: the mode a script gets (``auto``), unless the application
     has set up logging itself."""
-    if not _configured:
+    if not _configured and not any(isinstance(h, _Handler) for h in logger.handlers):
         configure("auto", only_if_unset=True)
 
 
