@@ -16,31 +16,31 @@ from typing import Any, Optional
 import typer
 
 from morph.core.errors import MorphError, os_error_line
+from morph import __version__
 from morph.core.limits import MAX_BATCH, MAX_PREVIEW_FRAMES, MAX_STRIP_STEPS
+from morph.core.progress import fatal
 from morph.core.runtime import Terminated, keep_freed_memory, request_stop
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]},
-                  help="Render StyleGAN2 and StyleGAN3 latent space into videos and looping GIFs.")
+                  context_settings={"help_option_names": ["-h", "--help"]})  # its help: _main's docstring
 
 EXIT_CODES = ("Exit codes: 0 done, 1 internal error, 2 bad input (scene, model file or option), "
               "3 output locked by another run (--no-wait, --wait-timeout), 4 file-system error (permissions, full "
               "disk, a file where a folder belongs), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")
-DEVICES = "auto | cpu | cuda[:N] | mps"
 
 
 # --- the options every command spells the same way ------------------------------------------------------------
 
+# shared by every command that has them (typer reads an OptionInfo without changing it)
 def out_option(default: str = "outputs") -> Any:
     return typer.Option(Path(default), "--out", "-o", help="destination folder")
 
 
-# shared by every command that has them (typer reads an OptionInfo without changing it)
 CACHE = typer.Option(None, "--cache", envvar="MORPH_CACHE", show_envvar=True,
                      show_default="$XDG_CACHE_HOME/morph, else ~/.cache/morph", help="cache folder")
 MODEL = typer.Option("builtin", "--model", "-m", help="builtin, a published name (morph fetch --list), an https URL "
                                                       "or a checkpoint file")
-DEVICE = typer.Option("auto", "--device", help=DEVICES)
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda[:N] | mps")
 QUIET = typer.Option(False, "--quiet", "-q", help="no progress, only warnings and errors")
 PROGRESS = typer.Option("auto", "--progress", help="auto (a bar on a terminal, lines elsewhere) | bar | lines | "
                                                    "json (JSON lines on stderr, for programs)")
@@ -60,8 +60,6 @@ def _print_json(value: Any) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        from morph import __version__
-
         typer.echo(f"morph {__version__}")
         raise typer.Exit()
 
@@ -579,19 +577,19 @@ def main() -> None:
         if type(err).__name__ == "NoArgsIsHelpError":
             typer.echo(err.ctx.get_help())
         else:
-            typer.echo(" ".join(f"{command}: {err.format_message()}; see {command} --help".split()), err=True)
+            fatal(" ".join(f"{command}: {err.format_message()}; see {command} --help".split()))
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):  # click turns Ctrl-C into Abort
-        typer.echo("morph: interrupted; finished segments stay cached", err=True)
+        fatal("morph: interrupted; finished segments stay cached")
         sys.exit(130)
     except MorphError as err:
-        typer.echo(str(err), err=True)
+        fatal(str(err))
         sys.exit(err.exit_code)
     except OSError as err:  # the file system said no: one line, temp files already removed on the way out
-        typer.echo(os_error_line(err), err=True)
+        fatal(os_error_line(err))
         sys.exit(4)
     except Terminated:
-        typer.echo("morph: terminated; finished segments stay cached", err=True)
+        fatal("morph: terminated; finished segments stay cached")
         sys.exit(143)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -161,3 +161,12 @@ def test_a_render_behind_a_lock_says_whom_it_waits_for(scene, tmp_path):
     assert out.returncode == 3, out.stderr
     assert f"waiting for pid {os.getpid()} on testhost (morph render other.yaml" in out.stderr
     assert "waited 1 s" in out.stderr.strip().splitlines()[-1]
+
+
+def test_a_failure_ends_the_json_stream_with_an_error_event(tmp_path):
+    out = morph("render", str(tmp_path / "nope.yaml"), "--progress", "json")
+    assert out.returncode == 2
+    last = json.loads(out.stderr.strip().splitlines()[-1])
+    assert last["event"] == "error" and "nope.yaml" in last["message"]
+    plain = morph("render", str(tmp_path / "nope.yaml"))
+    assert plain.stderr.strip() == last["message"]

@@ -110,6 +110,13 @@ def warn(message: str) -> None:
     logger.warning(message)
 
 
+def fatal(line: str) -> None:
+    """The one line a failed command ends with, on stderr: as it is, or ``{"event": "error", "message"}`` in
+    json mode (so a program reading the stream sees why it ended)."""
+    sys.stderr.write((json.dumps({"event": "error", "message": line}) if _mode == "json" else line) + "\n")
+    sys.stderr.flush()
+
+
 def _default() -> None:
     """Before anyone called :func:`configure`: the mode a script gets (``auto``), unless the application
     has set up logging itself."""
@@ -217,4 +224,4 @@ def _bar_remove(task) -> None:
         _bars = None
 
 
-__all__ = ["MODES", "Progress", "configure", "log", "logger", "warn"]
+__all__ = ["MODES", "Progress", "configure", "fatal", "log", "logger", "warn"]
