@@ -101,7 +101,8 @@ def test_load_model_by_name_and_the_render_package_stays_importable():
 def _readme_examples() -> list[str]:
     """The README's ```python blocks that use the API (``import morph``)."""
     text = README.read_text() if README.is_file() else ""
-    return [block for block in re.findall(r"```python\n(.*?)```", text, re.S) if re.search(r"^import morph$", block, re.M)]
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    return [block for block in blocks if re.search(r"^import morph$", block, re.M)]
 
 
 @pytest.mark.skipif(not _readme_examples(), reason="README.md has no ```python block using import morph yet")

@@ -74,8 +74,8 @@ def project_files(photos: Sequence[Path], model: str = "builtin", out: Path = Pa
     for group in (True, False):
         picked = [i for i, a in enumerate(aligns) if a == group]
         if picked:
-            measured = figures(np.stack([results[i].target for i in picked]), recon[picked], is_builtin_file(G.info.path),
-                               vgg_files, real=group)
+            measured = figures(np.stack([results[i].target for i in picked]), recon[picked],
+                               is_builtin_file(G.info.path), vgg_files, real=group)
             rows += list(zip(picked, measured))
     done = []
     for i, row in sorted(rows, key=lambda pair: pair[0]):

@@ -14,7 +14,7 @@ import torch
 
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path
-from morph.core.progress import Progress, log
+from morph.core.progress import Progress, log, warn
 from morph.engine.scenes import LoadedScene
 from morph.render.encode import EncodeSettings, ffmpeg_exe
 from morph.render.images import grid, write_png
@@ -158,7 +158,7 @@ def direction_strip(direction: str, latent: str, model: str, out: Path, strength
     G = load_model(model, device)
     trained_on = read_meta(path).get("model_sha256")
     if trained_on and trained_on != G.info.sha256:
-        log(f"warning: {path} was trained on another model (sha256 {trained_on[:12]}, this one {G.info.sha256[:12]})")
+        warn(f"warning: {path} was trained on another model (sha256 {trained_on[:12]}, this one {G.info.sha256[:12]})")
     d = load_w(path, G.num_ws, G.w_dim)
     w = seed_w(G, int(latent), truncation) if latent.lstrip("-").isdigit() else load_w(latent, G.num_ws, G.w_dim)
     images = np.concatenate(list(generate(G, sweep(w, d, strengths), 8, Noise("const"), device)))

@@ -29,7 +29,7 @@ from morph.render.encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, j
 from morph.core.files import atomic_path
 from morph.core.errors import MorphError
 from morph.core.cache import SEGMENTS, folder, output_record, reusable, seal
-from morph.core.progress import Progress, log
+from morph.core.progress import Progress, log, warn
 from morph.core.runtime import check_stop, stop_points
 from morph.core.model import Model, Noise
 from morph.core.model import images_to_uint8
@@ -336,7 +336,7 @@ def join(plan: RenderPlan, cache_dir: Path) -> None:
     try:
         remember_output(cache_dir, job.dest, plan.key)
     except OSError as err:  # the output is complete; only the shortcut for the next run is lost
-        log(f"{job.name}: warning: {job.dest} is complete, but its up-to-date record was not written "
+        warn(f"{job.name}: warning: {job.dest} is complete, but its up-to-date record was not written "
             f"({err.strerror or err}); the next run joins it again")
     for s in plan.segments:  # mark as recently used, for cache eviction by age
         with contextlib.suppress(OSError):
