@@ -51,6 +51,14 @@ def _start(quiet: bool = False) -> None:
     configure("quiet" if quiet else "auto", only_if_unset=True)
 
 
+def _news(scene: SceneLike, doing: str) -> None:
+    """The first line of a call, before torch and the model load (seconds on a cold start)."""
+    from morph.core.progress import log
+
+    text = isinstance(scene, dict) or isinstance(scene, str) and "\n" in scene
+    log(f"{'<scene>' if text else os.fspath(scene)}: {doing} (the scene, its model, photos and sounds)")
+
+
 def _device(device: str):
     from morph.core.devices import resolve_device
 
@@ -60,12 +68,13 @@ def _device(device: str):
 def check(scene: SceneLike, cache: Optional[Path] = None, out: Path = Path("outputs")) -> dict[str, Any]:
     """Validate a scene and return its plan: ``{"scene", "model", "renders": [{"name", "format", "width",
     "height", "fps", "frames", "seconds", "output"}], "plan": [the lines morph check prints]}``."""
+    _start()
+    _news(scene, "checking")
     from morph.core.cache import default_cache_dir
     from morph.engine.scenes import destination, read_scene, scene_path
     from morph.projection.project import projection_status
     from morph.scene import describe
 
-    _start()
     source = _source(scene)
     sc = read_scene(source, cache or default_cache_dir())
     renders = []
@@ -112,6 +121,8 @@ def render_results(scene: SceneLike | Sequence[SceneLike], out: Union[str, os.Pa
     from morph.engine.scenes import RenderOptions, render_scenes
 
     _start(quiet)
+    for one in scene if isinstance(scene, (list, tuple)) else [scene]:
+        _news(one, "reading")
     if batch_size is not None and not 1 <= batch_size <= MAX_BATCH:
         raise MorphError(f"not a batch size: {batch_size!r}", "--batch-size",
                          f"give a whole number from 1 to {MAX_BATCH}, or auto")
