@@ -55,8 +55,8 @@ def _news(scene: SceneLike, doing: str) -> None:
     """The first line of a call, before torch and the model load (seconds on a cold start)."""
     from morph.core.progress import log
 
-    text = isinstance(scene, dict) or isinstance(scene, str) and "\n" in scene
-    log(f"{'<scene>' if text else os.fspath(scene)}: {doing} (the scene, its model, photos and sounds)")
+    named = isinstance(scene, os.PathLike) or isinstance(scene, str) and "\n" not in scene
+    log(f"{os.fspath(scene) if named else '<scene>'}: {doing} (the scene, its model, photos and sounds)")
 
 
 def _device(device: str):

@@ -169,4 +169,4 @@ def test_a_failure_ends_the_json_stream_with_an_error_event(tmp_path):
     last = json.loads(out.stderr.strip().splitlines()[-1])
     assert last["event"] == "error" and "nope.yaml" in last["message"]
     plain = morph("render", str(tmp_path / "nope.yaml"))
-    assert plain.stderr.strip() == last["message"]
+    assert plain.stderr.strip().splitlines()[-1] == last["message"]
