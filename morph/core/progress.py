@@ -152,7 +152,7 @@ class Progress:
     def total(self, value: int) -> None:
         self._total = value
         if self._task is not None:
-            _bars.update(self._task, total=value or None)
+            _bars.update(self._task, total=value)
 
     def rate(self) -> float:
         return self.done / max(time.monotonic() - self.start, 1e-9)
@@ -205,14 +205,14 @@ def _bar_add(label: str, total: int, unit: str):
     global _bars
     if _bars is None:
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bars, TaskProgressColumn, TextColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import BarColumn, Progress as Bars, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-        _bars = Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                     TextColumn("{task.fields[unit]}"), TaskProgressColumn(), TimeRemainingColumn(),
-                     console=Console(stderr=True), transient=True)
+        # "done/total unit" as one plain column: a program reading the terminal finds "12/90 frames"
+        _bars = Bars(TextColumn("{task.description}"), BarColumn(),
+                     TextColumn("{task.completed}/{task.total} {task.fields[unit]}", markup=False),
+                     TaskProgressColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
         _bars.start()
-    return _bars.add_task(label, total=total or None, unit=unit)
+    return _bars.add_task(label, total=total, unit=unit)
 
 
 def _bar_remove(task) -> None:
