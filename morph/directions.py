@@ -320,6 +320,35 @@ def read_direction(path: str | os.PathLike) -> np.ndarray:
     return array
 
 
+def train_direction(latents: Path, out: Path, scores: Optional[str] = None, positive: Optional[Path] = None,
+                    negative: Optional[Path] = None, space: str = "w", ratio: float = 0.02, split: float = 0.7,
+                    conditions: Sequence[Path] = (), seed: int = 0) -> tuple[str, Fit, Path]:
+    """``morph directions train``: a linear SVM direction from ``latents`` and their ``scores`` (InterFaceGAN's
+    recipe) or from the ``positive`` / ``negative`` folders of hand-sorted samples, made orthogonal to
+    ``conditions``, written as ``out/ATTR.npy`` with its metadata. Returns (attribute, fit, file)."""
+    if (scores is None) == (positive is None and negative is None) or (positive is None) != (negative is None):
+        raise MorphError("give either --scores ATTR or both --positive DIR and --negative DIR", "directions train")
+    if not 0 < split <= 1:
+        raise MorphError(f"split {split:g} is not in (0, 1]", "--split")
+    ws = read_w(latents)
+    if scores is not None:
+        attribute, values = load_scores(scores, latents)
+        fit = train_svm(ws, values, ratio, split, space, seed)
+        source = {"method": "svm", "scores": scores, "ratio": ratio}
+    else:
+        attribute = positive.name
+        fit = train_folders(ws, positive, negative, split, space, seed)
+        source = {"method": "svm-folders", "positive": str(positive), "negative": str(negative)}
+    direction = condition(fit.direction, [read_direction(c) for c in conditions]) if conditions else fit.direction
+    dest = out / f"{attribute}.npy"
+    save_array(dest, direction, {**source, "attribute": attribute, "space": space, "accuracy": fit.accuracy,
+                                 "positives": fit.positives, "negatives": fit.negatives, "validation": fit.validation,
+                                 "split": split, "spread": spread(ws, direction, space),
+                                 "conditioned_on": [str(c) for c in conditions], "latents": str(latents),
+                                 "model_sha256": read_meta(latents).get("model_sha256")})
+    return attribute, fit, dest
+
+
 def _json_default(value):
     """numpy scalars and arrays, and paths, in a sidecar's JSON."""
     if isinstance(value, (np.generic, np.ndarray)):

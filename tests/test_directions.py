@@ -253,7 +253,7 @@ def test_cli_sample_train_pca_show(tmp_path, model):
             shutil.copy(samples / f"{i:06d}.png", tmp_path / name)
     run = runner.invoke(app, ["directions", "train", "--latents", str(samples / "latents.npy"), "--positive",
                               str(tmp_path / "glasses"), "--negative", str(tmp_path / "plain"),
-                              "--out", str(tmp_path / "d" / "glasses.npy")])
+                              "--out", str(tmp_path / "d")])
     assert run.exit_code == 0, run.output
     assert "validation accuracy" in run.output
     meta = read_meta(tmp_path / "d" / "glasses.npy")
@@ -262,7 +262,7 @@ def test_cli_sample_train_pca_show(tmp_path, model):
 
     run = runner.invoke(app, ["directions", "train", "--latents", str(samples / "latents.npy"), "--scores", "smile",
                               "--ratio", "0.25", "--condition", str(tmp_path / "d" / "glasses.npy"),
-                              "--out", str(tmp_path / "d" / "smile.npy")])
+                              "--out", str(tmp_path / "d")])
     assert run.exit_code == 0, run.output
     smile, gl = np.load(tmp_path / "d" / "smile.npy"), np.load(tmp_path / "d" / "glasses.npy")
     assert abs(smile @ gl) < 1e-5 and read_meta(tmp_path / "d" / "smile.npy")["positives"] == 12
@@ -276,9 +276,9 @@ def test_cli_sample_train_pca_show(tmp_path, model):
     ratios = [read_meta(tmp_path / "pca" / f"pc{i}.npy")["explained_variance_ratio"] for i in range(3)]
     assert ratios == sorted(ratios, reverse=True)
 
-    strip = tmp_path / "strip.png"
+    strip = tmp_path / "smile-strip.png"
     run = runner.invoke(app, ["directions", "show", str(tmp_path / "d" / "smile.npy"), "--latent", "3",
-                              "--out", str(strip), "--device", "cpu"])
+                              "--out", str(tmp_path), "--device", "cpu"])
     assert run.exit_code == 0, run.output
     r = model[0].img_resolution
     assert strip.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

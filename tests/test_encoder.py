@@ -240,13 +240,13 @@ def test_encoder_train_command(G, tmp_path):
 
     runner = CliRunner()
     out = tmp_path / "builtin.encoder.safetensors"
-    ok = runner.invoke(app, ["encoder", "train", "--model", "builtin", "--out", str(out), "--steps", "1",
-                             "--batch", "2", "--device", "cpu", "--quiet"])
+    ok = runner.invoke(app, ["encoder", "train", str(out), "--model", "builtin", "--steps", "1",
+                             "--batch-size", "2", "--device", "cpu", "--quiet"])
     assert ok.exit_code == 0, ok.output
     enc, meta = read_encoder(out)
     assert meta["model_sha256"] == G.info.sha256 and enc.num_ws == G.num_ws
     assert (tmp_path / "builtin.encoder.safetensors.train.pt").is_file()
-    bad = runner.invoke(app, ["encoder", "train", "--model", "builtin", "--out", str(tmp_path / "x.pt")])
+    bad = runner.invoke(app, ["encoder", "train", str(tmp_path / "x.pt"), "--model", "builtin"])
     assert bad.exit_code != 0 and "safetensors format" in str(bad.exception)
 
 
@@ -313,18 +313,18 @@ def test_encoder_train_command_with_photos_and_init(G, tmp_path):
     for path in TEAM[:2]:
         shutil.copy(path, tmp_path / "photos" / path.name)
     start = tmp_path / "start.safetensors"
-    small = CliRunner().invoke(app, ["encoder", "train", "--model", "builtin", "--out", str(start), "--steps", "1",
-                                     "--batch", "2", "--device", "cpu", "--quiet"])
+    small = CliRunner().invoke(app, ["encoder", "train", str(start), "--model", "builtin", "--steps", "1",
+                                     "--batch-size", "2", "--device", "cpu", "--quiet"])
     assert small.exit_code == 0, small.output
     out = tmp_path / "tuned.safetensors"
-    ok = CliRunner().invoke(app, ["encoder", "train", "--model", "builtin", "--out", str(out), "--steps", "1",
-                                  "--batch", "4", "--photos", str(tmp_path / "photos"), "--photo-share", "0.5",
+    ok = CliRunner().invoke(app, ["encoder", "train", str(out), "--model", "builtin", "--steps", "1",
+                                  "--batch-size", "4", "--photos", str(tmp_path / "photos"), "--photo-share", "0.5",
                                   "--init", str(start), "--device", "cpu", "--quiet"])
     assert ok.exit_code == 0, ok.output
     meta = read_encoder(out)[1]
     assert json.loads(meta["training"])["photo_share"] == 0.5
     assert json.loads(meta["initialised_from"])["file"] == "start.safetensors"
-    missing = CliRunner().invoke(app, ["encoder", "train", "--model", "builtin", "--out", str(out),
+    missing = CliRunner().invoke(app, ["encoder", "train", str(out), "--model", "builtin",
                                        "--init", str(tmp_path / "nope.safetensors")])
     assert missing.exit_code != 0 and "no such file" in str(missing.exception)
 

@@ -10,11 +10,12 @@ deleted first) and every output is forgotten, so all is rendered and joined afre
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from morph.core.cache import check_folder, default_cache_dir, lease, sweep
 from morph.render.encode import is_frame_file
 from morph.render.job import (RenderJob, RenderPlan, RenderStats, forget_output, generate, is_up_to_date,
                      join, output_lock, render_segments)
-from morph.scene import Render, Scene, load_scene, timelines
+from morph.scene import Render, Scene, load_scene, parse_scene, timelines
 from morph.motion.schedule import Timeline, camera_poses, sample
 
 if TYPE_CHECKING:
@@ -47,7 +48,50 @@ class RenderOptions:
     batch_size: Optional[int] = None            # None: auto
     force: bool = False                         # re-render what the cache holds, re-join every output
     wait: bool = True                           # queue behind another run writing the same output
+    wait_timeout: Optional[float] = None        # seconds to queue at most (None: as long as it takes)
     quiet: bool = False
+
+
+@dataclass(frozen=True)
+class SceneText:
+    """A scene given as YAML text rather than a file (the Python API's string or dict): ``file`` is the file it
+    stands for, in whose folder its relative paths are resolved and by whose name its errors are reported."""
+
+    file: Path
+    text: str
+
+
+SceneSource = Union[Path, SceneText]
+
+
+def read_scene(source: SceneSource, cache_dir: Optional[Path] = None) -> Scene:
+    """The validated scene of a file or of a :class:`SceneText`."""
+    if isinstance(source, SceneText):
+        return parse_scene(source.text, source.file, cache_dir=cache_dir)
+    return load_scene(source, cache_dir=cache_dir)
+
+
+def scene_path(source: SceneSource) -> Path:
+    """The path a scene is known by (its file, or the file a text stands for)."""
+    return source.file if isinstance(source, SceneText) else Path(source)
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What one render did, for the caller (``morph render --json``, ``morph.render``)."""
+
+    scene: Path
+    name: str
+    path: Path
+    stats: RenderStats
+    seconds: float
+
+    def summary(self) -> dict:
+        s = self.stats
+        return {"scene": str(self.scene), "render": self.name, "path": str(self.path),
+                "status": "up to date" if s.up_to_date else "written", "frames": s.frames,
+                "frames_rendered": s.generated, "segments": s.segments, "segments_from_cache": s.reused,
+                "seconds": round(self.seconds, 3)}
 
 
 def destination(out: Path, render: Render) -> Path:
@@ -64,6 +108,7 @@ class LoadedScene:
     G: Model
     photos: "ScenePhotos"
     timelines: dict[str, Timeline]
+    digest: Optional[str] = None    # SHA-256 of the scene's text; None: of the file at ``path``
 
     def noise(self, name: str) -> Noise:
         """What render ``name`` draws with: the scene's noise mode, a projected photo's maps if it has them."""
@@ -72,7 +117,8 @@ class LoadedScene:
     def job(self, name: str, options: RenderOptions) -> RenderJob:
         """Render ``name`` as a job: every input of its cache keys, from this one place."""
         r, G = self.scene.renders[name], self.G
-        metadata = {"comment": f"morph scene {self.path.name} sha256:{file_sha256(self.path)[:16]} "
+        digest = self.digest or file_sha256(self.path)
+        metadata = {"comment": f"morph scene {self.path.name} sha256:{digest[:16]} "
                                f"model sha256:{G.info.sha256[:16]}"}
         return RenderJob(name=name, dest=destination(options.out, r), sample=partial(sample, self.timelines[name]),
                          frames=r.frames, settings=EncodeSettings(format=r.format, fps=r.fps, size=r.size,
@@ -92,16 +138,18 @@ class LoadedScene:
         return canvas.frame(images, res) if canvas else images
 
 
-def open_scene(path: Path, device: torch.device, cache_dir: Optional[Path] = None, quiet: bool = False,
+def open_scene(path: SceneSource, device: torch.device, cache_dir: Optional[Path] = None, quiet: bool = False,
                scene: Optional[Scene] = None) -> LoadedScene:
-    """Load ``path`` (or the already validated ``scene``), its model on ``device``, and its projected photos."""
+    """Load ``path`` (a file or a :class:`SceneText`; or the already validated ``scene``), its model on
+    ``device``, and its projected photos."""
     from morph.models.loader import load_model
     from morph.projection.project import project_scene
 
-    sc = scene or load_scene(path, cache_dir=cache_dir)
+    sc = scene or read_scene(path, cache_dir)
     G = load_model(sc.model_path, device)
     photos = project_scene(sc, G, cache_dir, quiet)
-    return LoadedScene(Path(path), sc, G, photos, timelines(sc, G, photos.latent, cache_dir))
+    digest = hashlib.sha256(path.text.encode()).hexdigest() if isinstance(path, SceneText) else None
+    return LoadedScene(scene_path(path), sc, G, photos, timelines(sc, G, photos.latent, cache_dir), digest)
 
 
 def select(scenes: dict[Path, Scene], only: Optional[Iterable[str]]) -> dict[Path, list[str]]:
@@ -186,7 +234,7 @@ def _render_and_join(G: Model, plan: RenderPlan, options: RenderOptions, local: 
     """One output: up to date, or its missing segments rendered here and the whole joined (under its lock).
     With ``--force`` a local render renders every segment again (a cluster run has just done so)."""
     job, start = plan.job, time.monotonic()
-    with output_lock(job.dest, wait=options.wait):
+    with output_lock(job.dest, wait=options.wait, timeout=options.wait_timeout):
         if is_up_to_date(options.cache_dir, job.dest, plan.key):
             stats = RenderStats(frames=job.frames, segments=len(plan.segments), reused=len(plan.segments),
                                 up_to_date=True)
@@ -231,13 +279,15 @@ def check_destination(dest: Path, fmt: str) -> None:
                          "move the folder away or rename the render")
 
 
-def render_scenes(paths: Sequence[Path], only: Optional[Iterable[str]], options: RenderOptions,
+def render_scenes(paths: Sequence[SceneSource], only: Optional[Iterable[str]], options: RenderOptions,
                   cluster: Optional[str] = None, workers: Optional[int] = None,
-                  shard: Optional[tuple[int, int]] = None, transfer: bool = False) -> None:
+                  shard: Optional[tuple[int, int]] = None, transfer: bool = False) -> list[RenderResult]:
     """``morph render``: validate every scene first (all problems before any work), then render each in turn;
-    several scenes share one cluster, connected (or started) only when a segment needs it."""
+    several scenes share one cluster, connected (or started) only when a segment needs it. Returns what each
+    render did (nothing for a shard, which joins no output)."""
     check_folder(options.cache_dir)
-    scenes = {path: load_scene(path, cache_dir=options.cache_dir) for path in dict.fromkeys(paths)}
+    sources = {scene_path(p): p for p in paths}
+    scenes = {path: read_scene(source, options.cache_dir) for path, source in sources.items()}
     selected = select(scenes, only)
     for path, names in selected.items():  # before any model is loaded or photo projected
         for name in names:
@@ -257,10 +307,16 @@ def render_scenes(paths: Sequence[Path], only: Optional[Iterable[str]], options:
             return clients[0]
 
         where = Distribution(client if cluster is not None or workers is not None else None, shard, transfer)
+        results = []
         for path, sc in scenes.items():
-            loaded = open_scene(path, options.device, options.cache_dir, options.quiet, scene=sc)
-            render_scene(loaded, selected[path], options, where)
+            start = time.monotonic()
+            loaded = open_scene(sources[path], options.device, options.cache_dir, options.quiet, scene=sc)
+            for name, stats in render_scene(loaded, selected[path], options, where).items():
+                results.append(RenderResult(path, name, destination(options.out, sc.renders[name]), stats,
+                                            time.monotonic() - start))
+                start = time.monotonic()
+        return results
 
 
-__all__ = ["Distribution", "LoadedScene", "RenderOptions", "destination", "open_scene", "render_scene",
-           "render_scenes", "select"]
+__all__ = ["Distribution", "LoadedScene", "RenderOptions", "RenderResult", "SceneText", "destination", "open_scene",
+           "read_scene", "render_scene", "render_scenes", "scene_path", "select"]

@@ -162,7 +162,7 @@ def read_encoder(path: str | os.PathLike) -> tuple[Encoder, dict[str, str]]:
     meta, state = read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"not a morph encoder (format {meta.get('format')!r})", path,
-                              "train one: morph encoder train --model MODEL --out FILE")
+                              "train one: morph encoder train FILE.safetensors --model MODEL")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"unsupported encoder version {meta.get('version')!r}", path, "upgrade morph")
     try:
@@ -184,7 +184,8 @@ def load_encoder(path: str | os.PathLike, G, device: Optional[torch.device] = No
     if meta.get("model_sha256") != G.info.sha256:
         raise MorphError(f"this encoder was trained for another model (sha256 {meta.get('model_sha256', '?')[:12]}…, "
                          f"not {Path(G.info.path).name}'s {G.info.sha256[:12]}…)", where=path,
-                         hint=f"train one: morph encoder train --model {G.info.path} --out FILE, or --encoder none")
+                         hint=f"train one: morph encoder train FILE.safetensors --model {G.info.path}, "
+                              "or --encoder none")
     enc.sha256, enc.path = encoder_sha256(path), str(path)
     return enc.to(device or next(G.parameters()).device)
 

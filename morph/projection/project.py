@@ -72,7 +72,7 @@ from morph.render.encode import EncodeSettings, SegmentWriter
 from morph.core.files import atomic_path
 from morph.core.errors import MorphError
 from morph.motion.latents import From, Project, map_z
-from morph.core.progress import Progress
+from morph.core.progress import Progress, log
 from morph.models.resolver import is_builtin_file
 from morph.core.runtime import check_stop
 from morph.checkpoints.torchscript import is_torchscript
@@ -571,6 +571,9 @@ def project_photos(images: Sequence[str | os.PathLike], G, settings: Settings = 
         distance = make_distance(settings.loss, device, vgg)
         stats = w_stats(G, settings.recipe.w_avg_samples)
         coarse, full_steps = coarse_plan(G, settings.steps, settings.coarse)
+        if not quiet:
+            log(f"projecting {', '.join(Path(images[i]).name for i in todo)} onto {Path(G.info.path).name} "
+                f"({settings.steps} steps, {settings.space})")
         progress = Progress("project", settings.steps * math.ceil(len(todo) / batch_size), unit="steps", quiet=quiet)
         try:
             for start in range(0, len(todo), batch_size):

@@ -29,7 +29,7 @@ from morph.render.encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, j
 from morph.core.files import atomic_path
 from morph.core.errors import MorphError
 from morph.core.cache import SEGMENTS, folder, output_record, reusable, seal
-from morph.core.progress import Progress, log
+from morph.core.progress import Progress, log, warn
 from morph.core.runtime import check_stop, stop_points
 from morph.core.model import Model, Noise
 from morph.core.model import images_to_uint8
@@ -156,20 +156,58 @@ class LockBusy(MorphError):
 
 
 @contextlib.contextmanager
-def output_lock(dest: Path, wait: bool = True) -> Iterator[None]:
-    """Hold an exclusive lock on ``dest`` (a hidden ``.NAME.lock`` beside it) so overlapping runs never
-    write the same file; ``wait=False`` raises LockBusy at once instead of waiting."""
+def output_lock(dest: Path, wait: bool = True, timeout: Optional[float] = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``dest`` (a hidden ``.NAME.lock`` beside it, which names its holder) so
+    overlapping runs never write the same file. A run that finds it taken says whom it waits for, then
+    queues (for ``timeout`` seconds at most); ``wait=False`` raises LockBusy at once instead."""
+    import socket
+    import sys
+    import time
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(dest.parent / f".{dest.name}.lock", "a+") as fh:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LockBusy("another morph run is writing this output", dest,
-                           "wait for it, or run without --no-wait to queue behind it") from None
+            holder = _lock_holder(fh)
+            if not wait:
+                raise LockBusy(f"another morph run ({holder}) is writing this output", dest,
+                               "wait for it, or run without --no-wait to queue behind it") from None
+            log(f"{dest}: waiting for {holder}, which writes it"
+                + (f" (at most {timeout:g} s)" if timeout is not None else "; --wait-timeout SECONDS gives up"))
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise LockBusy(f"waited {timeout:g} s for {holder}, which still writes this output",
+                                       dest, "try again later, or raise --wait-timeout") from None
+                    check_stop()
+                    time.sleep(0.2)
         try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "command": " ".join(["morph", *sys.argv[1:]])[:200], "since": int(time.time())}))
+            fh.flush()
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _lock_holder(fh) -> str:
+    """Who holds an output lock, as its holder wrote it: ``pid N on HOST (COMMAND, since HH:MM:SS)``."""
+    import time
+
+    fh.seek(0)
+    try:
+        who = json.loads(fh.read())
+        since = time.strftime("%H:%M:%S", time.localtime(who["since"]))
+        return f"pid {who['pid']} on {who['host']} ({who['command']}, since {since})"
+    except (ValueError, KeyError, TypeError):
+        return "another morph run"
 
 
 def _output_state(dest: Path, key: str) -> Optional[dict]:
@@ -298,7 +336,7 @@ def join(plan: RenderPlan, cache_dir: Path) -> None:
     try:
         remember_output(cache_dir, job.dest, plan.key)
     except OSError as err:  # the output is complete; only the shortcut for the next run is lost
-        log(f"{job.name}: warning: {job.dest} is complete, but its up-to-date record was not written "
+        warn(f"{job.name}: warning: {job.dest} is complete, but its up-to-date record was not written "
             f"({err.strerror or err}); the next run joins it again")
     for s in plan.segments:  # mark as recently used, for cache eviction by age
         with contextlib.suppress(OSError):

@@ -25,6 +25,7 @@ from morph.core import cache
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path, file_sha256
 from morph.core.limits import MAX_SECONDS
+from morph.core.progress import log
 from morph.motion.schedule import Follow
 
 RATE = 22050                 # Hz: the PCM every file is decoded to
@@ -105,6 +106,7 @@ class Sound:
                 return np.load(dest, allow_pickle=False)
             except (OSError, ValueError, EOFError):  # damaged: made again below
                 pass
+        log(f"{self.path.name}: analysing its {name} (once; cached by the file's sha256)")
         array = np.ascontiguousarray(compute())
         buffer = io.BytesIO()
         np.save(buffer, array, allow_pickle=False)
