@@ -137,3 +137,269 @@ def test_a_snapshot_png_carries_the_latent_and_the_settings():
     data = snapshot_png(np.zeros((4, 4, 3), np.uint8), w, {"render": "r", "frame": 3})
     assert np.array_equal(read_snapshot_latent(data), w.numpy().astype(np.float32))
     assert json.loads(Image.open(io.BytesIO(data)).text["morph:settings"]) == {"render": "r", "frame": 3}
+
+
+# --- the page in a browser, on scenes/music.yaml --------------------------------------------------------------
+
+def _browser_missing() -> str:
+    for exe in ("chromium", "chromedriver"):
+        if shutil.which(exe) is None:
+            return f"{exe} is not installed (apt-get install chromium chromium-driver)"
+    for module in ("starlette", "uvicorn", "PIL", "selenium", "librosa"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{module} is not installed (pip install 'morph[studio,audio]' selenium)"
+    return ""
+
+
+browser = pytest.mark.skipif(bool(_browser_missing()), reason=_browser_missing() or "browser present")
+SHOTS = os.environ.get("MORPH_STUDIO_SCREENSHOTS")  # a folder: the tests save docs' screenshots there
+
+
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "morph.cli", *args], capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def music_server(tmp_path_factory):
+    """``morph studio`` on a tmp copy of scenes/music.yaml (port 0): its URL, token and scene."""
+    if _browser_missing():
+        pytest.skip(_browser_missing())
+    tmp = tmp_path_factory.mktemp("studio-music")
+    shutil.copytree(ROOT / "scenes", tmp / "scenes")
+    scene = tmp / "scenes" / "music.yaml"
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.Popen([sys.executable, "-m", "morph.cli", "studio", str(scene), "--port", "0", "--device",
+                             "cpu", "--cache", str(tmp / "cache"), "--out", str(tmp / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp)
+    try:
+        line = ""
+        for line in proc.stdout:
+            if "http://" in line:
+                break
+        match = re.search(r"(http://127\.0\.0\.1:\d+)/\?token=(\S+)", line)
+        assert match, f"no URL printed; last line: {line!r}"
+        yield {"base": match[1], "token": match[2], "scene": scene, "original": scene.read_bytes(),
+               "cache": tmp / "cache"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def driver():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1400",
+                "--autoplay-policy=no-user-gesture-required"):
+        options.add_argument(arg)
+    d = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    yield d
+    d.quit()
+
+
+def _wait(driver, condition, timeout: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.02).until(condition)
+
+
+@pytest.fixture
+def page(music_server, driver):
+    """The page on the original music scene (file restored, unsaved edits dropped), its sound loaded."""
+    music_server["scene"].write_bytes(music_server["original"])
+    req = urllib.request.Request(f"{music_server['base']}/api/revert?token={music_server['token']}", data=b"{}",
+                                 method="POST", headers={"Content-Type": "application/json",
+                                                         "X-Morph-Token": music_server["token"]})
+    urllib.request.urlopen(req, timeout=60).read()
+    driver.get(f"{music_server['base']}/?token={music_server['token']}")
+    _wait(driver, lambda d: d.execute_script("return window.studio.shown && window.studio.shown.quality == 'full' "
+                                             "&& document.getElementById('audio').readyState >= 1"), 120)
+    return driver
+
+
+def _js(driver, script: str, *args):
+    return driver.execute_script(script, *args)
+
+
+def _scrub(driver, index: int, quality: str = "full") -> None:
+    _js(driver, "const s = document.getElementById('scrub'); s.value = arguments[0]; s.dispatchEvent(new Event('input'));",
+        index)
+    _wait(driver, lambda d: _js(d, "const s = window.studio.shown; return s && s.index == arguments[0] && "
+                                   "s.quality == arguments[1]", index, quality))
+
+
+def _image(driver, element_id: str) -> np.ndarray:
+    """An <img>'s pixels, read back through a canvas."""
+    from PIL import Image
+
+    url = _js(driver, """const img = document.getElementById(arguments[0]), c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        c.getContext('2d').drawImage(img, 0, 0); return c.toDataURL('image/png');""", element_id)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")).astype(int)
+
+
+def _control(driver, path: list):
+    return driver.find_element("css selector", f"[data-path='{json.dumps(path, separators=(',', ':'))}']")
+
+
+def _save(driver, scene: Path, before: bytes) -> bytes:
+    driver.find_element("id", "save").click()
+    _wait(driver, lambda d: scene.read_bytes() != before and not d.find_element("id", "dirty").is_displayed())
+    return scene.read_bytes()
+
+
+@browser
+def test_the_sound_plays_and_follows_a_scrub(page):
+    fps = 30
+    for index in (120, 7, 200):
+        _scrub(page, index)
+        assert abs(_js(page, "return document.getElementById('audio').currentTime") - index / fps) < 1 / fps
+    assert page.find_element("id", "sound").is_displayed()
+    legend = page.find_element("id", "sound-legend").text
+    assert "breathe ← bass" in legend and "deform ← onsets" in legend and "beats" in legend
+    if SHOTS:
+        page.save_screenshot(str(Path(SHOTS) / "studio-music.png"))
+    _scrub(page, 30)
+    page.find_element("tag name", "body").send_keys(" ")            # space: play, with the sound
+    _wait(page, lambda d: _js(d, "const a = document.getElementById('audio'); return !a.paused && a.currentTime > 1.5"),
+          15)
+    page.find_element("tag name", "body").send_keys(" ")
+    assert _js(page, "return document.getElementById('audio').paused")
+
+
+@browser
+def test_a_followed_breathe_shows_follow_controls_and_no_period(page):
+    base = ["renders", "music-video", "breathe"]
+    assert _control(page, base + ["follow", "feature"]).find_element("css selector", "select").get_attribute(
+        "value") == "bass"
+    assert _control(page, base + ["follow", "attack"]).is_displayed()
+    assert not page.find_elements("css selector", f"[data-path='{json.dumps(base + ['period'], separators=(',', ':'))}']")
+    assert not page.find_elements("css selector", "[data-path='[\"renders\",\"music-video\",\"hold\"]']")
+
+
+@browser
+def test_a_keyboard_step_moves_exactly_one_frame_and_question_mark_lists_the_keys(page):
+    from selenium.webdriver.common.keys import Keys
+
+    _scrub(page, 50)
+    body = page.find_element("tag name", "body")
+    body.send_keys(Keys.ARROW_RIGHT)
+    _scrub_done = lambda i: _wait(page, lambda d: _js(d, "return window.studio.shown.index == arguments[0]", i))
+    _scrub_done(51)
+    assert page.find_element("id", "scrub").get_attribute("value") == "51"
+    body.send_keys(Keys.ARROW_LEFT)
+    _scrub_done(50)
+    body.send_keys("?")
+    assert "one frame back / on" in page.find_element("id", "shortcuts").text
+
+
+@browser
+def test_undo_restores_the_file_byte_for_byte(page, music_server):
+    from selenium.webdriver.common.keys import Keys
+
+    scene, original = music_server["scene"], music_server["original"]
+    box = _control(page, ["renders", "music-video", "breathe", "follow", "release"]).find_element("css selector", ".num")
+    box.clear()
+    box.send_keys("0.5s", Keys.ENTER)
+    _wait(page, lambda d: d.find_element("id", "dirty").is_displayed())
+    edited = _save(page, scene, original)
+    assert b"release: 0.5s}" in edited
+    page.find_element("id", "undo").click()
+    _wait(page, lambda d: d.find_element("id", "dirty").is_displayed())
+    assert _save(page, scene, edited) == original
+    page.find_element("id", "redo").click()
+    _wait(page, lambda d: d.find_element("id", "dirty").is_displayed())
+    assert _save(page, scene, original) == edited
+
+
+@browser
+def test_a_snapshot_png_carries_the_latent_of_its_frame(page, music_server):
+    import torch
+
+    from morph.studio.frames import Frames
+    from morph.studio.routes import read_snapshot_latent
+
+    _scrub(page, 77)
+    page.find_element("tag name", "body").send_keys("s")
+    _wait(page, lambda d: _js(d, "return window.studio.snapshot"))
+    data = base64.b64decode(page.execute_async_script(
+        "const done = arguments[0]; fetch(window.studio.snapshot.url).then(r => r.blob()).then(b => {"
+        "const f = new FileReader(); f.onload = () => done(f.result.split(',')[1]); f.readAsDataURL(b); });"))
+    from PIL import Image
+
+    png = Image.open(io.BytesIO(data))
+    settings = json.loads(png.text["morph:settings"])
+    assert png.size == (256, 256) and settings["render"] == "music-video" and settings["frame"] == 77
+    scene = music_server["scene"]
+    frames = Frames(__import__("morph.scene", fromlist=["load_scene"]).load_scene(scene).model_path,
+                    torch.device("cpu"), music_server["cache"], quiet=True)
+    p = frames.prepare(frames.parse(scene.read_text(), scene))
+    expected = frames.latent(p, "music-video", 77).to(torch.float32).numpy()
+    assert np.allclose(read_snapshot_latent(data), expected, atol=1e-6)
+
+
+@browser
+def test_adding_a_keyframe_on_the_timeline_writes_one_path_entry(page, music_server):
+    from selenium.webdriver.support.ui import Select
+
+    scene, original = music_server["scene"], music_server["original"]
+    keyframes = _js(page, "return window.studio && currentRender().keyframes")
+    _scrub(page, keyframes[1] + 3)                           # just after ben's keyframe
+    Select(page.find_element("id", "key-latent")).select_by_visible_text("ada")
+    page.find_element("id", "key-add").click()
+    _wait(page, lambda d: d.find_element("id", "dirty").is_displayed())
+    saved = _save(page, scene, original)
+    assert yaml.safe_load(saved)["renders"]["music-video"]["path"] == ["ada", "ben", "ada", "cleo", "dev"]
+    changed = [(a, b) for a, b in zip(original.decode().splitlines(), saved.decode().splitlines()) if a != b]
+    assert changed == [("    path: [ada, ben, cleo, dev]", "    path: [ada, ben, ada, cleo, dev]")]
+    check = _cli("check", str(scene))
+    assert check.returncode == 0, check.stderr
+    mark = page.find_elements("css selector", "#marks .mark")[2]  # select it, then Delete removes the entry again
+    mark.click()
+    page.find_element("tag name", "body").send_keys("\ue017")     # Keys.DELETE
+    _wait(page, lambda d: d.find_element("id", "dirty").is_displayed())
+    assert _save(page, scene, saved) == original
+
+
+@browser
+def test_a_direction_on_a_layer_range_changes_only_those_layers(page, music_server):
+    import torch
+
+    from selenium.webdriver.support.ui import Select
+
+    scene, original = music_server["scene"], music_server["original"]
+    Select(page.find_element("id", "mix-latent")).select_by_visible_text("ada")
+    row = page.find_element("css selector", "#mix-rows .mixrow")
+    Select(row.find_element("css selector", "select")).select_by_visible_text("builtin:smile")
+    _wait(page, lambda d: _js(d, "const i = document.getElementById('mix-view'); return i.complete && i.naturalWidth > 0"
+                                 " && !i.dataset.url.includes('&d=')"))
+    before = _image(page, "mix-view")
+    _js(page, """const [, num, a, b] = arguments[0].querySelectorAll('input');
+        num.value = '3'; num.dispatchEvent(new Event('change')); a.value = '0'; b.value = '3';
+        b.dispatchEvent(new Event('change'));""", row)
+    _wait(page, lambda d: _js(d, "const i = document.getElementById('mix-view'); return i.complete && "
+                                 "i.dataset.url.includes(encodeURIComponent('builtin:smile:3:0-3'))"))
+    time.sleep(0.3)
+    after = _image(page, "mix-view")
+    assert np.abs(after - before).mean() > 1.0
+    if SHOTS:
+        page.execute_script("document.getElementById('mixer').scrollIntoView()")
+        page.save_screenshot(str(Path(SHOTS) / "studio-mixer.png"))
+    page.find_element("id", "mix-name").send_keys("ada_smiling")
+    page.find_element("id", "mix-save").click()
+    _wait(page, lambda d: _js(d, "return window.studio.shown && window.studio.shown.latent == 'ada_smiling'"))
+    saved = yaml.safe_load(_save(page, scene, original))
+    assert saved["latents"]["ada_smiling"] == {"from": "ada", "add": {"builtin:smile": 3}, "layers": "0-3"}
+    from morph.scene import load_scene
+    from morph.studio.frames import Frames
+
+    loaded = load_scene(scene)
+    frames = Frames(loaded.model_path, torch.device("cpu"), music_server["cache"], quiet=True)
+    ws = frames.prepare(loaded).ws
+    moved = (ws["ada_smiling"] - ws["ada"]).abs().amax(dim=1)
+    assert (moved[:4] > 0).all() and (moved[4:] == 0).all()
