@@ -169,9 +169,10 @@ def music_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("studio-music")
     shutil.copytree(ROOT / "scenes", tmp / "scenes")
     scene = tmp / "scenes" / "music.yaml"
+    cache = Path(os.environ.get("MORPH_STUDIO_TEST_CACHE") or tmp / "cache")  # a cache made earlier skips the analysis
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.Popen([sys.executable, "-m", "morph.cli", "studio", str(scene), "--port", "0", "--device",
-                             "cpu", "--cache", str(tmp / "cache"), "--out", str(tmp / "out")],
+                             "cpu", "--cache", str(cache), "--out", str(tmp / "out")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp)
     try:
         line = ""
@@ -181,7 +182,7 @@ def music_server(tmp_path_factory):
         match = re.search(r"(http://127\.0\.0\.1:\d+)/\?token=(\S+)", line)
         assert match, f"no URL printed; last line: {line!r}"
         yield {"base": match[1], "token": match[2], "scene": scene, "original": scene.read_bytes(),
-               "cache": tmp / "cache"}
+               "cache": cache}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -218,7 +219,7 @@ def page(music_server, driver):
     urllib.request.urlopen(req, timeout=60).read()
     driver.get(f"{music_server['base']}/?token={music_server['token']}")
     _wait(driver, lambda d: d.execute_script("return window.studio.shown && window.studio.shown.quality == 'full' "
-                                             "&& document.getElementById('audio').readyState >= 1"), 120)
+                                             "&& document.getElementById('audio').readyState >= 1"), 300)
     return driver
 
 
@@ -403,3 +404,19 @@ def test_a_direction_on_a_layer_range_changes_only_those_layers(page, music_serv
     ws = frames.prepare(loaded).ws
     moved = (ws["ada_smiling"] - ws["ada"]).abs().amax(dim=1)
     assert (moved[:4] > 0).all() and (moved[4:] == 0).all()
+
+
+@browser
+def test_touching_a_latents_control_shows_that_latent(page, music_server):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    scene = music_server["scene"]
+    scene.write_text(music_server["original"].decode().replace("ben:  {seed: 2}", "ben:  {seed: 2, add: {builtin:smile: 1}}"))
+    path = ["latents", "ben", "add", "builtin:smile"]
+    row = _wait(page, lambda d: d.find_elements("css selector", f"[data-path='{json.dumps(path, separators=(',', ':'))}']"),
+                15)[0]
+    keyframes, keys = _js(page, "return [currentRender().keyframes, currentRender().keys]")
+    _scrub(page, 0)
+    ActionChains(page).click(row.find_element("css selector", "input[type=range]")).perform()
+    _wait(page, lambda d: _js(d, "return window.studio.shown.index == arguments[0]", keyframes[keys.index("ben")]))
+    assert page.find_elements("css selector", "#changed span")  # the frames the edit changes, marked

@@ -352,37 +352,34 @@ function touched(c) {
   if (m && m[1] !== renderName && S.renders.some((r) => r.name === m[1])) {
     renderName = m[1]; $("render").value = renderName; $("scrub").value = 0; timeline(); loadSound(); requestFrame("full");
   }
-  if (!c.latent) { showChanged(null); return; }
+  if (!c.latent) { showChanged([]); return; }
   showLatent(c.latent);
 }
 
 function showLatent(name) {
-  const r = currentRender(), k = r ? r.keys.indexOf(name) : -1;
-  $("mix-latent").value = S.latents.includes(name) ? name : $("mix-latent").value;
-  showChanged(name);
-  if (k >= 0) {  // its keyframe on the timeline
+  const r = currentRender(), spans = changedSpans(name), i = +$("scrub").value;
+  if (S.latents.includes(name)) $("mix-latent").value = name;
+  showChanged(spans);
+  if (spans.length) {  // a keyframe of the render on the timeline: go to it unless the view already shows it
     viewLatent = null;
-    if (+$("scrub").value !== r.keyframes[k]) { $("scrub").value = r.keyframes[k]; scrubbed(); }
+    if (!spans.some(([a, b]) => a < i && i < b)) { $("scrub").value = r.keyframes[r.keys.indexOf(name)]; scrubbed(); }
     return;
   }
-  viewLatent = name;
+  viewLatent = name;  // else a still of it
   requestFrame("full");
 }
 
 // The frames an edit of latent ``name`` changes: from the keyframe before each of its keyframes to the one after.
-function showChanged(name) {
-  const r = currentRender(), box = $("changed");
-  box.innerHTML = "";
-  if (!r || !name) return;
-  const last = Math.max(1, r.frames - 1);
-  r.keys.forEach((k, i) => {
-    if (k !== name) return;
-    const a = i ? r.keyframes[i - 1] : r.keyframes[i], b = i + 1 < r.keyframes.length ? r.keyframes[i + 1] : r.frames - 1;
-    const span = document.createElement("span");
-    span.style.left = `${100 * a / last}%`; span.style.width = `${Math.max(0.5, 100 * (b - a) / last)}%`;
-    span.title = `frames ${a}–${b} change with ${name}`;
-    box.appendChild(span);
-  });
+function changedSpans(name) {
+  const r = currentRender();
+  if (!r || !name) return [];
+  return r.keys.flatMap((k, i) => k !== name ? [] :
+    [[i ? r.keyframes[i - 1] : r.keyframes[i], i + 1 < r.keyframes.length ? r.keyframes[i + 1] : r.frames - 1]]);
+}
+
+function showChanged(spans) {
+  const r = currentRender(), box = $("changed"), last = Math.max(1, r ? r.frames - 1 : 1);
+  box.innerHTML = spans.map(([a, b]) => `<span style="left:${100 * a / last}%;width:${Math.max(0.5, 100 * (b - a) / last)}%" title="frames ${a}–${b} change with this edit"></span>`).join("");
 }
 
 // --- explore: seeds, a direction strip, add to scene --------------------------------------------------------
