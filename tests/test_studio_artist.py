@@ -388,9 +388,13 @@ def test_a_direction_on_a_layer_range_changes_only_those_layers(page, music_serv
     time.sleep(0.3)
     after = _image(page, "mix-view")
     assert np.abs(after - before).mean() > 1.0
-    if SHOTS:
+    if SHOTS:  # GANSpace-style: a second direction on other layers, for the picture only
+        _js(page, """addMixRow('builtin:turn_left'); const [, num, a] = [...document.querySelectorAll('#mix-rows .mixrow')]
+            .pop().querySelectorAll('input'); num.value = '-2'; a.value = '4'; num.dispatchEvent(new Event('change'));""")
+        time.sleep(2)
         page.execute_script("document.getElementById('mixer').scrollIntoView()")
         page.save_screenshot(str(Path(SHOTS) / "studio-mixer.png"))
+        _js(page, "[...document.querySelectorAll('#mix-rows .mixrow')].pop().querySelector('button').click()")
     page.find_element("id", "mix-name").send_keys("ada_smiling")
     page.find_element("id", "mix-save").click()
     _wait(page, lambda d: _js(d, "return window.studio.shown && window.studio.shown.latent == 'ada_smiling'"))
@@ -420,3 +424,25 @@ def test_touching_a_latents_control_shows_that_latent(page, music_server):
     ActionChains(page).click(row.find_element("css selector", "input[type=range]")).perform()
     _wait(page, lambda d: _js(d, "return window.studio.shown.index == arguments[0]", keyframes[keys.index("ben")]))
     assert page.find_elements("css selector", "#changed span")  # the frames the edit changes, marked
+
+
+@browser
+def test_b_shows_the_saved_files_frame_against_the_edits(page):
+    from selenium.webdriver.common.keys import Keys
+
+    _scrub(page, 100)
+    saved = _image(page, "frame")
+    version = _js(page, "return window.studio.shown.version")
+    box = _control(page, ["renders", "music-video", "breathe", "strength", 1]).find_element("css selector", ".num")
+    box.clear()
+    box.send_keys("-4", Keys.ENTER)
+    _wait(page, lambda d: _js(d, "const s = window.studio.shown; return s.version > arguments[0] && s.quality == 'full'"
+                                 " && s.index == 100", version))
+    edited = _image(page, "frame")
+    assert np.abs(edited - saved).mean() > 1.0
+    page.find_element("tag name", "body").send_keys("b")
+    _wait(page, lambda d: _js(d, "const s = window.studio.shown; return s.saved && s.quality == 'full'"))
+    assert np.array_equal(_image(page, "frame"), saved)
+    page.find_element("tag name", "body").send_keys("b")
+    _wait(page, lambda d: _js(d, "const s = window.studio.shown; return !s.saved && s.quality == 'full'"))
+    assert np.array_equal(_image(page, "frame"), edited)

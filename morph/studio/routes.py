@@ -8,6 +8,7 @@ routes of :mod:`morph.studio.server` (the same token guard covers them).
   (keyframe k is entry k mod the entries written: a path timed by beats cycles through them).
 - ``GET /api/sound``, ``GET /api/audio``: a render's sound curves (JSON) and its file (range requests).
 - ``GET /api/snapshot``: a frame as PNG with the latent and the settings in its text chunks.
+- ``GET /api/saved``: a frame as the saved file draws it (A/B against the edits).
 - ``GET /api/mix``: a latent (or a point between two seeds) moved along several directions, each on its layers.
 """
 
@@ -190,6 +191,29 @@ def extra_routes(studio) -> list[Route]:
         data = f.memo.get(key, lambda: engine.encode(engine.resize(f.look(w, p.scene.noise), size), fmt))
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
+    saved: dict = {"mtime": None, "prepared": None}
+
+    def saved_frame(request: Request) -> Response:
+        """Frame ``i`` of ``render`` as the saved file draws it (the B of an A/B against the working text)."""
+        with studio.lock:
+            text, mtime = studio.disk_text, studio.mtime
+        try:
+            if saved["mtime"] != mtime:
+                scene = studio.frames.parse(text, studio.file)
+                saved.update(mtime=mtime, prepared=studio.frames.prepare(scene))
+        except MorphError as err:
+            return PlainTextResponse(f"the saved file is invalid: {str(err).splitlines()[0]}", 409)
+        p, name = saved["prepared"], request.query_params.get("render", "")
+        if name not in p.scene.renders:
+            return PlainTextResponse("the saved file has no such render", 404)
+        r = p.scene.renders[name]
+        index = min(max(int(request.query_params.get("i", "0")), 0), r.frames - 1)
+        size = min(r.size, 256) if request.query_params.get("quality") == "preview" else r.size
+        fmt = "JPEG" if size < r.size else "PNG"
+        data = studio.frames.memo.get(("saved", mtime, name, index, size),
+                                      lambda: engine.encode(studio.frames.frame(p, name, index, size), fmt))
+        return Response(data, media_type=f"image/{fmt.lower()}", headers={"Cache-Control": "no-store"})
+
     def undo(text: str) -> Optional[str]:
         return history.undo(text)
 
@@ -199,7 +223,7 @@ def extra_routes(studio) -> list[Route]:
     return [Route("/api/edits", edits, methods=["POST"]), Route("/api/undo", step(undo), methods=["POST"]),
             Route("/api/redo", step(redo), methods=["POST"]), Route("/api/keyframe", keyframe, methods=["POST"]),
             Route("/api/sound", sound), Route("/api/audio", audio), Route("/api/snapshot", snapshot),
-            Route("/api/mix", mix)]
+            Route("/api/mix", mix), Route("/api/saved", saved_frame)]
 
 
 def _key_at(keyframes: tuple, keys: list, index: int) -> Optional[str]:

@@ -23,7 +23,7 @@ let wanted = null, inflight = 0, fullTimer = null, sent = 0, shownSeq = 0;
 
 function requestFrame(quality, t0 = performance.now()) {
   if (!S || !renderName) return;
-  wanted = {render: renderName, i: +$("scrub").value, quality, v: S.version, t0, latent: viewLatent};
+  wanted = {render: renderName, i: +$("scrub").value, quality, v: S.version, t0, latent: viewLatent, saved: showSaved};
   pump();
 }
 
@@ -33,7 +33,8 @@ async function pump() {
   w.seq = ++sent;
   try {
     const r = await api(w.latent ? `/api/look?latent=${enc(w.latent)}&v=${w.v}`
-      : `/api/frame?render=${enc(w.render)}&i=${w.i}&quality=${w.quality}&v=${w.v}`);
+      : `/api/${w.saved ? "saved" : "frame"}?render=${enc(w.render)}&i=${w.i}&quality=${w.quality}&v=${w.v}`);
+    if (!r.ok && w.saved) $("notice").textContent = await r.clone().text();
     if (r.ok && w.seq > shownSeq) {
       const url = URL.createObjectURL(await r.blob());
       const img = $("frame"), old = img.src;
@@ -42,7 +43,8 @@ async function pump() {
       shownSeq = Math.max(shownSeq, w.seq);
       const ms = performance.now() - w.t0;
       studio.shown = w.latent ? {latent: w.latent, version: w.v, quality: "still", ms}
-        : {render: w.render, index: w.i, quality: w.quality, version: w.v, ms};
+        : {render: w.render, index: w.i, quality: w.quality, version: w.v, ms, saved: w.saved};
+      $("view").classList.toggle("saved", Boolean(w.saved && !w.latent));
       Object.assign(img.dataset, {render: w.render, index: w.i, quality: w.quality, version: w.v, latent: w.latent || ""});
       if (w.quality === "preview" && !playing) studio.latencies.push(ms);
       if (playing) studio.played = (studio.played || 0) + 1;
@@ -58,6 +60,7 @@ async function pump() {
 function scrubbed() {
   viewLatent = null;
   syncAudio();
+  drawSound();
   requestFrame("preview");
   readout();
   clearTimeout(fullTimer);
@@ -143,12 +146,13 @@ function drawSound() {
   const g = canvas.getContext("2d"), W = canvas.width, H = canvas.height, n = sound.frames;
   const x = (i) => (i + 0.5) * W / n, peak = Math.max(1e-6, ...sound.wave);
   g.clearRect(0, 0, W, H);
-  g.fillStyle = "#3b4352";
+  g.fillStyle = "#59627a";
   sound.wave.forEach((v, i) => { const h = v / peak * (H - 4); g.fillRect(x(i) - 0.5 * W / n, (H - h) / 2, Math.max(1, W / n), h); });
   sound.curves.forEach((c, k) => {
-    g.strokeStyle = CURVE_COLOURS[k % CURVE_COLOURS.length]; g.lineWidth = 1.5; g.beginPath();
+    g.strokeStyle = CURVE_COLOURS[k % CURVE_COLOURS.length]; g.lineWidth = 1.25; g.globalAlpha = 0.85; g.beginPath();
     c.gain.forEach((v, i) => (i ? g.lineTo : g.moveTo).call(g, x(i), H - 2 - v * (H - 4)));
     g.stroke();
+    g.globalAlpha = 1;
   });
   g.fillStyle = "#e8a33d";
   for (const f of sound.beats) g.fillRect(x(f) - 1, 0, 2, 8);
@@ -457,8 +461,27 @@ function renderJob(job) {
   $("render-progress").max = Math.max(1, job.total);
   $("render-progress").value = job.done;
   $("render-text").textContent = job.error ? job.error : job.running ? `${job.current} ${job.done}/${job.total} frames` : "done";
-  $("render-files").innerHTML = Object.entries(job.files).map(([n, p]) =>
-    `<li><a href="/outputs/${enc(n)}?token=${enc(token)}" target="_blank">${escapeHtml(p)}</a></li>`).join("");
+  const shown = Object.entries(job.files).map(([n, p]) =>
+    `<li><a href="/outputs/${enc(n)}?token=${enc(token)}" target="_blank">${escapeHtml(p)}</a> <button data-play="${escapeHtml(n)}" data-gif="${/\.gif$/i.test(p)}">▶ here</button></li>`).join("");
+  if ($("render-files").innerHTML !== shown) $("render-files").innerHTML = shown;
+}
+
+// A finished render played on the page (video with its sound; a GIF as an image).
+$("render-files").addEventListener("click", (e) => {
+  const name = e.target.dataset.play;
+  if (name === undefined) return;
+  const url = `/outputs/${enc(name)}?token=${enc(token)}`, gif = e.target.dataset.gif === "true";
+  $("player").hidden = gif; $("player-gif").hidden = !gif;
+  if (gif) { $("player").pause(); $("player-gif").src = url; } else { $("player").src = url; $("player").play().catch(() => {}); }
+});
+
+// A/B: the picture as the saved file draws it, against the edits (B, or the button).
+let showSaved = false;
+function toggleSaved() {
+  showSaved = !showSaved;
+  $("ab").classList.toggle("on", showSaved);
+  $("ab").textContent = showSaved ? "B: saved file" : "A: edits";
+  requestFrame("full");
 }
 
 // --- editor's habits: undo / redo, keyframes on the timeline, snapshots, keyboard ----------------------------
@@ -500,7 +523,7 @@ async function snapshot() {
 
 const SHORTCUTS = [["Space", "play / pause (with the sound)"], ["← / →", "one frame back / on"],
   ["Shift + ← / →", "one second back / on"], ["Home / End", "first / last frame"], ["K", "add the picked latent as a keyframe here"],
-  ["Delete", "remove the selected keyframe"], ["S", "snapshot: PNG with the latent and settings"],
+  ["Delete", "remove the selected keyframe"], ["S", "snapshot: PNG with the latent and settings"], ["B", "A/B: the saved file's frame against the edits"],
   ["Ctrl+Z / Ctrl+Shift+Z (Ctrl+Y)", "undo / redo"], ["Ctrl+S", "save"], ["?", "this list"]];
 $("shortcuts").innerHTML = `<h3>Keyboard</h3><table>${SHORTCUTS.map(([k, what]) => `<tr><td><kbd>${k}</kbd></td><td>${what}</td></tr>`).join("")}</table><p class="small">Esc or ? closes</p>`;
 
@@ -514,7 +537,7 @@ document.addEventListener("keydown", (e) => {
   const r = currentRender(), second = r ? Math.round(r.fps) : 1;
   const actions = {" ": play, "arrowleft": () => step(e.shiftKey ? -second : -1), "arrowright": () => step(e.shiftKey ? second : 1),
     "home": () => step(-Infinity), "end": () => step(Infinity), "k": addKeyframe, "delete": removeKeyframe,
-    "s": snapshot, "?": () => { $("shortcuts").hidden = !$("shortcuts").hidden; }, "escape": () => { $("shortcuts").hidden = true; }};
+    "s": snapshot, "b": toggleSaved, "?": () => { $("shortcuts").hidden = !$("shortcuts").hidden; }, "escape": () => { $("shortcuts").hidden = true; }};
   const act = actions[key];
   if (act) { e.preventDefault(); act(); }
 });
@@ -525,7 +548,7 @@ function addMixRow(direction) {
   const n = S.model.num_ws, row = document.createElement("div");
   row.className = "mixrow";
   row.innerHTML = `<select></select><input type="range" min="-5" max="5" step="0.05" value="0"><input class="num" type="text" value="0">
-    layers <input class="layer" type="number" min="0" max="${n - 1}" value="0">–<input class="layer" type="number" min="0" max="${n - 1}" value="${n - 1}"><button title="remove this direction">✕</button>`;
+    <span class="layers">layers <input class="layer" type="number" min="0" max="${n - 1}" value="0">–<input class="layer" type="number" min="0" max="${n - 1}" value="${n - 1}"></span><button title="remove this direction">✕</button>`;
   const [sel] = row.querySelectorAll("select"), [range, num, a, b] = row.querySelectorAll("input");
   sel.innerHTML = S.directions.map((d) => `<option>${escapeHtml(d)}</option>`).join("");
   if (direction) sel.value = direction;
@@ -627,6 +650,7 @@ $("redo").addEventListener("click", redo);
 $("key-add").addEventListener("click", addKeyframe);
 $("key-remove").addEventListener("click", removeKeyframe);
 $("snapshot").addEventListener("click", snapshot);
+$("ab").addEventListener("click", toggleSaved);
 $("help").addEventListener("click", () => { $("shortcuts").hidden = !$("shortcuts").hidden; });
 $("mix-add").addEventListener("click", () => addMixRow());
 $("mix-latent").addEventListener("change", () => { $("seed-drag-on").checked = false; mixView(); });
