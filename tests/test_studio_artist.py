@@ -446,3 +446,20 @@ def test_b_shows_the_saved_files_frame_against_the_edits(page):
     page.find_element("tag name", "body").send_keys("b")
     _wait(page, lambda d: _js(d, "const s = window.studio.shown; return !s.saved && s.quality == 'full'"))
     assert np.array_equal(_image(page, "frame"), edited)
+
+
+@browser
+def test_a_point_between_seeds_is_added_as_a_blend_of_them(page, music_server):
+    scene, original = music_server["scene"], music_server["original"]
+    _js(page, "const s = document.getElementById('seed-drag'); s.value = '7.25'; s.dispatchEvent(new Event('input'));")
+    _wait(page, lambda d: _js(d, "const i = document.getElementById('mix-view'); return i.complete && "
+                                 "i.dataset.url.includes('seed=7.25')"))
+    page.find_element("id", "mix-name").send_keys("between")
+    page.find_element("id", "mix-save").click()
+    _wait(page, lambda d: _js(d, "return window.studio.shown && window.studio.shown.latent == 'between'"))
+    latents = yaml.safe_load(_save(page, scene, original))["latents"]
+    assert latents["seed7"] == {"seed": 7} and latents["seed8"] == {"seed": 8}
+    assert latents["between"] == {"blend": {"seed7": 0.75, "seed8": 0.25}}
+    page.find_element("tag name", "body").send_keys("\ue009z")  # Ctrl+Z: the whole add is one undo step
+    _wait(page, lambda d: d.find_element("id", "dirty").is_displayed())
+    assert _save(page, scene, scene.read_bytes()) == original

@@ -593,10 +593,11 @@ function mixEdits(name) {
   let from = $("mix-latent").value;
   if ($("seed-drag-on").checked) {
     const x = +$("seed-drag").value, low = Math.floor(x), u = +(x - low).toFixed(3);
-    for (const s of [low, low + 1]) if (!S.latents.includes(`seed${s}`)) edits.push({path: ["latents", `seed${s}`], value: `{seed: ${s}}`});
-    from = u ? `${name}_between` : `seed${low}`;
-    if (u) edits.push({path: ["latents", from], value: `{blend: {seed${low}: ${+(1 - u).toFixed(3)}, seed${low + 1}: ${u}}}`});
-    if (!rows.length) { edits.push({path: ["latents", name], value: `{from: ${from}}`}); return edits; }
+    for (const s of u ? [low, low + 1] : [low]) if (!S.latents.includes(`seed${s}`)) edits.push({path: ["latents", `seed${s}`], value: `{seed: ${s}}`});
+    const point = u ? `{blend: {seed${low}: ${+(1 - u).toFixed(3)}, seed${low + 1}: ${u}}}` : `{from: seed${low}}`;
+    from = rows.length ? `${name}_point` : name;  // the point between the seeds, then the directions on it
+    edits.push({path: ["latents", from], value: point});
+    if (!rows.length) return edits;
   }
   for (const m of rows) {
     const k = m.first === 0 && m.last === n - 1 ? "all" : m.first === m.last ? `${m.first}` : `${m.first}-${m.last}`;
@@ -609,7 +610,7 @@ function mixEdits(name) {
     edits.push({path: ["latents", own], value: `{from: ${from}, add: {${add}}${layers === "all" ? "" : `, layers: ${layers}`}}`});
     from = own;
   });
-  if (!groups.size) edits.push({path: ["latents", name], value: `{from: ${from}}`});
+  if (!groups.size && from !== name) edits.push({path: ["latents", name], value: `{from: ${from}}`});
   return edits;
 }
 
