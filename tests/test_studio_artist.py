@@ -463,3 +463,23 @@ def test_a_point_between_seeds_is_added_as_a_blend_of_them(page, music_server):
     page.find_element("tag name", "body").send_keys("\ue009z")  # Ctrl+Z: the whole add is one undo step
     _wait(page, lambda d: d.find_element("id", "dirty").is_displayed())
     assert _save(page, scene, scene.read_bytes()) == original
+
+
+def test_a_stylegan3_render_gets_a_camera_pad_that_writes_camera(tiny_stylegan3, tmp_path):
+    from morph.scene import parse_scene
+
+    scene = tmp_path / "sg3.yaml"
+    text = (f"model: {tiny_stylegan3}\nlatents:\n  a: {{seed: 1}}\n  b: {{seed: 2}}\n"
+            "renders:\n  r: {format: gif, size: 32, path: [a, b]}   # kept\n")
+    scene.write_text(text)
+    pad = [c for c in _controls(scene) if c["kind"] == "camera"]
+    assert [c["path"] for c in pad] == [["renders", "r", "camera"]]
+    assert (pad[0]["min"], pad[0]["max"], pad[0]["rotate_max"]) == (-limits.MAX_TRANSLATE, limits.MAX_TRANSLATE,
+                                                                    limits.MAX_ROTATE)
+    for path, value in ((("renders", "r", "camera", "translate"), "[0.125, -0.25]"),
+                        (("renders", "r", "camera", "rotate"), "12.5")):  # the pad's two edits
+        text = apply(text, Edit(path, value))
+    parse_scene(text, scene)
+    assert yaml.safe_load(text)["renders"]["r"]["camera"] == {"translate": [0.125, -0.25], "rotate": 12.5}
+    assert text.endswith("   # kept\n")
+    assert not [c for c in _controls(MUSIC) if c["kind"] == "camera"]  # a StyleGAN2 model has none
