@@ -112,8 +112,8 @@ def test_undo_gives_back_each_text_and_a_gesture_is_one_step():
     assert h.redo("x") is None        # a new edit drops the redo steps
 
 
-def test_keyframes_are_spliced_into_the_path_in_its_style():
-    from morph.studio.paths import insert, remove
+def test_keyframes_are_added_removed_and_moved_in_the_paths_style():
+    from morph.studio.paths import insert, move, remove
 
     flow = "renders:\n  r:\n    path: [a, b, c]   # kept\n"
     assert insert(flow, "r", 1, "n") == flow.replace("[a, b, c]", "[a, n, b, c]")
@@ -125,6 +125,10 @@ def test_keyframes_are_spliced_into_the_path_in_its_style():
     assert insert(block, "r", 3, "n") == block.replace("      - c\n", "      - c\n      - n\n")
     assert remove(block, "r", 1) == block.replace("      - b: {hold: 1s}   # kept\n", "")
     assert remove(insert(block, "r", 2, "n"), "r", 2) == block
+    assert move(flow, "r", 0, 1) == flow.replace("[a, b, c]", "[b, a, c]")
+    assert move(block, "r", 1, -1) == block.replace("      - a\n      - b: {hold: 1s}   # kept\n",
+                                                    "      - b: {hold: 1s}   # kept\n      - a\n")
+    assert move(move(block, "r", 2, -1), "r", 1, 1) == block
 
 
 def test_a_snapshot_png_carries_the_latent_and_the_settings():
@@ -365,6 +369,10 @@ def test_adding_a_keyframe_on_the_timeline_writes_one_path_entry(page, music_ser
     page.find_element("tag name", "body").send_keys("\ue017")     # Keys.DELETE
     _wait(page, lambda d: d.find_element("id", "dirty").is_displayed())
     assert _save(page, scene, saved) == original
+    page.find_elements("css selector", "#marks .mark")[1].click()  # ben, one place later
+    page.find_element("id", "key-later").click()
+    _wait(page, lambda d: d.find_element("id", "dirty").is_displayed())
+    assert yaml.safe_load(_save(page, scene, original))["renders"]["music-video"]["path"] == ["ada", "cleo", "ben", "dev"]
 
 
 @browser

@@ -4,7 +4,7 @@ in the file moves; a removed entry takes its separator (or its line) with it."""
 
 from __future__ import annotations
 
-from yaml.nodes import SequenceNode
+from yaml.nodes import Node, SequenceNode
 
 from morph.core.errors import MorphError
 from morph.studio.edits import compose, find
@@ -15,6 +15,18 @@ def _path(text: str, render: str) -> SequenceNode:
     if not isinstance(node, SequenceNode):
         raise MorphError(f"renders.{render} has no path: list", hint="give it path: [A, B] to add keyframes")
     return node
+
+
+def _end(text: str, item: Node) -> int:
+    """Where an entry's own characters end (a block mapping's end mark runs on to the next token)."""
+    start = item.start_mark.index
+    return start + len(text[start:item.end_mark.index].rstrip())
+
+
+def _line_end(text: str, index: int) -> int:
+    """The index of the newline ending the line that holds ``index`` (or the end of the text)."""
+    end = text.find("\n", index)
+    return len(text) if end < 0 else end
 
 
 def count(text: str, render: str) -> int:
@@ -37,26 +49,42 @@ def insert(text: str, render: str, index: int, name: str) -> str:
     if index < len(items):
         at = items[index].start_mark.index - items[index].start_mark.column
         return text[:at] + " " * (column - 2) + f"- {name}\n" + text[at:]
-    end = text.find("\n", items[-1].end_mark.index - 1)
-    end = len(text) if end < 0 else end
+    end = _line_end(text, _end(text, items[-1]))
     return text[:end] + "\n" + " " * (column - 2) + f"- {name}" + text[end:]
 
 
-def remove(text: str, render: str, index: int) -> str:
-    """``text`` without entry ``index`` of render ``render``'s path (a path keeps at least two)."""
+def remove(text: str, render: str, index: int, at_least: int = 2) -> str:
+    """``text`` without entry ``index`` of render ``render``'s path (a path keeps ``at_least`` entries: two, or
+    one while an entry is being moved)."""
     node = _path(text, render)
     items = node.value
     if not 0 <= index < len(items):
         raise MorphError(f"renders.{render}.path has no entry {index}", hint="the page is out of date; reload it")
-    if len(items) <= 2:
+    if len(items) <= at_least:
         raise MorphError(f"renders.{render}.path needs at least two keyframes",
                          hint="add another first, or write around: NAME for one latent")
     item = items[index]
     if node.flow_style:
         if index + 1 < len(items):
             return text[:item.start_mark.index] + text[items[index + 1].start_mark.index:]
-        return text[:items[index - 1].end_mark.index] + text[item.end_mark.index:]
+        return text[:_end(text, items[index - 1])] + text[_end(text, item):]
     start = item.start_mark.index - item.start_mark.column
     end = items[index + 1].start_mark.index - items[index + 1].start_mark.column if index + 1 < len(items) \
-        else text.find("\n", item.end_mark.index - 1) + 1 or len(text)
+        else min(len(text), _line_end(text, _end(text, item)) + 1)
     return text[:start] + text[end:]
+
+
+def move(text: str, render: str, index: int, by: int) -> str:
+    """``text`` with entry ``index`` of render ``render``'s path moved ``by`` places (−1: one earlier), its text
+    (a name, or ``NAME: {options}`` on one line) carried as written."""
+    node = _path(text, render)
+    items = node.value
+    if not 0 <= index < len(items) or not 0 <= index + by < len(items):
+        raise MorphError(f"renders.{render}.path has no place {index + by} to move entry {index} to",
+                         hint="the page is out of date; reload it")
+    item = items[index]
+    written = text[item.start_mark.index:_end(text, item)]
+    if "\n" in written:
+        raise MorphError(f"renders.{render}.path entry {index} spans several lines",
+                         hint="move it in an editor, or write its options on one line: NAME: {hold: 1s}")
+    return insert(remove(text, render, index, at_least=1), render, index + by, written)

@@ -4,8 +4,8 @@ routes of :mod:`morph.studio.server` (the same token guard covers them).
 - ``POST /api/edits``: several edits as one undo step (``{"edits": [{path, value | owners}], "gesture": id}``);
   the page sends every edit this way, so each can be undone.
 - ``POST /api/undo``, ``POST /api/redo``: the working text before / after a step, byte for byte.
-- ``POST /api/keyframe``: a latent added to a render's path at a frame, or the entry of a keyframe removed
-  (keyframe k is entry k mod the entries written: a path timed by beats cycles through them).
+- ``POST /api/keyframe``: a latent added to a render's path at a frame, or the entry of a keyframe removed or
+  moved (keyframe k is entry k mod the entries written: a path timed by beats cycles through them).
 - ``GET /api/sound``, ``GET /api/audio``: a render's sound curves (JSON) and its file (range requests).
 - ``GET /api/snapshot``: a frame as PNG with the latent and the settings in its text chunks.
 - ``GET /api/saved``: a frame as the saved file draws it (A/B against the edits).
@@ -114,6 +114,8 @@ def extra_routes(studio) -> list[Route]:
         render = str(body["render"])
         if "remove" in body:
             make = lambda text: paths.remove(text, render, int(body["remove"]) % paths.count(text, render))
+        elif "move" in body:
+            make = lambda text: paths.move(text, render, int(body["move"]) % paths.count(text, render), int(body["by"]))
         else:
             p, _ = studio.current()
             if p is None or render not in p.scene.renders:

@@ -197,7 +197,7 @@ function timeline() {
   if (+scrub.value > r.frames - 1) scrub.value = r.frames - 1;
   $("marks").innerHTML = r.keyframes.map((f, k) =>
     `<span class="mark${k === selectedKey ? " on" : ""}" data-frame="${f}" data-key="${k}" style="left:${(100 * f / Math.max(1, r.frames - 1)).toFixed(2)}%" title="${escapeHtml(r.keys[k])} at frame ${f} (click: select; Delete: remove)">${escapeHtml(r.keys[k])}</span>`).join("");
-  $("key-remove").disabled = selectedKey === null || selectedKey >= r.keyframes.length;
+  for (const id of ["key-remove", "key-earlier", "key-later"]) $(id).disabled = selectedKey === null || selectedKey >= r.keyframes.length;
   readout();
 }
 
@@ -507,6 +507,14 @@ function removeKeyframe() {
   post("/api/keyframe", {render: r.name, remove: k});
 }
 
+function moveKeyframe(by) {
+  const r = currentRender();
+  if (!r || selectedKey === null) return;
+  const k = selectedKey;
+  selectedKey = k + by;
+  post("/api/keyframe", {render: r.name, move: k, by});
+}
+
 async function snapshot() {
   const r = currentRender();
   if (!r) return;
@@ -523,7 +531,7 @@ async function snapshot() {
 
 const SHORTCUTS = [["Space", "play / pause (with the sound)"], ["← / →", "one frame back / on"],
   ["Shift + ← / →", "one second back / on"], ["Home / End", "first / last frame"], ["K", "add the picked latent as a keyframe here"],
-  ["Delete", "remove the selected keyframe"], ["S", "snapshot: PNG with the latent and settings"], ["B", "A/B: the saved file's frame against the edits"],
+  ["Delete", "remove the selected keyframe"], ["Alt + ← / →", "move the selected keyframe one place earlier / later"], ["S", "snapshot: PNG with the latent and settings"], ["B", "A/B: the saved file's frame against the edits"],
   ["Ctrl+Z / Ctrl+Shift+Z (Ctrl+Y)", "undo / redo"], ["Ctrl+S", "save"], ["?", "this list"]];
 $("shortcuts").innerHTML = `<h3>Keyboard</h3><table>${SHORTCUTS.map(([k, what]) => `<tr><td><kbd>${k}</kbd></td><td>${what}</td></tr>`).join("")}</table><p class="small">Esc or ? closes</p>`;
 
@@ -533,6 +541,7 @@ document.addEventListener("keydown", (e) => {
   if (ctrl && key === "z") { e.preventDefault(); (e.shiftKey ? redo : undo)(); return; }
   if (ctrl && key === "y") { e.preventDefault(); redo(); return; }
   if (ctrl && key === "s") { e.preventDefault(); $("save").click(); return; }
+  if (!typing && e.altKey && ["arrowleft", "arrowright"].includes(key)) { e.preventDefault(); moveKeyframe(key === "arrowleft" ? -1 : 1); return; }
   if (typing || ctrl || e.altKey) return;
   const r = currentRender(), second = r ? Math.round(r.fps) : 1;
   const actions = {" ": play, "arrowleft": () => step(e.shiftKey ? -second : -1), "arrowright": () => step(e.shiftKey ? second : 1),
@@ -650,6 +659,8 @@ $("undo").addEventListener("click", undo);
 $("redo").addEventListener("click", redo);
 $("key-add").addEventListener("click", addKeyframe);
 $("key-remove").addEventListener("click", removeKeyframe);
+$("key-earlier").addEventListener("click", () => moveKeyframe(-1));
+$("key-later").addEventListener("click", () => moveKeyframe(1));
 $("snapshot").addEventListener("click", snapshot);
 $("ab").addEventListener("click", toggleSaved);
 $("help").addEventListener("click", () => { $("shortcuts").hidden = !$("shortcuts").hidden; });
