@@ -491,3 +491,20 @@ def test_a_stylegan3_render_gets_a_camera_pad_that_writes_camera(tiny_stylegan3,
     assert yaml.safe_load(text)["renders"]["r"]["camera"] == {"translate": [0.125, -0.25], "rotate": 12.5}
     assert text.endswith("   # kept\n")
     assert not [c for c in _controls(MUSIC) if c["kind"] == "camera"]  # a StyleGAN2 model has none
+
+
+@browser
+def test_a_looped_range_plays_over_and_over_with_its_sound(page):
+    body = page.find_element("tag name", "body")
+    _scrub(page, 30)
+    body.send_keys("[")
+    _scrub(page, 45)
+    body.send_keys("]")
+    _js(page, "window.studio.playedFrames = []")
+    body.send_keys(" ")
+    _wait(page, lambda d: _js(d, "const f = window.studio.playedFrames; const k = f.indexOf(Math.max(...f));"
+                                 "return f.length > 4 && f.slice(k).some((i) => i < 38)"), 30)  # wrapped round
+    body.send_keys(" ")
+    played = _js(page, "return window.studio.playedFrames")
+    assert min(played) >= 30 and max(played) <= 45, played
+    assert 1.0 - 1 / 30 <= _js(page, "return document.getElementById('audio').currentTime") <= 1.5 + 1 / 30

@@ -77,30 +77,46 @@ function readout() {
 // --- playback at the render's fps, dropping frames where the machine cannot keep up ---------------------------
 
 let playing = false;
+let loop = null;              // [first, last] frame of the range played over and over, or null: the whole render
 function play() {
   playing = !playing;
   $("play").textContent = playing ? "❚❚ Pause" : "▶ Play";
   const audio = $("audio"), r = currentRender();
   if (!playing) { audio.pause(); syncAudio(); requestFrame("full"); return; }
   viewLatent = null;
+  const [lo, hi] = loop || [0, r.frames - 1];
+  if (+$("scrub").value < lo || +$("scrub").value > hi) $("scrub").value = lo;
   const start = performance.now(), first = +$("scrub").value, played = studio.played || 0;
   const withSound = sound && sound.audio && audio.readyState >= 1;
   if (withSound) { audio.currentTime = first / r.fps; audio.play().catch(() => {}); }
   let last = -1;
   const tick = (now) => {
     if (!playing) return;
-    let i = Math.floor(first + (now - start) * r.fps / 1000) % r.frames;
-    if (withSound) {  // the sound is the clock; at its end (or the render's) both start again
+    let i = lo + (first - lo + Math.floor((now - start) * r.fps / 1000)) % (hi - lo + 1);
+    if (withSound) {  // the sound is the clock; past the range's end (or the sound's) both go back to its start
       i = Math.floor(audio.currentTime * r.fps + 1e-6);
-      if (audio.ended || i >= r.frames) { audio.currentTime = 0; audio.play().catch(() => {}); i = 0; }
+      if (audio.ended || i > hi) { audio.currentTime = lo / r.fps; audio.play().catch(() => {}); i = lo; }
     }
     if (inflight < PLAY_DEPTH && i !== last) {
       last = i; $("scrub").value = i; readout(); drawSound(); requestFrame("preview");
+      if (studio.playedFrames) studio.playedFrames.push(i);
     }
     $("fps").textContent = ` · playing at ${(((studio.played || 0) - played) * 1000 / (now - start)).toFixed(1)} of ${r.fps} fps`;
     requestAnimationFrame(tick);
   };
   requestAnimationFrame(tick);
+}
+
+// [ and ] set the loop's first and last frame at the current one; \ plays the whole render again.
+function setLoop(end) {
+  const r = currentRender(), i = +$("scrub").value;
+  if (!r) return;
+  const [lo, hi] = loop || [0, r.frames - 1];
+  loop = end === null ? null : end === 0 ? [i, Math.max(i, hi)] : [Math.min(lo, i), i];
+  const last = Math.max(1, r.frames - 1);
+  $("loop").hidden = !loop;
+  if (loop) Object.assign($("loop").style, {left: `${100 * loop[0] / last}%`, width: `${100 * (loop[1] - loop[0]) / last}%`});
+  $("loop").title = loop ? `loop: frames ${loop[0]}–${loop[1]} (\\ clears)` : "";
 }
 
 function step(by) {
@@ -531,7 +547,7 @@ async function snapshot() {
 
 const SHORTCUTS = [["Space", "play / pause (with the sound)"], ["← / →", "one frame back / on"],
   ["Shift + ← / →", "one second back / on"], ["Home / End", "first / last frame"], ["K", "add the picked latent as a keyframe here"],
-  ["Delete", "remove the selected keyframe"], ["Alt + ← / →", "move the selected keyframe one place earlier / later"], ["S", "snapshot: PNG with the latent and settings"], ["B", "A/B: the saved file's frame against the edits"],
+  ["Delete", "remove the selected keyframe"], ["Alt + ← / →", "move the selected keyframe one place earlier / later"], ["[ / ]", "loop from / to this frame"], ["\\", "play the whole render again"], ["S", "snapshot: PNG with the latent and settings"], ["B", "A/B: the saved file's frame against the edits"],
   ["Ctrl+Z / Ctrl+Shift+Z (Ctrl+Y)", "undo / redo"], ["Ctrl+S", "save"], ["?", "this list"]];
 $("shortcuts").innerHTML = `<h3>Keyboard</h3><table>${SHORTCUTS.map(([k, what]) => `<tr><td><kbd>${k}</kbd></td><td>${what}</td></tr>`).join("")}</table><p class="small">Esc or ? closes</p>`;
 
@@ -546,7 +562,7 @@ document.addEventListener("keydown", (e) => {
   const r = currentRender(), second = r ? Math.round(r.fps) : 1;
   const actions = {" ": play, "arrowleft": () => step(e.shiftKey ? -second : -1), "arrowright": () => step(e.shiftKey ? second : 1),
     "home": () => step(-Infinity), "end": () => step(Infinity), "k": addKeyframe, "delete": removeKeyframe,
-    "s": snapshot, "b": toggleSaved, "?": () => { $("shortcuts").hidden = !$("shortcuts").hidden; }, "escape": () => { $("shortcuts").hidden = true; }};
+    "s": snapshot, "b": toggleSaved, "[": () => setLoop(0), "]": () => setLoop(1), "\\": () => setLoop(null), "?": () => { $("shortcuts").hidden = !$("shortcuts").hidden; }, "escape": () => { $("shortcuts").hidden = true; }};
   const act = actions[key];
   if (act) { e.preventDefault(); act(); }
 });
@@ -639,7 +655,7 @@ $("marks").addEventListener("click", (e) => {
   const f = e.target.dataset.frame;
   if (f !== undefined) { selectedKey = +e.target.dataset.key; $("scrub").value = f; scrubbed(); timeline(); }
 });
-$("render").addEventListener("change", () => { renderName = $("render").value; $("scrub").value = 0; selectedKey = null; timeline(); loadSound(); requestFrame("full"); });
+$("render").addEventListener("change", () => { setLoop(null); renderName = $("render").value; $("scrub").value = 0; selectedKey = null; timeline(); loadSound(); requestFrame("full"); });
 $("play").addEventListener("click", play);
 $("save").addEventListener("click", async () => applyState(await (await api("/api/save", {})).json()));
 $("revert").addEventListener("click", async () => { applyState(await (await api("/api/revert", {})).json()); requestFrame("full"); });
