@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -508,3 +509,29 @@ def test_a_looped_range_plays_over_and_over_with_its_sound(page):
     played = _js(page, "return window.studio.playedFrames")
     assert min(played) >= 30 and max(played) <= 45, played
     assert 1.0 - 1 / 30 <= _js(page, "return document.getElementById('audio').currentTime") <= 1.5 + 1 / 30
+
+
+def _request(server, method: str, path: str, body=None, token: bool = True) -> tuple[int, str]:
+    headers = {"Content-Type": "application/json", **({"X-Morph-Token": server["token"]} if token else {})}
+    req = urllib.request.Request(server["base"] + path, method=method, headers=headers,
+                                 data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(req, timeout=120) as got:
+            return got.status, got.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+@browser
+def test_the_new_routes_need_the_token_and_answer_a_bad_request_in_one_line(music_server, page):
+    for path in ("/api/sound?render=music-video", "/api/snapshot?render=music-video&i=3", "/api/mix?latent=ada",
+                 "/api/audio?render=music-video"):
+        assert _request(music_server, "GET", path, token=False)[0] == 403
+        assert _request(music_server, "GET", path)[0] == 200
+    for method, path, body in (("GET", "/api/snapshot?render=music-video&i=x", None),
+                               ("POST", "/api/edits", {"gesture": "g1"}),
+                               ("POST", "/api/keyframe", {"render": "music-video", "move": 1}),
+                               ("GET", "/api/mix?latent=ada&d=builtin:smile:nan:0-3", None),
+                               ("GET", "/api/mix?seed=inf", None)):
+        status, text = _request(music_server, method, path, body)
+        assert status == 400 and len(text.strip().splitlines()) == 1, (path, text)
