@@ -552,7 +552,8 @@ const SHORTCUTS = [["Space", "play / pause (with the sound)"], ["← / →", "on
 $("shortcuts").innerHTML = `<h3>Keyboard</h3><table>${SHORTCUTS.map(([k, what]) => `<tr><td><kbd>${k}</kbd></td><td>${what}</td></tr>`).join("")}</table><p class="small">Esc or ? closes</p>`;
 
 document.addEventListener("keydown", (e) => {
-  const t = e.target, typing = t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && !["range", "button"].includes(t.type)) || t.tagName === "SELECT";
+  // keys go to what has the focus where it takes them (a text box, a picker, a slider other than the timeline)
+  const t = e.target, typing = t.tagName === "TEXTAREA" || t.tagName === "SELECT" || (t.tagName === "INPUT" && t.id !== "scrub");
   const ctrl = e.ctrlKey || e.metaKey, key = e.key.toLowerCase();
   if (ctrl && key === "z") { e.preventDefault(); (e.shiftKey ? redo : undo)(); return; }
   if (ctrl && key === "y") { e.preventDefault(); redo(); return; }
@@ -564,6 +565,7 @@ document.addEventListener("keydown", (e) => {
     "home": () => step(-Infinity), "end": () => step(Infinity), "k": addKeyframe, "delete": removeKeyframe,
     "s": snapshot, "b": toggleSaved, "[": () => setLoop(0), "]": () => setLoop(1), "\\": () => setLoop(null), "?": () => { $("shortcuts").hidden = !$("shortcuts").hidden; }, "escape": () => { $("shortcuts").hidden = true; }};
   const act = actions[key];
+  if (act && t.tagName === "BUTTON") t.blur();  // else Space would also press the button
   if (act) { e.preventDefault(); act(); }
 });
 
