@@ -127,6 +127,12 @@ class Frames:
         path = scene.directions.get(name) or resolve_direction(name)
         return load_w(path, self.G.num_ws, self.G.w_dim)
 
+    def latent(self, p: Prepared, render: str, index: int) -> torch.Tensor:
+        """The W+ [num_ws, w_dim] frame ``index`` of ``render`` is drawn from (its waves included)."""
+        from morph.motion.schedule import sample
+
+        return sample(p.timelines[render], torch.tensor([float(index)], dtype=torch.float64))[0]
+
 
 class Memo:
     """Encoded pictures by key, least recently used out first once they hold more than ``limit`` bytes."""

@@ -34,6 +34,7 @@ from morph.scene import SceneError
 from morph.studio import frames as engine
 from morph.studio.controls import controls, mix_text
 from morph.studio.edits import Edit, apply, compose, value_text
+from morph.studio.routes import extra_routes
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "morph_studio_token"
@@ -270,7 +271,7 @@ def make_app(studio: Studio, token: str) -> Starlette:
               Route("/api/save", save, methods=["POST"]), Route("/api/revert", revert, methods=["POST"]),
               Route("/api/frame", frame), Route("/api/look", look), Route("/api/add", add, methods=["POST"]),
               Route("/api/render", render, methods=["POST"]), Route("/outputs/{name}", output),
-              Mount("/static", StaticFiles(directory=STATIC))]
+              *extra_routes(studio), Mount("/static", StaticFiles(directory=STATIC))]
     return Starlette(routes=routes, middleware=[Middleware(guard)])
 
 
