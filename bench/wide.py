@@ -166,8 +166,8 @@ def stylegan3(seeds: int) -> None:
                   f"{d[..., 8:24, 8:24].max() / peak:.2e}")
 
         def corr(a: torch.Tensor, b: torch.Tensor) -> float:
-            a, b = a - a.mean(dim=(1, 2, 3), keepdim=True), b - b.mean(dim=(1, 2, 3), keepdim=True)
-            return float(((a * b).sum(dim=(1, 2, 3)) / (a.norm(dim=(1, 2, 3)) * b.norm(dim=(1, 2, 3)))).mean())
+            a, b = (t.flatten(1) - t.flatten(1).mean(1, keepdim=True) for t in (a, b))
+            return float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean())
 
         centre, sides = three[..., 32:64], (three[..., :32], three[..., 64:])
         print(f"SG3-{name} 96x32: centre vs the squares beside it: correlation {corr(centre, sides[0]):+.2f} / "
@@ -185,7 +185,7 @@ def team(scene: Path, cache: Optional[Path]) -> tuple[torch.Tensor, Noise, objec
     name = next(n for n, r in loaded.scene.renders.items() if r.canvas and r.canvas.fit == "widen")
     tl = loaded.timelines[name]
     keys = [f for f, key in zip(tl.keyframes, loaded.scene.renders[name].motion.path.keys)
-            if isinstance(loaded.scene.latents[key], Project)]
+            if isinstance(loaded.scene.latents[key].source, Project) and not loaded.scene.latents[key].edits]
     return sample(tl, torch.as_tensor(keys)), loaded.noise(name), (loaded, name)
 
 
