@@ -2,18 +2,19 @@
 the learned one, how close the square image's region stays to the square render, StyleGAN3's wider grid, and
 what widening costs per frame. Every widening is run in the one call, so the figures compare like with like.
 
-Widenings (StyleGAN2): ``blend`` is morph's (the mirrored and the background drawing blended after the 16 px
-block, see ``SynthesisNetwork._widened``); ``mirror`` is the constant mirrored out alone (morph before issue
-31); ``background`` the constant surrounded by its corners' mean alone; ``tile`` the constant tiled.
+Widenings (StyleGAN2): ``blend`` is morph's (a drawing from the constant mirrored out and one from a
+background-only constant, blended after the 16 px block; see ``SynthesisNetwork._widened``); ``mirror`` is the
+constant mirrored out alone (morph before issue 31); ``fill`` the learned constant surrounded by the mean of its
+corner cells (the border statistics) alone; ``tile`` the constant tiled.
 
 Face parts at the sides: a 16:9 frame at the model's scale (114x64 for the built-in model) has two side
 strips beside the square; each is cut into bands an eighth of the square wide (8 px), rows above the
 shoulders (the top three quarters). A band's *structure* is the RMS (levels of 255) of what is left of each
 colour channel after the least-squares plane through it: the procedural faces' background is a linear
-gradient, so background leaves about nothing, a head's outline or a blob of hair a lot. The background-only
-reference is the same measure on the square render's own outermost bands (its first and last 8 columns, same
-rows), where those faces show only background: its 95th percentile is the line above which a side band counts
-as holding face parts (5 % of the reference's bands lie above it by construction).
+gradient, so background leaves little, a head's outline or a blob of hair a lot. The background-only
+reference is the same measure on the same bands of the frame the network draws, for the same latent, from the
+background constant alone (no learned cell, so no face anywhere: a plain background in the latent's colours).
+Its 95th percentile is the line above which a side band counts as holding more than background.
 
 A seam is a column gap that steps harder than its neighbours: each gap's mean |horizontal step| over the
 mean of the three gaps either side ("spike", 1 for a smooth image), at the gaps where the added cells meet
@@ -37,23 +38,33 @@ import morph.stylegan2.networks as networks
 from morph.core.model import Noise
 from morph.models.loader import load_model
 
-WIDENINGS = ("blend", "mirror", "background", "tile")
+WIDENINGS = ("blend", "mirror", "fill", "tile")
+
+
+def surrounded(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
+    """The learned constant at the centre of ``cells``, every added cell the mean of its corner cells."""
+    out = networks.background_constant(const, cells).clone()
+    top, left = (cells[0] - const.shape[1]) // 2, (cells[1] - const.shape[2]) // 2
+    out[:, top:top + const.shape[1], left:left + const.shape[2]] = const
+    return out
 
 
 @contextlib.contextmanager
 def widening(name: str) -> Iterator[None]:
-    """Draw canvases with widening ``name`` (see the module's docstring) while inside."""
-    weight, mirror = networks.background_weight, networks.mirror_indices
-    if name in ("mirror", "tile"):
-        networks.background_weight = lambda cells, cell: torch.zeros_like(weight(cells, cell))
-    if name == "background":
-        networks.background_weight = lambda cells, cell: torch.ones_like(weight(cells, cell))
+    """Draw canvases with widening ``name`` (see the module's docstring; ``reference``: the background-only
+    frame) while inside: the other widenings draw the first blocks once, from their own constant."""
+    widened, mirror = networks.SynthesisNetwork._widened, networks.mirror_indices
+    constant = {"mirror": networks.mirrored_constant, "tile": networks.mirrored_constant, "fill": surrounded,
+                "reference": networks.background_constant}.get(name)
+    if constant is not None:
+        networks.SynthesisNetwork._widened = lambda self, first, cells, draw: draw(first, const=constant(self.b4.const,
+                                                                                                           cells))
     if name == "tile":
         networks.mirror_indices = lambda n, extra: torch.arange(-extra, n + extra) % n
     try:
         yield
     finally:
-        networks.background_weight, networks.mirror_indices = weight, mirror
+        networks.SynthesisNetwork._widened, networks.mirror_indices = widened, mirror
 
 
 def spikes(frames: np.ndarray) -> np.ndarray:
@@ -91,19 +102,16 @@ def face_parts(G, sets: dict[str, tuple[torch.Tensor, Noise]]) -> None:
     starts = [left - k * width for k in range(left // width, 0, -1)]
     starts += [left + r + k * width for k in range(left // width)]
     for label, (ws, noise) in sets.items():
-        with torch.no_grad():
-            square = G.synthesize(ws, noise)
-        reference = structure(square, [0, r - width], width)
+        with widening("reference"), torch.no_grad():
+            reference = structure(G.synthesize(ws, noise, canvas=canvas), starts, width)
         line = np.percentile(reference, 95)
-        print(f"{label}: background-only reference (the square's own outer bands): structure {reference.mean():.2f} "
-              f"levels, 95th percentile {line:.2f}")
-        for name in ("mirror", "background", "blend"):
+        print(f"{label}: side bands' structure in levels of 255 (bands outer to inner | inner to outer), and the "
+              f"share above the reference's 95th percentile ({line:.2f})")
+        for name in ("reference", "mirror", "fill", "blend"):
             with widening(name), torch.no_grad():
-                wide = G.synthesize(ws, noise, canvas=canvas)
-            sides = structure(wide, starts, width)
-            print(f"  {name:>10}: side bands' structure {sides.mean():.2f} levels (by band, outer to inner | inner to "
-                  f"outer: {' '.join(f'{v:.1f}' for v in sides.mean(0))}), {(sides > line).mean():.1%} above the "
-                  f"reference's 95th percentile")
+                sides = structure(G.synthesize(ws, noise, canvas=canvas), starts, width)
+            print(f"  {name:>10}: {sides.mean():5.2f} ({' '.join(f'{v:4.1f}' for v in sides.mean(0))}), "
+                  f"{(sides > line).mean():6.1%}")
 
 
 def seams(G, seeds: int) -> None:
@@ -119,23 +127,29 @@ def seams(G, seeds: int) -> None:
               f"{np.percentile(s, 90):.3f} ({seeds} seeds, {2 * r}x{r})")
 
 
-def closeness(G, seeds: int) -> None:
+def closeness(G, seeds: int, repeats: int = 3) -> None:
+    """The square's region of a 16:9 frame against the square render, and the frame's time against the square's
+    (best of ``repeats``)."""
     torch.manual_seed(1)
     ws = G.mapping(torch.randn(seeds, G.z_dim), None, truncation_psi=0.7)
     r = G.img_resolution
     canvas = (round(r * 16 / 9), r)
     left = (canvas[0] - r) // 2
+
+    def timed(**kwargs) -> tuple[torch.Tensor, float]:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            img = G.synthesize(ws, **kwargs)
+            times.append(time.perf_counter() - start)
+        return img, min(times)
+
     with torch.no_grad():
-        G.synthesize(ws)
-        start = time.perf_counter()
-        square = G.synthesize(ws)
-        t_square = time.perf_counter() - start
+        square, t_square = timed()
         other = (square - square.roll(1, 0)).abs().mean()
         for name in ("mirror", "blend"):
             with widening(name):
-                start = time.perf_counter()
-                wide = G.synthesize(ws, canvas=canvas)
-                t_wide = time.perf_counter() - start
+                wide, t_wide = timed(canvas=canvas)
             d = wide[..., left:left + r] - square
             psnr = 10 * torch.log10(4 / d.square().mean())
             print(f"{name:>10}: square region of a {canvas[0]}x{canvas[1]} frame vs the square render: mean |diff| "

@@ -47,15 +47,11 @@ def mirrored_constant(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tens
 
 
 def background_constant(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
-    """``const`` [C, 4, 4] at the centre of ``cells`` (rows, columns) whose new cells all hold the mean of its
-    four corner cells, the cells farthest from the face: the network draws plain background from them, but
-    the jump at the learned cells' edges would draw a seam there."""
-    rows, cols = cells
+    """A constant of ``cells`` (rows, columns) holding, in every cell, the mean of ``const``'s four corner cells
+    (the cells farthest from the face): the network draws plain background from it in the style's colours,
+    with no face anywhere and no edge to draw a seam at."""
     fill = const[:, [0, 0, -1, -1], [0, -1, 0, -1]].mean(dim=1)
-    out = fill[:, None, None].expand(const.shape[0], rows, cols).clone()
-    top, left = (rows - const.shape[1]) // 2, (cols - const.shape[2]) // 2
-    out[:, top:top + const.shape[1], left:left + const.shape[2]] = const
-    return out
+    return fill[:, None, None].expand(const.shape[0], *cells).contiguous()
 
 
 def background_weight(cells: tuple[int, int], cell: int) -> torch.Tensor:
@@ -400,8 +396,8 @@ class SynthesisNetwork(nn.Module):
         ``noise_maps`` (one per :meth:`noise_layers` entry, [R, R] or per sample [N, 1, R, R]) replace the
         ``noise_const`` buffers in noise_mode "const", e.g. a projection's optimised noise. ``until`` stops
         after the block of that resolution: the skip architecture's image so far (a cheap preview). ``canvas``
-        (width, height) draws that many pixels, the constant input mirrored out to more cells, the square
-        image at the centre (not with ``until``): see :meth:`_widened`."""
+        (width, height) draws that many pixels, the square image at the centre and background beside it (not with
+        ``until``): see :meth:`_widened`."""
         assert canvas is None or until is None, "a canvas is drawn at the full resolution"
         assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), (ws.shape, self.num_ws, self.w_dim)
         if noise_mode not in NOISE_MODES:
@@ -441,10 +437,11 @@ class SynthesisNetwork(nn.Module):
 
     def _widened(self, first: list, cells: tuple[int, int], draw: Callable) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """A wider canvas's activations (and skip image) after the ``first`` blocks, up to ``BLEND_RESOLUTION``: drawn
-        twice, from the constant mirrored out to ``cells`` and from the constant surrounded by its corners' mean,
-        then blended by :func:`background_weight`. The mirrored drawing continues the square smoothly at its
-        edges, the background drawing fills the sides with background instead of echoes of the head; blending
-        where a cell is 4 px wide leaves neither the background constant's seam nor the echoes."""
+        twice, from the constant mirrored out to ``cells`` (the square and what continues it at its edges) and from
+        :func:`background_constant` (background only), then blended by :func:`background_weight`. Drawn alone, the
+        mirrored constant puts echoes of the head at the sides, and a constant whose added cells jump away from
+        the learned ones draws a seam where they meet; blended where a cell is 4 px wide, the sides are
+        background and the square's edges carry on without a line."""
         const = self.b4.const
         x, img = draw(first, const=mirrored_constant(const, cells))
         x_bg, img_bg = draw(first, const=background_constant(const, cells))
