@@ -2,8 +2,9 @@
 the learned one, how close the square image's region stays to the square render, StyleGAN3's wider grid, and
 what widening costs per frame. Every widening is run in the one call, so the figures compare like with like.
 
-Widenings (StyleGAN2): ``blend`` is morph's (a drawing from the constant mirrored out and one from a
-background-only constant, blended after the 16 px block; see ``SynthesisNetwork._widened``); ``mirror`` is the
+Widenings (StyleGAN2): ``blend`` is morph's (a drawing from the constant mirrored out, fading into a
+background fill, and one from a background-only constant, blended after the 16 px block; see
+``SynthesisNetwork._widened``); ``mirror`` is the
 constant mirrored out alone (morph before issue 31); ``fill`` the learned constant surrounded by the mean of its
 corner cells (the border statistics) alone; ``tile`` the constant tiled.
 
@@ -41,6 +42,12 @@ from morph.models.loader import load_model
 WIDENINGS = ("blend", "mirror", "fill", "tile")
 
 
+def mirrored(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
+    """The constant mirrored out to ``cells`` (morph's widening before issue 31)."""
+    rows, cols = (networks.mirror_indices(n, (k - n) // 2) for n, k in zip(const.shape[1:], cells))
+    return const.index_select(1, rows).index_select(2, cols)
+
+
 def surrounded(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
     """The learned constant at the centre of ``cells``, every added cell the mean of its corner cells."""
     out = networks.background_constant(const, cells).clone()
@@ -54,7 +61,7 @@ def widening(name: str) -> Iterator[None]:
     """Draw canvases with widening ``name`` (see the module's docstring; ``reference``: the background-only
     frame) while inside: the other widenings draw the first blocks once, from their own constant."""
     widened, mirror = networks.SynthesisNetwork._widened, networks.mirror_indices
-    constant = {"mirror": networks.mirrored_constant, "tile": networks.mirrored_constant, "fill": surrounded,
+    constant = {"mirror": mirrored, "tile": mirrored, "fill": surrounded,
                 "reference": networks.background_constant}.get(name)
     if constant is not None:
         networks.SynthesisNetwork._widened = lambda self, first, cells, draw: draw(first, const=constant(self.b4.const,

@@ -39,19 +39,26 @@ def canvas_cells(canvas: tuple[int, int], resolution: int) -> tuple[int, int]:
 BLEND_RESOLUTION = 16  # the block after which a widened canvas's two drawings are blended (a cell is 4 px there)
 
 
-def mirrored_constant(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
-    """``const`` [C, 4, 4] mirrored out to ``cells`` (rows, columns): no jump at the learned cells' edges, but
-    the cells beside the edge carry the face's outline, so drawn alone the sides show echoes of the head."""
-    rows, cols = (mirror_indices(n, (k - n) // 2).to(const.device) for n, k in zip(const.shape[1:], cells))
-    return const.index_select(1, rows).index_select(2, cols)
-
-
 def background_constant(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
     """A constant of ``cells`` (rows, columns) holding, in every cell, the mean of ``const``'s four corner cells
     (the cells farthest from the face): the network draws plain background from it in the style's colours,
     with no face anywhere and no edge to draw a seam at."""
     fill = const[:, [0, 0, -1, -1], [0, -1, 0, -1]].mean(dim=1)
     return fill[:, None, None].expand(const.shape[0], *cells).contiguous()
+
+
+def mirrored_constant(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
+    """``const`` [C, 4, 4] mirrored out to ``cells`` (rows, columns), the added cells fading into
+    :func:`background_constant`'s fill from the second one out (half way there, then all the way): no jump at
+    the learned cells' edges, and less of the head's outline, which the mirrored cells carry, to draw beside it."""
+    rows, cols = (mirror_indices(n, (k - n) // 2).to(const.device) for n, k in zip(const.shape[1:], cells))
+    mirrored = const.index_select(1, rows).index_select(2, cols)
+
+    def fade(n: int, k: int) -> torch.Tensor:  # per index: 0 on the learned cells and the first added one
+        i, first = torch.arange(k), (k - n) // 2
+        return ((torch.maximum(first - i, i - (first + n - 1)) - 1) / 2).clamp(0, 1)
+    share = torch.maximum(fade(const.shape[1], cells[0])[:, None], fade(const.shape[2], cells[1])[None, :])
+    return torch.lerp(mirrored, background_constant(const, cells), share.to(const.device, const.dtype))
 
 
 def background_weight(cells: tuple[int, int], cell: int) -> torch.Tensor:
@@ -437,7 +444,7 @@ class SynthesisNetwork(nn.Module):
 
     def _widened(self, first: list, cells: tuple[int, int], draw: Callable) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """A wider canvas's activations (and skip image) after the ``first`` blocks, up to ``BLEND_RESOLUTION``: drawn
-        twice, from the constant mirrored out to ``cells`` (the square and what continues it at its edges) and from
+        twice, from :func:`mirrored_constant` (the square and what continues it at its edges) and from
         :func:`background_constant` (background only), then blended by :func:`background_weight`. Drawn alone, the
         mirrored constant puts echoes of the head at the sides, and a constant whose added cells jump away from
         the learned ones draws a seam where they meet; blended where a cell is 4 px wide, the sides are
