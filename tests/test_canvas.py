@@ -19,7 +19,7 @@ from morph.core.model import Noise
 from morph.render.job import RenderJob
 from morph.scene import SceneError, parse_scene
 from morph.stylegan2 import Generator as SG2
-from morph.stylegan2.networks import mirror_indices
+from morph.stylegan2.networks import background_constant, background_weight, mirror_indices
 from morph.stylegan3 import Generator as SG3
 from conftest import morph
 
@@ -47,9 +47,9 @@ def test_mirror_indices_repeat_the_edge_cell():
 
 
 def test_stylegan2_widened_constant_leaves_no_seam(builtin):
-    """Over 48 seeds, the columns where the mirrored constant meets the learned one (32 and 96 of a 128 px
-    frame drawn from 8 cells) step no harder than the frame's columns do on average; tiling the constant,
-    which puts cell 3 beside cell 0, does (the check can fail)."""
+    """Over 48 seeds, the columns where the added cells meet the learned ones (32 and 96 of a 128 px frame
+    drawn from 8 cells) step no harder than the frame's columns do on average; tiling the constant, which puts
+    cell 3 beside cell 0 in the drawing the square's edges come from, does (the check can fail)."""
     torch.manual_seed(0)
     ws = builtin.mapping(torch.randn(48, builtin.z_dim), None, truncation_psi=0.7)
     with torch.no_grad():
@@ -69,6 +69,72 @@ def test_stylegan2_widened_constant_leaves_no_seam(builtin):
     finally:
         networks.mirror_indices = mirror
     assert tiled[:, [31, 95]].mean() > typical * 1.08 > seams.mean()
+
+
+def side_structure(img: torch.Tensor, square: int) -> float:
+    """Mean over a widened frame's side bands (an eighth of the square wide, rows above the shoulders) of the RMS
+    left after each colour channel's least-squares plane, in levels of 255: background (a linear gradient on the
+    built-in model's faces) leaves little, echoes of a head or blobs of hair a lot (bench/wide.py's measure)."""
+    width, rows, left = square // 8, img.shape[2] * 3 // 4, (img.shape[-1] - square) // 2
+    starts = [left - k * width for k in range(1, left // width + 1)] + \
+             [left + square + k * width for k in range(left // width)]
+    yy, xx = torch.meshgrid(torch.arange(rows), torch.arange(width), indexing="ij")
+    a = torch.stack([torch.ones(rows * width), yy.flatten(), xx.flatten()], 1).double()
+    out = []
+    for c0 in starts:
+        y = img[:, :, :rows, c0:c0 + width].double().flatten(2).flatten(0, 1).T * 127.5  # [pixels, N·C]
+        residual = y - a @ torch.linalg.lstsq(a, y).solution
+        out.append(residual.square().mean().sqrt())
+    return float(torch.stack(out).mean())
+
+
+def mirrored_alone(self, first, cells, draw):
+    """``SynthesisNetwork._widened`` as it was before issue 31: the first blocks drawn once, from the constant
+    mirrored out."""
+    rows, cols = (mirror_indices(n, (k - n) // 2) for n, k in zip(self.b4.const.shape[1:], cells))
+    return draw(first, const=self.b4.const.index_select(1, rows).index_select(2, cols))
+
+
+def test_stylegan2_widened_sides_are_background_not_echoes_of_the_head(builtin, monkeypatch):
+    """Over 24 seeds at 16:9, the sides of a widened frame hold about as much structure as the frame the network
+    draws from the background constant alone (no face anywhere); the constant mirrored out alone (morph before
+    issue 31) draws echoes of the head there, several times as much (the check can fail)."""
+    import morph.stylegan2.networks as networks
+
+    torch.manual_seed(2)
+    ws = builtin.mapping(torch.randn(24, builtin.z_dim), None, truncation_psi=0.7)
+    with torch.no_grad():
+        widened = side_structure(builtin.synthesize(ws, canvas=(114, 64)), 64)
+        with monkeypatch.context() as m:
+            m.setattr(networks, "mirrored_constant", networks.background_constant)
+            background = side_structure(builtin.synthesize(ws, canvas=(114, 64)), 64)
+        with monkeypatch.context() as m:
+            m.setattr(networks.SynthesisNetwork, "_widened", mirrored_alone)
+            mirrored = side_structure(builtin.synthesize(ws, canvas=(114, 64)), 64)
+    assert widened < 1.4 * background, (widened, background)
+    assert mirrored > 2.5 * background, (mirrored, background)
+
+
+def test_the_blend_weight_rises_smoothly_outside_the_learned_cells():
+    """0 over the learned cells, 1 from one cell beyond them, monotone between, the same on both sides; the
+    background constant is one value everywhere (nothing for the network to draw a face or an edge from); a
+    canvas of the model's own size draws exactly the square render."""
+    w = background_weight((4, 8), cell=4)  # 8 cells across: two added on each side
+    assert w.shape == (16, 32) and torch.equal(w[:, 8:24], torch.zeros(16, 16))
+    assert torch.equal(w[:, :4], torch.ones(16, 4)) and torch.equal(w, w.flip(1))
+    assert (w[0, 4:8].diff() < 0).all() and 0 < w[0, 4:8].min() and w[0, 4:8].max() < 1
+    tall = background_weight((8, 4), cell=2)
+    assert torch.equal(tall, tall.flip(0)) and tall[:2].eq(1).all() and tall[4:12].eq(0).all()
+    const = torch.randn(8, 4, 4)
+    fill = background_constant(const, (4, 8))
+    assert fill.shape == (8, 4, 8) and torch.equal(fill, fill[:, :1, :1].expand_as(fill))
+    torch.manual_seed(0)
+    G = SG2(z_dim=8, c_dim=0, w_dim=8, img_resolution=32, img_channels=3,
+            synthesis_kwargs=dict(channel_base=128, channel_max=8)).eval()
+    ws = G.mapping(torch.randn(2, G.z_dim), None)
+    with torch.no_grad():
+        assert torch.equal(G.synthesize(ws, canvas=(32, 32)), G.synthesize(ws))
+        assert G.synthesize(ws, canvas=(57, 32)).shape == (2, 3, 32, 57)
 
 
 def test_stylegan2_canvas_is_exact_and_keeps_the_square_at_its_centre(builtin):

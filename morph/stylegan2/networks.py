@@ -31,9 +31,45 @@ def mirror_indices(n: int, extra: int) -> torch.Tensor:
 
 def canvas_cells(canvas: tuple[int, int], resolution: int) -> tuple[int, int]:
     """Constant cells (rows, columns) the synthesis needs to draw ``canvas`` (width, height) pixels: the 4
-    learned ones plus the same number mirrored on each side (so the square image stays at the centre)."""
+    learned ones plus the same number added on each side (so the square image stays at the centre)."""
     cell = resolution // CONST_SIZE
     return tuple(CONST_SIZE + 2 * max(0, math.ceil((side - resolution) / (2 * cell))) for side in canvas[::-1])
+
+
+BLEND_RESOLUTION = 16  # the block after which a widened canvas's two drawings are blended (a cell is 4 px there)
+
+
+def background_constant(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
+    """A constant of ``cells`` (rows, columns) holding, in every cell, the mean of ``const``'s four corner cells
+    (the cells farthest from the face): the network draws plain background from it in the style's colours,
+    with no face anywhere and no edge to draw a seam at."""
+    fill = const[:, [0, 0, -1, -1], [0, -1, 0, -1]].mean(dim=1)
+    return fill[:, None, None].expand(const.shape[0], *cells).contiguous()
+
+
+def mirrored_constant(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
+    """``const`` [C, 4, 4] mirrored out to ``cells`` (rows, columns), the added cells fading into
+    :func:`background_constant`'s fill from the second one out (half way there, then all the way): no jump at
+    the learned cells' edges, and less of the head's outline, which the mirrored cells carry, to draw beside it."""
+    rows, cols = (mirror_indices(n, (k - n) // 2).to(const.device) for n, k in zip(const.shape[1:], cells))
+    mirrored = const.index_select(1, rows).index_select(2, cols)
+
+    def fade(n: int, k: int) -> torch.Tensor:  # per index: 0 on the learned cells and the first added one
+        i, first = torch.arange(k), (k - n) // 2
+        return ((torch.maximum(first - i, i - (first + n - 1)) - 1) / 2).clamp(0, 1)
+    share = torch.maximum(fade(const.shape[1], cells[0])[:, None], fade(const.shape[2], cells[1])[None, :])
+    return torch.lerp(mirrored, background_constant(const, cells), share.to(const.device, const.dtype))
+
+
+def background_weight(cells: tuple[int, int], cell: int) -> torch.Tensor:
+    """[rows·cell, cols·cell] weight of the background drawing in a widened canvas's blend: 0 over the learned
+    cells, rising along a smoothstep to 1 one cell beyond them (no kink, so no line where it starts or ends)."""
+    def ramp(n: int) -> torch.Tensor:
+        pos = torch.arange(n * cell, dtype=torch.float32) + 0.5
+        inner = (n - CONST_SIZE) // 2 * cell
+        u = (torch.maximum(inner - pos, pos - (n * cell - inner)) / cell).clamp(0, 1)
+        return u * u * (3 - 2 * u)
+    return torch.maximum(ramp(cells[0])[:, None], ramp(cells[1])[None, :])
 
 
 @functools.lru_cache(maxsize=64)
@@ -296,16 +332,13 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
                 noise_mode: str = "const", fused: Optional[bool] = None, dtype: torch.dtype = torch.float32,
-                noise_maps: Optional[list[torch.Tensor]] = None, cells: tuple[int, int] = (CONST_SIZE, CONST_SIZE)):
-        """``cells`` (rows, columns): the first block's constant mirrored out to that many cells (a wider canvas)."""
+                noise_maps: Optional[list[torch.Tensor]] = None, const: Optional[torch.Tensor] = None):
+        """``const``: the first block's input [C, rows, cols] in place of the learned constant (a wider canvas)."""
         assert ws.shape[1] == self.num_conv + self.num_torgb, (ws.shape, self.num_conv, self.num_torgb)
         w_iter = iter(ws.unbind(dim=1))
         maps = dict(zip(self.noise_layers(), noise_maps)) if noise_maps is not None else {}
         if self.in_channels == 0:
-            const = self.const
-            if cells != tuple(const.shape[1:]):
-                rows, cols = (mirror_indices(n, (k - n) // 2).to(const.device) for n, k in zip(const.shape[1:], cells))
-                const = const.index_select(1, rows).index_select(2, cols)
+            const = self.const if const is None else const
             # NHWC activations make the convolutions and the FIR faster on CPU (oneDNN; bench/generator.py).
             x = const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
             x = x.contiguous(memory_format=torch.channels_last)
@@ -370,17 +403,16 @@ class SynthesisNetwork(nn.Module):
         ``noise_maps`` (one per :meth:`noise_layers` entry, [R, R] or per sample [N, 1, R, R]) replace the
         ``noise_const`` buffers in noise_mode "const", e.g. a projection's optimised noise. ``until`` stops
         after the block of that resolution: the skip architecture's image so far (a cheap preview). ``canvas``
-        (width, height) draws that many pixels, the constant input mirrored out to more cells, the square
-        image at the centre (not with ``until``)."""
+        (width, height) draws that many pixels, the square image at the centre and background beside it (not with
+        ``until``): see :meth:`_widened`."""
         assert canvas is None or until is None, "a canvas is drawn at the full resolution"
-        cells = (CONST_SIZE, CONST_SIZE) if canvas is None else canvas_cells(canvas, self.img_resolution)
         assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), (ws.shape, self.num_ws, self.w_dim)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         assert noise_maps is None or len(noise_maps) == len(self.noise_layers()), len(noise_maps)
         ws = ws.to(torch.float32)
         any_fp16 = any(getattr(self, f"b{r}").use_fp16 for r in self.block_resolutions)
-        x = img = None
+        steps = []  # (block, its ws, its noise maps, its dtype), in order
         w_idx = n_idx = 0
         for res in self.block_resolutions:
             if until is not None and res > until:
@@ -392,10 +424,37 @@ class SynthesisNetwork(nn.Module):
             n_maps = len(block.noise_layers())
             maps = None if noise_maps is None else noise_maps[n_idx:n_idx + n_maps]
             n_idx += n_maps
-            x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode=noise_mode,
-                           fused=fused_modconv, dtype=block_dtype, noise_maps=maps, cells=cells)
+            steps.append((block, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), maps, block_dtype))
             w_idx += block.num_conv
+
+        def draw(todo: list, x: Optional[torch.Tensor] = None, img: Optional[torch.Tensor] = None,
+                 const: Optional[torch.Tensor] = None) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+            for block, block_ws, maps, block_dtype in todo:
+                x, img = block(x, img, block_ws, noise_mode=noise_mode, fused=fused_modconv, dtype=block_dtype,
+                               noise_maps=maps, const=const)
+            return x, img
+
+        cells = (CONST_SIZE, CONST_SIZE) if canvas is None else canvas_cells(canvas, self.img_resolution)
+        if cells == (CONST_SIZE, CONST_SIZE):
+            _, img = draw(steps)
+        else:
+            first = int(math.log2(min(BLEND_RESOLUTION, self.img_resolution))) - 1  # blocks 4 … BLEND_RESOLUTION
+            _, img = draw(steps[first:], *self._widened(steps[:first], cells, draw))
         return img if canvas is None else crop_centre(img, canvas)
+
+    def _widened(self, first: list, cells: tuple[int, int], draw: Callable) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """A wider canvas's activations (and skip image) after the ``first`` blocks, up to ``BLEND_RESOLUTION``: drawn
+        twice, from :func:`mirrored_constant` (the square and what continues it at its edges) and from
+        :func:`background_constant` (background only), then blended by :func:`background_weight`. Drawn alone, the
+        mirrored constant puts echoes of the head at the sides, and a constant whose added cells jump away from
+        the learned ones draws a seam where they meet; blended where a cell is 4 px wide, the sides are
+        background and the square's edges carry on without a line."""
+        const = self.b4.const
+        x, img = draw(first, const=mirrored_constant(const, cells))
+        x_bg, img_bg = draw(first, const=background_constant(const, cells))
+        weight = background_weight(cells, x.shape[-1] // cells[1]).to(x.device)
+        x = torch.lerp(x, x_bg, weight.to(x.dtype))
+        return x, None if img is None else torch.lerp(img, img_bg, weight.to(img.dtype))
 
 
 def layer_resolution(index: int, num_ws: int) -> int:
