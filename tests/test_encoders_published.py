@@ -1,0 +1,165 @@
+"""The published FFHQ encoders (pSp, e4e) and ArcFace IR-SE50, against the official code's outputs
+(../shared/fixtures/encoders): the weights are rebuilt from the fixtures' recipe, written in the published
+file layouts (``torch.save`` dicts, both torch layouts), and read back through morph."""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from morph.core.errors import CheckpointError, MorphError
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "encoders"
+SEED = 20261207
+
+
+def _draw(rng: np.random.Generator, keys: list) -> collections.OrderedDict:
+    """One official state dict, drawn by the fixtures README's recipe in ``keys`` order."""
+    state = collections.OrderedDict()
+    for name, shape, _dtype in keys:
+        shape = tuple(shape)
+        if name.endswith("num_batches_tracked"):
+            value = np.zeros(shape, dtype=np.int64)
+        elif name.endswith("running_var"):
+            value = 0.5 + rng.random(shape, dtype=np.float32)
+        elif name.endswith("running_mean"):
+            value = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.1)
+        elif len(shape) == 1 and name.endswith(".weight"):
+            value = np.float32(0.9) + np.float32(0.2) * rng.random(shape, dtype=np.float32)
+        elif len(shape) == 1 and name.endswith(".bias"):
+            value = (rng.random(shape, dtype=np.float32) - np.float32(0.5)) * np.float32(0.2)
+        elif name.startswith("styles.") and name.endswith(".linear.weight"):
+            value = rng.standard_normal(shape, dtype=np.float32)
+        else:
+            value = rng.standard_normal(shape, dtype=np.float32) * np.float32(1 / math.sqrt(math.prod(shape[1:])))
+        state[name] = torch.from_numpy(np.asarray(value))
+    return state
+
+
+def _decoder() -> collections.OrderedDict:
+    """The rosinality decoder stored beside the encoders: zeros (any values serve), its FIR kernels as listed."""
+    state = collections.OrderedDict()
+    for name, shape, _dtype, *kernel in json.loads((FIXTURES / "decoder_keys.json").read_text()):
+        state[name] = torch.tensor(kernel[0], dtype=torch.float32) if kernel else torch.zeros(shape)
+    return state
+
+
+def _opts(kind: str) -> dict:
+    common = {"start_from_latent_avg": True, "dataset_type": "ffhq_encode", "checkpoint_path": None,
+              "lpips_lambda": 0.8, "id_lambda": 0.1, "batch_size": 8, "stylegan_weights": "stylegan2-ffhq-config-f.pt"}
+    if kind == "e4e":
+        return {**common, "encoder_type": "Encoder4Editing", "stylegan_size": 1024, "w_discriminator_lambda": 0.1}
+    return {**common, "encoder_type": "GradualStyleEncoder", "output_size": 1024, "input_nc": 3, "label_nc": 0,
+            "learn_in_w": False}
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> dict[str, Path]:
+    """e4e_ffhq_encode.pt, psp_ffhq_encode.pt (torch's zip layout) and model_ir_se50.pth (the legacy layout,
+    as the 2018 file was written), rebuilt from the recipe."""
+    if not (FIXTURES / "e4e_wplus.npy").is_file():
+        pytest.skip(f"reference fixtures not found at {FIXTURES} (only the project's CI has them)")
+    folder = tmp_path_factory.mktemp("published")
+    rng = np.random.default_rng(SEED)
+    decoder = _decoder()
+    files = {}
+    for kind in ("e4e", "psp"):
+        encoder = _draw(rng, json.loads((FIXTURES / f"{kind}_keys.json").read_text()))
+        latent_avg = torch.from_numpy(rng.standard_normal((18, 512), dtype=np.float32) * np.float32(0.5))
+        assert np.array_equal(latent_avg.numpy(), np.load(FIXTURES / f"{kind}_latent_avg.npy"))  # the recipe's walk
+        state = collections.OrderedDict([*((f"encoder.{k}", v) for k, v in encoder.items()),
+                                         *((f"decoder.{k}", v) for k, v in decoder.items())])
+        files[kind] = folder / f"{kind}_ffhq_encode.pt"
+        torch.save({"state_dict": state, "opts": _opts(kind), "latent_avg": latent_avg}, files[kind])
+        del encoder, state
+    arcface = _draw(rng, json.loads((FIXTURES / "arcface_keys.json").read_text()))
+    files["arcface"] = folder / "model_ir_se50.pth"
+    torch.save(arcface, files["arcface"], _use_new_zipfile_serialization=False)
+    return files
+
+
+def _inputs() -> torch.Tensor:
+    x = np.load(FIXTURES / "inputs.npy")
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 * 2 - 1  # (pixel / 255 - 0.5) / 0.5
+
+
+@pytest.mark.parametrize("kind", ["e4e", "psp"])
+def test_published_encoder_matches_the_official_wplus(published, kind):
+    from morph.checkpoints.psp import read_encoder_checkpoint
+    from morph.projection.psp import build_encoder
+
+    ckpt = read_encoder_checkpoint(published[kind])
+    assert ckpt.kind == kind and ckpt.n_styles == 18 and ckpt.opts["start_from_latent_avg"] is True
+    net = build_encoder(ckpt)
+    with torch.no_grad():
+        w = net(_inputs()).numpy()
+    reference = np.load(FIXTURES / f"{kind}_wplus.npy")
+    assert w.shape == reference.shape == (2, 18, 512)
+    assert np.abs(w - reference).max() <= 1e-4 * np.abs(reference).max()
+
+
+def test_arcface_matches_the_official_features(published):
+    from morph.projection.arcface import identity_features, load_arcface
+
+    net = load_arcface(published["arcface"])
+    features = identity_features(net, np.load(FIXTURES / "inputs.npy"))
+    reference = np.load(FIXTURES / "arcface_features.npy")
+    assert np.abs(features - reference).max() <= 1e-5
+    assert np.allclose(np.linalg.norm(features, axis=1), 1, atol=1e-5)
+
+
+def test_a_hostile_opts_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "e4e_ffhq_encode.pt"
+    torch.save({"state_dict": {"encoder.styles.0.linear.weight": torch.zeros(512, 512)},
+                "opts": collections.Counter(a=1), "latent_avg": torch.zeros(18, 512)}, path)
+    from morph.checkpoints.psp import read_encoder_checkpoint
+
+    with pytest.raises(CheckpointError) as e:
+        read_encoder_checkpoint(path)
+    text = str(e.value)
+    assert "\n" not in text and "collections.Counter" in text and "refusing" in text
+
+
+def test_a_mismatched_style_count_is_refused_in_one_line(published, G):
+    from morph.projection.psp import load_published_encoder
+
+    with pytest.raises(MorphError) as e:
+        load_published_encoder(published["e4e"], G)  # 18 styles; the built-in model takes fewer
+    text = str(e.value)
+    assert "\n" not in text and f"18 styles" in text and f"takes {G.num_ws}" in text
+
+
+def test_the_decoder_is_the_model_when_none_is_given(published):
+    from morph.checkpoints import detect_format, read_checkpoint
+    from morph.checkpoints.psp import describe_encoder
+
+    assert detect_format(published["psp"]) == "psp"
+    ckpt = read_checkpoint(published["psp"])
+    assert ckpt.init_kwargs["img_resolution"] == 1024 and ckpt.init_kwargs["w_dim"] == 512
+    assert torch.allclose(ckpt.state["mapping.w_avg"], torch.from_numpy(np.load(FIXTURES / "psp_latent_avg.npy")).mean(0))
+    lines = describe_encoder(published["e4e"])
+    assert "e4e (Encoder4Editing)" in lines[0] and "18 styles" in lines[1]
+
+
+def test_opening_the_encoder_maps_instead_of_reading(published):
+    """Peak memory of opening (reading and building) the e4e encoder, in a fresh process: the weights are
+    memory-mapped, so it stays far below the file's size; printed for the record."""
+    code = ("import resource, sys, torch; from morph.checkpoints.psp import read_encoder_checkpoint; "
+            "from morph.projection.psp import build_encoder; "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            f"net = build_encoder(read_encoder_checkpoint({str(published['e4e'])!r})); "
+            "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = (int(v) * 1024 for v in out.stdout.split())
+    size = published["e4e"].stat().st_size
+    print(f"opening {size / 2**20:.0f} MiB e4e checkpoint: peak RSS +{(after - before) / 2**20:.0f} MiB")
+    assert after - before < size / 10
