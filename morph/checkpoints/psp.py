@@ -131,12 +131,8 @@ def read_encoder_checkpoint(path: str | os.PathLike, weights: bool = True) -> En
     kind = _kind(opts, path)
     avg = _styles(state, latent_avg, path)
     encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
-    if weights:
+    if weights:  # their values are not scanned here (that would read 1 GB): the encoder's output is checked
         check_storage_use(encoder, path)
-        bad = [k for k, v in encoder.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise CheckpointError(f"encoder tensor {bad[0]!r} holds non-finite values", where=path,
-                                  hint="the file is damaged; download it again")
     return EncoderCheckpoint(path, kind, opts, avg, encoder if weights else {},
                              sum(k.startswith("decoder.") for k in state))
 

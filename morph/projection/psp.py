@@ -126,7 +126,11 @@ class EncoderGuess:
         if x.shape[-1] != INPUT:
             raise ValueError(f"the {self.net.kind} encoder reads {INPUT} px faces, not {x.shape[-1]} px")
         device = next(iter(self.net.buffers())).device
-        return self.net(x.to(device, torch.float32))
+        w = self.net(x.to(device, torch.float32))
+        if not torch.isfinite(w).all():
+            raise CheckpointError(f"the {self.net.kind} encoder gives non-finite latents (its weights hold NaN or "
+                                  f"infinity)", where=self.path, hint="the file is damaged; download it again")
+        return w
 
     def photos(self, images: Sequence[str | os.PathLike], align: bool = True, face: Optional[int] = None) -> torch.Tensor:
         """W+ of photo files, each aligned and resized once to 256 px as the official inference does."""
