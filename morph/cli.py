@@ -38,9 +38,11 @@ def _stylegan3_facts(G) -> dict:
 
 @app.command()
 def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (PyTorch or TF), rosinality .pt, "
-                                                "or morph .safetensors"),
+                                                "a pSp / e4e checkpoint, or morph .safetensors"),
          as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text")) -> None:
-    """Describe a generator checkpoint: format, resolution, layers, dimensions, parameter count, file hash."""
+    """Describe a generator checkpoint: format, resolution, layers, dimensions, parameter count, file hash (and, for
+    a pSp / e4e checkpoint, its encoder)."""
+    from morph.checkpoints.psp import ENCODER_TYPES, describe_encoder
     from morph.models.loader import load_model
 
     G = load_model(model)
@@ -61,6 +63,8 @@ def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (Py
         "parameters": sum(p.numel() for p in G.parameters()),
         **({"notes": G.info.metadata} if G.info.metadata else {}),
     }
+    if G.info.format in ENCODER_TYPES.values():  # a pSp / e4e checkpoint: its encoder too
+        facts["encoder"] = describe_encoder(G.info.path)
     if as_json:
         typer.echo(json.dumps(facts, indent=2, default=str))
         return
@@ -72,6 +76,8 @@ def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (Py
             value = " ".join(f"{r}:{c}" for r, c in value.items())
         elif key == "layers":
             value = " ".join(value)
+        elif key == "encoder":
+            value = "\n".join([value[0].split(": ", 1)[1], *(f"{'':<{width}}  {line.strip()}" for line in value[1:])])
         typer.echo(f"{key:<{width}}  {value}")
 
 
@@ -424,12 +430,14 @@ def directions_show(direction: str = typer.Argument(..., help="direction .npy/.n
 
 @app.command()
 def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, WebP, ...)"),
-            model: str = typer.Option("builtin", "--model", help="checkpoint file, or builtin"),
+            model: Optional[str] = typer.Option(None, "--model", help="checkpoint file, or builtin [default: the "
+                                                "generator stored in a pSp / e4e --encoder checkpoint, else builtin]"),
             space: str = typer.Option("w+", "--space", help="w+ (one w per layer) | w"),
             steps: Optional[int] = typer.Option(None, "--steps", min=0, help="optimisation steps after the encoder's "
                                                 "guess (0: the guess alone); default 100 with an encoder, "
                                                 "1000 without"),
-            encoder: str = typer.Option("auto", "--encoder", help="PATH | auto (the built-in model's own, or "
+            encoder: str = typer.Option("auto", "--encoder", help="PATH (morph's encoder file, or a published pSp / "
+                                        "e4e checkpoint) | auto (the built-in model's own, or "
                                         "NAME.encoder.safetensors beside the checkpoint) | none (start at w_avg)"),
             coarse: Optional[int] = typer.Option(None, "--coarse", min=0, help="refine the first half of the "
                                                  "steps on the image at this resolution (0: never); default 256 for "
@@ -442,6 +450,9 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
             vgg: Optional[list[Path]] = typer.Option(None, "--vgg", help="LPIPS weights: NVIDIA's vgg16.pt (auto: "
                                                      "download it once), or vgg16-397923af.pth plus LPIPS's vgg.pth "
                                                      "(repeat --vgg)"),
+            identity: Optional[Path] = typer.Option(None, "--identity", help="ArcFace IR-SE50 weights "
+                                                    "(model_ir_se50.pth): identity measured as pSp measures it "
+                                                    "[default: dlib's descriptors]"),
             device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
             cache: Optional[Path] = typer.Option(None, "--cache", help="cache folder [default: ~/.cache/morph]"),
             quiet: bool = typer.Option(False, "--quiet", help="no progress, only errors")) -> None:
@@ -468,7 +479,7 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
         if stems.setdefault(image.stem, image) != image:
             raise MorphError(f"{stems[image.stem]} and {image} would both write {image.stem}.*", "--out",
                              "rename one of them, or project them in separate runs with different --out")
-    G = load_model(model, resolve_device(device), cache_dir=cache)
+    G = load_model(model or _model_of(encoder), resolve_device(device), cache_dir=cache)
     enc = encoder_for(G, encoder)
     steps = steps if steps is not None else (REFINE_STEPS if enc is not None else SCENE_STEPS)
     if steps == 0 and enc is None:
@@ -479,13 +490,51 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
     vgg_files = resolve_vgg(vgg or (), cache, quiet)
     results = project_photos(images, G, settings, vgg_files, cache, quiet=quiet, encoder=enc)
     recon = synthesize(G, results)
+    arcface = None
+    if identity is not None:
+        from morph.projection.arcface import load_arcface
+
+        arcface = load_arcface(identity)
     rows = figures(np.stack([r.target for r in results]), recon, is_builtin_file(G.info.path), vgg_files,
-                   real=not no_align)
+                   real=not no_align, arcface=arcface)
     for image, p, rec, row in zip(images, results, recon, rows):
         row |= {"steps": steps, "space": space, "encoder": enc.path if enc is not None else None}
         written = write_outputs(G, image, p, rec, out, video, figures=row)
         if not quiet:
             typer.echo(f"{image}: {describe(row)} -> {', '.join(map(str, written))}")
+
+
+@app.command()
+def compare(a: Path = typer.Argument(..., help="a photo"), b: Path = typer.Argument(..., help="another photo"),
+            identity: Optional[Path] = typer.Option(None, "--identity", help="ArcFace IR-SE50 weights "
+                                                    "(model_ir_se50.pth), as pSp's identity loss measures; "
+                                                    "default: dlib's descriptors"),
+            vgg: Optional[list[Path]] = typer.Option(None, "--vgg", help="LPIPS weights, as morph project takes them "
+                                                     "(auto: NVIDIA's vgg16.pt, downloaded once)"),
+            no_align: bool = typer.Option(False, "--no-align", help="the photos are aligned faces already"),
+            as_json: bool = typer.Option(False, "--json", help="one JSON object: psnr, lpips, identity"),
+            cache: Optional[Path] = typer.Option(None, "--cache", help="cache folder [default: ~/.cache/morph]")) -> None:
+    """PSNR, LPIPS and identity similarity of two face photos, both FFHQ-aligned to 256×256, one line each."""
+    from morph.models.resolver import resolve_vgg
+    from morph.projection.compare import compare as compare_photos, lines
+
+    for path in (a, b, *([identity] if identity else [])):
+        if not path.is_file():
+            raise MorphError("no such file", path)
+    row = compare_photos(a, b, identity, resolve_vgg(vgg or (), cache, as_json), align=not no_align)
+    if as_json:
+        typer.echo(json.dumps(row, indent=2))
+        return
+    for line in lines(row):
+        typer.echo(line)
+
+
+def _model_of(encoder: str) -> str:
+    """``--model``'s default: the generator stored in a pSp / e4e ``--encoder`` checkpoint, else the built-in one."""
+    from morph.checkpoints.psp import is_encoder_checkpoint
+
+    path = Path(encoder).expanduser()
+    return str(path) if path.is_file() and is_encoder_checkpoint(path) else "builtin"
 
 
 def _cache_models(root: Path, clear: bool, older_than: Optional[float], summary: bool = False) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import morph
 from morph.core.errors import CheckpointError, MorphError
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "encoders"
@@ -174,3 +175,19 @@ def test_opening_the_encoder_maps_instead_of_reading(published):
           f"+{(f1 - f0) / mib:.0f} MiB; after one 256 px forward pass: private +{(a2 - a0) / mib:.0f} MiB, "
           f"file pages +{(f2 - f0) / mib:.0f} MiB, peak RSS {h2 / mib:.0f} MiB")
     assert a1 - a0 < size / 20 and f1 - f0 < size / 20
+
+
+def test_project_takes_the_encoder_checkpoint_and_its_decoder(published, tmp_path):
+    """``morph project PHOTO --encoder e4e_ffhq_encode.pt --steps 0`` (no --model: the checkpoint's decoder is the
+    model) writes the official W+ of the photo (an aligned 256 px face, so --no-align)."""
+    from morph.render.images import write_png
+
+    photo = tmp_path / "astronaut.png"
+    write_png(photo, np.load(FIXTURES / "inputs.npy")[0])
+    result = morph("project", str(photo), "--encoder", str(published["e4e"]), "--steps", "0", "--no-align",
+                   "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    w = np.load(tmp_path / "out" / "astronaut.npy")
+    reference = np.load(FIXTURES / "e4e_wplus.npy")[0]
+    assert np.abs(w - reference).max() <= 1e-4 * np.abs(reference).max()
+    assert json.loads((tmp_path / "out" / "astronaut.json").read_text())["encoder"] == str(published["e4e"])

@@ -24,8 +24,7 @@ import torch
 from morph.core.errors import CheckpointError
 from morph.checkpoints.checkpoint import Checkpoint, check_storage_use
 from morph.checkpoints.rosinality import g_ema_checkpoint
-from morph.checkpoints.safe_pickle import TORCH_SAVE_GLOBALS
-from morph.checkpoints.torchfile import read_torch_file
+from morph.checkpoints.torchfile import TORCH_SAVE_GLOBALS, read_torch_file
 
 #: opts["encoder_type"] → morph's name for the network.
 ENCODER_TYPES = {"GradualStyleEncoder": "psp", "Encoder4Editing": "e4e"}

@@ -31,11 +31,15 @@ import torch
 from morph.core.arrays import check_zip
 from morph.core.errors import CheckpointError, MorphError
 from morph.checkpoints.fileio import UNTRUSTED_HINT
-from morph.checkpoints.safe_pickle import (LEGACY_MAGIC, LEGACY_PROTOCOL, RefusedGlobal, Storage, StorageType,
-                                          UnsafePickleError, restricted_load)
+from morph.checkpoints.safe_pickle import (LEGACY_MAGIC, LEGACY_PROTOCOL, TORCH_TENSOR_GLOBALS, TORCHSCRIPT_GLOBALS,
+                                          RefusedGlobal, Storage, StorageType, UnsafePickleError, restricted_load)
 from morph.checkpoints.torchscript import _named_tensors, _Storages
 
 _LOCAL_HEADER = b"PK\x03\x04"
+
+#: What ``torch.save`` writes for dicts of tensors and plain values: tensors, OrderedDicts, storage types.
+TORCH_SAVE_GLOBALS: dict[tuple[str, str], Any] = {
+    **TORCH_TENSOR_GLOBALS, **{k: v for k, v in TORCHSCRIPT_GLOBALS.items() if isinstance(v, StorageType)}}
 
 
 def _numpy_dtype(dtype: torch.dtype) -> Optional[np.dtype]:

@@ -161,7 +161,8 @@ def load_published_encoder(path: str | os.PathLike, G, device: Optional[torch.de
     device = device or next(G.parameters()).device
     if torch.device(device).type != "cpu":
         net = net.to(device)
-    return EncoderGuess(net, Path(path), file_sha256(path))
+    same = Path(G.info.path).resolve() == Path(path).resolve()  # the model is this file's decoder: hashed already
+    return EncoderGuess(net, Path(path), G.info.sha256 if same else file_sha256(path))
 
 
 __all__ = ["EncoderGuess", "PublishedEncoder", "StyleHead", "build_encoder", "check_fits", "load_published_encoder"]

@@ -66,7 +66,8 @@ def describe(row: dict[str, Any]) -> str:
         parts.append(f"LPIPS {row['lpips']:.3f}")
     if "identity" in row:
         parts.append("identity: no face found" if row["identity"] is None else
-                     f"identity {row['identity']:.2f} (distance {row['identity_distance']:.2f})")
+                     f"identity {row['identity']:.2f} (distance {row['identity_distance']:.2f})"
+                     if "identity_distance" in row else f"identity {row['identity']:.2f} (ArcFace)")
     if "attributes" in row:
         parts.append(f"attributes {row['attributes_agreeing']}/{row['attributes']}")
     return ", ".join(parts)
