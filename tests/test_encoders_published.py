@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import morph
+from conftest import morph, needs_dlib
 from morph.core.errors import CheckpointError, MorphError
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "encoders"
@@ -191,3 +191,42 @@ def test_project_takes_the_encoder_checkpoint_and_its_decoder(published, tmp_pat
     reference = np.load(FIXTURES / "e4e_wplus.npy")[0]
     assert np.abs(w - reference).max() <= 1e-4 * np.abs(reference).max()
     assert json.loads((tmp_path / "out" / "astronaut.json").read_text())["encoder"] == str(published["e4e"])
+
+
+def _two_people(folder: Path) -> dict[str, Path]:
+    """Two crops of one photo (scikit-image's astronaut) and another person (a face of scikit-image's LFW subset,
+    enlarged so that dlib finds it), as PNG files."""
+    from PIL import Image
+    from skimage import data
+
+    from morph.render.images import write_png
+
+    astronaut = data.astronaut()
+    other = Image.fromarray((data.lfw_subset()[0] * 255).astype(np.uint8)).resize((200, 200), Image.BICUBIC)
+    files = {"crop1": astronaut[0:420, 40:460], "crop2": astronaut[30:450, 10:430],
+             "other": np.stack([np.pad(np.asarray(other), 60, mode="edge")] * 3, axis=-1)}
+    for name, image in files.items():
+        write_png(folder / f"{name}.png", np.ascontiguousarray(image))
+    return {name: folder / f"{name}.png" for name in files}
+
+
+@needs_dlib
+def test_compare_orders_identity_with_dlib(tmp_path):
+    photos = _two_people(tmp_path)
+    same = morph("compare", str(photos["crop1"]), str(photos["crop2"]), "--json")
+    other = morph("compare", str(photos["crop1"]), str(photos["other"]), "--json")
+    assert same.returncode == 0 and other.returncode == 0, same.stderr + other.stderr
+    same, other = json.loads(same.stdout), json.loads(other.stdout)
+    assert {"psnr", "lpips", "identity"} <= set(same) and same["identity_model"] == "dlib"
+    assert same["identity"] > other["identity"] and same["psnr"] > other["psnr"]
+    text = morph("compare", str(photos["crop1"]), str(photos["crop2"])).stdout.splitlines()
+    assert text[0].startswith("psnr") and text[1].startswith("lpips") and text[2].startswith("identity")
+
+
+@needs_dlib
+def test_compare_measures_identity_with_arcface(published, tmp_path):
+    from morph.projection.compare import compare
+
+    photos = _two_people(tmp_path)
+    row = compare(photos["crop1"], photos["crop1"], arcface=published["arcface"])
+    assert row["identity_model"] == "arcface" and abs(row["identity"] - 1) < 1e-5 and row["psnr"] > 90
