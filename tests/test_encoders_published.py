@@ -230,3 +230,48 @@ def test_compare_measures_identity_with_arcface(published, tmp_path):
     photos = _two_people(tmp_path)
     row = compare(photos["crop1"], photos["crop1"], arcface=published["arcface"])
     assert row["identity_model"] == "arcface" and abs(row["identity"] - 1) < 1e-5 and row["psnr"] > 90
+
+
+def test_pti_output_loads_through_the_allow_list(tmp_path, monkeypatch):
+    """PTI saves its tuned generator as ``torch.save(G)``: NVIDIA's persistent module in a torch zip. Such a file
+    (made here from the NVIDIA fixture pickle, with stand-ins for NVIDIA's modules) reads as the pickle does;
+    a torch.save'd module of any other class is refused in one line."""
+    import pickle
+    import types
+
+    from morph.checkpoints import detect_format, read_checkpoint
+
+    source = FIXTURES.parent / "stylegan2" / "B_nvidia.pkl"
+    if not source.is_file():
+        pytest.skip(f"reference fixtures not found at {source.parent}")
+
+    class Persistent:  # what NVIDIA's persistence decorator pickles a module as: its class facts and state
+        def __init__(self, meta):
+            self.meta = meta
+
+        def __reduce__(self):
+            return reconstruct, (self.meta,)
+
+    def reconstruct(meta):
+        return Persistent(meta)
+
+    class EasyDict(dict):
+        pass
+
+    reconstruct.__module__, reconstruct.__qualname__ = "torch_utils.persistence", "_reconstruct_persistent_obj"
+    EasyDict.__module__, EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
+    for name, attrs in (("torch_utils", {}), ("torch_utils.persistence", {"_reconstruct_persistent_obj": reconstruct}),
+                        ("dnnlib", {}), ("dnnlib.util", {"EasyDict": EasyDict})):
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
+    with open(source, "rb") as fh:
+        network = pickle.load(fh)  # the project's own fixture, with the stand-ins above
+    torch.save(network["G_ema"], tmp_path / "model_pti.pt")
+    assert detect_format(tmp_path / "model_pti.pt") == "nvidia-pt"
+    tuned, original = read_checkpoint(tmp_path / "model_pti.pt"), read_checkpoint(source)
+    assert tuned.init_kwargs == original.init_kwargs and tuned.state.keys() == original.state.keys()
+    assert all(torch.equal(tuned.state[k], original.state[k]) for k in tuned.state)
+
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(tmp_path / "module.pt")
+    assert "\n" not in str(e.value) and "torch.nn.modules.linear.Linear" in str(e.value)

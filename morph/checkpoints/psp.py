@@ -12,9 +12,7 @@ file allows. The networks themselves live in :mod:`morph.projection.psp` (this l
 from __future__ import annotations
 
 import os
-import pickletools
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import torch
 from morph.core.errors import CheckpointError
 from morph.checkpoints.checkpoint import Checkpoint, check_storage_use
 from morph.checkpoints.rosinality import g_ema_checkpoint
-from morph.checkpoints.torchfile import TORCH_SAVE_GLOBALS, read_torch_file
+from morph.checkpoints.torchfile import TORCH_SAVE_GLOBALS, pickle_strings, read_torch_file
 
 #: opts["encoder_type"] → morph's name for the network.
 ENCODER_TYPES = {"GradualStyleEncoder": "psp", "Encoder4Editing": "e4e"}
@@ -158,38 +156,10 @@ def read_psp_decoder(path: str | os.PathLike) -> Checkpoint:
     return ckpt
 
 
-def _pickle_strings(path: Path, limit: int = 4096) -> set[str]:
-    """The first ``limit`` strings of the file's object pickle (nothing is run: :mod:`pickletools` only decodes)."""
-    found: set[str] = set()
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(4)[:4] == b"PK\x03\x04":
-                with zipfile.ZipFile(path) as zf:
-                    name = next((n for n in zf.namelist() if n.split("/")[1:] == ["data.pkl"]), None)
-                    if name is None or zf.getinfo(name).file_size > 64 << 20:
-                        return found
-                    data = zf.read(name)
-                ops = pickletools.genops(data)
-            else:
-                fh.seek(0)
-                for _ in range(3):  # magic, protocol, header: then the object
-                    for _op in pickletools.genops(fh):
-                        pass
-                ops = pickletools.genops(fh)
-            for opcode, arg, _ in ops:
-                if isinstance(arg, str):
-                    found.add(arg)
-                    if len(found) >= limit:
-                        break
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError):
-        pass
-    return found
-
-
 def is_encoder_checkpoint(path: str | os.PathLike) -> bool:
     """Whether a torch file (zip or legacy) looks like a pSp / e4e checkpoint: its pickle names ``state_dict``,
     ``opts`` and ``encoder.`` tensors (a scan of its strings; nothing is loaded)."""
-    strings = _pickle_strings(Path(path))
+    strings = pickle_strings(Path(path))
     return {"state_dict", "opts"} <= strings and any(s.startswith("encoder.") for s in strings)
 
 

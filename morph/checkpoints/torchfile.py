@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 from pathlib import Path
@@ -80,6 +81,35 @@ class _MappedStorages(_Storages):
 
 #: Given the unpickled object and every tensor in it by path (nothing read yet), the paths to read.
 Choose = Callable[[Any, dict[str, torch.Tensor]], Iterable[str]]
+
+
+def pickle_strings(path: Path, limit: int = 4096) -> set[str]:
+    """The first ``limit`` strings of a torch file's object pickle, to tell what it holds without loading it
+    (nothing is run: :mod:`pickletools` only decodes); empty for a file that is no such pickle."""
+    found: set[str] = set()
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4)[:4] == b"PK\x03\x04":
+                with zipfile.ZipFile(path) as zf:
+                    name = next((n for n in zf.namelist() if n.split("/")[1:] == ["data.pkl"]), None)
+                    if name is None or zf.getinfo(name).file_size > 64 << 20:
+                        return found
+                    data = zf.read(name)
+                ops = pickletools.genops(data)
+            else:
+                fh.seek(0)
+                for _ in range(3):  # magic, protocol, header: then the object
+                    for _op in pickletools.genops(fh):
+                        pass
+                ops = pickletools.genops(fh)
+            for opcode, arg, _ in ops:
+                if isinstance(arg, str):  # GLOBAL's argument is "module name": both parts count
+                    found.update(arg.split(" ", 1) if opcode.name in ("GLOBAL", "INST") else [arg])
+                    if len(found) >= limit:
+                        break
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError):
+        pass
+    return found
 
 
 def _read_zip(path: Path, allowed: Mapping[tuple[str, str], Any], what: str,

@@ -26,7 +26,7 @@ import torch
 from morph.core.arrays import check_zip
 from morph.core.errors import MorphError
 from morph.core.limits import MAX_MODULES, MAX_PLAIN_DEPTH, MAX_PLAIN_NODES
-from morph.checkpoints.safe_pickle import (RefusedGlobal, ScriptObject, Storage, StorageType, UnsafePickleError,
+from morph.checkpoints.safe_pickle import (PersistentObject, RefusedGlobal, ScriptObject, Storage, StorageType, UnsafePickleError,
                                     load_torchscript_pickle)
 
 HOSTILE = "the file is damaged or hostile; do not use it"
@@ -113,7 +113,7 @@ def _named_tensors(root: Any, prefix: str) -> list[tuple[str, torch.Tensor]]:
         if isinstance(value, torch.Tensor):
             found.append((name, value))
             return
-        if isinstance(value, ScriptObject):
+        if isinstance(value, (ScriptObject, PersistentObject)):
             value = value.state
         if isinstance(value, dict):
             items = [(k if isinstance(k, str) else str(i), v) for i, (k, v) in enumerate(value.items())]
