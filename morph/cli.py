@@ -453,6 +453,9 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
             identity: Optional[Path] = typer.Option(None, "--identity", help="ArcFace IR-SE50 weights "
                                                     "(model_ir_se50.pth): identity measured as pSp measures it "
                                                     "[default: dlib's descriptors]"),
+            tune: bool = typer.Option(False, "--tune", help="pivotal tuning: then tune one generator so every photo's "
+                                      "latent draws it (cached); writes OUT/tuned.safetensors"),
+            tune_steps: int = typer.Option(300, "--tune-steps", min=1, help="steps of --tune"),
             device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
             cache: Optional[Path] = typer.Option(None, "--cache", help="cache folder [default: ~/.cache/morph]"),
             quiet: bool = typer.Option(False, "--quiet", help="no progress, only errors")) -> None:
@@ -497,8 +500,21 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
         arcface = load_arcface(identity)
     rows = figures(np.stack([r.target for r in results]), recon, is_builtin_file(G.info.path), vgg_files,
                    real=not no_align, arcface=arcface)
+    if tune:  # the figures become the tuned network's; the untuned ones stay under *_before_tuning
+        from morph.projection.tuning import TuneSettings, tuned_model, write_tuned
+
+        G, tuned_path = tuned_model(G, results, TuneSettings(steps=tune_steps), vgg_files, cache, quiet)
+        recon = synthesize(G, results)
+        tuned_rows = figures(np.stack([r.target for r in results]), recon, is_builtin_file(G.info.path), vgg_files,
+                             real=not no_align, arcface=arcface)
+        rows = [t | {f"{k}_before_tuning": v for k, v in r.items() if k in ("psnr", "lpips", "identity")}
+                for t, r in zip(tuned_rows, rows)]
+        written = write_tuned(tuned_path, out)
+        if not quiet:
+            typer.echo(f"tuned generator for {len(results)} photos -> {written} (use it as --model / model:)")
     for image, p, rec, row in zip(images, results, recon, rows):
-        row |= {"steps": steps, "space": space, "encoder": enc.path if enc is not None else None}
+        row |= {"steps": steps, "space": space, "encoder": enc.path if enc is not None else None,
+                **({"tune_steps": tune_steps} if tune else {})}
         written = write_outputs(G, image, p, rec, out, video, figures=row)
         if not quiet:
             typer.echo(f"{image}: {describe(row)} -> {', '.join(map(str, written))}")
