@@ -25,7 +25,7 @@ from morph.projection.tuning import TuneSettings, tune
 def row(name: str, clf, x: np.ndarray, recon: np.ndarray, seconds: float) -> str:
     pa, pb = clf.predict(x)["probs"] > 0.5, clf.predict(recon)["probs"] > 0.5
     return (f"{name:<22} PSNR {psnr(x, recon).mean():5.2f} dB  attributes {int((pa == pb).sum())}/{pa.size}  "
-            f"{seconds:6.2f} s/photo")  # printed as each stage ends (flush)
+            f"{seconds:6.2f} s/photo")
 
 
 def main() -> None:
@@ -52,15 +52,15 @@ def main() -> None:
             guess = enc(x)
         t1 = time.perf_counter()
         only = [Projection(w, [m.cpu() for m in constant_noise(G)], u, w[None]) for w, u in zip(guess, u8)]
-        print(flush=True, *[row("encoder only", clf, u8, synthesize(G, only), (t1 - t0) / len(x))])
+        print(row("encoder only", clf, u8, synthesize(G, only), (t1 - t0) / len(x)), flush=True)
         coarse, full = coarse_plan(G, args.refine)
         refined = optimise(G, x, distance, list(range(len(x))), "w+", args.refine, refine_recipe(loss), None, stats,
                            guess, coarse, full)
         t2 = time.perf_counter()
-        print(flush=True, *[row(f"+ refinement ({args.refine})", clf, u8, synthesize(G, refined), (t2 - t1) / len(x))])
+        print(row(f"+ refinement ({args.refine})", clf, u8, synthesize(G, refined), (t2 - t1) / len(x)), flush=True)
         tuned = tune(G, refined, replace(TuneSettings(), steps=args.steps, locality=args.locality))
         t3 = time.perf_counter()
-        print(flush=True, *[row(f"+ tuning ({args.steps})", clf, u8, synthesize(tuned, refined), (t3 - t2) / len(x))])
+        print(row(f"+ tuning ({args.steps})", clf, u8, synthesize(tuned, refined), (t3 - t2) / len(x)), flush=True)
 
 
 if __name__ == "__main__":
