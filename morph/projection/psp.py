@@ -155,9 +155,9 @@ def load_published_encoder(path: str | os.PathLike, G, device: Optional[torch.de
     """The pSp / e4e encoder in ``path`` for generator ``G`` (refused in one line when its styles do not fit)."""
     from morph.core.files import file_sha256
 
-    ckpt = read_encoder_checkpoint(path, weights=False)
+    ckpt = read_encoder_checkpoint(path)  # mapped: nothing is read until the network runs
     check_fits(ckpt, G)
-    net = build_encoder(read_encoder_checkpoint(path))
+    net = build_encoder(ckpt)
     device = device or next(G.parameters()).device
     if torch.device(device).type != "cpu":
         net = net.to(device)
