@@ -31,7 +31,8 @@ def test_tune_lifts_psnr_and_is_cached(tmp_path):
 
 
 def test_tuning_keeps_the_rest_of_latent_space(G):
-    """The locality term: far from the pivots, the tuned network draws nearly what the original did."""
+    """Tuning one pivot towards another face moves that pivot's image more than the images of latents elsewhere
+    (the locality term's purpose); the ratio is printed for the record."""
     import torch
 
     from morph.projection.project import Projection, constant_noise, synthesize
@@ -39,15 +40,15 @@ def test_tuning_keeps_the_rest_of_latent_space(G):
 
     rng = np.random.default_rng(0)
     with torch.no_grad():
-        ws = G.mapping(torch.from_numpy(rng.standard_normal((1, G.z_dim)).astype(np.float32)), None)
+        ws = G.mapping(torch.from_numpy(rng.standard_normal((6, G.z_dim)).astype(np.float32)), None)
     noise = [m.cpu() for m in constant_noise(G)]
-    target = np.full((G.img_resolution, G.img_resolution, 3), 128, np.uint8)
-    pivots = [Projection(w, noise, target, w[None]) for w in ws]
-    tuned = tune(G, pivots, TuneSettings(steps=10, lr=1e-3, locality_every=2))
-    with torch.no_grad():
-        others = G.mapping(torch.from_numpy(rng.standard_normal((4, G.z_dim)).astype(np.float32)), None)
-    far = [Projection(w, noise, target, w[None]) for w in others]
+    face = synthesize(G, [Projection(ws[1], noise, None, ws[1][None])])[0]  # the face the pivot should draw
+    pivot = [Projection(ws[0], noise, face, ws[0][None])]
+    tuned = tune(G, pivot, TuneSettings(steps=10, lr=1e-3, locality_every=2))
+    far = [Projection(w, noise, face, w[None]) for w in ws[2:]]
     drift = np.abs(synthesize(tuned, far).astype(float) - synthesize(G, far)).mean()
-    pulled = np.abs(synthesize(tuned, pivots).astype(float) - target).mean()
-    assert pulled < np.abs(synthesize(G, pivots).astype(float) - target).mean()
-    assert drift < 0.5 * np.abs(synthesize(G, pivots).astype(float) - synthesize(tuned, pivots)).mean()
+    moved = np.abs(synthesize(tuned, pivot).astype(float) - synthesize(G, pivot)).mean()
+    print(f"\nmean pixel change: at the pivot {moved:.1f}, at 4 other latents {drift:.1f}")
+    assert np.abs(synthesize(tuned, pivot).astype(float) - face).mean() < np.abs(synthesize(G, pivot).astype(float)
+                                                                                 - face).mean()
+    assert drift < moved
