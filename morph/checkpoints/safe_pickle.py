@@ -617,9 +617,6 @@ def load_torchscript_pickle(file, persistent_load: Callable[[Any], Any], max_cla
     return restricted_load(file, ScriptClassAllowList(TORCHSCRIPT_GLOBALS, max_classes), persistent_load)
 
 
-#: What ``torch.save`` writes for dicts of tensors and plain values (read by :mod:`morph.checkpoints.torchfile`).
-TORCH_SAVE_GLOBALS: dict[tuple[str, str], Any] = {**TORCH_TENSOR_GLOBALS, **_STORAGE_GLOBALS}
-
 #: Every global any of the loaders above accepts, as "module.name" (for classifying files).
 KNOWN_SAFE_GLOBALS = frozenset(
     f"{m}.{n}" for m, n in {**NVIDIA_GLOBALS, **TF_GLOBALS, **_STORAGE_GLOBALS}
