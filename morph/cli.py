@@ -86,9 +86,11 @@ def _stylegan3_facts(G) -> dict:
 
 @app.command()
 def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (PyTorch or TF), rosinality .pt, "
-                                                "or morph .safetensors"),
+                                                "a pSp / e4e checkpoint, or morph .safetensors"),
          as_json: bool = JSON) -> None:
-    """Describe a generator checkpoint: format, resolution, layers, dimensions, parameter count, file hash."""
+    """Describe a generator checkpoint: format, resolution, layers, dimensions, parameter count, file hash (and, for
+    a pSp / e4e checkpoint, its encoder)."""
+    from morph.checkpoints.psp import ENCODER_TYPES, describe_encoder
     from morph.models.loader import load_model
 
     G = load_model(model)
@@ -109,6 +111,8 @@ def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (Py
         "parameters": sum(p.numel() for p in G.parameters()),
         **({"notes": G.info.metadata} if G.info.metadata else {}),
     }
+    if G.info.format in ENCODER_TYPES.values():  # a pSp / e4e checkpoint: its encoder too
+        facts["encoder"] = describe_encoder(G.info.path)
     if as_json:
         typer.echo(json.dumps(facts, indent=2, default=str))
         return
@@ -120,6 +124,8 @@ def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (Py
             value = " ".join(f"{r}:{c}" for r, c in value.items())
         elif key == "layers":
             value = " ".join(value)
+        elif key == "encoder":
+            value = "\n".join([value[0].split(": ", 1)[1], *(f"{'':<{width}}  {line.strip()}" for line in value[1:])])
         typer.echo(f"{key:<{width}}  {value}")
 
 
@@ -365,12 +371,15 @@ def directions_show(direction: str = typer.Argument(..., help="direction .npy/.n
 
 @app.command()
 def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, WebP, ...)"),
-            model: str = MODEL,
+            model: Optional[str] = typer.Option(None, "--model", "-m", help="checkpoint file, or builtin",
+                                                show_default="the generator stored in a pSp / e4e --encoder "
+                                                "checkpoint, else builtin"),
             space: str = typer.Option("w+", "--space", help="w+ (one w per layer) | w"),
             steps: Optional[int] = typer.Option(None, "--steps", min=0, show_default="100 with an encoder, 1000 "
                                                 "without", help="optimisation steps after the encoder's guess (0: the "
                                                 "guess alone)"),
-            encoder: str = typer.Option("auto", "--encoder", help="PATH | auto (the built-in model's own, or "
+            encoder: str = typer.Option("auto", "--encoder", help="PATH (morph's encoder file, or a published pSp / "
+                                        "e4e checkpoint) | auto (the built-in model's own, or "
                                         "NAME.encoder.safetensors beside the checkpoint) | none (start at w_avg)"),
             coarse: Optional[int] = typer.Option(None, "--coarse", min=0, show_default="256 for models above 256 px",
                                                  help="refine the first half of the steps on the image at this "
@@ -385,6 +394,12 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
             vgg: Optional[list[Path]] = typer.Option(None, "--vgg", help="LPIPS weights: NVIDIA's vgg16.pt (auto: "
                                                      "download it once), or vgg16-397923af.pth plus LPIPS's vgg.pth "
                                                      "(repeat --vgg)"),
+            identity: Optional[Path] = typer.Option(None, "--identity", help="ArcFace IR-SE50 weights "
+                                                    "(model_ir_se50.pth): identity measured as pSp measures it",
+                                                    show_default="dlib's descriptors"),
+            tune: bool = typer.Option(False, "--tune", help="pivotal tuning: then tune one generator so every photo's "
+                                      "latent draws it (cached); writes OUT/tuned.safetensors"),
+            tune_steps: int = typer.Option(300, "--tune-steps", min=1, help="steps of --tune"),
             device: str = DEVICE,
             cache: Optional[Path] = CACHE,
             as_json: bool = JSON,
@@ -397,12 +412,45 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
     from morph.render.caption import describe
 
     _feedback(quiet, progress)
-    done = project_files(images, model, out, space, steps, encoder, coarse, video, align, face, vgg or (),
-                         resolve_device(device), cache, quiet)
+    done = project_files(images, model or _model_of(encoder), out, space, steps, encoder, coarse, video, align, face,
+                         vgg or (), resolve_device(device), cache, quiet, identity=identity,
+                         tune_steps=tune_steps if tune else 0)
     if as_json:
         return _print_json({"photos": [{"photo": str(p.photo), "figures": p.figures, "files": p.files} for p in done]})
     for p in done if not quiet else ():
         typer.echo(f"{p.photo}: {describe(p.figures)} -> {', '.join(map(str, p.files))}")
+
+
+@app.command()
+def compare(a: Path = typer.Argument(..., help="a photo"), b: Path = typer.Argument(..., help="another photo"),
+            identity: Optional[Path] = typer.Option(None, "--identity", help="ArcFace IR-SE50 weights "
+                                                    "(model_ir_se50.pth), as pSp's identity loss measures; "
+                                                    "default: dlib's descriptors"),
+            vgg: Optional[list[Path]] = typer.Option(None, "--vgg", help="LPIPS weights, as morph project takes them "
+                                                     "(auto: NVIDIA's vgg16.pt, downloaded once)"),
+            no_align: bool = typer.Option(False, "--no-align", help="the photos are aligned faces already"),
+            as_json: bool = JSON,
+            cache: Optional[Path] = CACHE) -> None:
+    """PSNR, LPIPS and identity similarity of two face photos, both FFHQ-aligned to 256×256, one line each."""
+    from morph.models.resolver import resolve_vgg
+    from morph.projection.compare import compare as compare_photos, lines
+
+    for path in (a, b, *([identity] if identity else [])):
+        if not path.is_file():
+            raise MorphError("no such file", path)
+    row = compare_photos(a, b, identity, resolve_vgg(vgg or (), cache, as_json), align=not no_align)
+    if as_json:
+        return _print_json(row)
+    for line in lines(row):
+        typer.echo(line)
+
+
+def _model_of(encoder: str) -> str:
+    """``--model``'s default: the generator stored in a pSp / e4e ``--encoder`` checkpoint, else the built-in one."""
+    from morph.checkpoints.psp import is_encoder_checkpoint
+
+    path = Path(encoder).expanduser()
+    return str(path) if path.is_file() and is_encoder_checkpoint(path) else "builtin"
 
 
 def _convert_rosinality(G, source: str, dest: Path) -> None:

@@ -6,8 +6,10 @@ Every reader returns a :class:`Checkpoint`: the constructor arguments of NVIDIA'
 out, they are rebuilt from the arguments). Supported inputs, recognised by content:
 
 * ``nvidia-pkl`` (:mod:`.nvidia`): NVIDIA's PyTorch network pickles (``G_ema``);
+* ``nvidia-pt`` (:mod:`.nvidia`): ``torch.save`` of NVIDIA's ``Generator`` module, as PTI writes its tuned one;
 * ``tf-pkl`` (:mod:`.tensorflow`): the original TensorFlow StyleGAN2/ADA pickles, no TensorFlow needed;
 * ``rosinality`` (:mod:`.rosinality`): ``.pt`` files of rosinality/stylegan2-pytorch (``g_ema``);
+* ``psp`` (:mod:`.psp`): the generator (``decoder.*``) stored in a pSp or e4e encoder checkpoint;
 * ``morph`` (:mod:`.native`): morph's native safetensors file (:func:`write_native`).
 
 No code from a file ever runs. Any problem raises :class:`~morph.core.errors.CheckpointError`
@@ -23,11 +25,13 @@ from morph.checkpoints.checkpoint import Checkpoint, check_state, expected_shape
 from morph.checkpoints.config import block_resolutions, normalize_init_kwargs
 from morph.checkpoints.detect import detect_format
 from morph.checkpoints.native import read_native, write_native
-from morph.checkpoints.nvidia import read_nvidia
+from morph.checkpoints.nvidia import read_nvidia, read_nvidia_module
+from morph.checkpoints.psp import read_psp_decoder
 from morph.checkpoints.rosinality import read_rosinality
 from morph.checkpoints.tensorflow import read_tf
 
-_READERS = {"nvidia-pkl": read_nvidia, "tf-pkl": read_tf, "rosinality": read_rosinality, "morph": read_native}
+_READERS = {"nvidia-pkl": read_nvidia, "tf-pkl": read_tf, "rosinality": read_rosinality, "morph": read_native,
+            "psp": read_psp_decoder, "nvidia-pt": read_nvidia_module}
 
 __all__ = ["Checkpoint", "block_resolutions", "check_state", "detect_format", "expected_shapes",
            "noise_buffer_names", "normalize_init_kwargs", "read_checkpoint", "write_native"]

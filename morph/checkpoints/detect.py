@@ -6,6 +6,8 @@ import os
 
 from morph.core.errors import CheckpointError
 from morph.checkpoints import safe_pickle as sp
+from morph.checkpoints.psp import is_encoder_checkpoint
+from morph.checkpoints.torchfile import pickle_strings
 from morph.checkpoints.fileio import SUPPORTED_HINT, UNTRUSTED_HINT, open_file, short
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -63,12 +65,15 @@ def _classify_pickle(path) -> str:
 
 
 def detect_format(path) -> str:
-    """Return "nvidia-pkl", "tf-pkl", "rosinality" or "morph", judged by the file's content."""
+    """Return "nvidia-pkl", "nvidia-pt" (``torch.save`` of NVIDIA's module: PTI's output), "tf-pkl", "rosinality",
+    "psp" (a pSp / e4e checkpoint) or "morph", judged by the file's content."""
     size = _check_file(path)
     with open_file(path) as f:
         head = f.read(64)
     if head[:4] in _ZIP_MAGIC or head.startswith(_LEGACY_TORCH_HEADER):
-        return "rosinality"
+        if "torch_utils.persistence" in pickle_strings(path):  # PTI's torch.save'd NVIDIA generator
+            return "nvidia-pt"
+        return "psp" if is_encoder_checkpoint(path) else "rosinality"
     if _looks_like_safetensors(head, size):
         return "morph"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:

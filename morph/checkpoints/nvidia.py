@@ -19,6 +19,7 @@ from morph.checkpoints import safe_pickle as sp
 from morph.checkpoints.checkpoint import Checkpoint, build_checkpoint
 from morph.checkpoints.config import TOP_LEVEL
 from morph.checkpoints.fileio import SUPPORTED_HINT, unpickle
+from morph.checkpoints.torchfile import TORCH_SAVE_GLOBALS, read_torch_file
 
 _GENERATOR_ARGS = (*TOP_LEVEL, "mapping_kwargs", "synthesis_kwargs")  # Generator's positional order
 # Strings only StyleGAN-XL pickles hold: its generator module and class, and its discriminator's package.
@@ -113,6 +114,22 @@ def read_nvidia(path) -> Checkpoint:
         if _mentions_stylegan_xl(path):  # its pickles hold plain modules (nn.Embedding, timm) we refuse
             raise CheckpointError(_STYLEGAN_XL, where=path, hint="use a StyleGAN2 or StyleGAN3 checkpoint") from None
         raise
+    return _checkpoint(data, path, "nvidia-pkl")
+
+
+def read_nvidia_module(path) -> Checkpoint:
+    """PTI's output (and any ``torch.save`` of NVIDIA's ``Generator`` module, or of a network pickle's dict): a torch
+    file whose pickle carries NVIDIA's persistent classes, read through the same allow-list as NVIDIA pickles."""
+    def every_tensor(tree, tensors) -> list[str]:
+        return list(tensors)
+
+    tree, _ = read_torch_file(path, {**sp.NVIDIA_GLOBALS, **TORCH_SAVE_GLOBALS}, "a torch.save'd NVIDIA generator",
+                              every_tensor)
+    return _checkpoint(tree if isinstance(tree, dict) else {"G_ema": tree}, path, "nvidia-pt")
+
+
+def _checkpoint(data, path, fmt: str) -> Checkpoint:
+    """The :class:`Checkpoint` of an unpickled network dict (``G_ema`` and, optionally, the training set)."""
     if not isinstance(data, dict):
         raise CheckpointError(f"not a StyleGAN2 network pickle (top level is {type(data).__name__}, "
                               f"expected a dict with 'G_ema')", where=path, hint=SUPPORTED_HINT)
@@ -140,10 +157,10 @@ def read_nvidia(path) -> Checkpoint:
 
     state: dict[str, torch.Tensor] = {}
     _collect_tensors(g, "", state, path)
-    meta = {"source_format": "nvidia-pkl", "source_file": os.path.basename(path)}
+    meta = {"source_format": fmt, "source_file": os.path.basename(path)}
     tsk = data.get("training_set_kwargs")
     if isinstance(tsk, dict) and isinstance(tsk.get("path"), str):
         meta["training_set"] = tsk["path"]
     if family == "stylegan3":
-        return build_checkpoint("nvidia-pkl", _stylegan3_init_kwargs(g, path), state, meta, path, family=family)
-    return build_checkpoint("nvidia-pkl", _init_kwargs(g, path), state, meta, path)
+        return build_checkpoint(fmt, _stylegan3_init_kwargs(g, path), state, meta, path, family=family)
+    return build_checkpoint(fmt, _init_kwargs(g, path), state, meta, path)

@@ -218,18 +218,24 @@ def _infer_init_kwargs(state: dict, args, path) -> dict:
 def read_rosinality(path) -> Checkpoint:
     """Read ``g_ema`` from a rosinality checkpoint, inferring the configuration and, if absent, ``w_avg``."""
     ckpt = _torch_load_safely(path)
-    state, noises = _nvidia_tensors(_g_ema(ckpt, path), path)
-    kw = _infer_init_kwargs(state, ckpt.get("args"), path)
+    return g_ema_checkpoint(_g_ema(ckpt, path), ckpt.get("latent_avg"), ckpt.get("args"), path)
+
+
+def g_ema_checkpoint(g_ema: dict, latent_avg, args, path, source_format: str = "rosinality") -> Checkpoint:
+    """A rosinality generator's state dict (``g_ema``, or the ``decoder.*`` of a pSp / e4e checkpoint) as a
+    :class:`Checkpoint`: names mapped, configuration inferred, ``w_avg`` from ``latent_avg`` ([w_dim]) or
+    estimated."""
+    state, noises = _nvidia_tensors(g_ema, path)
+    kw = _infer_init_kwargs(state, args, path)
     noise_names = noise_buffer_names(kw)
     if sorted(noises) != list(range(len(noise_names))):
         raise CheckpointError(f"expected noise buffers noises.noise_0..{len(noise_names) - 1}, found "
                               f"{len(noises)}", where=path)
     state.update((name, noises[i]) for i, name in enumerate(noise_names))
 
-    meta = {"source_format": "rosinality", "source_file": os.path.basename(path),
+    meta = {"source_format": source_format, "source_file": os.path.basename(path),
             "conv_clamp": "none (rosinality generators do not clamp)"}
     w_dim = kw["w_dim"]
-    latent_avg = ckpt.get("latent_avg")
     if isinstance(latent_avg, torch.Tensor):
         if latent_avg.numel() != w_dim:
             raise CheckpointError(f"latent_avg has shape {fmt_shape(latent_avg.shape)}, expected [{w_dim}]",
@@ -242,7 +248,7 @@ def read_rosinality(path) -> Checkpoint:
         state["mapping.w_avg"] = _estimate_w_avg(kw, state)
         meta["w_avg"] = (f"estimated from {W_AVG_SAMPLES} samples of the mapping network "
                          f"(seed {W_AVG_SEED}); the checkpoint has no latent_avg")
-    return build_checkpoint("rosinality", kw, state, meta, path)
+    return build_checkpoint(source_format, kw, state, meta, path)
 
 
 # --- writing --------------------------------------------------------------------------------------------------

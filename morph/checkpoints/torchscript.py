@@ -26,7 +26,7 @@ import torch
 from morph.core.arrays import check_zip
 from morph.core.errors import MorphError
 from morph.core.limits import MAX_MODULES, MAX_PLAIN_DEPTH, MAX_PLAIN_NODES
-from morph.checkpoints.safe_pickle import (RefusedGlobal, ScriptObject, Storage, StorageType, UnsafePickleError,
+from morph.checkpoints.safe_pickle import (PersistentObject, RefusedGlobal, ScriptObject, Storage, StorageType, UnsafePickleError,
                                     load_torchscript_pickle)
 
 HOSTILE = "the file is damaged or hostile; do not use it"
@@ -73,16 +73,22 @@ class _Storages:
         if info.file_size != nbytes:
             raise UnsafePickleError(f"storage {info.filename!r:.80} holds {info.file_size} bytes, "
                                     f"its reference claims {nbytes}")
-        storage = Storage(torch.empty(numel, dtype=stype.dtype))  # untouched pages cost no memory
-        self.by_key[key] = (storage, info)
+        mapped = self._map(info, numel, stype.dtype)
+        # untouched pages cost no memory; a mapped storage is never read (its info is None)
+        storage = Storage(torch.empty(numel, dtype=stype.dtype) if mapped is None else mapped)
+        self.by_key[key] = (storage, info if mapped is None else None)
         return storage
+
+    def _map(self, info: zipfile.ZipInfo, numel: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """The member's bytes as a tensor without reading them (a subclass may memory-map), or None: read them."""
+        return None
 
     def read(self, tensors: Iterable[torch.Tensor]) -> None:
         """Read from the archive the storages that ``tensors`` are views of."""
         wanted = {t.untyped_storage().data_ptr() for t in tensors if t.numel()}
         for storage, info in self.by_key.values():
             flat = storage.data
-            if flat.numel() and flat.untyped_storage().data_ptr() in wanted:
+            if info is not None and flat.numel() and flat.untyped_storage().data_ptr() in wanted:
                 buffer = memoryview(flat.view(torch.uint8).numpy())
                 with self._zf.open(info) as fh:
                     done = 0
@@ -107,7 +113,7 @@ def _named_tensors(root: Any, prefix: str) -> list[tuple[str, torch.Tensor]]:
         if isinstance(value, torch.Tensor):
             found.append((name, value))
             return
-        if isinstance(value, ScriptObject):
+        if isinstance(value, (ScriptObject, PersistentObject)):
             value = value.state
         if isinstance(value, dict):
             items = [(k if isinstance(k, str) else str(i), v) for i, (k, v) in enumerate(value.items())]

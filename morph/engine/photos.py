@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from morph.core.errors import MorphError
+from morph.core.progress import log
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,13 @@ def project_files(photos: Sequence[Path], model: str = "builtin", out: Path = Pa
                   space: str = "w+", steps: Optional[int] = None, encoder: str = "auto",
                   coarse: Optional[int] = None, video: bool = False, align: Optional[bool] = None,
                   face: Optional[int] = None, vgg: Sequence[Path] = (), device: torch.device = torch.device("cpu"),
-                  cache_dir: Optional[Path] = None, quiet: bool = False) -> list[Projected]:
+                  cache_dir: Optional[Path] = None, quiet: bool = False, identity: Optional[Path] = None,
+                  tune_steps: int = 0) -> list[Projected]:
     """Project ``photos`` onto ``model`` and write each one's files into ``out``. ``align`` None: align each
-    photo unless it is square at the model's resolution; True / False: align all or none."""
+    photo unless it is square at the model's resolution; True / False: align all or none. ``identity``: ArcFace
+    IR-SE50 weights to measure identity with (else dlib's descriptors). ``tune_steps`` > 0: then pivotal-tune one
+    generator for all the photos (cached), write it as ``out/tuned.safetensors``, and report the tuned network's
+    figures with the untuned ones under ``*_before_tuning``."""
     from morph.models.loader import load_model
     from morph.models.resolver import is_builtin_file, resolve_vgg
     from morph.motion.latents import SPACES
@@ -69,17 +74,41 @@ def project_files(photos: Sequence[Path], model: str = "builtin", out: Path = Pa
         for i, p in zip(picked, project_photos([photos[i] for i in picked], G, settings, vgg_files, cache_dir,
                                                quiet=quiet, encoder=enc)):
             results[i] = p
-    recon = synthesize(G, results)
-    rows = []
-    for group in (True, False):
-        picked = [i for i, a in enumerate(aligns) if a == group]
-        if picked:
-            measured = figures(np.stack([results[i].target for i in picked]), recon[picked],
-                               is_builtin_file(G.info.path), vgg_files, real=group)
-            rows += list(zip(picked, measured))
+    arcface = None
+    if identity is not None:
+        from morph.projection.arcface import load_arcface
+
+        arcface = load_arcface(identity)
+
+    def measure(G) -> tuple[torch.Tensor, list[dict]]:
+        recon = synthesize(G, results)
+        rows: list = [None] * len(photos)
+        for group in (True, False):
+            picked = [i for i, a in enumerate(aligns) if a == group]
+            if picked:
+                measured = figures(np.stack([results[i].target for i in picked]), recon[picked],
+                                   is_builtin_file(G.info.path), vgg_files, real=group, arcface=arcface)
+                for i, row in zip(picked, measured):
+                    rows[i] = row
+        return recon, rows
+
+    recon, rows = measure(G)
+    extra: dict = {}
+    if tune_steps > 0:  # the figures become the tuned network's; the untuned ones stay under *_before_tuning
+        from morph.projection.tuning import TuneSettings, tuned_model, write_tuned
+
+        G, tuned_path = tuned_model(G, results, TuneSettings(steps=tune_steps), vgg_files, cache_dir, quiet)
+        before = rows
+        recon, rows = measure(G)
+        rows = [t | {f"{k}_before_tuning": v for k, v in r.items() if k in ("psnr", "lpips", "identity")}
+                for t, r in zip(rows, before)]
+        written = write_tuned(tuned_path, out)
+        extra = {"tune_steps": tune_steps, "tuned_model": str(written)}
+        if not quiet:
+            log(f"tuned generator for {len(results)} photos -> {written} (use it as --model / model:)")
     done = []
-    for i, row in sorted(rows, key=lambda pair: pair[0]):
-        row |= {"steps": steps, "space": space, "encoder": enc.path if enc is not None else None}
+    for i, row in enumerate(rows):
+        row |= {"steps": steps, "space": space, "encoder": enc.path if enc is not None else None, **extra}
         done.append(Projected(photos[i], row, write_outputs(G, photos[i], results[i], recon[i], out, video,
                                                             figures=row)))
     return done

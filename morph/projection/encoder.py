@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from morph.checkpoints.psp import is_encoder_checkpoint
 from morph.core.errors import CheckpointError, MorphError
 from morph.core.files import read_safetensors
 from morph.stylegan2.networks import layer_groups as layer_groups_of  # the heads of a file that names no groups
@@ -179,7 +180,12 @@ def read_encoder(path: str | os.PathLike) -> tuple[Encoder, dict[str, str]]:
 
 
 def load_encoder(path: str | os.PathLike, G, device: Optional[torch.device] = None) -> Encoder:
-    """The encoder at ``path`` for generator ``G``; a one-line MorphError when it was trained for another model."""
+    """The encoder at ``path`` for generator ``G``; a one-line MorphError when it was trained for another model.
+    A published pSp / e4e checkpoint gives its :class:`morph.projection.psp.EncoderGuess` instead."""
+    if is_encoder_checkpoint(path):
+        from morph.projection.psp import load_published_encoder
+
+        return load_published_encoder(path, G, device)
     enc, meta = read_encoder(path)
     if meta.get("model_sha256") != G.info.sha256:
         raise MorphError(f"this encoder was trained for another model (sha256 {meta.get('model_sha256', '?')[:12]}…, "
@@ -209,7 +215,8 @@ def find_encoder(choice: str | os.PathLike | None, model_path: str | os.PathLike
         return path if path.is_file() else None
     path = Path(choice).expanduser()
     if not path.is_file():
-        raise MorphError("no such file", path, "--encoder takes an encoder file (morph encoder train), auto or none")
+        raise MorphError("no such file", path, "--encoder takes an encoder file (morph encoder train), a pSp / e4e "
+                                               "checkpoint, auto or none")
     return path
 
 

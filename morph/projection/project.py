@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from morph.projection.align import aligned_face
+from morph.projection.psp import EncoderGuess
 from morph.core.arrays import read_arrays
 from morph.core.cache import PROJECTIONS, folder, reusable, seal
 from morph.render.encode import EncodeSettings, SegmentWriter
@@ -582,8 +583,10 @@ def project_photos(images: Sequence[str | os.PathLike], G, settings: Settings = 
                 x = x.float() / 127.5 - 1
                 x = x.mean(dim=1, keepdim=True) if G.img_channels == 1 else x
                 seeds = [int(paths[i].stem[:8], 16) ^ settings.seed for i in chunk]  # the key: image, model, settings
-                with torch.no_grad():
-                    init = encoder(x) if encoder is not None else None
+                with torch.no_grad():  # a published encoder reads each photo as its own inference does
+                    init = None if encoder is None else encoder.photos([images[i] for i in chunk], settings.align,
+                                                                       settings.face) \
+                        if isinstance(encoder, EncoderGuess) else encoder(x)
                 for i, p in zip(chunk, optimise(G, x, distance, seeds, settings.space, settings.steps,
                                                 settings.recipe, progress, stats, init, coarse, full_steps)):
                     _save(paths[i], p)

@@ -78,10 +78,11 @@ def lpips_scores(targets: np.ndarray, recon: np.ndarray, vgg: Sequence[str | os.
 
 
 def figures(targets: np.ndarray, recon: np.ndarray, builtin: bool, vgg: Sequence[str | os.PathLike] = (),
-            real: bool = True) -> list[dict[str, Any]]:
+            real: bool = True, arcface=None) -> list[dict[str, Any]]:
     """Per photo: ``psnr``; ``lpips`` (with ``vgg``); ``identity`` and ``identity_distance`` for ``real``
-    photos when dlib is installed (None where no face was found); ``attributes_agreeing`` of
-    ``attributes`` on the ``builtin`` model."""
+    photos when dlib is installed (None where no face was found), or with ``arcface`` (a loaded
+    :class:`morph.projection.arcface.ArcFace`, ``--identity``) ``identity`` as pSp measures it and
+    ``identity_model: "arcface"``; ``attributes_agreeing`` of ``attributes`` on the ``builtin`` model."""
     from morph.projection.project import psnr
 
     out: list[dict[str, Any]] = [{"psnr": float(s)} for s in psnr(targets, recon)]
@@ -95,6 +96,12 @@ def figures(targets: np.ndarray, recon: np.ndarray, builtin: bool, vgg: Sequence
         pa, pb = clf.predict(targets)["probs"] > 0.5, clf.predict(recon)["probs"] > 0.5
         for row, a, b in zip(out, pa, pb):
             row["attributes_agreeing"], row["attributes"] = int((a == b).sum()), len(a)
+    elif arcface is not None:
+        from morph.projection.arcface import identity_features
+
+        fa, fb = identity_features(arcface, targets), identity_features(arcface, recon)
+        for row, a, b in zip(out, fa, fb):
+            row["identity"], row["identity_model"] = float(a @ b), "arcface"
     elif real and identity_available():
         for row, a, b in zip(out, targets, recon):
             row.update(identity(a, b) or {"identity": None})

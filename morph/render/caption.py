@@ -66,7 +66,13 @@ def describe(row: dict[str, Any]) -> str:
         parts.append(f"LPIPS {row['lpips']:.3f}")
     if "identity" in row:
         parts.append("identity: no face found" if row["identity"] is None else
-                     f"identity {row['identity']:.2f} (distance {row['identity_distance']:.2f})")
+                     f"identity {row['identity']:.2f} (distance {row['identity_distance']:.2f})"
+                     if "identity_distance" in row else f"identity {row['identity']:.2f} (ArcFace)")
     if "attributes" in row:
         parts.append(f"attributes {row['attributes_agreeing']}/{row['attributes']}")
+    if "psnr_before_tuning" in row:  # morph project --tune: the untuned network's figures too
+        before = [f"PSNR {row['psnr_before_tuning']:.1f} dB"]
+        before += [f"LPIPS {row['lpips_before_tuning']:.3f}"] if "lpips_before_tuning" in row else []
+        before += [f"identity {row['identity_before_tuning']:.2f}"] if row.get("identity_before_tuning") is not None else []
+        parts.append("before tuning " + " ".join(before))
     return ", ".join(parts)
