@@ -1,0 +1,298 @@
+"""Issue 26: the surfaces added last round (studio, downloads, encoder files, sounds) attacked as a user or a
+hostile file would. Each test is named for the issue's item it closes; servers run on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import http.server
+import io
+import os
+import re
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from morph.core.errors import MorphError
+from morph.models import download as dl
+from morph.models.download import cached_downloads, cached_path, download, models_dir
+
+BODY = bytes(range(256)) * 1024  # 256 KiB
+
+
+# --- a scripted HTTP server ------------------------------------------------------------------------------------
+
+Route = Callable[[http.server.BaseHTTPRequestHandler], None]
+
+
+@contextlib.contextmanager
+def scripted(routes: dict[str, Route]) -> Iterator[tuple[str, list]]:
+    """Serve ``routes`` (path → function answering the request) on 127.0.0.1; yields (base URL, requests seen)."""
+    seen: list[tuple[str, dict]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append((self.path, dict(self.headers)))
+            route = routes.get(self.path)
+            if route is None:
+                self.send_error(404)
+                return
+            try:
+                route(self)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def send(body: bytes, status: int = 200, headers: dict | None = None) -> Route:
+    def route(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(status)
+        for k, v in {"Content-Length": str(len(body)), **(headers or {})}.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(body)
+    return route
+
+
+def files(cache: Path) -> list[str]:
+    root = models_dir(cache)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+# --- 2: pins are checked against the bytes -------------------------------------------------------------------
+
+def test_26_02_pin_is_checked_against_the_bytes_once_per_change(tmp_path, monkeypatch):
+    digest = hashlib.sha256(BODY).hexdigest()
+    with scripted({"/m.pkl": send(BODY, headers={"ETag": '"a"'})}) as (base, seen):
+        path = download(f"{base}/m.pkl", tmp_path, sha256=digest, quiet=True)
+        import morph.core.files as core_files
+        hashed = []
+        real = core_files.file_sha256
+        monkeypatch.setattr(core_files, "file_sha256", lambda p, *a: hashed.append(p) or real(p, *a))
+        assert download(f"{base}/m.pkl", tmp_path, sha256=digest, quiet=True) == path
+        assert download(f"{base}/m.pkl", tmp_path, sha256=digest, quiet=True) == path
+        assert len(hashed) <= 1  # hashed at most once while the file does not change
+        st = path.stat()
+        data = bytearray(path.read_bytes())
+        data[1000] ^= 1  # flip one bit, keep the size and the mtime
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        with pytest.raises(MorphError, match=f"the pin says {digest}"):
+            download(f"{base}/m.pkl", tmp_path, sha256=digest, quiet=True)
+        assert len(seen) == 1  # never downloaded again behind the user's back
+
+
+# --- 8: downloads are bounded ------------------------------------------------------------------------------------
+
+def test_26_08_declared_size_over_the_cap_is_refused_before_writing(tmp_path):
+    def huge(h):
+        h.send_response(200)
+        h.send_header("Content-Length", str(10 ** 15))
+        h.end_headers()
+        h.wfile.write(b"x" * 1000)
+
+    with scripted({"/big.pkl": huge}) as (base, _):
+        with pytest.raises(MorphError, match="more than morph downloads"):
+            download(f"{base}/big.pkl", tmp_path, quiet=True)
+    assert files(tmp_path) == []
+
+
+def test_26_08_an_endless_body_stops_at_the_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "MAX_DOWNLOAD_BYTES", 1 << 20)
+
+    def endless(h):
+        h.send_response(200)
+        h.send_header("Connection", "close")  # no Content-Length: the body ends when the connection does
+        h.end_headers()
+        for _ in range(64):
+            h.wfile.write(b"y" * (1 << 16))
+
+    with scripted({"/endless.pkl": endless}) as (base, _):
+        with pytest.raises(MorphError, match="more than morph downloads"):
+            download(f"{base}/endless.pkl", tmp_path, quiet=True)
+    assert files(tmp_path) == []
+
+
+def test_26_08_free_space_is_checked_against_the_declared_length(tmp_path, monkeypatch):
+    monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
+    with scripted({"/m.pkl": send(BODY)}) as (base, _):
+        with pytest.raises(OSError) as err:
+            download(f"{base}/m.pkl", tmp_path, quiet=True)
+    assert err.value.errno == errno.ENOSPC  # the CLI reports OSError as a file-system error, exit 4
+    from morph.core.errors import os_error_line
+    assert "the disk is full" in os_error_line(err.value) and "\n" not in os_error_line(err.value)
+
+
+def test_26_08_a_write_failure_is_a_file_system_error_not_a_network_one(tmp_path, monkeypatch):
+    real_open = open
+
+    def failing_open(path, mode="r", *args, **kwargs):
+        if str(path).endswith(".part") and "b" in mode:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", failing_open)
+    with scripted({"/m.pkl": send(BODY)}) as (base, _):
+        with pytest.raises(OSError) as err:
+            download(f"{base}/m.pkl", tmp_path, quiet=True)
+    assert err.value.errno == errno.EROFS and not isinstance(err.value, urllib.request.URLError)
+
+
+def test_26_08_a_drip_times_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "DOWNLOAD_STALL_S", 1.0)
+
+    def drip(h):
+        h.send_response(200)
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        for _ in range(1000):
+            h.wfile.write(b"z")
+            h.wfile.flush()
+            time.sleep(0.2)
+
+    with scripted({"/drip.pkl": drip}) as (base, _):
+        start = time.monotonic()
+        with pytest.raises(MorphError, match="stalled"):
+            download(f"{base}/drip.pkl", tmp_path, quiet=True)
+        assert time.monotonic() - start < 10
+
+
+# --- 10: records and downloads do not share names --------------------------------------------------------------
+
+def test_26_10_a_file_named_url_does_not_overwrite_the_address_record(tmp_path):
+    with scripted({"/x/url": send(BODY, headers={"ETag": '"u"'})}) as (base, _):
+        path = download(f"{base}/x/url", tmp_path, quiet=True)
+        assert path.name == "url" and path.read_bytes() == BODY
+        assert cached_downloads(tmp_path) == [(f"{base}/x/url", path, hashlib.sha256(BODY).hexdigest())]
+
+
+# --- 14: download edges --------------------------------------------------------------------------------------------
+
+def test_26_14_a_resume_without_a_validator_starts_over(tmp_path):
+    first, second = b"A" * 200_000, b"B" * 200_000  # the server changed the file between the two tries
+    served = {"n": 0}
+
+    def no_validator(h):
+        served["n"] += 1
+        body = first if served["n"] == 1 else second
+        m = re.fullmatch(r"bytes=(\d+)-", h.headers.get("Range") or "")
+        start = int(m.group(1)) if m else 0
+        h.send_response(206 if m else 200)
+        if m:
+            h.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        h.send_header("Content-Length", str(len(body) - start))
+        h.end_headers()
+        if served["n"] == 1:  # the first answer is cut half-way
+            h.wfile.write(body[:100_000])
+            h.wfile.flush()
+            h.close_connection = True
+            return
+        h.wfile.write(body[start:])
+
+    with scripted({"/m.pkl": no_validator}) as (base, seen):
+        path = download(f"{base}/m.pkl", tmp_path, quiet=True)
+    assert path.read_bytes() == second  # not A's first half spliced onto B's second
+    assert "Range" not in seen[-1][1]
+
+
+def test_26_14_a_resume_whose_total_differs_starts_over(tmp_path):
+    body = b"C" * 5000
+
+    def ranged(h):
+        m = re.fullmatch(r"bytes=(\d+)-", h.headers.get("Range") or "")
+        start = int(m.group(1)) if m else 0
+        h.send_response(206 if m else 200)
+        if m:
+            h.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        h.send_header("Content-Length", str(len(body) - start))
+        h.send_header("ETag", '"c"')
+        h.end_headers()
+        h.wfile.write(body[start:])
+
+    with scripted({"/m.pkl": ranged}) as (base, seen):
+        url = f"{base}/m.pkl"
+        part = cached_path(url, tmp_path).with_name("m.pkl.part")
+        part.parent.mkdir(parents=True)
+        part.write_bytes(b"D" * 1000)
+        part.with_name("m.pkl.part.validator").write_text('"c"\n9999\n')  # the first answer promised 9999 bytes
+        path = download(url, tmp_path, quiet=True)
+    assert path.read_bytes() == body  # the 206 was of a 5000-byte file: not the one the part began
+    assert [r[1].get("Range") for r in seen] == ["bytes=1000-", None]
+
+
+@pytest.mark.parametrize("content_type,body", [("text/html; charset=utf-8", b"<html><body>log in</body></html>"),
+                                               ("application/octet-stream", b"\n<!DOCTYPE html><html>sign in")])
+def test_26_14_an_html_page_is_not_cached_as_the_model(tmp_path, content_type, body):
+    with scripted({"/m.pkl": send(body, headers={"Content-Type": content_type})}) as (base, _):
+        with pytest.raises(MorphError, match="web page"):
+            download(f"{base}/m.pkl", tmp_path, quiet=True)
+    assert files(tmp_path) == []
+
+
+def test_26_14_an_html_page_cached_by_an_older_morph_says_to_clear(tmp_path):
+    url = "http://127.0.0.1:9/m.pkl"
+    path = cached_path(url, tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"<!doctype html><title>Sign in</title>")
+    with pytest.raises(MorphError, match=r"web page.*morph cache --clear --models"):
+        download(url, tmp_path, quiet=True)
+
+
+@pytest.mark.parametrize("url", ["http://[::1/x.pkl", "http://127.0.0.1:99999/x.pkl", "ftp://127.0.0.1/x.pkl"])
+def test_26_14_a_malformed_address_is_one_line(tmp_path, url):
+    with pytest.raises(MorphError) as err:
+        download(url, tmp_path, quiet=True)
+    assert "\n" not in str(err.value) and str(err.value).startswith(url)
+
+
+def test_26_14_a_redirect_to_ftp_is_refused_naming_it(tmp_path):
+    def to_ftp(h):
+        h.send_response(302)
+        h.send_header("Location", "ftp://files.example/m.pkl")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    with scripted({"/m.pkl": to_ftp}) as (base, _):
+        with pytest.raises(MorphError, match=r"redirected to ftp://files\.example/m\.pkl"):
+            download(f"{base}/m.pkl", tmp_path, quiet=True)
+
+
+def test_26_14_a_redirect_that_leaves_https_is_refused():
+    handler = dl._Redirects("https://models.example/m.pkl")
+    req = urllib.request.Request("https://models.example/m.pkl")
+    with pytest.raises(MorphError, match="never from https to plain http"):
+        handler.redirect_request(req, None, 302, "Found", {}, "http://models.example/m.pkl")
+    assert handler.redirect_request(req, None, 302, "Found", {}, "https://cdn.example/m.pkl") is not None
+
+
+def test_26_14_credentials_in_an_address_are_neither_echoed_nor_stored(tmp_path):
+    with scripted({"/m.pkl": send(BODY)}) as (base, seen):
+        url = base.replace("://", "://alice:s3cret@") + "/m.pkl"
+        with pytest.raises(MorphError) as err:
+            download(url, tmp_path, quiet=True)
+    assert "s3cret" not in str(err.value) and "alice" not in str(err.value) and "***@" in str(err.value)
+    assert seen == [] and files(tmp_path) == []
+
+
+def test_26_14_a_non_ascii_path_is_percent_encoded(tmp_path):
+    with scripted({"/n%C3%A9ts/m%20%C3%BC.pkl": send(BODY, headers={"ETag": '"n"'})}) as (base, seen):
+        path = download(f"{base}/néts/m ü.pkl", tmp_path, quiet=True)
+    assert path.read_bytes() == BODY and seen[0][0] == "/n%C3%A9ts/m%20%C3%BC.pkl"
