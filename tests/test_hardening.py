@@ -296,3 +296,54 @@ def test_26_14_a_non_ascii_path_is_percent_encoded(tmp_path):
     with scripted({"/n%C3%A9ts/m%20%C3%BC.pkl": send(BODY, headers={"ETag": '"n"'})}) as (base, seen):
         path = download(f"{base}/néts/m ü.pkl", tmp_path, quiet=True)
     assert path.read_bytes() == BODY and seen[0][0] == "/n%C3%A9ts/m%20%C3%BC.pkl"
+
+
+# --- 3 and 5: encoder files ----------------------------------------------------------------------------------------
+
+def _encoder_file(tmp_path: Path, config: dict | None = None, poison: bool = False) -> Path:
+    """A small valid encoder file (or one whose header says ``config`` and holds no tensors worth the name)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from morph.projection.encoder import FORMAT, VERSION, Encoder, save_encoder
+
+    path = tmp_path / "enc.safetensors"
+    if config is None:
+        enc = Encoder(num_ws=4, w_dim=8, img_resolution=16, base=4, max_width=8, pyramid=4)
+        if poison:
+            with torch.no_grad():
+                enc.heads["coarse"].weight[0, 0] = float("nan")
+        save_encoder(path, enc, "0" * 64)
+    else:
+        save_file({"x": torch.zeros(1)}, str(path), metadata={"format": FORMAT, "version": VERSION,
+                                                              "config": json.dumps(config), "model_sha256": "0" * 64})
+    return path
+
+
+def test_26_03_an_encoder_with_nan_weights_is_refused_in_one_line(tmp_path):
+    from morph.core.errors import CheckpointError
+    from morph.projection.encoder import read_encoder
+
+    read_encoder(_encoder_file(tmp_path))  # the same file, finite, reads
+    with pytest.raises(CheckpointError, match=r"heads\.coarse\.weight holds NaN or infinite values") as err:
+        read_encoder(_encoder_file(tmp_path, poison=True))
+    assert "\n" not in str(err.value)
+
+
+GOOD = {"num_ws": 4, "w_dim": 8, "img_resolution": 16, "img_channels": 3, "base": 4, "max_width": 8, "pyramid": 4}
+
+
+@pytest.mark.parametrize("change", [{"num_ws": 10 ** 9}, {"base": 30000, "max_width": 30000}, {"pyramid": 10 ** 6},
+                                    {"w_dim": -5}, {"img_resolution": 24}, {"w_dim": 8.5}, {"extra": 1},
+                                    {"layer_groups": {"coarse": [0, 10 ** 9]}}, {"layer_groups": [1, 2]}])
+def test_26_05_every_encoder_header_field_is_bounded_before_building(tmp_path, change):
+    from morph.core.errors import CheckpointError
+    from morph.projection.encoder import read_encoder
+
+    path = _encoder_file(tmp_path, {**GOOD, **change})
+    start = time.monotonic()
+    with pytest.raises(CheckpointError) as err:
+        read_encoder(path)
+    assert time.monotonic() - start < 5 and "\n" not in str(err.value) and str(path) in str(err.value)

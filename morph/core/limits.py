@@ -18,6 +18,8 @@ MAX_MAPPING_LAYERS = 32      # mapping num_layers
 MAX_KERNEL_SIZE = 7          # synthesis kernel_size (odd)
 MAX_FILTER_TAPS = 16         # resample_filter length
 MAX_ARG_CHARS = 64           # a string argument (architecture, activation)
+MAX_NUM_WS = 64              # ws of a generator (a 1024 px StyleGAN2 has 18) and so of an encoder's heads
+MAX_ENCODER_WIDTH = 2048     # an encoder's base, max_width and pyramid channels (morph trains 32, 256, 96)
 
 # --- pickles ----------------------------------------------------------------------------------------------------
 MAX_MODULES = 10_000         # persistent modules / TF components under one generator (a 1024 px G_ema has ~150)
