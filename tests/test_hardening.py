@@ -347,3 +347,215 @@ def test_26_05_every_encoder_header_field_is_bounded_before_building(tmp_path, c
     with pytest.raises(CheckpointError) as err:
         read_encoder(path)
     assert time.monotonic() - start < 5 and "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+# --- the studio: 1, 6, 7, 11, 12, 13 -------------------------------------------------------------------------------
+
+import http.client  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+STUDIO_SCENE = """model: builtin
+directions:
+  mine: mine.npy
+latents:
+  a: {seed: 1}
+  b: {seed: 2, add: {builtin:smile: 1.5}}
+renders:
+  clip:
+    format: gif
+    fps: 4
+    size: 64
+    path: [a, b]
+"""
+
+
+def _studio_missing() -> str:
+    for module in ("starlette", "uvicorn", "PIL"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{module} is not installed"
+    return ""
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    """``morph studio`` on a small seed-only scene (no photos to project), reached through a symlink."""
+    if _studio_missing():
+        pytest.skip(_studio_missing())
+    tmp = tmp_path_factory.mktemp("studio26")
+    real = tmp / "real" / "scene.yaml"
+    real.parent.mkdir()
+    real.write_text(STUDIO_SCENE)
+    link = tmp / "scene.yaml"
+    link.symlink_to(real)
+    from morph.builtin import WEIGHTS_DIR
+    shutil.copy(WEIGHTS_DIR / "directions" / "smile.npy", tmp / "mine.npy")
+    proc = subprocess.Popen([sys.executable, "-m", "morph.cli", "studio", str(link), "--port", "0", "--device", "cpu",
+                             "--cache", str(tmp / "cache"), "--out", str(tmp / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        line = ""
+        for line in proc.stdout:
+            if "http://" in line:
+                break
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/\?token=(\S+)", line)
+        assert m, line
+        yield {"port": int(m[1]), "token": m[2], "link": link, "real": real, "proc": proc}
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def _request(studio, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+             token: str | None = "header") -> tuple[int, bytes]:
+    """A raw request to the studio: ``token`` "header" (X-Morph-Token), "query", "cookie" or None."""
+    conn = http.client.HTTPConnection("127.0.0.1", studio["port"], timeout=120)
+    h = {"Host": f"127.0.0.1:{studio['port']}", **(headers or {})}
+    if token == "header":
+        h["X-Morph-Token"] = studio["token"]
+    elif token == "cookie":
+        h["Cookie"] = f"morph_studio_token={studio['token']}"
+    elif token == "query":
+        path += ("&" if "?" in path else "?") + f"token={studio['token']}"
+    if body is not None:
+        h.setdefault("Content-Type", "application/json")
+    conn.request(method, path, body=body, headers=h)
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+def _state(studio) -> dict:
+    status, data = _request(studio, "GET", "/api/state")
+    assert status == 200, data
+    return json.loads(data)
+
+
+def _edit(studio, path: list, value) -> tuple[int, bytes]:
+    return _request(studio, "POST", "/api/edit", json.dumps({"path": path, "value": value}).encode())
+
+
+def _revert(studio) -> None:
+    studio["real"].write_text(STUDIO_SCENE)
+    assert _request(studio, "POST", "/api/revert", b"{}")[0] == 200
+
+
+def test_26_01_save_refuses_when_file_changed_on_disk(studio):
+    _revert(studio)
+    assert _edit(studio, ["latents", "a", "seed"], 7)[0] == 200
+    editor = STUDIO_SCENE.replace("seed: 2", "seed: 5")  # an editor saves between two polls of the page
+    studio["real"].write_text(editor)
+    status, data = _request(studio, "POST", "/api/save", b"{}")
+    assert status == 200 and json.loads(data)["saved"] is False and "changed on disk" in json.loads(data)["notice"]
+    assert studio["real"].read_text() == editor  # the editor's change is still there
+    assert "changed on disk" in _state(studio)["notice"]  # the poll says so too, and keeps the page's edits
+    _revert(studio)
+
+
+def test_26_01_save_writes_through_a_symlinked_scene(studio):
+    _revert(studio)
+    assert _edit(studio, ["latents", "a", "seed"], 9)[0] == 200
+    status, data = _request(studio, "POST", "/api/save", b"{}")
+    assert status == 200 and json.loads(data)["saved"] is True, data
+    assert studio["link"].is_symlink() and "a: {seed: 9}" in studio["real"].read_text()
+    _revert(studio)
+
+
+def test_26_07_the_studio_reads_at_most_a_mebibyte_of_scene(studio):
+    studio["real"].write_text(STUDIO_SCENE + "#" * (1 << 20))
+    os.utime(studio["real"], ns=(time.time_ns(), time.time_ns() + 10 ** 9))
+    state = _state(studio)
+    assert any("larger than 1 MiB" in e for e in state["errors"]), state["errors"]
+    _revert(studio)
+
+
+@pytest.mark.parametrize("how", [None, "cookie", "query"])
+def test_26_11_a_post_without_the_token_header_is_refused(studio, how):
+    _revert(studio)
+    before = studio["real"].read_text()
+    status, data = _request(studio, "POST", "/api/edit", b'{"path": ["latents", "a", "seed"], "value": 3}',
+                            headers={"Content-Type": "text/plain"}, token=how)
+    assert status == 403 and b"X-Morph-Token" in data
+    status, _ = _request(studio, "POST", "/api/save", b"{}", token=how)
+    assert status == 403 and studio["real"].read_text() == before and not _state(studio)["dirty"]
+
+
+@pytest.mark.parametrize("headers", [{"Host": "evil.example:1234"}, {"Host": "127.0.0.1:1"},
+                                     {"Origin": "http://127.0.0.1:1"}, {"Origin": "null"},
+                                     {"Sec-Fetch-Site": "same-site"}, {"Sec-Fetch-Site": "cross-site"}])
+def test_26_11_a_foreign_host_or_origin_is_refused_even_with_the_token(studio, headers):
+    for method, path, body in (("GET", "/api/state", None), ("POST", "/api/revert", b"{}")):
+        status, _ = _request(studio, method, path, body, headers=headers)
+        assert status == 403, (method, headers)
+    assert _request(studio, "GET", "/api/state", headers={"Host": f"localhost:{studio['port']}"})[0] == 200
+    own = {"Origin": f"http://127.0.0.1:{studio['port']}", "Sec-Fetch-Site": "same-origin"}
+    assert _request(studio, "POST", "/api/revert", b"{}", headers=own)[0] == 200
+
+
+@pytest.mark.parametrize("direction", ["/etc/passwd", "../real/scene.yaml", "builtin:nope"])
+def test_26_12_look_reads_only_the_scenes_and_builtin_directions(studio, direction):
+    _revert(studio)
+    q = f"/api/look?latent=a&s=1&direction={urllib.parse.quote(direction)}"
+    status, data = _request(studio, "GET", q)
+    assert status == 400 and b"scene's directions or builtin" in data and b"root" not in data
+    for good in ("mine", "builtin:smile"):
+        status, data = _request(studio, "GET", f"/api/look?latent=a&s=1&direction={urllib.parse.quote(good)}")
+        assert status == 200 and data[:3] == b"\xff\xd8\xff", good  # a JPEG
+
+
+@pytest.mark.parametrize("path,body", [("/api/edit", b"not json"), ("/api/edit", b"{}"), ("/api/edit", b"[1, 2]"),
+                                       ("/api/edit", json.dumps({"path": ["k"] * 3000, "value": 1}).encode()),
+                                       ("/api/edit", b'{"path": [true], "value": 1}'),
+                                       ("/api/add", b'{"name": 3}'), ("/api/add", b"x" * (2 << 20))])
+def test_26_13_bad_bodies_are_400_in_one_line(studio, path, body):
+    status, data = _request(studio, "POST", path, body)
+    assert status == 400 and data.count(b"\n") == 0 and data.startswith(b"400: "), data[:200]
+    assert _edit(studio, ["latents", "a", "seed"], 4)[0] == 200  # later edits still work
+    _revert(studio)
+
+
+@pytest.mark.parametrize("query", ["/api/frame?render=clip&i=abc", "/api/look?seed=1&psi=1e300",
+                                   "/api/look?seed=1&psi=nan", "/api/look?latent=a&direction=mine&s=inf",
+                                   "/api/look?seed=abc", "/api/look?latent=nope"])
+def test_26_13_bad_queries_and_non_finite_previews_are_400(studio, query):
+    _revert(studio)
+    status, data = _request(studio, "GET", query)
+    assert status == 400 and data.count(b"\n") == 0, data[:200]
+
+
+def test_26_13_a_deeply_nested_value_is_refused_and_does_not_wedge_later_edits(studio):
+    _revert(studio)
+    status, data = _edit(studio, ["latents", "a", "seed"], "[" * 3000 + "]" * 3000)
+    assert status == 200 and any("nests too deeply" in e for e in json.loads(data)["errors"])
+    status, data = _edit(studio, ["latents", "a", "seed"], 6)
+    assert status == 200 and json.loads(data)["errors"] == [] and json.loads(data)["dirty"]
+    _revert(studio)
+
+
+def test_26_06_state_answers_while_an_edit_does_slow_work(studio):
+    """A slow edit (here: a model given as a URL of a server that holds the answer) runs off the event loop."""
+    _revert(studio)
+    release = threading.Event()
+
+    def slow(h):
+        release.wait(30)
+        h.send_error(404)
+
+    with scripted({"/slow.pkl": slow}) as (base, _):
+        result = {}
+        t = threading.Thread(target=lambda: result.update(r=_edit(studio, ["model"], f"{base}/slow.pkl")))
+        t.start()
+        time.sleep(1.0)
+        start = time.monotonic()
+        state = _state(studio)
+        answered = time.monotonic() - start
+        release.set()
+        t.join(60)
+    assert answered < 5 and state["busy"], (answered, state["busy"])
+    assert result["r"][0] == 200
+    _revert(studio)
