@@ -559,3 +559,71 @@ def test_26_06_state_answers_while_an_edit_does_slow_work(studio):
     assert answered < 5 and state["busy"], (answered, state["busy"])
     assert result["r"][0] == 200
     _revert(studio)
+
+
+def _browser_missing() -> str:
+    for exe in ("chromium", "chromedriver"):
+        if shutil.which(exe) is None:
+            return f"{exe} is not installed"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed"
+    return ""
+
+
+ATTACK = """<!doctype html><script>
+window.results = [];
+const studio = "http://127.0.0.1:%(port)d";
+const edit = JSON.stringify({path: ["latents", "a", "seed"], value: 77});
+async function go() {
+  const tries = [
+    ["cookie text/plain", {method: "POST", mode: "no-cors", credentials: "include",
+                           headers: {"Content-Type": "text/plain"}, body: edit}],
+    ["token header", {method: "POST", credentials: "include",
+                      headers: {"Content-Type": "application/json", "X-Morph-Token": "%(token)s"}, body: edit}],
+  ];
+  for (const [name, init] of tries) {
+    try { const r = await fetch(studio + "/api/edit", init); window.results.push(name + ": " + r.status); }
+    catch (e) { window.results.push(name + ": blocked"); }
+  }
+  try { const r = await fetch(studio + "/api/save", {method: "POST", mode: "no-cors", credentials: "include",
+                                                     body: "{}"}); window.results.push("save: " + r.status); }
+  catch (e) { window.results.push("save: blocked"); }
+  try { const r = await fetch(studio + "/api/look?latent=a&s=1&direction=/etc/passwd&token=%(token)s");
+        window.results.push("look: " + r.status + " " + (await r.text()).slice(0, 40)); }
+  catch (e) { window.results.push("look: blocked"); }
+  window.done = true;
+}
+go();
+</script>"""
+
+
+@pytest.mark.skipif(bool(_browser_missing()), reason=_browser_missing() or "browser present")
+def test_26_11_12_a_page_on_another_local_port_cannot_drive_the_studio(studio):
+    """A real Chromium that has opened the studio (so it holds the cookie) then opens a page served on another
+    port of 127.0.0.1 that knows even the token: nothing it sends edits, saves or reads a file."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _revert(studio)
+    page = (ATTACK % {"port": studio["port"], "token": studio["token"]}).encode()
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        driver.get(f"http://127.0.0.1:{studio['port']}/?token={studio['token']}")  # sets the cookie
+        assert driver.get_cookie("morph_studio_token")
+        with scripted({"/": send(page, headers={"Content-Type": "text/html"})}) as (base, _):
+            driver.get(base + "/")
+            WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.done === true"))
+            results = driver.execute_script("return window.results")
+    finally:
+        driver.quit()
+    state = _state(studio)
+    assert not state["dirty"] and "seed: 77" not in studio["real"].read_text(), results
+    assert "token header: blocked" in results  # the CORS preflight is refused
+    assert not any(r.startswith("look: 200") for r in results), results
