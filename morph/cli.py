@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from morph.core.errors import MorphError, os_error_line
-from morph.core.limits import MAX_BATCH, MAX_PREVIEW_FRAMES, MAX_STRIP_STEPS
+from morph.core.limits import MAX_BATCH, MAX_PREVIEW_FRAMES, MAX_PROJECT_STEPS, MAX_STRIP_STEPS
 from morph.core.runtime import Terminated, keep_freed_memory, request_stop
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -426,7 +426,7 @@ def directions_show(direction: str = typer.Argument(..., help="direction .npy/.n
 def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, WebP, ...)"),
             model: str = typer.Option("builtin", "--model", help="checkpoint file, or builtin"),
             space: str = typer.Option("w+", "--space", help="w+ (one w per layer) | w"),
-            steps: Optional[int] = typer.Option(None, "--steps", min=0, help="optimisation steps after the encoder's "
+            steps: Optional[int] = typer.Option(None, "--steps", min=0, max=MAX_PROJECT_STEPS, help="optimisation steps after the encoder's "
                                                 "guess (0: the guess alone); default 100 with an encoder, "
                                                 "1000 without"),
             encoder: str = typer.Option("auto", "--encoder", help="PATH | auto (the built-in model's own, or "
@@ -584,7 +584,7 @@ def latents_export(source: Path = typer.Argument(..., help="a latent: .npy/.npz,
 
 @app.command()
 def studio(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
-           port: int = typer.Option(8765, "--port", help="port to listen on (0: any free one)"),
+           port: int = typer.Option(8765, "--port", min=0, max=65535, help="port to listen on (0: any free one)"),
            host: str = typer.Option("127.0.0.1", "--host", help="address to listen on; another than loopback "
                                                              "only on purpose (the token is still required)"),
            device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),

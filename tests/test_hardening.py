@@ -627,3 +627,38 @@ def test_26_11_12_a_page_on_another_local_port_cannot_drive_the_studio(studio):
     assert not state["dirty"] and "seed: 77" not in studio["real"].read_text(), results
     assert "token header: blocked" in results  # the CORS preflight is refused
     assert not any(r.startswith("look: 200") for r in results), results
+
+
+# --- 15: steps bounded, 1e9 explained ------------------------------------------------------------------------------
+
+def _problems(text: str, tmp_path: Path) -> str:
+    from morph.scene import SceneError, parse_scene
+
+    photo = tmp_path / "p.png"
+    from PIL import Image
+    Image.new("RGB", (16, 16)).save(photo)
+    with pytest.raises(SceneError) as err:
+        parse_scene(text, tmp_path / "s.yaml")
+    return "\n".join(err.value.problems)
+
+
+def test_26_15_a_scenes_steps_are_bounded(tmp_path):
+    out = _problems("latents:\n  p: {project: p.png, steps: 100000000000}\n"
+                    "renders: {r: {around: p, duration: 1}}\n", tmp_path)
+    assert "latents.p.steps: expected a whole number of steps, 1 to 100000" in out
+
+
+def test_26_15_yaml_1e9_read_as_text_says_how_to_write_it(tmp_path):
+    out = _problems("latents:\n  p: {project: p.png, steps: 1e9}\nrenders: {r: {around: p, duration: 1}}\n", tmp_path)
+    assert "write 1.0e9" in out
+
+
+def test_26_15_project_steps_and_studio_port_are_checked_first(tmp_path):
+    project = subprocess.run([sys.executable, "-m", "morph.cli", "project", "x.png", "--model", "builtin", "--steps",
+                              "100000000000", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert project.returncode == 2 and "--steps" in project.stderr and len(project.stderr.strip().splitlines()) == 1
+    scene = tmp_path / "s.yaml"
+    scene.write_text(STUDIO_SCENE.replace("directions:\n  mine: mine.npy\n", ""))
+    studio = subprocess.run([sys.executable, "-m", "morph.cli", "studio", str(scene), "--port", "70000"],
+                            capture_output=True, text=True)
+    assert studio.returncode == 2 and "--port" in studio.stderr and "Traceback" not in studio.stderr

@@ -21,7 +21,7 @@ from morph.render.encode import VIDEO_FORMATS, audio_problem
 from morph.core.errors import MorphError
 from morph.render.images import read_image
 from morph.core.limits import (MAX_AMPLITUDE, MAX_FPS, MAX_FRAMES, MAX_RENDER_NAME, MAX_ROTATE, MAX_SCENE_BYTES, MAX_SECONDS,
-                      MAX_SIZE, MAX_STRENGTH, MAX_TRANSLATE, MIN_FPS, MIN_SIZE)
+                      MAX_PROJECT_STEPS, MAX_SIZE, MAX_STRENGTH, MAX_TRANSLATE, MIN_FPS, MIN_SIZE)
 from morph.motion.latents import SPACES, Blend, File, From, Latent, Mean, Mix, ModelDims, Project, Seed, read_w, w_shape_problem
 from morph.core.model import LAYER_GROUPS, NOISE_MODES
 from morph.models.resolver import BUILTIN, resolve_direction, resolve_model
@@ -173,7 +173,9 @@ class _Reader(MusicReader):
         value = self.value(node)
         if _is_number(value) and (not integer or isinstance(value, int)) and ok(value):
             return value
-        self.fail(node, path, f"expected {what}, got {self.show(node)}")
+        exponent = isinstance(value, str) and re.fullmatch(r"([-+]?\d+)[eE]([-+]?\d+)", value)  # YAML 1.1: text
+        self.fail(node, path, f"expected {what}, got {self.show(node)}"
+                  + (f" (YAML reads {value} as text: write {exponent[1]}.0e{exponent[2]})" if exponent else ""))
         return None
 
     def option(self, items: Items, key: str, path: str, read: Callable[..., Any], *args: Any,
@@ -364,8 +366,8 @@ class _Reader(MusicReader):
     @source("project", "steps", "space")
     def source_project(self, node: Node, items: Items, path: str) -> Optional[Project]:
         """A photo, with the projection's optional ``steps`` and ``space`` (w+ or w)."""
-        steps = self.option(items, "steps", path, self.number, "a positive whole number of steps",
-                            lambda x: x > 0, True)
+        steps = self.option(items, "steps", path, self.number, f"a whole number of steps, 1 to {MAX_PROJECT_STEPS}",
+                            lambda x: 0 < x <= MAX_PROJECT_STEPS, True)
         space = self.option(items, "space", path, self.choice, SPACES)
         node, path = items["project"][1], f"{path}.project"
         found = self.existing(node, path, "an image file")
