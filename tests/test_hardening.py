@@ -662,3 +662,19 @@ def test_26_15_project_steps_and_studio_port_are_checked_first(tmp_path):
     studio = subprocess.run([sys.executable, "-m", "morph.cli", "studio", str(scene), "--port", "70000"],
                             capture_output=True, text=True)
     assert studio.returncode == 2 and "--port" in studio.stderr and "Traceback" not in studio.stderr
+
+
+def test_26_13_sigterm_stops_the_studio_with_its_own_line(tmp_path):
+    import signal
+
+    if _studio_missing():
+        pytest.skip(_studio_missing())
+    scene = tmp_path / "s.yaml"
+    scene.write_text(STUDIO_SCENE.replace("directions:\n  mine: mine.npy\n", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "morph.cli", "studio", str(scene), "--port", "0", "--device", "cpu",
+                             "--cache", str(tmp_path / "cache")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert "http://" in proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "morph studio: stopped" in err and "segments" not in err, err

@@ -26,6 +26,7 @@ import math
 import os
 import secrets
 import socket
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from starlette.staticfiles import StaticFiles
 
 from morph.core.errors import MorphError, os_error_line
 from morph.core.files import atomic_path
+from morph.core.runtime import Terminated
 from morph.core.limits import MAX_EDIT_DEPTH, MAX_REQUEST_BYTES, MAX_SCENE_BYTES, MAX_STRENGTH
 from morph.scene import SceneError
 from morph.studio import frames as engine
@@ -452,7 +454,11 @@ def serve(scene: Path, host: str = "127.0.0.1", port: int = 8765, device: str = 
         raise MorphError(f"cannot listen on {host}:{port} ({e.strerror})", "--port",
                          "choose another port (0 picks a free one)") from None
     shown = f"[{host}]" if ":" in host else host
-    print(f"morph studio: {scene} at http://{shown}:{sock.getsockname()[1]}/?token={token}", flush=True)
-    config = uvicorn.Config(make_app(studio, token, sock.getsockname()[1], host), log_level="warning",
-                            lifespan="off")
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        print(f"morph studio: {scene} at http://{shown}:{sock.getsockname()[1]}/?token={token}", flush=True)
+        config = uvicorn.Config(make_app(studio, token, sock.getsockname()[1], host), log_level="warning",
+                                lifespan="off")
+        uvicorn.Server(config).run(sockets=[sock])
+    except Terminated:  # uvicorn shut down cleanly, then passed SIGTERM on: the studio's own line, not a render's
+        print("morph studio: stopped (SIGTERM); edits not saved in the page were not written", file=sys.stderr)
+        raise SystemExit(143) from None
