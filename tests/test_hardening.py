@@ -678,3 +678,69 @@ def test_26_13_sigterm_stops_the_studio_with_its_own_line(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "morph studio: stopped" in err and "segments" not in err, err
+
+
+# --- 4: beats in bounded memory ----------------------------------------------------------------------------------
+
+def _click_envelope(seconds: float, bpm: float = 120.0, seed: int = 0):
+    """An onset envelope (one value per ONSET_HOP samples) with a sharp onset on every beat, over weak noise."""
+    import numpy as np
+
+    from morph.sound.audio import ONSET_HOP, RATE
+
+    rate = RATE / ONSET_HOP
+    env = np.random.default_rng(seed).random(int(seconds * rate)).astype(np.float32) * 0.2
+    beats = np.arange(0.25, seconds, 60.0 / bpm)
+    env[np.round(beats * rate).astype(int)] += 4.0
+    return env, beats
+
+
+def test_26_04_blockwise_beats_follow_the_beat_across_block_seams():
+    import numpy as np
+
+    pytest.importorskip("librosa")
+    from morph.sound.audio import track_beats
+
+    env, truth = _click_envelope(200.0)  # four blocks: seams at about 55 s, 105 s, 155 s
+    found = track_beats(env)
+    inner = truth[(truth > 2) & (truth < 198)]
+    nearest = np.abs(found[None, :] - inner[:, None]).min(axis=1)
+    assert (nearest < 0.02).mean() > 0.98, nearest.max()
+    gaps = np.diff(found[(found > 2) & (found < 198)])
+    assert np.all(np.abs(gaps - 0.5) < 0.05), gaps[np.abs(gaps - 0.5) >= 0.05]  # no beat doubled or lost at a seam
+
+
+PEAK_SCRIPT = """
+import sys, tracemalloc
+import numpy as np
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from test_hardening import _click_envelope
+from morph.sound.audio import Sound
+import librosa, librosa.beat  # imported before the baseline is taken
+env, truth = _click_envelope(3600.0)
+wav = Path(sys.argv[1]) / "hour.wav"
+wav.write_bytes(b"stands in for an hour of sound: its analysis is in the cache")
+sound = Sound(wav, Path(sys.argv[1]) / "cache")
+sound.folder.mkdir(parents=True, exist_ok=True)
+np.save(sound.folder / "onset-strength-v2.npy", env)
+tracemalloc.start()  # numpy reports its buffers to tracemalloc: the peak is the arrays' high-water mark
+beats = sound.events("beats")
+print(len(beats), len(truth), tracemalloc.get_traced_memory()[1] >> 20)
+"""
+
+
+def test_26_04_beats_of_an_hour_long_track_stay_under_200_mb():
+    """Peak memory allocated while tracking the beats of a 1-hour track (its onset envelope cached, as after
+    analysis), measured with tracemalloc in a fresh process: under 200 MB (librosa over the whole envelope
+    needs gigabytes: its tempogram alone is 384 values per envelope frame)."""
+    pytest.importorskip("librosa")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, tmp, str(Path(__file__).parent)],
+                             capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found, truth, peak_mb = map(int, out.stdout.split())
+    print(f"\n1-hour track: {found} beats ({truth} true), beat tracking peaked at {peak_mb} MiB allocated")
+    assert abs(found - truth) < truth * 0.01 and peak_mb < 200

@@ -34,7 +34,9 @@ FLOOR_DB = -60.0             # loudness and bands: FLOOR_DB … 0 dB of a full-s
 ONSET_FULL_DB = 12.0         # onset strength: a mean rise of this many dB over the mel bands → 1
 ONSET_FLOOR_DB = -80.0       # mel power below this (power 1 = 0 dB) counts as silence
 BLOCK = 4096                 # STFT frames analysed at once (tens of seconds), so memory does not grow with the sound
-ANALYSIS_VERSION = "1"       # bump when an analysis changes, so cached curves are recomputed
+BEAT_BLOCK_S = 60.0          # beats are tracked on this much of the onset envelope at a time ...
+BEAT_OVERLAP_S = 10.0        # ... each block overlapping the next by this much, stitched in the overlap's middle
+ANALYSIS_VERSION = "2"       # bump when an analysis changes, so cached curves are recomputed
 BANDS = {"bass": (20.0, 250.0), "mid": (250.0, 4000.0), "treble": (4000.0, RATE / 2)}
 NOTES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 EVENTS = ("beats", "onsets")
@@ -164,8 +166,7 @@ class Sound:
         """Times in seconds of the sound's ``beats`` (librosa's dynamic-programming tracker) or ``onsets``."""
         envelope = self.cached("onset-strength", self._onset_strength)
         if kind == "beats":
-            found = lambda: _librosa().beat.beat_track(onset_envelope=envelope, sr=RATE, hop_length=ONSET_HOP,
-                                                units="time")[1]
+            found = lambda: track_beats(envelope)
         else:
             found = lambda: _librosa().onset.onset_detect(onset_envelope=envelope, sr=RATE, hop_length=ONSET_HOP,
                                                    units="time")
@@ -180,6 +181,33 @@ class Sound:
         """The distinct frames (< ``frames``) nearest the ``kind`` events, in order."""
         at = np.unique(np.round(self.events(kind) * fps).astype(np.int64))
         return at[(at >= 0) & (at < frames)]
+
+
+def track_beats(envelope: np.ndarray) -> np.ndarray:
+    """Beat times in seconds of an onset envelope (one value per ONSET_HOP samples), tracked by librosa's
+    dynamic-programming tracker on BEAT_BLOCK_S-second blocks that overlap by BEAT_OVERLAP_S: its tempogram over
+    a whole track needs memory in proportion to the track's length (gigabytes for twenty minutes), over a block a
+    fixed amount. Each block keeps the beats up to the middle of its overlap with the next (where both blocks see
+    the same music on both sides); a beat closer than half the median beat interval to the one before it (the
+    two trackers placing one beat twice at a seam) is dropped. The tempo is each block's own, so a track whose
+    tempo drifts is followed."""
+    lib = _librosa()
+    rate = RATE / ONSET_HOP
+    block, half = int(BEAT_BLOCK_S * rate), int(BEAT_OVERLAP_S * rate) // 2
+    found, start = [], 0
+    while True:
+        stop = min(start + block, len(envelope))
+        beats = lib.beat.beat_track(onset_envelope=envelope[start:stop], sr=RATE, hop_length=ONSET_HOP)[1] + start
+        low = start + half if start else 0
+        high = stop - half if stop < len(envelope) else stop
+        found.append(beats[(beats >= low) & (beats < high)])
+        if stop == len(envelope):
+            break
+        start = stop - 2 * half
+    frames = np.concatenate(found).astype(np.int64)
+    if len(frames) > 2:
+        frames = frames[np.concatenate([[True], np.diff(frames) >= np.median(np.diff(frames)) / 2])]
+    return frames * (ONSET_HOP / RATE)
 
 
 def _blocks(padded: np.ndarray, n_fft: int, hop: int) -> Iterator[np.ndarray]:
