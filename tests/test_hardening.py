@@ -744,3 +744,68 @@ def test_26_04_beats_of_an_hour_long_track_stay_under_200_mb():
     found, truth, peak_mb = map(int, out.stdout.split())
     print(f"\n1-hour track: {found} beats ({truth} true), beat tracking peaked at {peak_mb} MiB allocated")
     assert abs(found - truth) < truth * 0.01 and peak_mb < 200
+
+
+# --- 9 and 16: sounds that are empty, NaN, undecodable or not files ------------------------------------------------
+
+MUSIC_SCENE = """audio: {audio}
+latents:
+  a: {{seed: 1}}
+  b: {{seed: 2}}
+renders:
+  clip:
+    format: mp4
+    fps: 10
+    size: 64
+    path: [a, b]
+    breathe: {{direction: builtin:smile, strength: [0, 1], follow: loudness}}
+    deform: {{layers: fine, amplitude: 0.4, period: 1s, follow: onsets}}
+"""
+
+
+def _scene_problems(tmp_path: Path, audio: str) -> list[str]:
+    from morph.motion.latents import ModelDims
+    from morph.scene import SceneError, parse_scene
+
+    pytest.importorskip("librosa")
+    with pytest.raises(SceneError) as err:
+        parse_scene(MUSIC_SCENE.format(audio=audio), tmp_path / "s.yaml", ModelDims(10, 128, 128, 0, 64),
+                    tmp_path / "cache")
+    return err.value.problems
+
+
+def test_26_09_an_empty_wav_fails_check(tmp_path):
+    import wave
+
+    with wave.open(str(tmp_path / "empty.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(22050)
+    problems = _scene_problems(tmp_path, "empty.wav")
+    assert len(problems) == 1 and "holds no samples" in problems[0], problems
+
+
+def test_26_09_a_float_wav_with_nan_samples_is_one_line(tmp_path):
+    import struct
+
+    import numpy as np
+
+    from morph.sound.audio import Sound
+
+    data = np.sin(np.arange(22050 * 2) / 10).astype(np.float32)
+    data[30000:30010] = np.nan
+    raw = data.tobytes()
+    (tmp_path / "nan.wav").write_bytes(b"RIFF" + struct.pack("<I", 36 + len(raw)) + b"WAVEfmt " + struct.pack(
+        "<IHHIIHH", 16, 3, 1, 22050, 22050 * 4, 4, 32) + b"data" + struct.pack("<I", len(raw)) + raw)
+    with pytest.raises(MorphError, match=r"holds 10 NaN or infinite samples \(first at 1\.36 s\)") as err:
+        Sound(tmp_path / "nan.wav", tmp_path / "cache").curve("loudness")
+    assert "\n" not in str(err.value)
+
+
+def test_26_16_undecodable_audio_is_one_line_not_one_per_follow(tmp_path):
+    (tmp_path / "noise.mp3").write_bytes(os.urandom(4096))
+    problems = _scene_problems(tmp_path, "noise.mp3")
+    assert len(problems) == 1 and "noise.mp3" in problems[0] and "has none" not in " ".join(problems), problems
+
+
+def test_26_16_audio_dev_zero_is_not_a_regular_file(tmp_path):
+    problems = _scene_problems(tmp_path, "/dev/zero")
+    assert len(problems) == 1 and "/dev/zero is not a regular file" in problems[0], problems

@@ -257,6 +257,9 @@ class _Reader(MusicReader):
         if full.is_dir():
             self.fail(node, path, f"{text} is a folder; expected {what}")
             return None
+        if full.exists() and not full.is_file():  # /dev/zero, a FIFO: never read
+            self.fail(node, path, f"{text} is not a regular file; expected {what}")
+            return None
         if not full.is_file():
             self.fail(node, path, f"{text}: no such file" + (f" ({full})" if str(full) != text else "")
                       + (f"; {hint}" if hint else ""))
@@ -787,6 +790,7 @@ def parse_scene(text: str, file: str | Path, dims: Union[ModelDims, Callable[[Pa
     model_path = None if isinstance(dims, ModelDims) else _model_dims(r, top, root, dims, cache_dir)
     noise = r.option(top, "noise", "", r.choice, NOISE_MODES, default="const")
     audio = r.option(top, "audio", "", r.audio)
+    r.audio_failed = "audio" in top and audio is None  # said in its own line: no "has no sound" per follow:
     psi = r.option(top, "truncation", "", r.number, default=DEFAULTS["truncation"])
     cutoff = r.option(top, "truncation_cutoff", "", r.number, "a layer count from 1 to the number of layers",
                       lambda x: 1 <= x <= (r.dims.num_ws if r.dims else math.inf), True)

@@ -78,7 +78,14 @@ def decode(path: Path) -> np.ndarray:
     if proc.returncode != 0:
         last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no audio stream"])[-1]
         raise MorphError(f"ffmpeg cannot decode the sound ({last})", path, "give an audio file ffmpeg reads")
-    return np.frombuffer(proc.stdout, np.float32).copy()
+    pcm = np.frombuffer(proc.stdout, np.float32).copy()
+    if not len(pcm):
+        raise MorphError("the sound holds no samples", path, "give a sound that is not empty")
+    bad = np.flatnonzero(~np.isfinite(pcm))
+    if len(bad):
+        raise MorphError(f"the sound holds {len(bad)} NaN or infinite samples (first at {bad[0] / RATE:.2f} s)", path,
+                         "export it again (as 16-bit PCM, say)")
+    return pcm
 
 
 def _db_scale(power: np.ndarray, full_scale: float) -> np.ndarray:
