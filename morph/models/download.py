@@ -452,9 +452,11 @@ def cached_downloads(cache_dir: Optional[Path] = None) -> list[tuple[str, Path, 
     """(URL, file, recorded sha256) of every finished download in the cache."""
     out = []
     for folder in sorted(p for p in models_dir(cache_dir).glob("*") if p.is_dir()):
-        try:
-            url = (folder / URL_RECORD).read_text().strip()
-        except OSError:
+        url = ""
+        for record in (URL_RECORD, "url"):  # ``url``: where morph before issue 26 kept it (it may be a download)
+            with contextlib.suppress(OSError, UnicodeDecodeError), open(folder / record, "rb") as fh:
+                url = url or fh.read(4096).decode().strip()
+        if not is_url(url) or "\n" in url:
             continue
         path = folder / file_name(url)
         if path.is_file():
