@@ -36,6 +36,8 @@ ONSET_FLOOR_DB = -80.0       # mel power below this (power 1 = 0 dB) counts as s
 BLOCK = 4096                 # STFT frames analysed at once (tens of seconds), so memory does not grow with the sound
 BEAT_BLOCK_S = 60.0          # beats are tracked on this much of the onset envelope at a time ...
 BEAT_OVERLAP_S = 10.0        # ... each block overlapping the next by this much, stitched in the overlap's middle
+TEMPO_WINDOW_S = 8.0         # the tempogram's autocorrelation window (librosa's ac_size) ...
+TEMPO_CHUNK = 1024           # ... computed for this many envelope frames at a time and averaged over a block
 ANALYSIS_VERSION = "2"       # bump when an analysis changes, so cached curves are recomputed
 BANDS = {"bass": (20.0, 250.0), "mid": (250.0, 4000.0), "treble": (4000.0, RATE / 2)}
 NOTES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -204,7 +206,8 @@ def track_beats(envelope: np.ndarray) -> np.ndarray:
     found, start = [], 0
     while True:
         stop = min(start + block, len(envelope))
-        beats = lib.beat.beat_track(onset_envelope=envelope[start:stop], sr=RATE, hop_length=ONSET_HOP)[1] + start
+        part = envelope[start:stop]
+        beats = lib.beat.beat_track(onset_envelope=part, sr=RATE, hop_length=ONSET_HOP, bpm=_tempo(part))[1] + start
         low = start + half if start else 0
         high = stop - half if stop < len(envelope) else stop
         found.append(beats[(beats >= low) & (beats < high)])
@@ -215,6 +218,19 @@ def track_beats(envelope: np.ndarray) -> np.ndarray:
     if len(frames) > 2:
         frames = frames[np.concatenate([[True], np.diff(frames) >= np.median(np.diff(frames)) / 2])]
     return frames * (ONSET_HOP / RATE)
+
+
+def _tempo(envelope: np.ndarray) -> float:
+    """The tempo (BPM) librosa's estimator picks from the mean tempogram of ``envelope``, that mean summed
+    TEMPO_CHUNK frames at a time: its whole tempogram holds TEMPO_WINDOW_S seconds of lags (over a thousand
+    values) for every frame, hundreds of MB for a minute."""
+    lib = _librosa()
+    window = int(lib.time_to_frames(TEMPO_WINDOW_S, sr=RATE, hop_length=ONSET_HOP))
+    total = np.zeros((window, 1))
+    for first in range(0, len(envelope), TEMPO_CHUNK):
+        total += lib.feature.tempogram(onset_envelope=envelope[first:first + TEMPO_CHUNK], sr=RATE,
+                                       hop_length=ONSET_HOP, win_length=window).sum(axis=1, keepdims=True)
+    return float(lib.feature.tempo(tg=total / max(len(envelope), 1), sr=RATE, hop_length=ONSET_HOP)[0])
 
 
 def _blocks(padded: np.ndarray, n_fft: int, hop: int) -> Iterator[np.ndarray]:
