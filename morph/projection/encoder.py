@@ -35,7 +35,7 @@ from morph.core.errors import CheckpointError, MorphError
 from morph.core.files import read_safetensors
 from morph.stylegan2.networks import layer_groups as layer_groups_of  # the heads of a file that names no groups
 
-FORMAT = "morph.projection.encoder"
+FORMAT = "morph.encoder"  # the files' format name (shipped files carry it): not the module path
 VERSION = "1"
 MAX_INPUT = 256  # encoder input resolution cap
 GROUP_LEVEL = {"coarse": 0, "middle": 1, "fine": 2}  # pyramid level (0 = 4 px) each layer group reads
