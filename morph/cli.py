@@ -449,6 +449,7 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
     NAME.json (PSNR; LPIPS with --vgg; identity for real photos; attributes on the built-in model) in OUT."""
     import numpy as np
 
+    from morph.core.arrays import require_finite
     from morph.core.devices import resolve_device
     from morph.projection.encoder import encoder_for
     from morph.motion.latents import SPACES
@@ -478,6 +479,8 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
                         coarse=-1 if coarse is None else coarse)
     vgg_files = resolve_vgg(vgg or (), cache, quiet)
     results = project_photos(images, G, settings, vgg_files, cache, quiet=quiet, encoder=enc)
+    for image, p in zip(images, results):  # a diverged stage (a damaged encoder, a NaN step) ends here, not in a file
+        require_finite(p.w.detach().cpu().numpy(), image, "latent value")
     recon = synthesize(G, results)
     rows = figures(np.stack([r.target for r in results]), recon, is_builtin_file(G.info.path), vgg_files,
                    real=not no_align)

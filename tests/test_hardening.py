@@ -809,3 +809,26 @@ def test_26_16_undecodable_audio_is_one_line_not_one_per_follow(tmp_path):
 def test_26_16_audio_dev_zero_is_not_a_regular_file(tmp_path):
     problems = _scene_problems(tmp_path, "/dev/zero")
     assert len(problems) == 1 and "/dev/zero is not a regular file" in problems[0], problems
+
+
+def test_26_03_a_non_finite_projection_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    import morph.projection.project as project
+    from morph.cli import app
+
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(photo)
+
+    def diverged(images, G, *args, **kwargs):
+        return [project.Projection(torch.full((G.num_ws, G.w_dim), float("nan")), [],
+                                   np.zeros((64, 64, 3), np.uint8), torch.zeros(1)) for _ in images]
+
+    monkeypatch.setattr(project, "project_photos", diverged)
+    out = CliRunner().invoke(app, ["project", str(photo), "--model", "builtin", "--no-align", "--steps", "0",
+                                   "--out", str(tmp_path / "out"), "--quiet"])
+    assert isinstance(out.exception, MorphError) and "NaN or infinite latent value" in str(out.exception)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
