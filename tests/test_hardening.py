@@ -6,12 +6,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import http.client
 import http.server
-import io
+import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
@@ -350,12 +355,6 @@ def test_26_05_every_encoder_header_field_is_bounded_before_building(tmp_path, c
 
 
 # --- the studio: 1, 6, 7, 11, 12, 13 -------------------------------------------------------------------------------
-
-import http.client  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 
 STUDIO_SCENE = """model: builtin
 directions:
