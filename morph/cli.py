@@ -17,7 +17,7 @@ import typer
 
 from morph.core.errors import MorphError, os_error_line
 from morph import __version__
-from morph.core.limits import MAX_BATCH, MAX_PREVIEW_FRAMES, MAX_STRIP_STEPS
+from morph.core.limits import MAX_BATCH, MAX_PREVIEW_FRAMES, MAX_PROJECT_STEPS, MAX_STRIP_STEPS
 from morph.core.progress import fatal
 from morph.core.runtime import Terminated, keep_freed_memory, request_stop
 
@@ -375,9 +375,10 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
                                                 show_default="the generator stored in a pSp / e4e --encoder "
                                                 "checkpoint, else builtin"),
             space: str = typer.Option("w+", "--space", help="w+ (one w per layer) | w"),
-            steps: Optional[int] = typer.Option(None, "--steps", min=0, show_default="100 with an encoder, 1000 "
-                                                "without", help="optimisation steps after the encoder's guess (0: the "
-                                                "guess alone)"),
+            steps: Optional[int] = typer.Option(None, "--steps", min=0, max=MAX_PROJECT_STEPS,
+                                                show_default="100 with an encoder, 1000 without",
+                                                help="optimisation steps after the encoder's guess (0: the guess "
+                                                "alone)"),
             encoder: str = typer.Option("auto", "--encoder", help="PATH (morph's encoder file, or a published pSp / "
                                         "e4e checkpoint) | auto (the built-in model's own, or "
                                         "NAME.encoder.safetensors beside the checkpoint) | none (start at w_avg)"),
@@ -538,7 +539,7 @@ def latents_export(source: Path = typer.Argument(..., help="a latent: .npy/.npz,
 
 @app.command()
 def studio(scene: Path = typer.Argument(..., help="scene file (.yaml)"),
-           port: int = typer.Option(8765, "--port", help="port to listen on (0: any free one)"),
+           port: int = typer.Option(8765, "--port", min=0, max=65535, help="port to listen on (0: any free one)"),
            host: str = typer.Option("127.0.0.1", "--host", help="address to listen on; another than loopback "
                                                              "only on purpose (the token is still required)"),
            device: str = DEVICE,

@@ -66,7 +66,7 @@ MALFORMED = {
     "unknown latent key": ("latents:\n  a: {sed: 1}\n  b: {seed: 2}\n" + OK,
                            ["scene.yaml:2:7: latents.a: unknown key 'sed'; did you mean 'seed'?"]),
     "projection options": ("latents:\n  a: {project: face.png, steps: 0, space: z}\n  b: {seed: 2, steps: 9}\n" + OK,
-                           ["scene.yaml:2:33: latents.a.steps: expected a positive whole number of steps, got 0",
+                           ["scene.yaml:2:33: latents.a.steps: expected a whole number of steps, 1 to 100000, got 0",
                             "scene.yaml:2:43: latents.a.space: 'z' is not one of w+ or w",
                             "scene.yaml:3:16: latents.b: steps only applies to project latents"]),
     "two sources": ("latents:\n  a: {seed: 1, file: w.npy}\n  b: {seed: 2}\n" + OK,

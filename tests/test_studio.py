@@ -175,8 +175,8 @@ def driver():
 
 
 def _post(server, path: str) -> None:
-    req = urllib.request.Request(f"{server['base']}{path}?token={server['token']}", data=b"{}", method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(f"{server['base']}{path}", data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json", "X-Morph-Token": server["token"]})
     urllib.request.urlopen(req, timeout=60).read()
 
 

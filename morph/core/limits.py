@@ -18,6 +18,8 @@ MAX_MAPPING_LAYERS = 32      # mapping num_layers
 MAX_KERNEL_SIZE = 7          # synthesis kernel_size (odd)
 MAX_FILTER_TAPS = 16         # resample_filter length
 MAX_ARG_CHARS = 64           # a string argument (architecture, activation)
+MAX_NUM_WS = 64              # ws of a generator (a 1024 px StyleGAN2 has 18) and so of an encoder's heads
+MAX_ENCODER_WIDTH = 2048     # an encoder's base, max_width and pyramid channels (morph trains 32, 256, 96)
 
 # --- pickles ----------------------------------------------------------------------------------------------------
 MAX_MODULES = 10_000         # persistent modules / TF components under one generator (a 1024 px G_ema has ~150)
@@ -41,7 +43,15 @@ MAX_TRANSLATE = 10.0         # |camera translate| and orbit radius, in image wid
 MAX_ROTATE = 3600.0          # |camera rotate| and swing, in degrees (ten turns)
 MAX_RENDER_NAME = 100        # characters of a render name (it becomes a file name)
 
+# --- downloads and the studio -------------------------------------------------------------------------------------
+MAX_DOWNLOAD_BYTES = 1 << 34  # a downloaded file (16 GiB: the largest published StyleGAN pickles are under 1 GiB)
+DOWNLOAD_STALL_BYTES = 1 << 16  # a download that gets fewer bytes than this in DOWNLOAD_STALL_S seconds ...
+DOWNLOAD_STALL_S = 60.0       # ... has stalled (a drip of a byte every few seconds never finishes)
+MAX_REQUEST_BYTES = 1 << 20   # the body of one studio request (an edit is a few hundred bytes)
+MAX_EDIT_DEPTH = 32           # keys in one studio edit's path (a scene nests a handful deep)
+
 # --- command options ----------------------------------------------------------------------------------------------
 MAX_BATCH = 4096             # --batch-size
 MAX_PREVIEW_FRAMES = 200     # morph preview --frames
 MAX_STRIP_STEPS = 64         # morph directions show --steps
+MAX_PROJECT_STEPS = 100_000  # morph project --steps and a scene's steps: (the recipe's default is 1000)

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from morph.core.arrays import require_finite
 from morph.core.errors import MorphError
 from morph.core.progress import log
 
@@ -74,6 +75,8 @@ def project_files(photos: Sequence[Path], model: str = "builtin", out: Path = Pa
         for i, p in zip(picked, project_photos([photos[i] for i in picked], G, settings, vgg_files, cache_dir,
                                                quiet=quiet, encoder=enc)):
             results[i] = p
+    for photo, p in zip(photos, results):  # a diverged stage (a damaged encoder, a NaN step) ends here, not in a file
+        require_finite(p.w.detach().cpu().numpy(), photo, "latent value")
     arcface = None
     if identity is not None:
         from morph.projection.arcface import load_arcface

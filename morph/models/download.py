@@ -1,11 +1,20 @@
 """Files by URL, downloaded once into morph's model cache: resumable, verified, locked, renamed when complete.
 
 Each URL gets a folder ``<cache>/models/<hash of the URL>/`` holding the file under its own name,
-``NAME.sha256`` (``sha256sum`` format, recorded at the first download), ``url`` (the address) and,
-while a download is unfinished, ``NAME.part``. An interrupted download resumes with an HTTP
-``Range`` request (``If-Range`` on the server's ``ETag``/``Last-Modified``) whose ``Content-Range``
-must start exactly where the part ends, else it starts over. A per-URL ``flock`` makes concurrent
-processes do one download: the others wait and then find the file.
+``NAME.sha256`` (``sha256sum`` format, recorded at the first download) and, while a download is
+unfinished, ``NAME.part``. morph's own records start with a dot (``.url``: the address; ``.checked``:
+the digest last computed from the bytes, keyed by the file's size, mtime, ctime and inode), a name no
+download gets (:func:`file_name` strips leading dots), so a file called ``url`` cannot overwrite them.
+An interrupted download resumes with an HTTP ``Range`` request (``If-Range`` on the server's strong
+``ETag``/``Last-Modified``) only when the server gave such a validator; the answer's ``Content-Range``
+must start exactly where the part ends and name the length first announced, else it starts over. A
+per-URL ``flock`` makes concurrent processes do one download: the others wait and then find the file.
+
+What a server can make it do is bounded: at most ``MAX_DOWNLOAD_BYTES`` (declared or sent), free disk
+space checked against the declared length before a byte is written, a stall (fewer than
+``DOWNLOAD_STALL_BYTES`` in ``DOWNLOAD_STALL_S``) ends it, redirects go only to http(s) and never from
+https to http, and an HTML page where a file was expected is refused before it takes the file's name.
+A ``sha256:`` pin is always compared with the file's bytes, hashed again whenever the file changed.
 
 The standard library's ``urllib`` is enough here: one GET with a ``Range`` header is all the HTTP
 this needs, and the work that matters (resume validation, locking, hashing, atomic rename) would
@@ -15,14 +24,17 @@ be the same on top of ``requests`` or ``httpx``, which would only add a dependen
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import http.client
 import os
 import re
+import shutil
 import socket
 import ssl
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,12 +44,15 @@ from typing import Iterator, Optional, TextIO
 from morph.core import cache
 from morph.core.cache import MODELS
 from morph.core.errors import MorphError
+from morph.core.limits import DOWNLOAD_STALL_BYTES, DOWNLOAD_STALL_S, MAX_DOWNLOAD_BYTES
 from morph.core.progress import Progress, log
 
 CHUNK = 1 << 20            # bytes per read; also the progress unit (MiB)
 TIMEOUT = 60.0             # seconds without a byte before a connection counts as dead
 RETRIES = 3                # automatic resumes after a cut connection, per download
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+URL_RECORD, CHECKED = ".url", ".checked"  # dot names: never a download's (see file_name)
+_HTML = (b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml")  # how a web page, not a model, begins
 
 
 def is_url(spec: object) -> bool:
@@ -88,6 +103,30 @@ def check_pin(sha256: Optional[str], where: str) -> Optional[str]:
     return pin
 
 
+def check_url(url: str) -> str:
+    """``url`` as it is requested: http(s) with a host, no credentials, path and query percent-encoded; a one-line
+    MorphError for an address that is none (``http://[::1/x``, a bad port, ``user:password@``)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (parsing it raises ValueError for a bad one)
+    except ValueError as e:
+        raise MorphError(f"not a valid address ({e})", shown(url), "check the URL") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise MorphError("not an http(s) address with a host", shown(url), "give an https:// or http:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise MorphError("the address carries a user name or password, which morph neither sends nor stores",
+                         shown(url), "download the file by hand and give its path instead of the URL")
+    safe = "/%:@!$&'()*+,;=~-._"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.encode("idna").decode("ascii"),
+                                    urllib.parse.quote(parts.path, safe=safe),
+                                    urllib.parse.quote(parts.query, safe=safe + "?"), ""))
+
+
+def shown(url: str) -> str:
+    """``url`` as messages and records show it: any ``user:password@`` replaced by ``***@``."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@?#]*@", r"\1***@", url)
+
+
 def _by_hand(url: str, path: Path) -> str:
     return (f"download it by hand (curl -L -o {path.name} '{url}') and give that file's path instead of the URL"
             f" (or put it at {path})")
@@ -107,6 +146,8 @@ def _failure(url: str, err: BaseException) -> str:
         return f"TLS failed with {host} ({' '.join(str(getattr(reason, 'reason', None) or reason).split())[:100]})"
     if isinstance(reason, (TimeoutError, socket.timeout)):
         return f"{host} did not answer within {TIMEOUT:.0f} s"
+    if isinstance(reason, UnicodeError):
+        return f"the host name {urllib.parse.urlsplit(url).hostname!r} is not valid"
     return f"the request failed ({type(reason).__name__}: {' '.join(str(reason).split())[:100]})"
 
 
@@ -151,65 +192,183 @@ class _Cut(Exception):
     """The connection ended before the body did."""
 
 
+class _Disk(Exception):
+    """Writing the part failed: a file-system error (``err``), not a network one."""
+
+    def __init__(self, err: OSError):
+        super().__init__(str(err))
+        self.err = err
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects only to http(s), never from https to http; remembers where it went (``last``)."""
+
+    def __init__(self, url: str):
+        self.last = url
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urllib.parse.urlsplit(newurl).scheme.lower()
+        if target not in ("http", "https") or (urllib.parse.urlsplit(req.full_url).scheme.lower() == "https"
+                                                and target == "http"):
+            raise MorphError(f"the server redirected to {shown(newurl)}, which morph refuses (only http(s), and never "
+                             "from https to plain http)", shown(self.last), "give the final address yourself if you "
+                             "trust it")
+        self.last = newurl
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _validator(path: Path) -> tuple[Optional[str], Optional[int]]:
+    """(strong ETag or Last-Modified, total length) the first answer promised for a part; (None, None) if none."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None, None
+    tag = lines[0].strip() if lines and lines[0].strip() else None
+    length = int(lines[1]) if len(lines) > 1 and lines[1].strip().isdigit() else None
+    return tag, length
+
+
+def _restart(part: Path, validator: Path) -> None:
+    part.unlink(missing_ok=True)
+    validator.unlink(missing_ok=True)
+
+
+def _room(folder: Path, needed: int, url: str) -> None:
+    """OSError ENOSPC (exit 4, as every full disk) when ``folder``'s disk has less than ``needed`` bytes free."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise OSError(errno.ENOSPC, f"{shown(url)} announces {needed} more bytes, the disk has {free} free",
+                      str(folder))
+
+
+def _too_big(url: str, size: int) -> MorphError:
+    return MorphError(f"the server announces or sent {size} bytes, more than morph downloads "
+                      f"({MAX_DOWNLOAD_BYTES} bytes)", shown(url), "download it by hand if it really is that large")
+
+
 def _fetch_part(url: str, part: Path, validator: Path, progress_label: str, quiet: bool,
-                stream: Optional[TextIO]) -> None:
-    """Append the rest of ``url`` to ``part`` (resuming from its size when the server allows); _Cut if cut short."""
+                stream: Optional[TextIO], redirects: _Redirects) -> None:
+    """Append the rest of ``url`` to ``part`` (resuming from its size when the server promises the same file);
+    _Cut if cut short, _Disk if writing fails, MorphError when too big, stalled or an HTML page."""
+    tag, promised = _validator(validator)
+    if part.exists() and tag is None:  # no validator: the server cannot promise the rest is of the same file
+        _restart(part, validator)
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "morph", "Accept-Encoding": "identity"}
     if have:
-        headers["Range"] = f"bytes={have}-"
-        if validator.is_file():
-            headers["If-Range"] = validator.read_text().strip()
+        headers["Range"], headers["If-Range"] = f"bytes={have}-", tag
     req = urllib.request.Request(url, headers=headers)
     try:
-        resp = urllib.request.urlopen(req, timeout=TIMEOUT)
+        resp = urllib.request.build_opener(redirects).open(req, timeout=TIMEOUT)
     except urllib.error.HTTPError as err:
         if err.code == 416 and have:  # the part is no prefix the server knows: start over
-            part.unlink()
-            validator.unlink(missing_ok=True)
-            return _fetch_part(url, part, validator, progress_label, quiet, stream)
+            _restart(part, validator)
+            return _fetch_part(url, part, validator, progress_label, quiet, stream, redirects)
         raise
     with resp:
         total: Optional[int]
         if have and resp.status == 206:
             span = _content_range(resp.headers.get("Content-Range"))
-            if span is None or span[0] != have:  # not the bytes asked for: start over
-                resp.close()
-                part.unlink()
-                validator.unlink(missing_ok=True)
-                return _fetch_part(url, part, validator, progress_label, quiet, stream)
-            total = span[1]
+            if span is None or span[0] != have or (promised is not None and span[1] != promised):
+                resp.close()  # not the bytes asked for, or of a file of another length: start over
+                _restart(part, validator)
+                return _fetch_part(url, part, validator, progress_label, quiet, stream, redirects)
+            total = span[1] if span[1] is not None else promised
             mode = "ab"
         else:  # 200: the whole file (a first request, or a server that ignored the range)
             have, mode = 0, "wb"
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             tag = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
-            if tag and not tag.startswith("W/"):  # weak ETags may not be used with If-Range
-                validator.write_text(tag)
-            else:
-                validator.unlink(missing_ok=True)
+            try:
+                if tag and not tag.startswith("W/"):  # weak ETags may not be used with If-Range
+                    validator.write_text(f"{tag}\n{'' if total is None else total}\n")
+                else:
+                    validator.unlink(missing_ok=True)
+            except OSError as err:
+                raise _Disk(err) from None
+            if "html" in (resp.headers.get("Content-Type") or "").lower():
+                _restart(part, validator)
+                raise MorphError("the server sent a web page (Content-Type "
+                                 f"{resp.headers.get('Content-Type')}), not a file", shown(url),
+                                 "open the address in a browser: it may need a login or show an error")
+        if total is not None and total > MAX_DOWNLOAD_BYTES:
+            _restart(part, validator)
+            raise _too_big(url, total)
+        if total is not None:
+            try:
+                _room(part.parent, total - have, url)
+            except OSError as err:
+                raise _Disk(err) from None
         progress = Progress(progress_label, -(-total // CHUNK) if total else 0, unit="MiB", quiet=quiet,
                             stream=stream)
         done = have
         progress.advance(done // CHUNK)
+        window_start, window_bytes = time.monotonic(), 0  # the stall watch: bytes since window_start
         try:
-            with open(part, mode) as out:
+            try:
+                out = open(part, mode)
+            except OSError as err:
+                raise _Disk(err) from None
+            with out:
                 while True:
                     try:
-                        block = resp.read(CHUNK)
+                        block = resp.read1(CHUNK)
                     except (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout) as err:
                         raise _Cut(f"after {done}{f' of {total}' if total else ''} bytes "
                                    f"({type(err).__name__})") from None
                     if not block:
                         break
-                    out.write(block)
+                    if done + len(block) > MAX_DOWNLOAD_BYTES:
+                        out.close()
+                        _restart(part, validator)
+                        raise _too_big(url, done + len(block))
+                    try:
+                        out.write(block)
+                    except OSError as err:
+                        raise _Disk(err) from None
                     done += len(block)
+                    window_bytes += len(block)
+                    now = time.monotonic()
+                    if window_bytes >= DOWNLOAD_STALL_BYTES:
+                        window_start, window_bytes = now, 0
+                    elif now - window_start > DOWNLOAD_STALL_S:
+                        raise MorphError(f"the download stalled: fewer than {DOWNLOAD_STALL_BYTES} bytes in "
+                                         f"{DOWNLOAD_STALL_S:g} s (at {done} bytes); the partial file is kept and "
+                                         "the next try resumes it", shown(url), "try again later")
                     progress.advance(done // CHUNK - progress.done)
         finally:
             progress.close()
         if total is not None and done < total:
             raise _Cut(f"after {done} of {total} bytes")
+        if total is not None and done > total:  # more than the Content-Range/Content-Length promised
+            _restart(part, validator)
+            raise _Cut(f"with {done} bytes, more than the {total} announced; starting over")
+
+
+def _is_html(path: Path) -> bool:
+    """Whether the file begins like a web page (a login or error page served with 200), not a model."""
+    with open(path, "rb") as fh:
+        head = fh.read(512).lstrip().lower()
+    return head.startswith(_HTML)
+
+
+def _checked_sha256(path: Path) -> str:
+    """The file's sha256 from its bytes: hashed once per change of the file (the record ``.checked`` is keyed by
+    size, mtime, ctime and inode, and ctime changes on any write, even one that restores the mtime)."""
+    from morph.core.files import atomic_path, file_sha256
+
+    st = path.stat()
+    key = f"{path.name} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}"
+    record = path.parent / CHECKED
+    with contextlib.suppress(OSError):
+        line = record.read_text()
+        if line.rsplit(" ", 1)[0] == key and _HEX64.match(line.rsplit(" ", 1)[-1].strip()):
+            return line.rsplit(" ", 1)[-1].strip()
+    digest = file_sha256(path)
+    with contextlib.suppress(OSError), atomic_path(record) as tmp:  # only a cache: a read-only folder hashes each time
+        tmp.write_text(f"{key} {digest}\n")
+    return digest
 
 
 def download(url: str, cache_dir: Optional[Path] = None, sha256: Optional[str] = None, quiet: bool = False,
@@ -220,55 +379,67 @@ def download(url: str, cache_dir: Optional[Path] = None, sha256: Optional[str] =
     removed; a network failure is one MorphError naming the URL, what happened and how to fetch
     the file by hand (an unfinished ``.part`` is kept, so the next call resumes it).
     """
-    from morph.core.files import file_sha256
-
     url = url.strip()
-    pin = check_pin(sha256, url)
+    request_url = check_url(url)
+    pin = check_pin(sha256, shown(url))
     dest = cached_path(url, cache_dir)
     folder = dest.parent
     stream = stream or sys.stderr
-    with _url_lock(folder, url, quiet, stream):
+    with _url_lock(folder, shown(url), quiet, stream):
         if dest.is_file():
-            recorded = recorded_sha256(dest) or file_sha256(dest)
-            if pin and recorded != pin:
-                raise MorphError(f"the cached download {dest} has sha256 {recorded}, the pin says {pin}", url,
-                                 "fix the pin, or delete the cached file (morph cache --clear --models) to fetch "
-                                 "it again")
+            if _is_html(dest):
+                raise MorphError(f"the cached download {dest} is a web page, not a model", shown(url),
+                                 "clear it (morph cache --clear --models) and check the address")
+            if pin:
+                digest = _checked_sha256(dest)
+                if digest != pin:
+                    raise MorphError(f"the cached download {dest} has sha256 {digest}, the pin says {pin}",
+                                     shown(url), "fix the pin, or delete the cached file (morph cache --clear "
+                                     "--models) to fetch it again")
             return dest
         try:
-            return _download(url, dest, pin, quiet, stream, retries)
+            return _download(url, request_url, dest, pin, quiet, stream, retries)
         finally:
             _tidy(folder, dest)
 
 
-def _download(url: str, dest: Path, pin: Optional[str], quiet: bool, stream: TextIO, retries: int) -> Path:
-    """Fetch ``url`` into ``dest`` (see :func:`download`); the caller holds the URL's lock."""
+def _download(url: str, request_url: str, dest: Path, pin: Optional[str], quiet: bool, stream: TextIO,
+              retries: int) -> Path:
+    """Fetch ``request_url`` (``url`` percent-encoded) into ``dest`` (see :func:`download`); the caller holds the
+    URL's lock."""
     from morph.core.files import file_sha256
 
     folder = dest.parent
     part, validator = folder / f"{dest.name}.part", folder / f"{dest.name}.part.validator"
     if not quiet:
-        log(f"downloading {url} into {folder}" + (" (resuming)" if part.exists() else ""), stream)
+        log(f"downloading {shown(url)} into {folder}" + (" (resuming)" if part.exists() else ""), stream)
     for attempt in range(retries + 1):
+        redirects = _Redirects(request_url)
         try:
-            _fetch_part(url, part, validator, dest.name, quiet, stream)
+            _fetch_part(request_url, part, validator, dest.name, quiet, stream, redirects)
             break
+        except _Disk as fault:  # the file system's error, reported as such (exit 4), not as the network's
+            raise fault.err from None
         except _Cut as cut:
             if attempt == retries:
                 raise MorphError(f"the connection was cut {cut}; the partial file is kept and the next try resumes "
-                                 "it", url, _by_hand(url, dest)) from None
+                                 "it", shown(url), _by_hand(shown(url), dest)) from None
             if not quiet:
-                log(f"{url}: the connection was cut {cut}; resuming", stream)
+                log(f"{shown(url)}: the connection was cut {cut}; resuming", stream)
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
-            raise MorphError(_failure(url, err), url, _by_hand(url, dest)) from None
+            raise MorphError(_failure(redirects.last, err), shown(url), _by_hand(shown(url), dest)) from None
+    if _is_html(part):
+        _restart(part, validator)
+        raise MorphError("the server sent a web page, not a file; nothing was kept", shown(url),
+                         "open the address in a browser: it may need a login or show an error")
     digest = file_sha256(part)
     if pin and digest != pin:
         part.unlink()
         validator.unlink(missing_ok=True)
-        raise MorphError(f"the downloaded file has sha256 {digest}, the pin says {pin}; it was deleted", url,
+        raise MorphError(f"the downloaded file has sha256 {digest}, the pin says {pin}; it was deleted", shown(url),
                          "check the pin, or the address (the server may now serve another file)")
     (folder / f"{dest.name}.sha256").write_text(f"{digest}  {dest.name}\n")
-    (folder / "url").write_text(url + "\n")
+    (folder / URL_RECORD).write_text(shown(url) + "\n")
     validator.unlink(missing_ok=True)
     os.replace(part, dest)
     if not quiet:
@@ -281,9 +452,11 @@ def cached_downloads(cache_dir: Optional[Path] = None) -> list[tuple[str, Path, 
     """(URL, file, recorded sha256) of every finished download in the cache."""
     out = []
     for folder in sorted(p for p in models_dir(cache_dir).glob("*") if p.is_dir()):
-        try:
-            url = (folder / "url").read_text().strip()
-        except OSError:
+        url = ""
+        for record in (URL_RECORD, "url"):  # ``url``: where morph before issue 26 kept it (it may be a download)
+            with contextlib.suppress(OSError, UnicodeDecodeError), open(folder / record, "rb") as fh:
+                url = url or fh.read(4096).decode().strip()
+        if not is_url(url) or "\n" in url:
             continue
         path = folder / file_name(url)
         if path.is_file():
@@ -316,4 +489,4 @@ def clear_downloads(cache_dir: Optional[Path] = None, older_than_days: Optional[
 
 
 __all__ = ["MODELS", "cached_downloads", "cached_path", "check_pin", "clear_downloads", "download",
-           "file_name", "is_url", "models_dir", "recorded_sha256", "url_folder"]
+           "check_url", "file_name", "is_url", "models_dir", "recorded_sha256", "shown", "url_folder"]

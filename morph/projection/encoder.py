@@ -36,7 +36,7 @@ from morph.core.errors import CheckpointError, MorphError
 from morph.core.files import read_safetensors
 from morph.stylegan2.networks import layer_groups as layer_groups_of  # the heads of a file that names no groups
 
-FORMAT = "morph.encoder"
+FORMAT = "morph.encoder"  # the files' format name (shipped files carry it): not the module path
 VERSION = "1"
 MAX_INPUT = 256  # encoder input resolution cap
 GROUP_LEVEL = {"coarse": 0, "middle": 1, "fine": 2}  # pyramid level (0 = 4 px) each layer group reads
@@ -166,17 +166,52 @@ def read_encoder(path: str | os.PathLike) -> tuple[Encoder, dict[str, str]]:
                               "train one: morph encoder train FILE.safetensors --model MODEL")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"unsupported encoder version {meta.get('version')!r}", path, "upgrade morph")
+    config = _config(meta, path)
     try:
-        enc = Encoder(**json.loads(meta["config"]))
-    except (KeyError, TypeError, ValueError) as e:  # a header that names no buildable encoder
+        with torch.device("meta"):  # shapes only: nothing is allocated until the file's tensors are known to fit
+            expected = Encoder(**config).state_dict()
+    except (TypeError, ValueError) as e:  # a header that names no buildable encoder
         raise CheckpointError(f"invalid encoder configuration ({' '.join(str(e).split())[:120]})", path) from None
-    expected = enc.state_dict()
     bad = [k for k in expected if not k.endswith("num_batches_tracked")
            and (k not in state or tuple(state[k].shape) != tuple(expected[k].shape))]
     if bad:
         raise CheckpointError(f"tensors do not match the encoder's configuration ({bad[0]})", path)
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"tensor {name} holds NaN or infinite values", path,
+                                  "the file is damaged or its training diverged: train it again")
+    enc = Encoder(**config)
     enc.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
     return enc.eval().requires_grad_(False), meta
+
+
+def _config(meta: dict[str, str], path: Path) -> dict[str, Any]:
+    """The header's ``config``, every field checked against morph.core.limits before anything is built from it
+    (a file of a few hundred bytes could otherwise ask for terabytes or a billion heads)."""
+    from morph.core.limits import MAX_ENCODER_WIDTH, MAX_IMAGE_CHANNELS, MAX_LATENT_DIM, MAX_NUM_WS, MAX_RESOLUTION
+
+    bounds = {"num_ws": (1, MAX_NUM_WS), "w_dim": (1, MAX_LATENT_DIM), "img_resolution": (4, MAX_RESOLUTION),
+              "img_channels": (1, MAX_IMAGE_CHANNELS), "base": (1, MAX_ENCODER_WIDTH),
+              "max_width": (1, MAX_ENCODER_WIDTH), "pyramid": (1, MAX_ENCODER_WIDTH)}
+    try:
+        config = json.loads(meta["config"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError("the header has no readable config", path, "train one: morph encoder train") from None
+    if not isinstance(config, dict) or set(config) - {*bounds, "layer_groups"} or set(bounds) - set(config):
+        raise CheckpointError(f"the header's config does not list exactly the fields {', '.join(bounds)} "
+                              "(and optionally layer_groups)", path)
+    for key, (low, high) in bounds.items():
+        value = config[key]
+        if type(value) is not int or not low <= value <= high:
+            raise CheckpointError(f"config {key} is {str(value)[:40]}, not a whole number in {low}..{high}", path)
+    if config["img_resolution"] & (config["img_resolution"] - 1):
+        raise CheckpointError(f"config img_resolution {config['img_resolution']} is not a power of two", path)
+    groups = config.get("layer_groups")
+    if groups is not None and not (isinstance(groups, dict) and set(groups) <= set(GROUP_LEVEL) and all(
+            isinstance(r, list) and len(r) == 2 and all(type(i) is int and 0 <= i <= config["num_ws"] for i in r)
+            for r in groups.values())):
+        raise CheckpointError("config layer_groups is not {coarse|middle|fine: [start, stop]} within num_ws", path)
+    return config
 
 
 def load_encoder(path: str | os.PathLike, G, device: Optional[torch.device] = None) -> Encoder:

@@ -262,10 +262,10 @@ def check_joined(path: Path, settings: EncodeSettings, total_frames: int, dest: 
 def audio_problem(path: Path) -> Optional[str]:
     """Why ffmpeg cannot take ``path`` as a sound track (None when it holds an audio stream it decodes)."""
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:a:0", "-t", "1",
-                           "-f", "null", "-"], capture_output=True, text=True)
+                           "-ac", "1", "-f", "f32le", "-"], capture_output=True)
     if proc.returncode == 0:
-        return None
-    last = (proc.stderr.strip().splitlines() or ["no audio stream"])[-1]
+        return None if proc.stdout else "it holds no samples (an empty sound)"
+    last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no audio stream"])[-1]
     return "no audio stream" if "matches no streams" in last else f"ffmpeg cannot decode it ({last})"
 
 

@@ -24,11 +24,13 @@ class MusicReader:
 
     sound: Optional[Path] = None
     cache_dir: Optional[Path] = None
+    audio_failed: bool = False  # the scene's audio: was reported unusable (its followers then say nothing more)
 
     def analysis(self, node: Node, path: str) -> Optional[Sound]:
         """The current render's :class:`morph.sound.audio.Sound`, or None after reporting why there is none."""
         if self.sound is None:
-            self.fail(node, path, f"follows a sound, but the render has none; {NO_SOUND}")
+            if not self.audio_failed:
+                self.fail(node, path, f"follows a sound, but the render has none; {NO_SOUND}")
             return None
         try:
             require_librosa()

@@ -21,7 +21,7 @@ from morph.render.encode import VIDEO_FORMATS, audio_problem
 from morph.core.errors import MorphError
 from morph.render.images import read_image
 from morph.core.limits import (MAX_AMPLITUDE, MAX_FPS, MAX_FRAMES, MAX_RENDER_NAME, MAX_ROTATE, MAX_SCENE_BYTES, MAX_SECONDS,
-                      MAX_SIZE, MAX_STRENGTH, MAX_TRANSLATE, MIN_FPS, MIN_SIZE)
+                      MAX_PROJECT_STEPS, MAX_SIZE, MAX_STRENGTH, MAX_TRANSLATE, MIN_FPS, MIN_SIZE)
 from morph.motion.latents import SPACES, Blend, File, From, Latent, Mean, Mix, ModelDims, Project, Seed, read_w, w_shape_problem
 from morph.core.model import LAYER_GROUPS, NOISE_MODES
 from morph.models.resolver import BUILTIN, resolve_direction, resolve_model
@@ -173,7 +173,9 @@ class _Reader(MusicReader):
         value = self.value(node)
         if _is_number(value) and (not integer or isinstance(value, int)) and ok(value):
             return value
-        self.fail(node, path, f"expected {what}, got {self.show(node)}")
+        exponent = isinstance(value, str) and re.fullmatch(r"([-+]?\d+)[eE]([-+]?\d+)", value)  # YAML 1.1: text
+        self.fail(node, path, f"expected {what}, got {self.show(node)}"
+                  + (f" (YAML reads {value} as text: write {exponent[1]}.0e{exponent[2]})" if exponent else ""))
         return None
 
     def option(self, items: Items, key: str, path: str, read: Callable[..., Any], *args: Any,
@@ -254,6 +256,9 @@ class _Reader(MusicReader):
         full = full if full.is_absolute() else self.base / full
         if full.is_dir():
             self.fail(node, path, f"{text} is a folder; expected {what}")
+            return None
+        if full.exists() and not full.is_file():  # /dev/zero, a FIFO: never read
+            self.fail(node, path, f"{text} is not a regular file; expected {what}")
             return None
         if not full.is_file():
             self.fail(node, path, f"{text}: no such file" + (f" ({full})" if str(full) != text else "")
@@ -364,8 +369,8 @@ class _Reader(MusicReader):
     @source("project", "steps", "space")
     def source_project(self, node: Node, items: Items, path: str) -> Optional[Project]:
         """A photo, with the projection's optional ``steps`` and ``space`` (w+ or w)."""
-        steps = self.option(items, "steps", path, self.number, "a positive whole number of steps",
-                            lambda x: x > 0, True)
+        steps = self.option(items, "steps", path, self.number, f"a whole number of steps, 1 to {MAX_PROJECT_STEPS}",
+                            lambda x: 0 < x <= MAX_PROJECT_STEPS, True)
         space = self.option(items, "space", path, self.choice, SPACES)
         node, path = items["project"][1], f"{path}.project"
         found = self.existing(node, path, "an image file")
@@ -785,6 +790,7 @@ def parse_scene(text: str, file: str | Path, dims: Union[ModelDims, Callable[[Pa
     model_path = None if isinstance(dims, ModelDims) else _model_dims(r, top, root, dims, cache_dir)
     noise = r.option(top, "noise", "", r.choice, NOISE_MODES, default="const")
     audio = r.option(top, "audio", "", r.audio)
+    r.audio_failed = "audio" in top and audio is None  # said in its own line: no "has no sound" per follow:
     psi = r.option(top, "truncation", "", r.number, default=DEFAULTS["truncation"])
     cutoff = r.option(top, "truncation_cutoff", "", r.number, "a layer count from 1 to the number of layers",
                       lambda x: 1 <= x <= (r.dims.num_ws if r.dims else math.inf), True)

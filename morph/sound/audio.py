@@ -35,7 +35,11 @@ FLOOR_DB = -60.0             # loudness and bands: FLOOR_DB … 0 dB of a full-s
 ONSET_FULL_DB = 12.0         # onset strength: a mean rise of this many dB over the mel bands → 1
 ONSET_FLOOR_DB = -80.0       # mel power below this (power 1 = 0 dB) counts as silence
 BLOCK = 4096                 # STFT frames analysed at once (tens of seconds), so memory does not grow with the sound
-ANALYSIS_VERSION = "1"       # bump when an analysis changes, so cached curves are recomputed
+BEAT_BLOCK_S = 60.0          # beats are tracked on this much of the onset envelope at a time ...
+BEAT_OVERLAP_S = 10.0        # ... each block overlapping the next by this much, stitched in the overlap's middle
+TEMPO_WINDOW_S = 8.0         # the tempogram's autocorrelation window (librosa's ac_size) ...
+TEMPO_CHUNK = 1024           # ... computed for this many envelope frames at a time and averaged over a block
+ANALYSIS_VERSION = "2"       # bump when an analysis changes, so cached curves are recomputed
 BANDS = {"bass": (20.0, 250.0), "mid": (250.0, 4000.0), "treble": (4000.0, RATE / 2)}
 NOTES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 EVENTS = ("beats", "onsets")
@@ -77,7 +81,14 @@ def decode(path: Path) -> np.ndarray:
     if proc.returncode != 0:
         last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no audio stream"])[-1]
         raise MorphError(f"ffmpeg cannot decode the sound ({last})", path, "give an audio file ffmpeg reads")
-    return np.frombuffer(proc.stdout, np.float32).copy()
+    pcm = np.frombuffer(proc.stdout, np.float32).copy()
+    if not len(pcm):
+        raise MorphError("the sound holds no samples", path, "give a sound that is not empty")
+    bad = np.flatnonzero(~np.isfinite(pcm))
+    if len(bad):
+        raise MorphError(f"the sound holds {len(bad)} NaN or infinite samples (first at {bad[0] / RATE:.2f} s)", path,
+                         "export it again (as 16-bit PCM, say)")
+    return pcm
 
 
 def _db_scale(power: np.ndarray, full_scale: float) -> np.ndarray:
@@ -166,8 +177,7 @@ class Sound:
         """Times in seconds of the sound's ``beats`` (librosa's dynamic-programming tracker) or ``onsets``."""
         envelope = self.cached("onset-strength", self._onset_strength)
         if kind == "beats":
-            found = lambda: _librosa().beat.beat_track(onset_envelope=envelope, sr=RATE, hop_length=ONSET_HOP,
-                                                units="time")[1]
+            found = lambda: track_beats(envelope)
         else:
             found = lambda: _librosa().onset.onset_detect(onset_envelope=envelope, sr=RATE, hop_length=ONSET_HOP,
                                                    units="time")
@@ -182,6 +192,47 @@ class Sound:
         """The distinct frames (< ``frames``) nearest the ``kind`` events, in order."""
         at = np.unique(np.round(self.events(kind) * fps).astype(np.int64))
         return at[(at >= 0) & (at < frames)]
+
+
+def track_beats(envelope: np.ndarray) -> np.ndarray:
+    """Beat times in seconds of an onset envelope (one value per ONSET_HOP samples), tracked by librosa's
+    dynamic-programming tracker on BEAT_BLOCK_S-second blocks that overlap by BEAT_OVERLAP_S: its tempogram over
+    a whole track needs memory in proportion to the track's length (gigabytes for twenty minutes), over a block a
+    fixed amount. Each block keeps the beats up to the middle of its overlap with the next (where both blocks see
+    the same music on both sides); a beat closer than half the median beat interval to the one before it (the
+    two trackers placing one beat twice at a seam) is dropped. The tempo is each block's own, so a track whose
+    tempo drifts is followed."""
+    lib = _librosa()
+    rate = RATE / ONSET_HOP
+    block, half = int(BEAT_BLOCK_S * rate), int(BEAT_OVERLAP_S * rate) // 2
+    found, start = [], 0
+    while True:
+        stop = min(start + block, len(envelope))
+        part = envelope[start:stop]
+        beats = lib.beat.beat_track(onset_envelope=part, sr=RATE, hop_length=ONSET_HOP, bpm=_tempo(part))[1] + start
+        low = start + half if start else 0
+        high = stop - half if stop < len(envelope) else stop
+        found.append(beats[(beats >= low) & (beats < high)])
+        if stop == len(envelope):
+            break
+        start = stop - 2 * half
+    frames = np.concatenate(found).astype(np.int64)
+    if len(frames) > 2:
+        frames = frames[np.concatenate([[True], np.diff(frames) >= np.median(np.diff(frames)) / 2])]
+    return frames * (ONSET_HOP / RATE)
+
+
+def _tempo(envelope: np.ndarray) -> float:
+    """The tempo (BPM) librosa's estimator picks from the mean tempogram of ``envelope``, that mean summed
+    TEMPO_CHUNK frames at a time: its whole tempogram holds TEMPO_WINDOW_S seconds of lags (over a thousand
+    values) for every frame, hundreds of MB for a minute."""
+    lib = _librosa()
+    window = int(lib.time_to_frames(TEMPO_WINDOW_S, sr=RATE, hop_length=ONSET_HOP))
+    total = np.zeros((window, 1))
+    for first in range(0, len(envelope), TEMPO_CHUNK):
+        total += lib.feature.tempogram(onset_envelope=envelope[first:first + TEMPO_CHUNK], sr=RATE,
+                                       hop_length=ONSET_HOP, win_length=window).sum(axis=1, keepdims=True)
+    return float(lib.feature.tempo(tg=total / max(len(envelope), 1), sr=RATE, hop_length=ONSET_HOP)[0])
 
 
 def _blocks(padded: np.ndarray, n_fft: int, hop: int) -> Iterator[np.ndarray]:

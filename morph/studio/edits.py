@@ -36,6 +36,8 @@ def compose(text: str) -> Node:
         mark = e.problem_mark or e.context_mark
         raise MorphError(f"{mark.line + 1}:{mark.column + 1}: {e.problem or e.context}",
                          hint="fix the YAML first (or revert)") from None
+    except RecursionError:
+        raise MorphError("the YAML nests too deeply to edit", hint="fix the file by hand (or revert)") from None
     if not isinstance(root, MappingNode):
         raise MorphError("the scene is not a mapping", hint="fix the YAML first (or revert)")
     return root

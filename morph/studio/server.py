@@ -7,29 +7,44 @@ handlers are blocking torch calls and run in Starlette's thread pool; the genera
 serialised by a lock in :mod:`morph.studio.frames`.
 
 Security: like Jupyter, a random token is in the URL printed at start; every request needs it (query
-``token=``, header ``X-Morph-Token`` or the cookie the page sets), otherwise 403. The server binds
-127.0.0.1 unless ``--host`` names another address.
+``token=``, header ``X-Morph-Token`` or the cookie the page sets), otherwise 403. A request that changes
+anything (every POST) needs it in the ``X-Morph-Token`` header: a cookie or a query is not enough, since a
+cookie's ``SameSite`` ignores ports and any other local page could send it. Every request must name the
+studio in ``Host`` (a loopback name, or the ``--host`` given, with the studio's port: DNS rebinding) and
+come from the studio's own page (``Origin``, ``Sec-Fetch-Site``) when the browser says where it comes
+from. The server binds 127.0.0.1 unless ``--host`` names another address.
+
+Slow work (a scene edit that projects photos or downloads a model) runs in the thread pool under its own
+lock, so ``/api/state`` keeps answering and tells the page what is being done (``busy``).
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import math
+import os
 import secrets
 import socket
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import torch
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from morph.core.errors import MorphError
+from morph.core.errors import MorphError, os_error_line
 from morph.core.files import atomic_path
+from morph.core.runtime import Terminated
+from morph.core.limits import MAX_EDIT_DEPTH, MAX_REQUEST_BYTES, MAX_SCENE_BYTES, MAX_STRENGTH
 from morph.scene import SceneError
 from morph.studio import frames as engine
 from morph.studio.controls import controls, mix_text
@@ -39,6 +54,25 @@ from morph.studio.routes import extra_routes
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "morph_studio_token"
 PREVIEW = 256  # px: previews are at most this size (full size follows when scrubbing stops)
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")  # the names a Host header may give (with the studio's port)
+
+
+class BadRequest(Exception):
+    """A request the API cannot take (not JSON, a wrong field): 400 with this one line."""
+
+
+def read_scene_text(path: Path) -> str:
+    """The scene file's text, read as ``morph check`` reads it: at most MAX_SCENE_BYTES (``/dev/zero`` included),
+    UTF-8; MorphError otherwise."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SCENE_BYTES + 1)
+        if len(data) > MAX_SCENE_BYTES:
+            raise MorphError(f"larger than {MAX_SCENE_BYTES >> 20} MiB; a scene is a short text file", path,
+                             "is this the right file?")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MorphError(f"cannot read the scene ({getattr(e, 'strerror', None) or e})", path) from None
 
 
 @dataclass
@@ -58,67 +92,112 @@ class Studio:
     prepared: Optional[engine.Prepared] = None
     prepared_at: int = 0           # the version the prepared scene was made from (key of cached frames)
     job: Optional[engine.RenderJob] = None
-    lock: threading.RLock = field(default_factory=threading.RLock)
+    busy: str = ""                 # the slow work under way, shown by the page
+    lock: threading.RLock = field(default_factory=threading.RLock)  # the fields above: held only briefly
+    work: threading.RLock = field(default_factory=threading.RLock)  # slow work (parse, project, download, save)
     shown_controls: list = field(default_factory=list)  # the last valid scene's, kept while the text is invalid
 
     # the scene -------------------------------------------------------------------------------------------------
 
     def reload(self) -> None:
         """Read the file (again): its text becomes the working text, unsaved edits are dropped."""
-        with self.lock:
+        with self.work:
             try:
-                self.mtime = self.file.stat().st_mtime_ns
-                self.disk_text = self.file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                self.errors, self.version = [f"{self.file}: cannot read the scene ({e})"], self.version + 1
+                mtime = self.file.stat().st_mtime_ns
+                text = read_scene_text(self.file)
+            except (OSError, MorphError) as e:
+                with self.lock:
+                    self.errors, self.version = [str(e) if isinstance(e, MorphError) else os_error_line(e)], \
+                        self.version + 1
                 return
-            self.update(self.disk_text)
+            with self.lock:
+                self.mtime, self.disk_text = mtime, text
+            self.update(text)
 
     def poll(self) -> None:
-        """Reload when the file changed on disk (an editor saved it)."""
+        """Reload when the file changed on disk (an editor saved it) and the page has no unsaved edits; with
+        unsaved edits, say so (Save then refuses to overwrite the file). Skipped while slow work runs."""
         try:
             mtime = self.file.stat().st_mtime_ns
         except OSError:
             return
-        if mtime != self.mtime:
-            dirty = self.text != self.disk_text
-            self.reload()
-            self.notice = "the file changed on disk" + ("; unsaved edits were dropped" if dirty else "")
+        if mtime == self.mtime or not self.work.acquire(blocking=False):
+            return
+        try:
+            if self.text == self.disk_text:
+                self.reload()
+                self.notice = "the file changed on disk"
+            else:
+                self.mtime = mtime
+                self.notice = ("the file changed on disk: Save will not overwrite it; Revert loads it (dropping the "
+                               "edits made here)")
+        finally:
+            self.work.release()
 
     def update(self, text: str) -> None:
-        """Make ``text`` the working text; if it validates, the scene drawn from now on."""
-        with self.lock:
-            self.text, self.version = text, self.version + 1
+        """Make ``text`` the working text; if it validates, the scene drawn from now on. The slow part (parse,
+        project photos, download a model) holds only ``work``, so the state stays readable meanwhile."""
+        with self.work:
+            with self.lock:
+                self.text, self.version = text, self.version + 1
+                version = self.version
+            self.busy = "preparing the scene (projecting photos or fetching files can take a while)"
+            prepared, errors = None, []
             try:
-                scene = self.frames.parse(text, self.file)
-                self.prepared, self.prepared_at = self.frames.prepare(scene), self.version
-                self.errors = []
+                prepared = self.frames.prepare(self.frames.parse(text, self.file))
             except MorphError as err:
-                self.errors = str(err).splitlines()
+                errors = str(err).splitlines()
+            finally:
+                self.busy = ""
+            with self.lock:
+                if prepared is not None:
+                    self.prepared, self.prepared_at = prepared, version
+                self.errors = errors
 
     def edit(self, path: list, value: object = None, owners: Optional[list[str]] = None) -> None:
-        """Apply one edit from the page (a value as YAML text or JSON, or a mix's per-layer owners)."""
-        with self.lock:
+        """Apply one edit from the page (a value as YAML text or JSON, or a mix's per-layer owners); an edit that
+        would leave text the next edit cannot read (broken or too deeply nested YAML) is refused (MorphError)."""
+        with self.work:
             text = mix_text(owners, dict(self.frames.dims.groups)) if owners is not None else value_text(value)
-            self.update(apply(self.text, Edit(tuple(path), text)))
+            edited = apply(self.text, Edit(tuple(path), text))
+            compose(edited)
+            self.update(edited)
             self.notice = ""
 
     def save(self) -> bool:
-        """Validate the working text as ``morph check`` would and write it atomically; False if invalid."""
-        with self.lock:
+        """Validate the working text as ``morph check`` would and write it atomically, through a symlink to the
+        file it names; False (with the reason in ``notice`` or ``errors``) if it is invalid, or if the file
+        changed on disk since it was read: an editor's change is never overwritten unseen."""
+        with self.work:
             try:
                 self.frames.parse(self.text, self.file)
             except SceneError as err:
                 self.errors = err.problems
                 return False
-            mode = self.file.stat().st_mode if self.file.exists() else None
-            with atomic_path(self.file) as tmp:
-                tmp.write_text(self.text, encoding="utf-8")
-                if mode is not None:
-                    tmp.chmod(mode)  # the file keeps its permissions
-            self.disk_text, self.mtime = self.text, self.file.stat().st_mtime_ns
-            self.notice = f"saved {self.file.name}"
-            self.version += 1
+            target = Path(os.path.realpath(self.file))  # a symlinked scene stays a link; its target is written
+            try:
+                on_disk = read_scene_text(target) if target.exists() else ""
+            except MorphError as err:
+                self.notice = f"not saved: {err}"
+                return False
+            if on_disk != self.disk_text:
+                self.notice = ("not saved: the file changed on disk since the studio read it; Revert loads it "
+                               "(dropping the edits made here), or copy your edits over by hand")
+                return False
+            try:
+                mode = target.stat().st_mode if target.exists() else None
+                with atomic_path(target) as tmp:
+                    tmp.write_text(self.text, encoding="utf-8")
+                    if mode is not None:
+                        tmp.chmod(mode)  # the file keeps its permissions
+                mtime = target.stat().st_mtime_ns
+            except OSError as err:
+                self.notice = f"not saved: {os_error_line(err)}"
+                return False
+            with self.lock:
+                self.disk_text, self.mtime = self.text, mtime
+                self.notice = f"saved {self.file.name}"
+                self.version += 1
             return True
 
     def current(self) -> tuple[Optional[engine.Prepared], int]:
@@ -133,7 +212,7 @@ class Studio:
             p, dims = self.prepared, self.frames.dims
             renders, ctrl, latents, directions = [], [], [], engine.builtin_directions()
             if p is not None:
-                if not self.errors:
+                if not self.errors and self.prepared_at == self.version:  # (not while a newer text is prepared)
                     self.shown_controls = controls(p.scene, compose(self.text))
                 ctrl = self.shown_controls
                 for name, r in p.scene.renders.items():
@@ -144,7 +223,7 @@ class Studio:
                 latents = list(p.scene.latents)
                 directions = list(dict.fromkeys(list(p.scene.directions) + directions))
             return {"version": self.version, "file": str(self.file), "name": self.file.name, "errors": self.errors,
-                    "dirty": self.text != self.disk_text, "notice": self.notice, "renders": renders,
+                    "dirty": self.text != self.disk_text, "notice": self.notice, "busy": self.busy, "renders": renders,
                     "controls": ctrl, "latents": latents, "directions": directions,
                     "model": {"resolution": dims.resolution, "num_ws": dims.num_ws},
                     "groups": {g: [r.start, r.stop] for g, r in dims.groups},
@@ -160,20 +239,93 @@ def _size(quality: str, full: int, resolution: int) -> tuple[int, str]:
     return (min(resolution, PREVIEW), "JPEG") if quality == "preview" else (full, "PNG")
 
 
-def make_app(studio: Studio, token: str) -> Starlette:
-    """The ASGI app over ``studio``; every route needs ``token``."""
+def _forbidden(why: str) -> PlainTextResponse:
+    return PlainTextResponse(f"403: {why}", 403)
+
+
+def refusal(scope: dict, token: str, port: Optional[int], host: str) -> Optional[str]:
+    """Why the request in ``scope`` is refused (None when it may go on): a wrong or missing token (in the
+    ``X-Morph-Token`` header for a POST), a ``Host`` that is not the studio's, or a page other than the studio's."""
+    request = Request(scope)
+    headers = request.headers
+    names = set(LOOPBACK) | ({f"[{host}]" if ":" in host else host} - {"0.0.0.0", "[::]"})
+    name, _, given_port = headers.get("host", "").rpartition(":")
+    if name.lower() not in names or (port is not None and given_port != str(port)):
+        return "the Host header does not name this studio (open the URL morph studio printed)"
+    origin = headers.get("origin")
+    if origin is not None and origin != f"http://{headers['host']}":
+        return f"requests from {origin[:80]} are not the studio's own page"
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return "requests from another page (another port or site) are refused"
+    if request.method == "POST":
+        given = headers.get("x-morph-token") or ""
+    else:
+        given = request.query_params.get("token") or headers.get("x-morph-token") or request.cookies.get(COOKIE) or ""
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return ("this request needs the token in the X-Morph-Token header" if request.method == "POST" else
+                "this page needs the token from the URL morph studio printed")
+    return None
+
+
+async def _json_body(request: Request) -> dict:
+    """The request's body as a JSON object (at most MAX_REQUEST_BYTES); BadRequest in one line otherwise."""
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_REQUEST_BYTES:
+        raise BadRequest(f"the body must be at most {MAX_REQUEST_BYTES} bytes of JSON")
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_REQUEST_BYTES:
+            raise BadRequest(f"the body must be at most {MAX_REQUEST_BYTES} bytes of JSON")
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        raise BadRequest("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def _edit_path(body: dict) -> list:
+    """The ``path`` of an edit: 1..MAX_EDIT_DEPTH keys (strings) and list indices (whole numbers)."""
+    path = body.get("path")
+    if (not isinstance(path, list) or not 1 <= len(path) <= MAX_EDIT_DEPTH
+            or not all(isinstance(k, str) or (isinstance(k, int) and not isinstance(k, bool)) for k in path)):
+        raise BadRequest(f"path must be a list of 1 to {MAX_EDIT_DEPTH} keys and indices")
+    return path
+
+
+def _number(q, name: str, default: str, bound: float) -> float:
+    """Query parameter ``name`` as a finite number within ±``bound``; BadRequest otherwise."""
+    try:
+        value = float(q.get(name, default))
+    except ValueError:
+        raise BadRequest(f"{name} must be a number") from None
+    if not math.isfinite(value) or abs(value) > bound:
+        raise BadRequest(f"{name} must be a finite number within ±{bound:g}")
+    return value
+
+
+def _whole(q, name: str, default: str) -> int:
+    text = q.get(name, default)
+    if not text.lstrip("-").isdigit() or len(text) > 12:
+        raise BadRequest(f"{name} must be a whole number")
+    return int(text)
+
+
+def make_app(studio: Studio, token: str, port: Optional[int] = None, host: str = "127.0.0.1") -> Starlette:
+    """The ASGI app over ``studio``; every route needs ``token`` (see :func:`refusal`); ``port``: the one the
+    studio listens on, which the ``Host`` header must name (None: any, for in-process tests)."""
 
     def guard(app):
-        """Plain ASGI middleware: 403 without the token; the page's response sets it as a cookie."""
+        """Plain ASGI middleware: 403 unless :func:`refusal` lets the request in; the page's response sets the
+        token as a cookie; a BadRequest anywhere is a 400 with its one line."""
         async def check(scope, receive, send):
             if scope["type"] != "http":
                 return await app(scope, receive, send)
-            request = Request(scope)
-            given = (request.query_params.get("token") or request.headers.get("x-morph-token")
-                     or request.cookies.get(COOKIE) or "")
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                response = PlainTextResponse("403: this page needs the token from the URL morph studio printed", 403)
-                return await response(scope, receive, send)
+            why = refusal(scope, token, port, host)
+            if why is not None:
+                return await _forbidden(why)(scope, receive, send)
 
             async def send_with_cookie(message):
                 if message["type"] == "http.response.start" and scope["path"] == "/":
@@ -181,7 +333,10 @@ def make_app(studio: Studio, token: str) -> Starlette:
                     message = {**message, "headers": [*message["headers"], (b"set-cookie", cookie.encode())]}
                 await send(message)
 
-            await app(scope, receive, send_with_cookie)
+            try:
+                await app(scope, receive, send_with_cookie)
+            except BadRequest as err:
+                await PlainTextResponse(f"400: {err}", 400)(scope, receive, send)
         return check
 
     def index(request: Request) -> Response:
@@ -192,10 +347,13 @@ def make_app(studio: Studio, token: str) -> Starlette:
         return JSONResponse(studio.state())
 
     async def edit(request: Request) -> Response:
-        body = await request.json()
+        body = await _json_body(request)
+        path, owners = _edit_path(body), body.get("owners")
+        if owners is not None and not (isinstance(owners, list) and all(isinstance(o, str) for o in owners)):
+            raise BadRequest("owners must be a list of latent names")
         try:
-            studio.edit(body["path"], body.get("value"), body.get("owners"))
-        except MorphError as err:
+            await run_in_threadpool(studio.edit, path, body.get("value"), owners)
+        except MorphError as err:  # the scene's own trouble (a merge key, broken YAML): shown as its errors
             studio.errors = [str(err)]
         return JSONResponse(studio.state())
 
@@ -215,7 +373,7 @@ def make_app(studio: Studio, token: str) -> Starlette:
         if p is None or name not in p.scene.renders:
             return PlainTextResponse("no such render", 404)
         r = p.scene.renders[name]
-        index = min(max(int(q.get("i", "0")), 0), r.frames - 1)
+        index = min(max(_whole(q, "i", "0"), 0), r.frames - 1)
         size, fmt = _size(q.get("quality", "full"), r.size, studio.frames.dims.resolution)
         data = studio.frames.memo.get((at, name, index, size, fmt),
                                     lambda: engine.encode(studio.frames.frame(p, name, index, size), fmt))
@@ -228,27 +386,34 @@ def make_app(studio: Studio, token: str) -> Starlette:
         if p is None:
             return PlainTextResponse("the scene is invalid", 409)
         f = studio.frames
+        direction = q.get("direction")
+        if direction and direction not in p.scene.directions and direction not in engine.builtin_directions():
+            raise BadRequest("direction must be one of the scene's directions or builtin:NAME")
         try:
             if "seed" in q:
-                psi = float(q.get("psi", "1"))
-                w, key = f.seed(int(q["seed"]), psi), ("seed", int(q["seed"]), psi)
+                psi, seed = _number(q, "psi", "1", MAX_STRENGTH), _whole(q, "seed", "0")
+                w, key = f.seed(seed, psi), ("seed", seed, psi)
             else:
                 w, key = p.ws[q["latent"]], (at, q["latent"])
-            strength = float(q.get("s", "0"))
-            if q.get("direction") and strength:
-                w = w + strength * f.direction(p.scene, q["direction"])
-                key += (q["direction"], strength)
+            strength = _number(q, "s", "0", MAX_STRENGTH)
+            if direction and strength:
+                w = w + strength * f.direction(p.scene, direction)
+                key += (direction, strength)
         except (KeyError, ValueError, MorphError) as err:
-            return PlainTextResponse(f"bad request: {err}", 400)
+            raise BadRequest(" ".join(str(err).split())) from None
+        if not bool(torch.isfinite(w).all()):
+            raise BadRequest("that latent is not finite")
         size, fmt = _size("preview", 0, f.dims.resolution)
         data = f.memo.get(("look",) + key, lambda: engine.encode(engine.resize(f.look(w, p.scene.noise), size), fmt))
         return _image(data, fmt)
 
     async def add(request: Request) -> Response:
-        body = await request.json()
+        body = await _json_body(request)
+        if not isinstance(body.get("name"), str) or not isinstance(body.get("text"), str):
+            raise BadRequest("name and text must be strings")
         try:
-            studio.edit(["latents", body["name"]], body["text"])
-        except MorphError as err:
+            await run_in_threadpool(studio.edit, ["latents", body["name"]], body["text"])
+        except MorphError as err:  # the scene's own trouble (a merge key, broken YAML): shown as its errors
             studio.errors = [str(err)]
         return JSONResponse(studio.state())
 
@@ -290,6 +455,11 @@ def serve(scene: Path, host: str = "127.0.0.1", port: int = 8765, device: str = 
         raise MorphError(f"cannot listen on {host}:{port} ({e.strerror})", "--port",
                          "choose another port (0 picks a free one)") from None
     shown = f"[{host}]" if ":" in host else host
-    print(f"morph studio: {scene} at http://{shown}:{sock.getsockname()[1]}/?token={token}", flush=True)
-    config = uvicorn.Config(make_app(studio, token), log_level="warning", lifespan="off")
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        print(f"morph studio: {scene} at http://{shown}:{sock.getsockname()[1]}/?token={token}", flush=True)
+        config = uvicorn.Config(make_app(studio, token, sock.getsockname()[1], host), log_level="warning",
+                                lifespan="off")
+        uvicorn.Server(config).run(sockets=[sock])
+    except Terminated:  # uvicorn shut down cleanly, then passed SIGTERM on: the studio's own line, not a render's
+        print("morph studio: stopped (SIGTERM); edits not saved in the page were not written", file=sys.stderr)
+        raise SystemExit(143) from None

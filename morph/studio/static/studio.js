@@ -5,8 +5,10 @@
 const token = new URLSearchParams(location.search).get("token") || "";
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
+// a POST carries the token in a header (the server refuses it in the cookie or the query: see server.py)
 const api = (path, body) => fetch(path + (path.includes("?") ? "&" : "?") + "token=" + enc(token),
-  body === undefined ? {} : {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+  body === undefined ? {} : {method: "POST", headers: {"Content-Type": "application/json", "X-Morph-Token": token},
+                             body: JSON.stringify(body)});
 
 let S = null;                 // the server's last state
 let renderName = null;        // the render on the timeline
@@ -187,7 +189,7 @@ function applyState(s) {
   S = s;
   $("file").textContent = s.name;
   $("dirty").hidden = !s.dirty;
-  $("notice").textContent = s.notice || "";
+  $("notice").textContent = s.busy || s.notice || "";
   $("errors").hidden = !s.errors.length;
   $("errors").textContent = s.errors.join("\n");
   const names = s.renders.map((r) => r.name);
@@ -695,11 +697,10 @@ $("render-go").addEventListener("click", async () => applyState(await (await api
 
 async function poll() {
   try {
-    if (!editing) {
-      const s = await (await api("/api/state")).json();
-      if (!S || s.version !== S.version) { applyState(s); requestFrame("full"); }
-      else renderJob(s.render);
-    }
+    const s = await (await api("/api/state")).json();
+    if (editing) $("notice").textContent = s.busy || "";  // an edit in flight: say what the server is doing
+    else if (!S || s.version !== S.version) { applyState(s); requestFrame("full"); }
+    else renderJob(s.render);
   } catch (e) { $("notice").textContent = "the studio server is not answering"; }
   setTimeout(poll, 700);
 }
