@@ -371,7 +371,8 @@ def directions_show(direction: str = typer.Argument(..., help="direction .npy/.n
 
 @app.command()
 def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, WebP, ...)"),
-            model: Optional[str] = typer.Option(None, "--model", "-m", help="checkpoint file, or builtin",
+            model: Optional[str] = typer.Option(None, "--model", "-m", help="builtin, a published name (morph fetch "
+                                                "--list), an https URL or a checkpoint file",
                                                 show_default="the generator stored in a pSp / e4e --encoder "
                                                 "checkpoint, else builtin"),
             space: str = typer.Option("w+", "--space", help="w+ (one w per layer) | w"),
