@@ -390,7 +390,7 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
             video: bool = typer.Option(False, "--video", help="also write NAME.mp4 of the optimisation"),
             align: Optional[bool] = typer.Option(None, "--align/--no-align", show_default="align unless square at "
                                                  "the model's resolution, as a scene does",
-                                                 help="align each face like FFHQ first (dlib, morph[align])"),
+                                                 help="align each face like FFHQ first (dlib, morph-gan[align])"),
             face: Optional[int] = typer.Option(None, "--face", min=1, show_default="the largest",
                                                help="which face, counted from the left"),
             vgg: Optional[list[Path]] = typer.Option(None, "--vgg", help="LPIPS weights: NVIDIA's vgg16.pt (auto: "

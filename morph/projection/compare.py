@@ -43,7 +43,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, arcface: Optional[str | 
         else:
             row["identity"] = found["identity"]
     else:
-        row["notes"].append("identity needs --identity model_ir_se50.pth, or dlib (pip install 'morph[align]')")
+        row["notes"].append("identity needs --identity model_ir_se50.pth, or dlib (pip install 'morph-gan[align]')")
     return row
 
 

@@ -1,7 +1,7 @@
 """Sound → per-frame curves a scene can follow: loudness, onset strength, band energies, chroma, beats, onsets.
 
 The file is decoded by the ffmpeg morph ships (every format it reads) to mono float PCM at ``RATE``; librosa
-(the ``morph[audio]`` extra) only analyses. Curves at the analysis rate are cached by the file's SHA-256 in
+(the ``morph-gan[audio]`` extra) only analyses. Curves at the analysis rate are cached by the file's SHA-256 in
 ``<cache>/audio/``, then resampled to a render's frames. Loudness and band energies are put on 0…1 by a fixed
 scale (−60…0 dB of full scale), onset strength by a fixed flux in dB, chroma per frame: none depends on the rest
 of the track, so editing part of a sound changes only the frames around the edit.
@@ -61,9 +61,9 @@ def feature_problem(name: str) -> Optional[str]:
 
 
 def require_librosa() -> None:
-    """MorphError in one line unless librosa (the ``morph[audio]`` extra) is installed; imports nothing."""
+    """MorphError in one line unless librosa (the ``morph-gan[audio]`` extra) is installed; imports nothing."""
     if importlib.util.find_spec("librosa") is None:
-        raise MorphError("following a sound needs librosa", hint="pip install 'morph[audio]'")
+        raise MorphError("following a sound needs librosa", hint="pip install 'morph-gan[audio]'")
 
 
 def _librosa():
