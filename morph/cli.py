@@ -99,11 +99,10 @@ def convert(source: str = typer.Argument(..., help="any checkpoint morph reads")
 @app.command()
 def check(scene: Path = typer.Argument(..., help="scene file (.yaml)")) -> None:
     """Validate a scene and print its plan (renders' frames, durations, sizes; where each latent comes from)."""
-    from morph.projection.project import projection_status
-    from morph.scene import describe, load_scene
+    from morph.engine.scenes import LoadedModels, scene_plan
 
-    sc = load_scene(scene)
-    typer.echo("\n".join(describe(sc, lambda photo: projection_status(photo, sc.model_path))))
+    models = LoadedModels()
+    typer.echo("\n".join(scene_plan(models.scene(scene), models)))
 
 
 @app.command(epilog=EXIT_CODES)
@@ -133,16 +132,15 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
 
     from morph.engine.cluster import check_address, parse_shard
     from morph.core.devices import resolve_device, resolve_precision
-    from morph.engine.scenes import RenderOptions, destination, render_scenes, select
-    from morph.projection.project import projection_status
+    from morph.engine.scenes import LoadedModels, RenderOptions, destination, render_scenes, scene_plan, select
     from morph.core.cache import default_cache_dir
-    from morph.scene import describe, load_scene
 
     if dry_run:
-        loaded = {path: load_scene(path) for path in dict.fromkeys(scenes)}
+        models = LoadedModels()
+        loaded = {path: models.scene(path) for path in dict.fromkeys(scenes)}
         for path, names in select(loaded, only).items():
             sc = loaded[path]
-            typer.echo("\n".join(describe(sc, lambda photo: projection_status(photo, sc.model_path))))
+            typer.echo("\n".join(scene_plan(sc, models)))
             typer.echo("\n".join(f"{n} -> {destination(out, sc.renders[n])}" for n in names))
         return
     if batch_size != "auto" and not (batch_size.isdigit() and 1 <= int(batch_size) <= MAX_BATCH):

@@ -94,7 +94,7 @@ def _music_text(render: Render) -> str:
     return text
 
 
-def describe(scene: Scene, projection: Callable[[Project], str] = lambda photo: "needs projection") -> list[str]:
+def plan_lines(scene: Scene, projection: Callable[[Project], str] = lambda photo: "needs projection") -> list[str]:
     """The plan ``morph check`` prints: model, each latent's origin, each render's frames, duration, fps, size;
     ``projection(photo)`` says whether a photo's projection is cached (the engine knows)."""
     d = scene.dims
