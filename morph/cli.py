@@ -394,7 +394,7 @@ def directions_show(direction: str = typer.Argument(..., help="direction .npy/.n
     import numpy as np
 
     from morph.core.devices import resolve_device
-    from morph.directions import read_meta, sweep
+    from morph.directions import read_meta, strength_sweep
     from morph.core.files import atomic_path
     from morph.motion.latents import load_w, seed_w
     from morph.core.progress import log
@@ -413,7 +413,7 @@ def directions_show(direction: str = typer.Argument(..., help="direction .npy/.n
     d = load_w(path, G.num_ws, G.w_dim)
     w = seed_w(G, int(latent), truncation) if latent.lstrip("-").isdigit() else load_w(latent, G.num_ws, G.w_dim)
     strengths = np.linspace(low, high, steps)
-    images = np.concatenate(list(generate(G, sweep(w, d, strengths), 8, Noise("const"), dev)))
+    images = np.concatenate(list(generate(G, strength_sweep(w, d, strengths), 8, Noise("const"), dev)))
     out = out or Path("outputs") / f"{path.stem}-strip.png"
     with atomic_path(out) as tmp:
         write_png(tmp, grid(images, cols=steps))

@@ -6,6 +6,9 @@ segments atomically into the client's cache when it can see that folder (a share
 and otherwise sends the bytes back for the client to store. The client then joins as in a local
 render. Shards split the segments of a scene between independent jobs (Slurm or Kubernetes
 arrays) that share only the cache folder; a final plain render joins.
+
+Dask (``distributed``) is imported inside the functions that need it: it is slow to import, and a render
+without a cluster never does.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from morph.core.progress import Progress
 from morph.core.model import Model, Noise
 from morph.render.job import RenderPlan, Work, auto_batch_size, render_segment
 from morph.core.runtime import check_stop, keep_freed_memory
+from morph.models.loader import load_model
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -127,8 +131,6 @@ def worker_generator(engine: WorkerModel) -> tuple[Model, torch.device]:
     """The engine's generator in this worker process, loaded on first use and kept for later tasks."""
     key = (engine.model_path, engine.model_sha256, engine.device)
     if key not in _MODELS:
-        from morph.models.loader import load_model
-
         keep_freed_memory()
         device = _worker_device(engine.device)
         G = load_model(engine.model_path, device)
