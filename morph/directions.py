@@ -21,8 +21,8 @@ import torch
 from morph.core.arrays import npz_names, read_arrays, require_finite
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path
-from morph.motion.latents import SPACES, finite_float32, map_z, read_w, z_from_seed
 from morph.core.model import Noise
+from morph.motion.latents import SPACES, finite_float32, map_z, read_w, z_from_seed
 from morph.render.job import generate
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")

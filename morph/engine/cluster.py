@@ -27,14 +27,14 @@ import torch
 
 from morph.core.cache import SEGMENTS, reusable, seal
 from morph.core.devices import resolve_device
-from morph.render.encode import EncodeSettings
-from morph.core.files import atomic_path
 from morph.core.errors import MorphError
-from morph.core.progress import Progress
+from morph.core.files import atomic_path
 from morph.core.model import Model, Noise
-from morph.render.job import RenderPlan, Work, auto_batch_size, render_segment
+from morph.core.progress import Progress
 from morph.core.runtime import check_stop, keep_freed_memory
 from morph.models.loader import load_model
+from morph.render.encode import EncodeSettings
+from morph.render.job import RenderPlan, Work, auto_batch_size, render_segment
 
 if TYPE_CHECKING:
     from distributed import Client

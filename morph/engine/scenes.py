@@ -26,7 +26,7 @@ from morph.core.errors import MorphError
 from morph.core.files import file_sha256
 from morph.core.model import Model, Noise
 from morph.core.progress import Progress, log
-from morph.engine.cluster import (WorkerModel, connect, distinct_segments, missing, render_distributed, shard)
+from morph.engine.cluster import WorkerModel, connect, distinct_segments, missing, render_distributed, shard
 from morph.models.loader import load_model
 from morph.motion.latents import ModelDims, Project
 from morph.motion.schedule import Timeline, camera_poses, sample

@@ -8,9 +8,9 @@ from typing import Optional
 
 from yaml.nodes import Node, ScalarNode, SequenceNode
 
+from morph.core.limits import MAX_SIZE, MIN_SIZE
 from morph.render.canvas import FITS, Canvas
 from morph.render.encode import VIDEO_FORMATS
-from morph.core.limits import MAX_SIZE, MIN_SIZE
 from morph.scene.nodes import NodeReader
 
 CANVAS_KEYS = ("aspect", "width", "height", "fit", "color")

@@ -9,8 +9,7 @@ from typing import Optional
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from morph.core.limits import MAX_AMPLITUDE, MAX_STRENGTH
-from morph.motion.schedule import (EASINGS, INTERPS, Breathe, Camera, Cue, Cycle, Deform, KeyPath, Motion, Pose,
-                                   cycle)
+from morph.motion.schedule import EASINGS, INTERPS, Breathe, Camera, Cue, Cycle, Deform, KeyPath, Motion, Pose, cycle
 from morph.scene.camera import CameraReader
 from morph.scene.music import MusicReader
 from morph.scene.nodes import SEED_RULE, STRENGTH_RULE, Items

@@ -8,12 +8,12 @@ from typing import Optional
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from morph.sound.audio import EVENTS, Sound, feature_problem, require_librosa
 from morph.core.errors import MorphError
 from morph.core.limits import MAX_STRENGTH
 from morph.motion.schedule import Cue, Follow, KeyPath, Push, path_on_events
 from morph.scene.nodes import Items, NodeReader
 from morph.scene.types import FOLLOW_DEFAULTS, FOLLOW_KEYS, PUSH_KEYS
+from morph.sound.audio import EVENTS, Sound, feature_problem, require_librosa
 
 NO_SOUND = "give audio: FILE at the top of the scene or in the render"
 

@@ -8,6 +8,7 @@ from morph.motion.latents import Blend, File, Latent, Mean, Mix, Project, Seed
 from morph.motion.schedule import Follow
 from morph.scene.types import Render, Scene, range_text, runs
 
+
 def _origin(latent: Latent, projection: Callable[[Project], str]) -> str:
     """Where a latent comes from, in words."""
     src = latent.source

@@ -16,7 +16,7 @@ from morph.core.errors import MorphError
 from morph.models.resolver import resolve_direction
 from morph.motion.latents import SPACES, Blend, File, From, Latent, Mean, Mix, Project, Seed
 from morph.render.images import read_image
-from morph.scene.nodes import (SEED_RULE, STRENGTH_RULE, WEIGHT_RULE, Items, NodeReader, alternatives)
+from morph.scene.nodes import SEED_RULE, STRENGTH_RULE, WEIGHT_RULE, Items, NodeReader, alternatives
 from morph.scene.types import IMAGE_MAGIC, range_text, runs
 
 # source key → the keys only latents of that source take; filled by @source on SourceReader's methods
