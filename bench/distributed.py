@@ -34,11 +34,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
-from morph.engine.cluster import Work, WorkerModel, connect, distinct_segments, render_here, render_on_cluster  # noqa: E402
+from morph.engine.cluster import WorkerModel, connect, distinct_segments, render_on_cluster  # noqa: E402
 from morph.engine.scenes import RenderOptions, open_scene  # noqa: E402
 from morph.models.loader import load_model  # noqa: E402
 from morph.core.progress import Progress  # noqa: E402
 from morph.core.runtime import keep_freed_memory  # noqa: E402
+from morph.render.job import Work, render_segments  # noqa: E402
 
 
 def scene_work(device: torch.device, folder: Path, model: str, size: int, frames: int, fps: float) -> list[Work]:
@@ -74,7 +75,7 @@ def main() -> None:
 
         single = work("single", args.frames, 30)
         frames = sum(w.frames for w in single)
-        single_s = timed(lambda: render_here(G, single, device, None, quiet()))
+        single_s = timed(lambda: render_segments(G, single, device, None, quiet()))
 
         start = time.perf_counter()
         with connect(workers=args.workers) as client:
@@ -93,7 +94,7 @@ def main() -> None:
         down_s = time.perf_counter() - down_start
 
         torch.set_num_threads(max(1, cores // args.workers))  # what one worker has
-        per_local = [timed(lambda w=w: render_here(G, [w], device, None, quiet()))
+        per_local = [timed(lambda w=w: render_segments(G, [w], device, None, quiet()))
                      for w in work("tiny-l", args.tiny, 0.5)]
 
     local_ms, cluster_ms, transfer_ms = (1e3 * statistics.median(x) for x in (per_local, per_cluster, per_transfer))

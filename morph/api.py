@@ -71,12 +71,11 @@ def check(scene: SceneLike, cache: Optional[Path] = None, out: Path = Path("outp
     _start()
     _news(scene, "checking")
     from morph.core.cache import default_cache_dir
-    from morph.engine.scenes import destination, read_scene, scene_path
-    from morph.projection.project import projection_status
-    from morph.scene import describe
+    from morph.engine.scenes import LoadedModels, destination, scene_path, scene_plan
 
     source = _source(scene)
-    sc = read_scene(source, cache or default_cache_dir())
+    models = LoadedModels()
+    sc = models.scene(source, cache or default_cache_dir())
     renders = []
     for name, r in sc.renders.items():
         width, height = (r.canvas.width, r.canvas.height) if r.canvas else (r.size, r.size)
@@ -85,7 +84,7 @@ def check(scene: SceneLike, cache: Optional[Path] = None, out: Path = Path("outp
                         "audio": str(r.audio) if r.audio else None})
     return {"scene": str(scene_path(source)), "model": sc.model,
             "model_path": str(sc.model_path) if sc.model_path else None, "renders": renders,
-            "plan": describe(sc, lambda photo: projection_status(photo, sc.model_path))}
+            "plan": scene_plan(sc, models)}
 
 
 def render(scene: SceneLike, out: Union[str, os.PathLike] = "outputs", *, only: Optional[Sequence[str]] = None,

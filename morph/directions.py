@@ -1,5 +1,9 @@
 """Latent directions: a linear SVM's unit normal on labelled latents (InterFaceGAN's recipe, in W or W+),
-GANSpace-style PCA of mapped samples, conditional edits, and direction files with a JSON sidecar."""
+GANSpace-style PCA of mapped samples, conditional edits, and direction files with a JSON sidecar.
+
+scikit-learn is imported inside the two functions that fit with it: it is slow to import, and most commands
+that read direction files never fit one.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ import torch
 from morph.core.arrays import npz_names, read_arrays, require_finite
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path
-from morph.motion.latents import SPACES, finite_float32, map_z, read_w, z_from_seed
 from morph.core.model import Noise
+from morph.motion.latents import SPACES, finite_float32, map_z, read_w, z_from_seed
+from morph.render.job import generate
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 LATENTS_FILE, Z_FILE, SCORES_FILE = "latents.npy", "z.npy", "scores.npz"  # what ``morph sample`` writes
@@ -237,13 +242,11 @@ def map_batches(G, z: np.ndarray, psi: float = 1.0, batch: int = 4096) -> Iterat
 
 def w_images(G, w: np.ndarray, batch: int = 32, device: torch.device | str = "cpu") -> Iterator[np.ndarray]:
     """uint8 images ``[b, H, W, 3]`` of W latents ``[N, w_dim]`` (every layer the same), batch by batch."""
-    from morph.render.job import generate
-
     ws = torch.from_numpy(np.asarray(w, np.float32)).unsqueeze(1).expand(-1, G.num_ws, -1)
     return generate(G, ws, batch, Noise("const"), torch.device(device))
 
 
-def sweep(w: torch.Tensor, direction: torch.Tensor, strengths: Sequence[float]) -> torch.Tensor:
+def strength_sweep(w: torch.Tensor, direction: torch.Tensor, strengths: Sequence[float]) -> torch.Tensor:
     """``[len(strengths), num_ws, w_dim]``: ``w + s·direction`` for each strength (both ``[num_ws, w_dim]``)."""
     s = torch.as_tensor(list(strengths), dtype=w.dtype).view(-1, 1, 1)
     return w.unsqueeze(0) + s * direction.unsqueeze(0)

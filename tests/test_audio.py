@@ -18,7 +18,7 @@ from morph.builtin import builtin_path  # noqa: E402
 from morph.engine.scenes import RenderOptions, open_scene, render_scene  # noqa: E402
 from morph.core.errors import MorphError  # noqa: E402
 from morph.motion.latents import ModelDims  # noqa: E402
-from morph.scene import describe, load_scene, parse_scene  # noqa: E402
+from morph.scene import load_scene, parse_scene, plan_lines  # noqa: E402
 from morph.scene.types import SceneError  # noqa: E402
 from morph.sound.synth import clicks, tone, write_wav  # noqa: E402
 
@@ -117,7 +117,7 @@ def test_keyframes_on_beats_land_on_the_click_frames(tmp_path):
     assert len(beats.moves) >= 9  # nearly every click is a beat
     onsets = scene.renders["onsets"].motion.path
     assert set(onsets.moves) == {4} and len(onsets.moves) == 6  # every 2nd of the 11 clicks after frame 0
-    plan = "\n".join(describe(scene))
+    plan = "\n".join(plan_lines(scene))
     assert "keyframes on every beat of sound.wav" in plan and "every 2nd onset" in plan
 
 
@@ -151,7 +151,7 @@ def test_a_breathe_following_loudness_moves_the_smile_score_with_it(tmp_path):
     rho = spearmanr(gain, smile).correlation
     assert rho >= 0.9, f"Spearman {rho:.3f}"
     assert "breathe builtin:smile -2…3 on layers 0-9; breathe following loudness of sound.wav" in \
-        "\n".join(describe(loaded.scene))
+        "\n".join(plan_lines(loaded.scene))
 
 
 def test_same_scene_and_sound_render_identical_frames(tmp_path):

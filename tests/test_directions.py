@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from morph.builtin import WEIGHTS_DIR, builtin_path, direction_path
 from morph.cli import app
 from morph.directions import (as_space, condition, extremes, folder_indices, load_scores, pca, read_direction,
-                              read_meta, save_array, sweep, train_folders, train_svm, w_images)
+                              read_meta, save_array, strength_sweep, train_folders, train_svm, w_images)
 from morph.core.errors import MorphError
 from morph.motion.latents import load_w
 from morph.render.images import write_png
@@ -192,7 +192,7 @@ def scores_along(model, direction: np.ndarray, n: int = 20, psi: float = 0.7) ->
     G, clf = model
     ws = map_z(G, z_from_seed(0, G.z_dim, n), psi=psi)
     d = torch.from_numpy(direction).expand(G.num_ws, G.w_dim)
-    path = torch.cat([sweep(w, d, STRENGTHS) for w in ws])
+    path = torch.cat([strength_sweep(w, d, STRENGTHS) for w in ws])
     frames = np.concatenate(list(w_images(G, path[:, 0].numpy(), 70)))
     probs = clf.predict(frames)
     return {name: probs[name].reshape(n, len(STRENGTHS)) for name in clf.attributes}

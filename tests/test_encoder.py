@@ -166,7 +166,9 @@ def test_scene_plan_says_the_encoder_is_used(tmp_path, monkeypatch):
     from morph.motion.latents import Project
 
     monkeypatch.setenv("MORPH_CACHE", str(tmp_path))
-    status = projection.projection_status(Project(str(TEAM[0])), builtin_path("generator"))
+    from morph.checkpoints.loading import load_generator
+
+    status = projection.projection_status(Project(str(TEAM[0])), load_generator(builtin_path("generator")))
     assert status == f"needs projection ({projection.REFINE_STEPS} steps after the encoder)"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path as FilePath
 import pytest
 import torch
 
-from morph.motion.schedule import Breathe, Cycle, Deform, Follow, Motion, Path, Push, path_on_events, sample, timeline
+from morph.motion.schedule import Breathe, Cycle, Deform, Follow, Motion, KeyPath, Push, path_on_events, sample, timeline
 
 KEYS = {"a": torch.zeros(3, 4), "b": torch.ones(3, 4)}
 DIRECTION = {"d": torch.eye(3, 4)}
@@ -26,8 +26,8 @@ def offsets(seed: int, count: int) -> torch.Tensor:
     return torch.ones(count, 4)
 
 
-def still(frames: int = 11) -> Path:
-    return Path(("a",), (frames,), (), (), loop=True)
+def still(frames: int = 11) -> KeyPath:
+    return KeyPath(("a",), (frames,), (), (), loop=True)
 
 
 def test_a_breathe_following_instead_of_its_sine_runs_from_low_to_high_with_the_gain():

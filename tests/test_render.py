@@ -15,7 +15,7 @@ import torch
 
 from morph.render.encode import decode_frames, probe
 from morph.render.job import segment_bounds
-from morph.scene import load_scene, timelines
+from morph.scene import load_scene, resolve_latents, timelines
 from morph.motion.schedule import sample
 from morph.checkpoints.loading import load_generator
 from morph.core.model import images_to_uint8
@@ -111,7 +111,7 @@ def test_mp4_frames_match_the_generator(tmp_path, tiny_model):
     sc = load_scene(scene)
     G = load_generator(tiny_model)
     with torch.no_grad():
-        ws = sample(timelines(sc, G)["tour"], torch.arange(len(decoded)))
+        ws = sample(timelines(sc, G, *resolve_latents(sc, G))["tour"], torch.arange(len(decoded)))
         truth = lanczos(images_to_uint8(G.synthesis(ws, noise_mode="const")).numpy(), 256).astype(np.float64)
     psnr = 10 * np.log10(255 ** 2 / ((decoded - truth) ** 2).mean(axis=(1, 2, 3)))
     assert psnr.min() > 35, psnr

@@ -16,7 +16,7 @@ from morph.core.errors import MorphError
 from morph.render.images import write_png
 from morph.motion.latents import Blend, Mix, ModelDims, Project, Seed, seed_w
 from morph.models.resolver import resolve_model as resolve_model_path
-from morph.scene import SceneError, load_scene, parse_scene, timelines
+from morph.scene import SceneError, load_scene, parse_scene, resolve_latents, timelines
 from morph.motion.schedule import chunks
 from morph.stylegan2 import Generator
 from morph.checkpoints import write_native
@@ -293,8 +293,8 @@ def test_timelines_resolve_every_render_deterministically(tiny_model):
     scene = load_scene("scene.yaml")
     G = load_generator(scene.model_path)
     peter = torch.zeros(10, 128)
-    first = timelines(scene, G, project=lambda spec: peter)
-    second = timelines(scene, G, project=lambda spec: peter)
+    first = timelines(scene, G, *resolve_latents(scene, G, project=lambda spec: peter))
+    second = timelines(scene, G, *resolve_latents(scene, G, project=lambda spec: peter))
     for name, tl in first.items():
         frames = torch.cat(list(chunks(tl, 32)))
         assert frames.shape == (scene.renders[name].frames, 10, 128)

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from morph.motion.schedule import (EASINGS, INTERPS, Breathe, Cycle, Deform, Motion, Path, chunks, cycle, ease, lerp, sample,
+from morph.motion.schedule import (EASINGS, INTERPS, Breathe, Cycle, Deform, Motion, KeyPath, chunks, cycle, ease, lerp, sample,
                             slerp, timeline)
 
 quick = settings(max_examples=60, deadline=None)  # the whole file runs in seconds on 2 cores
@@ -21,7 +21,7 @@ def tensors(seed: int, *shape: int, dtype=torch.float32) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-def keys_for(path: Path, seed: int, layers: int = 3, dim: int = 5, dtype=torch.float32) -> dict[str, torch.Tensor]:
+def keys_for(path: KeyPath, seed: int, layers: int = 3, dim: int = 5, dtype=torch.float32) -> dict[str, torch.Tensor]:
     stack = tensors(seed, len(path.keys), layers, dim, dtype=dtype)
     return dict(zip(path.keys, stack))
 
@@ -44,7 +44,7 @@ def paths(draw, interps=INTERPS, loop=None, eases=tuple(EASINGS), min_move=1):
     holds = tuple(draw(st.lists(st.integers(0, 4), min_size=m, max_size=m)))
     chosen = ("linear",) * n if interp == "spline" else tuple(draw(st.lists(st.sampled_from(eases), min_size=n,
                                                                            max_size=n)))
-    return Path(tuple(f"k{i}" for i in range(m)), holds, moves, chosen, interp, loop)
+    return KeyPath(tuple(f"k{i}" for i in range(m)), holds, moves, chosen, interp, loop)
 
 
 def frames_of(tl) -> torch.Tensor:
@@ -148,16 +148,16 @@ def test_spline_passes_through_every_keyframe_with_continuous_velocity(path, see
 
 
 def test_lerp_path_does_have_a_velocity_jump_at_a_keyframe():  # the spline test above can tell the difference
-    path = Path(("a", "b", "c"), (0, 0, 0), (10, 10), ("linear", "linear"), "lerp")
+    path = KeyPath(("a", "b", "c"), (0, 0, 0), (10, 10), ("linear", "linear"), "lerp")
     keys = {"a": torch.zeros(1, 2, dtype=torch.float64), "b": torch.ones(1, 2, dtype=torch.float64),
             "c": torch.tensor([[3.0, -1.0]], dtype=torch.float64)}
     assert velocity_jump(timeline(Motion(path), keys, {}, no_offsets), 10) > 0.1
-    spline = timeline(Motion(Path(path.keys, path.holds, path.moves, path.eases, "spline")), keys, {}, no_offsets)
+    spline = timeline(Motion(KeyPath(path.keys, path.holds, path.moves, path.eases, "spline")), keys, {}, no_offsets)
     assert velocity_jump(spline, 10) < 1e-6
 
 
 def test_per_transition_durations_place_each_keyframe():
-    path = Path(("a", "b", "c"), (2, 0, 3), (5, 7, 4), ("linear", "in", "out"), "slerp", loop=True)
+    path = KeyPath(("a", "b", "c"), (2, 0, 3), (5, 7, 4), ("linear", "in", "out"), "slerp", loop=True)
     tl = timeline(Motion(path), keys_for(path, 0), {}, no_offsets)
     assert tl.keyframes == (0, 7, 14) and tl.frames == 2 + 5 + 7 + 3 + 4
 
@@ -166,7 +166,7 @@ def test_per_transition_durations_place_each_keyframe():
 
 @st.composite
 def waving(draw, still=False):
-    stills = st.builds(lambda n: Path(("k0",), (n,), (), (), loop=True), st.integers(2, 40))
+    stills = st.builds(lambda n: KeyPath(("k0",), (n,), (), (), loop=True), st.integers(2, 40))
     path = draw(stills if still else st.one_of(paths(), stills))
     layers = draw(st.integers(0, 2))
     span = range(layers, draw(st.integers(layers + 1, 3)))
@@ -207,7 +207,7 @@ def test_cycle_fits_whole_periods_into_a_loop():
 def test_breathe_swings_from_low_to_high_on_its_layers_only():
     base = tensors(0, 4, 6)
     direction = tensors(1, 4, 6)
-    still = Path(("a",), (40,), (), (), loop=True)
+    still = KeyPath(("a",), (40,), (), (), loop=True)
     motion = Motion(still, breathe=Breathe("smile", 0.5, 2.5, range(1, 3), Cycle(1, 40)))
     tl = timeline(motion, {"a": base}, {"smile": direction}, no_offsets)
     f = frames_of(tl)
@@ -218,7 +218,7 @@ def test_breathe_swings_from_low_to_high_on_its_layers_only():
 
 def test_deform_moves_only_its_layers_and_is_seeded():
     base = tensors(0, 4, 5)
-    motion = Motion(Path(("a",), (24,), (), (), loop=True), Deform(range(0, 2), 0.7, 3, Cycle(1, 24)))
+    motion = Motion(KeyPath(("a",), (24,), (), (), loop=True), Deform(range(0, 2), 0.7, 3, Cycle(1, 24)))
     run = lambda m: frames_of(timeline(m, {"a": base}, {}, seeded_offsets))  # noqa: E731
     f = run(motion)
     assert torch.equal(f[:, 2:], base[2:].expand(24, 2, 5))
@@ -241,7 +241,7 @@ def test_chunks_concatenate_to_the_frames_deterministically(motion, seed, size):
 
 def test_a_two_hour_video_is_produced_lazily():
     n = 2 * 3600 * 30  # 216,000 frames of [18, 512]: 8 GB at once, 2.4 MB per chunk
-    path = Path(("a", "b"), (0, 0), (n // 2, n // 2), ("in-out", "in-out"), "slerp", loop=True)
+    path = KeyPath(("a", "b"), (0, 0), (n // 2, n // 2), ("in-out", "in-out"), "slerp", loop=True)
     tl = timeline(Motion(path), {"a": tensors(0, 18, 512), "b": tensors(1, 18, 512)}, {}, no_offsets)
     start = time.perf_counter()
     first = list(itertools.islice(chunks(tl, 64), 3))
@@ -253,6 +253,6 @@ def test_a_two_hour_video_is_produced_lazily():
 
 def test_invalid_paths_are_refused():
     keys = {"a": torch.zeros(1, 2), "b": torch.ones(1, 2)}
-    for bad in (Path(("a", "b"), (0, 0), (0,), ("linear",)), Path(("a", "b"), (0, 0), (3,), ("in",), "spline")):
+    for bad in (KeyPath(("a", "b"), (0, 0), (0,), ("linear",)), KeyPath(("a", "b"), (0, 0), (3,), ("in",), "spline")):
         with pytest.raises(ValueError):
             timeline(Motion(bad), keys, {}, no_offsets)

@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from morph.cli import app
-from morph.directions import read_meta, sweep, w_images
+from morph.directions import read_meta, strength_sweep, w_images
 from morph.render.encode import decode_frames
 from morph.render.images import read_image
 from morph.motion.latents import load_w, read_w
@@ -68,7 +68,7 @@ def test_svm_direction_on_stylegan3_moves_the_label(tiny_stylegan3, tmp_path, sp
     d = load_w(out, G.num_ws, G.w_dim)
     step = 2 * meta["spread"]
     test_w = np.load(samples / "latents.npy")[:10]  # starting points (W, every layer the same)
-    moved = torch.cat([sweep(torch.from_numpy(w).expand(G.num_ws, -1), d, [-step, step]) for w in test_w]).numpy()
+    moved = torch.cat([strength_sweep(torch.from_numpy(w).expand(G.num_ws, -1), d, [-step, step]) for w in test_w]).numpy()
     low, high = brightness(G, moved).reshape(-1, 2).T
     assert (high > low).all(), (low, high)
 

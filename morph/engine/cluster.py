@@ -1,11 +1,14 @@
 """Rendering past one machine: missing segments as tasks on a Dask cluster, or a deterministic shard of them.
 
-Segments are content-addressed (see ``render.py``), so any machine renders any segment into the
+Segments are content-addressed (see ``morph.render.job``), so any machine renders any segment into the
 same file. On a cluster each worker loads the model once and keeps it; it writes finished
 segments atomically into the client's cache when it can see that folder (a shared filesystem),
 and otherwise sends the bytes back for the client to store. The client then joins as in a local
 render. Shards split the segments of a scene between independent jobs (Slurm or Kubernetes
 arrays) that share only the cache folder; a final plain render joins.
+
+Dask (``distributed``) is imported inside the functions that need it: it is slow to import, and a render
+without a cluster never does.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ import torch
 
 from morph.core.cache import SEGMENTS, reusable, seal
 from morph.core.devices import resolve_device
-from morph.render.encode import EncodeSettings
-from morph.core.files import atomic_path
 from morph.core.errors import MorphError
-from morph.core.progress import Progress
+from morph.core.files import atomic_path
 from morph.core.model import Model, Noise
-from morph.render.job import RenderJob, RenderPlan, Segment, auto_batch_size, render_segment
+from morph.core.progress import Progress
 from morph.core.runtime import check_stop, keep_freed_memory
+from morph.models.loader import load_model
+from morph.render.encode import EncodeSettings
+from morph.render.job import RenderPlan, Work, auto_batch_size, render_segment
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -41,27 +45,6 @@ RETRIES = 2
 CONNECT_TIMEOUT_S = 10
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 _ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|inproc)://)?(?:\[[0-9A-Fa-f:.]+\]|[\w.-]+)(?::\d{1,5})?$")
-
-
-@dataclass(frozen=True)
-class Work:
-    """One segment to render and the job it belongs to (its W frames, encoding and noise)."""
-
-    segment: Segment
-    job: RenderJob
-
-    @property
-    def frames(self) -> int:
-        """How many frames the segment holds."""
-        return self.segment.stop - self.segment.start
-
-    def ws(self) -> torch.Tensor:
-        """The segment's W frames [frames, num_ws, w_dim] (computed on demand: small, but many segments)."""
-        return self.job.ws(self.segment)
-
-    def camera(self) -> Optional[torch.Tensor]:
-        """The segment's camera poses [frames, 3], None without a camera."""
-        return self.job.poses(self.segment)
 
 
 @dataclass(frozen=True)
@@ -114,21 +97,6 @@ def missing(work: list[Work]) -> list[Work]:
     return [w for w in work if not reusable(w.segment.path, w.frames, w.job.name)]
 
 
-def render_here(G: Model, todo: list[Work], device: torch.device, batch_size: Optional[int],
-                progress: Progress) -> int:
-    """Render the segments of ``todo`` in this process; returns the frames rendered."""
-    progress.total = sum(w.frames for w in todo)
-    try:
-        frames = 0
-        for w in todo:
-            frames += render_segment(G, w.ws(), w.segment.path, w.job.settings, w.job.noise, device,
-                                     batch_size or auto_batch_size(G, device, w.job.settings.canvas),
-                                     w.job.dtype, progress.advance, w.camera())
-    finally:
-        progress.close()
-    return frames
-
-
 def render_distributed(client: Callable[[], "Client"], todo: list[Work], model: WorkerModel, cache_dir: Path,
                        progress: Progress, transfer: bool = False) -> int:
     """Render the segments of ``todo`` on the cluster of ``client()``, which is called only if there is work
@@ -163,8 +131,6 @@ def worker_generator(engine: WorkerModel) -> tuple[Model, torch.device]:
     """The engine's generator in this worker process, loaded on first use and kept for later tasks."""
     key = (engine.model_path, engine.model_sha256, engine.device)
     if key not in _MODELS:
-        from morph.models.loader import load_model
-
         keep_freed_memory()
         device = _worker_device(engine.device)
         G = load_model(engine.model_path, device)

@@ -1,8 +1,10 @@
 """Scenes → renders → files: the one engine behind ``morph render``, ``preview``, the cluster path and the studio.
 
-It loads the model a scene names, projects its photos, turns each render into a :class:`RenderJob`
-(every input of its cache keys, decided here), then renders the missing segments in this process,
-on a Dask cluster or as one shard of an array job, and joins each output. ``--force`` means one
+It loads the model a scene names (once per command: the scene reader takes the model's dimensions from
+:class:`LoadedModels`, the render draws with the same generator), projects its photos, resolves each latent
+once, turns each render into a :class:`RenderJob` (every input of its cache keys, decided here), then renders
+the missing segments in this process, on a Dask cluster or as one shard of an array job, and joins each
+output. ``--force`` means one
 thing, decided in :func:`render_scene`: every segment is rendered again (replaced atomically, never
 deleted first) and every output is forgotten, so all is rendered and joined afresh.
 """
@@ -15,25 +17,25 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from morph.render.encode import EncodeSettings
+from morph.core.cache import check_folder, default_cache_dir, lease, sweep
 from morph.core.errors import MorphError
 from morph.core.files import file_sha256
 from morph.core.model import Model, Noise
 from morph.core.progress import Progress, log
-from morph.core.cache import check_folder, default_cache_dir, lease, sweep
-from morph.render.encode import is_frame_file
-from morph.render.job import (RenderJob, RenderPlan, RenderStats, forget_output, generate, is_up_to_date,
-                     join, output_lock, render_segments)
-from morph.scene import Render, Scene, load_scene, parse_scene, timelines
+from morph.engine.cluster import WorkerModel, connect, distinct_segments, missing, render_distributed, shard
+from morph.models.loader import load_model
+from morph.motion.latents import ModelDims, Project
 from morph.motion.schedule import Timeline, camera_poses, sample
-
-if TYPE_CHECKING:
-    from morph.projection.project import ScenePhotos
+from morph.projection.project import Projection, ScenePhotos, project_scene, projection_status
+from morph.render.encode import EncodeSettings, is_frame_file
+from morph.render.job import (RenderJob, RenderPlan, RenderStats, Work, forget_output, generate, is_up_to_date, join,
+                              output_lock, render_segments)
+from morph.scene import Render, Scene, load_scene, parse_scene, plan_lines, resolve_latents, timelines
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,6 @@ class SceneText:
 
 
 SceneSource = Union[Path, SceneText]
-
-
-def read_scene(source: SceneSource, cache_dir: Optional[Path] = None) -> Scene:
-    """The validated scene of a file or of a :class:`SceneText`."""
-    if isinstance(source, SceneText):
-        return parse_scene(source.text, source.file, cache_dir=cache_dir)
-    return load_scene(source, cache_dir=cache_dir)
 
 
 def scene_path(source: SceneSource) -> Path:
@@ -100,13 +95,43 @@ def destination(out: Path, render: Render) -> Path:
 
 
 @dataclass
+class LoadedModels:
+    """The models a command's scenes name, each loaded (and hashed) once on ``device`` and kept for the
+    command: the scene reader reads their dimensions here (:meth:`dims`), the renders draw with them."""
+
+    device: torch.device = torch.device("cpu")
+    loaded: dict[Path, Model] = field(default_factory=dict)
+
+    def get(self, path: Path) -> Model:
+        """The generator in model file ``path``, loaded on first use."""
+        key = Path(path).resolve()
+        if key not in self.loaded:
+            self.loaded[key] = load_model(path, self.device)
+        return self.loaded[key]
+
+    def dims(self, path: Path) -> ModelDims:
+        """Dimensions of the model in ``path``: what ``load_scene`` validates a scene against."""
+        return ModelDims.of(self.get(path))
+
+    def scene(self, source: SceneSource, cache_dir: Optional[Path] = None) -> Scene:
+        """Scene ``source`` (a file or a :class:`SceneText`) validated against its model, which stays loaded
+        here."""
+        if isinstance(source, SceneText):
+            return parse_scene(source.text, source.file, self.dims, cache_dir)
+        return load_scene(source, self.dims, cache_dir)
+
+
+@dataclass
 class LoadedScene:
-    """A scene with its model loaded and photos projected: the timelines and render jobs it draws."""
+    """A scene with its model loaded, photos projected and latents resolved (once each): the timelines and
+    render jobs it draws."""
 
     path: Path
     scene: Scene
     G: Model
-    photos: "ScenePhotos"
+    photos: ScenePhotos
+    ws: dict[str, torch.Tensor]          # latent name → W [num_ws, w_dim]
+    directions: dict[str, torch.Tensor]  # direction name → W offset [num_ws, w_dim]
     timelines: dict[str, Timeline]
     digest: Optional[str] = None    # SHA-256 of the scene's text; None: of the file at ``path``
 
@@ -139,17 +164,31 @@ class LoadedScene:
 
 
 def open_scene(path: SceneSource, device: torch.device, cache_dir: Optional[Path] = None, quiet: bool = False,
-               scene: Optional[Scene] = None) -> LoadedScene:
-    """Load ``path`` (a file or a :class:`SceneText`; or the already validated ``scene``), its model on
-    ``device``, and its projected photos."""
-    from morph.models.loader import load_model
-    from morph.projection.project import project_scene
-
-    sc = scene or read_scene(path, cache_dir)
-    G = load_model(sc.model_path, device)
-    photos = project_scene(sc, G, cache_dir, quiet)
+               scene: Optional[Scene] = None, models: Optional[LoadedModels] = None,
+               projections: Optional[dict[Project, Projection]] = None) -> LoadedScene:
+    """Scene ``path`` (a file or a :class:`SceneText`; or the already validated ``scene``) ready to draw on
+    ``device``: its model loaded once (or taken from ``models``), its photos projected (those already in the
+    ``projections`` memo reused, new ones added to it), each latent resolved once and every render's timeline
+    built."""
+    models = models or LoadedModels(device)
+    sc = scene or models.scene(path, cache_dir)
+    G = models.get(sc.model_path)
+    memo = {} if projections is None else projections
+    specs = {latent.source for latent in sc.latents.values() if isinstance(latent.source, Project)}
+    if not specs <= memo.keys():
+        memo.update(project_scene(sc, G, cache_dir, quiet).projections)
+    photos = ScenePhotos(sc, {spec: memo[spec] for spec in specs})
+    ws, directions = resolve_latents(sc, G, photos.latent)
     digest = hashlib.sha256(path.text.encode()).hexdigest() if isinstance(path, SceneText) else None
-    return LoadedScene(scene_path(path), sc, G, photos, timelines(sc, G, photos.latent, cache_dir), digest)
+    return LoadedScene(scene_path(path), sc, G, photos, ws, directions, timelines(sc, G, ws, directions, cache_dir),
+                       digest)
+
+
+def scene_plan(scene: Scene, models: LoadedModels) -> list[str]:
+    """What ``morph check`` prints for a validated scene: its plan, with whether each photo's projection is
+    cached (asked of the model already loaded in ``models``)."""
+    G = models.get(scene.model_path)
+    return plan_lines(scene, lambda photo: projection_status(photo, G))
 
 
 def select(scenes: dict[Path, Scene], only: Optional[Iterable[str]]) -> dict[Path, list[str]]:
@@ -206,8 +245,6 @@ def render_scene(loaded: LoadedScene, names: Sequence[str], options: RenderOptio
 def _render_elsewhere(loaded: LoadedScene, plans: Sequence[RenderPlan], options: RenderOptions,
                       where: Distribution) -> None:
     """The plans' segments into the cache, on the cluster or (one shard of them) in this process."""
-    from morph.engine.cluster import WorkerModel, distinct_segments, missing, render_distributed, render_here, shard
-
     work = distinct_segments(p for p in plans if options.force or
                              not is_up_to_date(options.cache_dir, p.job.dest, p.key))
     if where.shard is not None:
@@ -215,9 +252,12 @@ def _render_elsewhere(loaded: LoadedScene, plans: Sequence[RenderPlan], options:
     todo = work if options.force else missing(work)
     start = time.monotonic()
     label = f"shard {where.shard[0]}/{where.shard[1]}" if where.shard else "cluster"
-    progress = Progress(label, 0, quiet=options.quiet)
+    progress = Progress(label, sum(w.frames for w in todo), quiet=options.quiet)
     if where.shard is not None:
-        frames = render_here(loaded.G, todo, options.device, options.batch_size, progress)
+        try:
+            frames = render_segments(loaded.G, todo, options.device, options.batch_size, progress)
+        finally:
+            progress.close()
         place = "in this process"
     else:
         model = WorkerModel(str(Path(loaded.G.info.path).resolve()), loaded.G.info.sha256, options.device_name,
@@ -242,7 +282,8 @@ def _render_and_join(G: Model, plan: RenderPlan, options: RenderOptions, local: 
             todo = plan.segments if options.force and local else plan.missing()
             progress = Progress(job.name, sum(s.stop - s.start for s in todo), quiet=options.quiet)
             try:
-                generated = render_segments(G, plan, todo, options.device, options.batch_size, progress)
+                generated = render_segments(G, [Work(s, job) for s in todo], options.device, options.batch_size,
+                                            progress)
             finally:
                 progress.close()
             join(plan, options.cache_dir)
@@ -286,8 +327,9 @@ def render_scenes(paths: Sequence[SceneSource], only: Optional[Iterable[str]], o
     several scenes share one cluster, connected (or started) only when a segment needs it. Returns what each
     render did (nothing for a shard, which joins no output)."""
     check_folder(options.cache_dir)
+    models = LoadedModels(options.device)
     sources = {scene_path(p): p for p in paths}
-    scenes = {path: read_scene(source, options.cache_dir) for path, source in sources.items()}
+    scenes = {path: models.scene(source, options.cache_dir) for path, source in sources.items()}
     selected = select(scenes, only)
     for path, names in selected.items():  # before any model is loaded or photo projected
         for name in names:
@@ -301,8 +343,6 @@ def render_scenes(paths: Sequence[SceneSource], only: Optional[Iterable[str]], o
 
         def client():
             if not clients:
-                from morph.engine.cluster import connect
-
                 clients.append(stack.enter_context(connect(cluster, workers)))
             return clients[0]
 
@@ -310,7 +350,8 @@ def render_scenes(paths: Sequence[SceneSource], only: Optional[Iterable[str]], o
         results = []
         for path, sc in scenes.items():
             start = time.monotonic()
-            loaded = open_scene(sources[path], options.device, options.cache_dir, options.quiet, scene=sc)
+            loaded = open_scene(sources[path], options.device, options.cache_dir, options.quiet, scene=sc,
+                                models=models)
             for name, stats in render_scene(loaded, selected[path], options, where).items():
                 results.append(RenderResult(path, name, destination(options.out, sc.renders[name]), stats,
                                             time.monotonic() - start))
@@ -318,5 +359,5 @@ def render_scenes(paths: Sequence[SceneSource], only: Optional[Iterable[str]], o
         return results
 
 
-__all__ = ["Distribution", "LoadedScene", "RenderOptions", "RenderResult", "SceneText", "destination", "open_scene",
-           "read_scene", "render_scene", "render_scenes", "scene_path", "select"]
+__all__ = ["Distribution", "LoadedModels", "LoadedScene", "RenderOptions", "RenderResult", "SceneText", "destination",
+           "open_scene", "render_scene", "render_scenes", "scene_path", "scene_plan", "select"]

@@ -14,7 +14,7 @@ import torch
 
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path
-from morph.core.progress import Progress, log, warn
+from morph.core.progress import Progress, warn
 from morph.engine.scenes import LoadedScene
 from morph.render.encode import EncodeSettings, ffmpeg_exe
 from morph.render.images import grid, write_png
@@ -148,7 +148,7 @@ def direction_strip(direction: str, latent: str, model: str, out: Path, strength
     """``out/NAME-strip.png``: one face (a seed number or a latent file) moved along a direction at each of
     ``strengths``. Returns the PNG's path."""
     from morph.core.model import Noise
-    from morph.directions import read_meta, sweep
+    from morph.directions import read_meta, strength_sweep
     from morph.models.loader import load_model
     from morph.models.resolver import resolve_direction
     from morph.motion.latents import load_w, seed_w
@@ -161,7 +161,7 @@ def direction_strip(direction: str, latent: str, model: str, out: Path, strength
         warn(f"warning: {path} was trained on another model (sha256 {trained_on[:12]}, this one {G.info.sha256[:12]})")
     d = load_w(path, G.num_ws, G.w_dim)
     w = seed_w(G, int(latent), truncation) if latent.lstrip("-").isdigit() else load_w(latent, G.num_ws, G.w_dim)
-    images = np.concatenate(list(generate(G, sweep(w, d, strengths), 8, Noise("const"), device)))
+    images = np.concatenate(list(generate(G, strength_sweep(w, d, strengths), 8, Noise("const"), device)))
     dest = out / f"{strip_name(direction)}-strip.png"
     with atomic_path(dest) as tmp:
         write_png(tmp, grid(images, cols=len(strengths)))

@@ -7,8 +7,8 @@ Pure: the same motion and latents give the same frames, bit for bit. Time is mea
 from __future__ import annotations
 
 import math
-import pathlib
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional
 
 import numpy as np
@@ -59,7 +59,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Path:
+class KeyPath:
     """Keyframes (latent names) with ``holds[i]`` frames at key i and ``moves[i]`` frames from key i to the next.
 
     ``moves`` has one entry per transition: len(keys) − 1, or len(keys) when ``loop`` closes the path
@@ -103,7 +103,7 @@ class Follow:
     """A wave's gain read from a sound: ``feature`` per frame (0…1), smoothed; its window ``low``…``high`` spans
     the gain 0…1 (clipped outside; high < low inverts)."""
 
-    sound: pathlib.Path
+    sound: Path
     feature: str
     fps: float
     low: float = 0.0
@@ -152,7 +152,7 @@ class Push:
 class Cue:
     """Keyframes reached on every ``every``-th of a sound's ``kind`` events (beats or onsets)."""
 
-    sound: pathlib.Path
+    sound: Path
     kind: str
     every: int
 
@@ -191,7 +191,7 @@ class Motion:
     """What a render shows: a keyframe path, optionally deformed, breathing and pushed along directions, seen
     through a camera."""
 
-    path: Path
+    path: KeyPath
     deform: Optional[Deform] = None
     breathe: Optional[Breathe] = None
     pushes: tuple[Push, ...] = ()
@@ -235,7 +235,7 @@ class Timeline:
     camera: Optional[Camera] = None
 
 
-def _tangents(keys: torch.Tensor, path: Path) -> torch.Tensor:
+def _tangents(keys: torch.Tensor, path: KeyPath) -> torch.Tensor:
     """Catmull-Rom velocities (p[i+1] − p[i−1]) / (time between them); zero at held keys and open ends."""
     m = len(path.keys)
     out = torch.zeros_like(keys)
@@ -247,7 +247,7 @@ def _tangents(keys: torch.Tensor, path: Path) -> torch.Tensor:
     return out
 
 
-def _segments(path: Path) -> list[tuple[int, int, str, int]]:
+def _segments(path: KeyPath) -> list[tuple[int, int, str, int]]:
     """(src, dst, ease, frames) of every hold and move in time order; zero-length holds left out."""
     segs = []
     for i, hold in enumerate(path.holds):
@@ -326,7 +326,7 @@ def _following(wave: Wave, follow: Optional[Follow], sine: bool, frames: int,
 
 
 def path_on_events(keys: tuple[str, ...], events: tuple[int, ...], frames: int, move: Optional[int],
-                   ease: str, interp: str) -> Path:
+                   ease: str, interp: str) -> KeyPath:
     """An open path of ``frames`` frames that reaches one keyframe at each event frame, cycling through ``keys``
     (key 0 at frame 0): each move lasts ``move`` frames (None: from the previous arrival) and ends on its event."""
     marks = [f for f in sorted(set(events)) if 0 < f < frames]
@@ -338,7 +338,7 @@ def path_on_events(keys: tuple[str, ...], events: tuple[int, ...], frames: int, 
         moves.append(length)
     holds.append(frames - 1 - arrivals[-1])
     names = tuple(keys[i % len(keys)] for i in range(len(arrivals)))
-    return Path(names, tuple(holds), tuple(moves), (ease,) * len(moves), interp, False)
+    return KeyPath(names, tuple(holds), tuple(moves), (ease,) * len(moves), interp, False)
 
 
 def sample(tl: Timeline, t: torch.Tensor) -> torch.Tensor:

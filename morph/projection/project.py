@@ -56,7 +56,6 @@ import math
 import os
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -77,7 +76,7 @@ from morph.core.progress import Progress, log
 from morph.models.resolver import is_builtin_file
 from morph.core.runtime import check_stop
 from morph.checkpoints.torchscript import is_torchscript
-from morph.core.model import Noise
+from morph.core.model import Model, Noise
 from morph.projection.vgg import vgg16_state
 from morph.core.model import images_to_uint8
 from morph.core.files import file_sha256
@@ -660,23 +659,14 @@ def scene_settings(spec: Project, resolution: int, encoder: str = "") -> Setting
                     align=not (h == w == resolution), encoder=encoder)
 
 
-@lru_cache(maxsize=4)
-def _model_facts(model_path: Path) -> tuple[str, int]:
-    """(file sha256, resolution) of a checkpoint, loaded once per ``morph check``."""
-    from morph.models.loader import load_model
-
-    G = load_model(model_path)
-    return G.info.sha256, G.img_resolution
-
-
-def projection_status(spec: Project, model_path: Optional[Path]) -> str:
+def projection_status(spec: Project, G: Optional[Model]) -> str:
     """For ``morph check``: "cached", "needs projection (N steps)", or that plus why it will fail (an
-    unreadable photo)."""
+    unreadable photo), on the already loaded generator ``G`` (None: a scene validated without a model)."""
     from morph.projection.encoder import encoder_sha256, find_encoder
 
-    if model_path is None:
+    if G is None:
         return f"needs projection ({spec.steps or SCENE_STEPS} steps)"
-    sha, resolution = _model_facts(Path(model_path))
+    model_path, sha, resolution = Path(G.info.path), G.info.sha256, G.img_resolution
     encoder = find_encoder("auto", model_path)
     encoder_sha = encoder_sha256(encoder) if encoder is not None else ""
     needs = f"needs projection ({spec.steps or (REFINE_STEPS if encoder else SCENE_STEPS)} steps" \

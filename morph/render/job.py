@@ -315,15 +315,37 @@ class RenderPlan:
         return [s for s in self.segments if not reusable(s.path, s.stop - s.start, self.job.name)]
 
 
-def render_segments(G: Model, plan: RenderPlan, segments: list[Segment], device: torch.device,
-                    batch_size: Optional[int], progress: Progress) -> int:
-    """Encode ``segments`` of ``plan`` into the cache (each replaced atomically, so a concurrent join of the
-    old file still reads it whole); returns the number of frames generated."""
-    batch_size = batch_size or auto_batch_size(G, device, plan.job.settings.canvas)
+@dataclass(frozen=True)
+class Work:
+    """One segment to render and the job it belongs to (its W frames, encoding and noise)."""
+
+    segment: Segment
+    job: RenderJob
+
+    @property
+    def frames(self) -> int:
+        """How many frames the segment holds."""
+        return self.segment.stop - self.segment.start
+
+    def ws(self) -> torch.Tensor:
+        """The segment's W frames [frames, num_ws, w_dim] (computed on demand: small, but many segments)."""
+        return self.job.ws(self.segment)
+
+    def camera(self) -> Optional[torch.Tensor]:
+        """The segment's camera poses [frames, 3], None without a camera."""
+        return self.job.poses(self.segment)
+
+
+def render_segments(G: Model, todo: list[Work], device: torch.device, batch_size: Optional[int],
+                    progress: Progress) -> int:
+    """Encode the segments of ``todo`` into the cache in this process (each replaced atomically, so a
+    concurrent join of the old file still reads it whole), advancing ``progress``; returns the number of
+    frames generated."""
     generated = 0
-    for seg in segments:
-        generated += render_segment(G, plan.job.ws(seg), seg.path, plan.job.settings, plan.job.noise, device,
-                                    batch_size, plan.job.dtype, progress.advance, plan.job.poses(seg))
+    for w in todo:
+        generated += render_segment(G, w.ws(), w.segment.path, w.job.settings, w.job.noise, device,
+                                    batch_size or auto_batch_size(G, device, w.job.settings.canvas),
+                                    w.job.dtype, progress.advance, w.camera())
     return generated
 
 

@@ -1,9 +1,10 @@
-"""Scenes: the YAML language (``reader``), the validated scene as data (``types``), the plan ``morph check``
-prints (``plan``) and each render's timeline on a loaded model (``timelines``)."""
+"""Scenes: the YAML language (``reader`` and its parts), the validated scene as data (``types``), the plan
+``morph check`` prints (``plan``) and a scene's latents and timelines on a loaded model (``timelines``)."""
 
-from morph.scene.plan import describe
+from morph.scene.plan import plan_lines
 from morph.scene.reader import load_scene, model_dims, parse_scene
-from morph.scene.timelines import timelines
+from morph.scene.timelines import resolve_latents, timelines
 from morph.scene.types import Render, Scene, SceneError
 
-__all__ = ["Render", "Scene", "SceneError", "describe", "load_scene", "model_dims", "parse_scene", "timelines"]
+__all__ = ["Render", "Scene", "SceneError", "load_scene", "model_dims", "parse_scene", "plan_lines",
+           "resolve_latents", "timelines"]

@@ -1,30 +1,25 @@
 """The scene words that tie motion to a sound: ``follow:`` on a wave, ``add:`` on a render, and
 ``transition: {on: beats|onsets, every: N}`` on a path — read into :mod:`morph.motion.schedule` values, with the
-same ``file:line:col`` problems as the rest of the scene (mixed into the scene reader)."""
+same ``file:line:col`` problems as the rest of the scene."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from morph.sound.audio import EVENTS, Sound, feature_problem, require_librosa
 from morph.core.errors import MorphError
 from morph.core.limits import MAX_STRENGTH
-from morph.motion.schedule import Cue, Follow, Path as KeyPath, Push, path_on_events
+from morph.motion.schedule import Cue, Follow, KeyPath, Push, path_on_events
+from morph.scene.nodes import Items, NodeReader
 from morph.scene.types import FOLLOW_DEFAULTS, FOLLOW_KEYS, PUSH_KEYS
+from morph.sound.audio import EVENTS, Sound, feature_problem, require_librosa
 
-Items = dict[str, tuple[Node, Node]]
 NO_SOUND = "give audio: FILE at the top of the scene or in the render"
 
 
-class MusicReader:
-    """Methods of the scene reader for sound-driven motion; ``sound`` is the current render's sound file."""
-
-    sound: Optional[Path] = None
-    cache_dir: Optional[Path] = None
-    audio_failed: bool = False  # the scene's audio: was reported unusable (its followers then say nothing more)
+class MusicReader(NodeReader):
+    """Reads sound-driven motion; ``self.sound`` is the current render's sound file."""
 
     def analysis(self, node: Node, path: str) -> Optional[Sound]:
         """The current render's :class:`morph.sound.audio.Sound`, or None after reporting why there is none."""

@@ -8,6 +8,7 @@ from morph.motion.latents import Blend, File, Latent, Mean, Mix, Project, Seed
 from morph.motion.schedule import Follow
 from morph.scene.types import Render, Scene, range_text, runs
 
+
 def _origin(latent: Latent, projection: Callable[[Project], str]) -> str:
     """Where a latent comes from, in words."""
     src = latent.source
@@ -94,7 +95,7 @@ def _music_text(render: Render) -> str:
     return text
 
 
-def describe(scene: Scene, projection: Callable[[Project], str] = lambda photo: "needs projection") -> list[str]:
+def plan_lines(scene: Scene, projection: Callable[[Project], str] = lambda photo: "needs projection") -> list[str]:
     """The plan ``morph check`` prints: model, each latent's origin, each render's frames, duration, fps, size;
     ``projection(photo)`` says whether a photo's projection is cached (the engine knows)."""
     d = scene.dims

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from morph.render.canvas import Canvas
-from morph.render.encode import FORMATS
 from morph.core.errors import MorphError
 from morph.motion.latents import Latent, ModelDims
 from morph.motion.schedule import Motion
+from morph.render.canvas import Canvas
+from morph.render.encode import FORMATS
 
 DEFAULT_FPS = {fmt: 25 if fmt == "gif" else 30 for fmt in FORMATS}  # output format → default fps
 TOP_KEYS = ("model", "sha256", "truncation", "truncation_cutoff", "noise", "audio", "directions", "latents", "renders")

@@ -1,9 +1,9 @@
-"""The studio's one adapter over morph's rendering internals: a model loaded once, a scene made into
-timelines (photos projected once, latents cached per scene text), single frames drawn exactly as
-``morph render`` draws them, seed and direction looks, and the ``morph render`` run itself.
+"""The studio's one adapter over the engine: a model loaded once, a scene opened by the engine's
+:func:`morph.engine.scenes.open_scene` (photos projected once per studio, each latent resolved once per scene
+text), single frames drawn exactly as ``morph render`` draws them, seed and direction looks, and the
+``morph render`` run itself.
 
-Nothing else in ``morph.studio`` imports morph's rendering modules, so moving the studio onto the
-engine module means re-pointing the functions of this file only.
+Nothing else in ``morph.studio`` imports morph's rendering modules.
 """
 
 from __future__ import annotations
@@ -24,87 +24,66 @@ import numpy as np
 import torch
 from PIL import Image
 
+from morph.builtin import WEIGHTS_DIR
+from morph.core.cache import default_cache_dir
+from morph.core.devices import resolve_device
 from morph.core.errors import MorphError
-from morph.motion.latents import ModelDims
 from morph.core.model import Noise
+from morph.engine.scenes import LoadedModels, LoadedScene, open_scene
 from morph.models.resolver import resolve_direction
-from morph.scene import Scene, parse_scene
+from morph.motion.latents import ModelDims, Project, load_w, seed_w
+from morph.projection.project import Projection
+from morph.render.job import generate
+from morph.scene import Scene, model_dims, parse_scene
 
 FRAME_CACHE_BYTES = 64 << 20  # encoded pictures kept in memory (a loop played twice is drawn once)
-
-
-@dataclass
-class Prepared:
-    """A validated scene ready to draw: its photos' projections and each render's timeline."""
-
-    scene: Scene
-    photos: object                      # morph.projection.project.ScenePhotos
-    timelines: dict[str, object]        # render name → morph.motion.schedule.Timeline
-    ws: dict[str, torch.Tensor] = field(default_factory=dict)  # latent name → [num_ws, w_dim]
 
 
 class Frames:
     """One generator on one device, kept across requests; draws and projections are serialised, so that
     concurrent requests do not fight over the CPU's threads."""
 
-    def __init__(self, model_path: Path, device: torch.device, cache_dir: Path, quiet: bool = False):
-        from morph.models.loader import load_model
-
-        self.G = load_model(model_path, device)
-        self.model_path, self.device, self.cache_dir, self.quiet = Path(model_path), device, cache_dir, quiet
+    def __init__(self, models: LoadedModels, model_path: Path, cache_dir: Path, quiet: bool = False):
+        self.models, self.G = models, models.get(model_path)
+        self.model_path, self.device, self.cache_dir, self.quiet = Path(model_path), models.device, cache_dir, quiet
         self.dims = ModelDims.of(self.G)
         self.lock = threading.RLock()
-        self._projections: dict = {}
+        self._projections: dict[Project, Projection] = {}
         self.memo = Memo()
 
     # scenes ----------------------------------------------------------------------------------------------------
 
     def parse(self, text: str, file: Path) -> Scene:
         """Validate scene text as ``morph check`` does (raises ``SceneError``), this model's dimensions reused."""
-        from morph.scene import model_dims
-
         return parse_scene(text, file, lambda path: self.dims if self._same(path) else model_dims(path),
                            self.cache_dir)
 
     def _same(self, path: Optional[Path]) -> bool:
         return path is not None and Path(path).resolve() == self.model_path.resolve()
 
-    def prepare(self, scene: Scene) -> Prepared:
-        """Project the scene's photos (cached on disk and here) and build every render's timeline."""
-        from morph.motion.latents import Project, load_w, resolve
-        from morph.projection.project import ScenePhotos, project_scene
-        from morph.scene import timelines
-
+    def prepare(self, scene: Scene) -> LoadedScene:
+        """The scene opened by the engine on this model: photos projected (cached on disk and here), each
+        latent resolved once, every render's timeline built."""
         if not self._same(scene.model_path):
             raise MorphError(f"the studio draws with {self.model_path}, the scene now names {scene.model}",
                              scene.file, "restart morph studio to change the model")
-        specs = {l.source for l in scene.latents.values() if isinstance(l.source, Project)}
-        with self.lock:  # projecting runs the synthesis; the rest only maps seeds, so it need not wait for a draw
-            if not specs <= self._projections.keys():
-                self._projections.update(project_scene(scene, self.G, self.cache_dir, self.quiet).projections)
-            photos = ScenePhotos(scene, {s: self._projections[s] for s in specs})
-        directions = {name: load_w(path, self.G.num_ws, self.G.w_dim) for name, path in scene.directions.items()}
-        ws = resolve(scene.latents, directions, self.G, photos.latent)
-        return Prepared(scene, photos, timelines(scene, self.G, photos.latent, self.cache_dir), ws)
+        with self.lock:  # projecting runs the synthesis, and the projections memo is shared
+            return open_scene(scene.file, self.device, self.cache_dir, self.quiet, scene=scene, models=self.models,
+                              projections=self._projections)
 
     # pictures --------------------------------------------------------------------------------------------------
 
     def _draw(self, ws: torch.Tensor, noise: Noise) -> np.ndarray:
         """uint8 images [n, H, W, 3] for W frames ``ws`` drawn with ``noise``."""
-        from morph.render.job import generate
-
         with self.lock:
             return np.concatenate(list(generate(self.G, ws, 8, noise, self.device)))
 
-    def frame(self, p: Prepared, render: str, index: int, size: int) -> np.ndarray:
+    def frame(self, p: LoadedScene, render: str, index: int, size: int) -> np.ndarray:
         """Frame ``index`` of ``render`` at ``size`` px, drawn by the engine exactly as ``morph render`` draws it
         (its projected noise included), then scaled with Lanczos like the encoder's scaler. A canvas is shown
         whole: ``size`` is then its square image's side."""
-        from morph.engine.scenes import LoadedScene
-
-        loaded = LoadedScene(p.scene.file, p.scene, self.G, p.photos, p.timelines)
         with self.lock:
-            image = loaded.frames(render, [index], self.device)[0]
+            image = p.frames(render, [index], self.device)[0]
         r = p.scene.renders[render]
         if r.canvas is None:
             return resize(image, size)
@@ -116,18 +95,14 @@ class Frames:
 
     def seed(self, seed: int, psi: float) -> torch.Tensor:
         """W+ of a seed at truncation ``psi`` (the scene's ``{seed: N}``)."""
-        from morph.motion.latents import seed_w
-
         return seed_w(self.G, seed, psi)
 
     def direction(self, scene: Scene, name: str) -> torch.Tensor:
         """A direction of the scene, or ``builtin:NAME``, as [num_ws, w_dim]."""
-        from morph.motion.latents import load_w
-
         path = scene.directions.get(name) or resolve_direction(name)
         return load_w(path, self.G.num_ws, self.G.w_dim)
 
-    def latent(self, p: Prepared, render: str, index: int) -> torch.Tensor:
+    def latent(self, p: LoadedScene, render: str, index: int) -> torch.Tensor:
         """The W+ [num_ws, w_dim] frame ``index`` of ``render`` is drawn from (its waves included)."""
         from morph.motion.schedule import sample
 
@@ -159,22 +134,17 @@ class Memo:
         return data
 
 
-def open_scene(scene: Path, device: str, cache_dir: Optional[Path]) -> Frames:
-    """The frames of scene file ``scene``'s model on ``device`` (auto, cpu, cuda...), projections cached in
-    ``cache_dir`` (morph's default cache when None); a scene invalid from the start fails as ``morph check``."""
-    from morph.core.devices import resolve_device
-    from morph.core.cache import default_cache_dir
-    from morph.scene import load_scene
-
+def open_frames(scene: Path, device: str, cache_dir: Optional[Path]) -> Frames:
+    """The frames of scene file ``scene``'s model on ``device`` (auto, cpu, cuda...), loaded once, projections
+    cached in ``cache_dir`` (morph's default cache when None); a scene invalid from the start fails as
+    ``morph check``."""
     cache_dir = cache_dir or default_cache_dir()
-    sc = load_scene(scene, cache_dir=cache_dir)
-    return Frames(sc.model_path, resolve_device(device), cache_dir)
+    models = LoadedModels(resolve_device(device))
+    return Frames(models, models.scene(scene, cache_dir).model_path, cache_dir)
 
 
 def builtin_directions() -> list[str]:
     """``builtin:NAME`` of every shipped direction."""
-    from morph.builtin import WEIGHTS_DIR
-
     return [f"builtin:{p.stem}" for p in sorted((WEIGHTS_DIR / "directions").glob("*.npy"))]
 
 
@@ -200,7 +170,7 @@ _WRITTEN = re.compile(r"^\S+ ([\w.-]+): (\S+) (?:written|is up to date)")
 
 
 @dataclass
-class RenderJob:
+class RenderRun:
     """A ``morph render`` of the scene file in a child process, its progress read from its progress bar."""
 
     out: Path
@@ -216,10 +186,10 @@ class RenderJob:
                 "files": self.files, "error": self.error}
 
 
-def start_render(scene_file: Path, out: Path, cache_dir: Path, device: str) -> RenderJob:
+def start_render(scene_file: Path, out: Path, cache_dir: Path, device: str) -> RenderRun:
     """Run ``morph render SCENE --out OUT --cache CACHE --device DEVICE`` (the command itself, so the result is
     exactly its file) with its stderr on a pseudo-terminal, whose progress bar gives the frame counts."""
-    job = RenderJob(out)
+    job = RenderRun(out)
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "morph.cli", "render", str(scene_file), "--out", str(out),
                              "--cache", str(cache_dir), "--device", device],

@@ -89,9 +89,9 @@ class Studio:
     version: int = 0
     errors: list[str] = field(default_factory=list)
     notice: str = ""
-    prepared: Optional[engine.Prepared] = None
+    prepared: Optional[engine.LoadedScene] = None
     prepared_at: int = 0           # the version the prepared scene was made from (key of cached frames)
-    job: Optional[engine.RenderJob] = None
+    job: Optional[engine.RenderRun] = None
     busy: str = ""                 # the slow work under way, shown by the page
     lock: threading.RLock = field(default_factory=threading.RLock)  # the fields above: held only briefly
     work: threading.RLock = field(default_factory=threading.RLock)  # slow work (parse, project, download, save)
@@ -200,7 +200,7 @@ class Studio:
                 self.version += 1
             return True
 
-    def current(self) -> tuple[Optional[engine.Prepared], int]:
+    def current(self) -> tuple[Optional[engine.LoadedScene], int]:
         """The scene drawn now and the version it was made from, read together."""
         with self.lock:
             return self.prepared, self.prepared_at
@@ -445,7 +445,7 @@ def serve(scene: Path, host: str = "127.0.0.1", port: int = 8765, device: str = 
     """Load the scene's model and photos, bind ``host:port`` (0: any free port), print the URL, serve."""
     import uvicorn
 
-    frames = engine.open_scene(scene, device, cache)
+    frames = engine.open_frames(scene, device, cache)
     studio = Studio(scene, frames, out.resolve(), device)
     studio.reload()
     token = secrets.token_urlsafe(24)
