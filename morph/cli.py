@@ -113,6 +113,7 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
            device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | mps"),
            precision: str = typer.Option("fp32", help="fp32 | fp16 | bf16 (half precisions on a GPU only)"),
            batch_size: str = typer.Option("auto", "--batch-size", help="frames per batch, or auto"),
+           encoders: Optional[int] = typer.Option(None, "--encoders", min=1, max=64, help="ffmpeg processes at once [default: 1 on the CPU, half the cores on a GPU]"),
            force: bool = typer.Option(False, "--force", help="re-render even what the cache holds"),
            dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and the output paths only"),
            quiet: bool = typer.Option(False, "--quiet", help="no progress, only errors"),
@@ -160,7 +161,7 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
     options = RenderOptions(out=out, cache_dir=cache or default_cache_dir(), device=dev, device_name=device,
                             dtype=None if dtype == torch.float32 else dtype,
                             batch_size=int(batch_size) if batch_size.isdigit() else None, force=force,
-                            wait=not no_wait, quiet=quiet)
+                            wait=not no_wait, quiet=quiet, encoders=encoders)
     render_scenes(scenes, only, options, cluster, workers, parse_shard(shard) if shard is not None else None,
                   cluster_transfer)
 

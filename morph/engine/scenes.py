@@ -45,6 +45,7 @@ class RenderOptions:
     device_name: str = "cpu"                    # as the user gave it (workers resolve their own)
     dtype: Optional[torch.dtype] = None         # None: float32; fp16/bf16 on a GPU
     batch_size: Optional[int] = None            # None: auto
+    encoders: Optional[int] = None              # ffmpeg processes encoding segments at once; None: auto
     force: bool = False                         # re-render what the cache holds, re-join every output
     wait: bool = True                           # queue behind another run writing the same output
     quiet: bool = False
@@ -194,7 +195,8 @@ def _render_and_join(G: Model, plan: RenderPlan, options: RenderOptions, local: 
             todo = plan.segments if options.force and local else plan.missing()
             progress = Progress(job.name, sum(s.stop - s.start for s in todo), quiet=options.quiet)
             try:
-                generated = render_segments(G, plan, todo, options.device, options.batch_size, progress)
+                generated = render_segments(G, plan, todo, options.device, options.batch_size, progress,
+                                            options.encoders)
             finally:
                 progress.close()
             join(plan, options.cache_dir)
