@@ -222,8 +222,8 @@ class EncoderPool:
     encoder thread starts its ffmpeg when one of the ``encoders`` slots is free, oldest segment first. All
     frames waiting in the pool are bounded together by ``buffer_frames`` (a write waits while the pool holds
     that many), so memory is flat whatever the render's length. Each segment is atomic as with
-    :class:`SegmentWriter`; ``done(dest)`` runs in its encoder thread once it is in place, ``advance(n)`` as
-    frames are handed to ffmpeg (both serialised by the pool's lock). Leaving the ``with`` block waits for every
+    :class:`SegmentWriter`; ``done(dest, frames)`` runs in its encoder thread once it is in place, ``advance(n)``
+    as frames are handed to ffmpeg (serialised by the pool's lock). Leaving the ``with`` block waits for every
     encoder and raises the first encoder error; leaving it by an exception kills every ffmpeg and removes their
     temp files.
     """
@@ -298,8 +298,7 @@ class EncoderPool:
                         if self._advance is not None:
                             self._advance(len(frames))
             if self._done is not None:
-                with self._cond:
-                    self._done(writer.dest, feed.frames)
+                self._done(writer.dest, feed.frames)
         except _Aborted:
             pass
         except BaseException as exc:  # handed to the generator's thread, which raises it
