@@ -137,7 +137,9 @@ class SegmentWriter:
         assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1:] == (*self.src_shape[::-1], 3), \
             frames.shape
         try:
-            self._proc.stdin.write(np.ascontiguousarray(frames).tobytes())
+            # the array's own memory, not a copy: an encoder thread allocating frame-sized blocks that another
+            # thread's frames are then freed around fragments glibc's heap until memory grows with the render
+            self._proc.stdin.write(memoryview(np.ascontiguousarray(frames)).cast("B"))
         except BrokenPipeError:
             self._fail()
 
