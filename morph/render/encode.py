@@ -33,6 +33,7 @@ import numpy as np
 from morph.render.canvas import Canvas
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path
+from morph.core.runtime import release_freed_memory
 
 FORMATS = ("mp4", "webm", "gif", "png")
 VIDEO_FORMATS = ("mp4", "webm")  # encoded by a video codec: even sizes only, and they carry a sound track
@@ -299,6 +300,7 @@ class EncoderPool:
                         self._cond.notify_all()
                         if self._advance is not None:
                             self._advance(len(frames))
+            release_freed_memory()  # this segment's frames are free now
             if self._done is not None:
                 self._done(writer.dest, feed.frames)
         except _Aborted:

@@ -30,7 +30,7 @@ from morph.core.files import atomic_path
 from morph.core.errors import MorphError
 from morph.core.cache import SEGMENTS, folder, output_record, reusable, seal
 from morph.core.progress import Progress, log
-from morph.core.runtime import check_stop, release_freed_memory, stop_points
+from morph.core.runtime import check_stop, stop_points
 from morph.core.model import Model, Noise
 from morph.core.model import images_to_uint8
 from morph.core.files import file_sha256
@@ -222,7 +222,6 @@ def encode_segments(G: Model, work: Iterable[tuple[Path, torch.Tensor, Optional[
                 check_stop()
                 feed.write(frames)
             feed.close()
-            release_freed_memory()
             generated += len(ws)
     return generated
 
