@@ -1,12 +1,20 @@
-"""End-to-end render speed against generator-only speed, and peak memory against video length.
+"""Render pipeline speed and memory: end to end against generator-only, flat memory, encoder scaling.
 
-1. frames/s of ``morph render`` (generation + encoding + caching + joining, cold cache) over
-   frames/s of the generator alone on the same W frames, same batch size: ≥ 0.9 means encoding
-   is hidden behind generation.
-2. Peak RSS of a 100-frame render against a 3,000-frame render of the same scene (each in its own
-   process): memory must not grow with the video's length.
+1. ``speed``: frames/s of a cold-cache render (generation + encoding + caching + joining) over frames/s
+   of the generator alone on the same W frames and batch size: ≥ 0.9 means encoding hides behind
+   generation. ``--model random:RES`` is NVIDIA's config-f at RES px with random weights.
+2. ``memory``: peak RSS of a 100-frame render against a ``--long``-frame one through the pipeline
+   (each in its own process), drawn by the stub generator: memory must not grow with the length.
+3. ``scaling``: the stub generator (precomputed smooth frames handed out at ``--stub-fps``) makes the
+   pipeline encoder-bound; frames/s with each ``--encoders`` count, and over one encoder.
 
-    python bench/render.py [--model builtin|PATH] [--size 256] [--long 3000]
+    python bench/render.py [--only speed|memory|scaling] [--model builtin|random:RES|PATH] [--size 256]
+                           [--device cpu|cuda] [--precision fp32|fp16|bf16]
+                           [--frames 240] [--encoders N] [--long 3000] [--stub-size 512]
+                           [--scaling 1 2 4] [--stub-fps 2000]
+
+Run with PYTHONPATH at another checkout (``--only speed``, no ``--encoders``) to measure its pipeline on
+exactly the same scene and model.
 """
 
 from __future__ import annotations
@@ -18,68 +26,161 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Optional
 
 import torch
 
-from morph.engine.scenes import RenderOptions, open_scene, render_scene
+from morph.core.devices import PRECISIONS
 from morph.core.model import Noise
-from morph.render.job import auto_batch_size, generate
 from morph.core.runtime import keep_freed_memory
+from morph.engine.scenes import RenderOptions, open_scene, render_scene
 from morph.motion.schedule import sample
+from morph.render.job import auto_batch_size, generate
 from tour import write_tour  # bench/tour.py, beside this script
 
-def write_scene(folder: Path, model: str, size: int, frames: int) -> Path:
-    return write_tour(folder / f"scene-{frames}.yaml", model, size, frames)
+CONFIG_F = dict(z_dim=512, c_dim=0, w_dim=512, img_channels=3, mapping_kwargs=dict(num_layers=8),
+                synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256))
+
+
+def model_file(name: str, folder: Path) -> str:
+    """``random:RES`` → a config-f checkpoint with random weights written into ``folder``; else ``name``."""
+    if not name.startswith("random:"):
+        return name
+    from morph.checkpoints import write_native
+    from morph.stylegan2 import Generator
+
+    res = int(name.split(":", 1)[1])
+    torch.manual_seed(0)
+    kwargs = {**CONFIG_F, "img_resolution": res}
+    path = folder / f"random-{res}.safetensors"
+    write_native(path, kwargs, Generator(**kwargs).state_dict())
+    return str(path)
+
+
+def speed(args: argparse.Namespace, folder: Path) -> tuple[float, float]:
+    """(generator-only, end-to-end) frames/s, printed with their ratio."""
+    scene = write_tour(folder / "scene.yaml", model_file(args.model, folder), args.size, args.frames)
+    device = torch.device(args.device)
+    dtype = None if args.precision == "fp32" else PRECISIONS[args.precision]
+    loaded = open_scene(scene, device, folder / "cache", quiet=True)
+    G, tl = loaded.G, loaded.timelines["tour"]
+    n = tl.frames
+    batch = args.batch or auto_batch_size(G, device)
+    ws = sample(tl, torch.arange(n))
+    list(generate(G, ws[:batch], batch, Noise(), device, dtype))  # warm-up
+    start = time.perf_counter()
+    for _ in generate(G, ws, batch, Noise(), device, dtype):
+        pass
+    gen_fps = n / (time.perf_counter() - start)
+    extra: dict[str, Any] = {} if args.encoders is None else {"encoders": args.encoders}
+    start = time.perf_counter()
+    render_scene(loaded, ["tour"], RenderOptions(out=folder, cache_dir=folder / "cache", device=device,
+                                                  device_name=args.device, dtype=dtype, batch_size=batch,
+                                                  quiet=True, **extra))
+    e2e_fps = n / (time.perf_counter() - start)
+    print(f"model {args.model} ({G.img_resolution} px → {args.size} px mp4) on {args.device} {args.precision}, "
+          f"{n} frames, batch {batch}, {torch.get_num_threads()} threads, encoders {args.encoders or 'default'}")
+    print(f"generator only: {gen_fps:.3f} frames/s; end to end: {e2e_fps:.3f} frames/s; "
+          f"ratio {e2e_fps / gen_fps:.3f} (target ≥ 0.9)")
+    return gen_fps, e2e_fps
+
+
+class StubModel(torch.nn.Module):
+    """A generator that draws nothing: smooth precomputed images handed out at ``fps`` frames/s at most, so the
+    pipeline around it (copies, queues, ffmpeg) sets the pace. Frame ``i`` is ``ws[i, 0, 0]``'s image of a bank
+    of 16, so consecutive frames differ as video frames do."""
+
+    def __init__(self, resolution: int, fps: float):
+        super().__init__()
+        self.img_resolution, self.fps = resolution, fps
+        low = torch.rand(16, 3, 6, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        self.bank = torch.nn.functional.interpolate(low, size=(resolution, resolution), mode="bicubic",
+                                                    align_corners=False).clamp(-1, 1)
+        self._next = time.perf_counter()
+
+    def synthesize(self, ws: torch.Tensor, noise: Noise = Noise(), dtype: Optional[torch.dtype] = None,
+                   **_: Any) -> torch.Tensor:
+        self._next = max(self._next, time.perf_counter()) + len(ws) / self.fps
+        time.sleep(max(0.0, self._next - time.perf_counter()))
+        return self.bank[ws[:, 0, 0].long() % len(self.bank)]
+
+
+def stub_render(frames: int, resolution: int, fps: float, encoders: int, folder: Path, batch: int = 8) -> float:
+    """Frames/s of ``frames`` stub frames through the pipeline into 2-second mp4 segments in ``folder``."""
+    from morph.render.encode import EncodeSettings
+    from morph.render.job import encode_segments, segment_bounds
+
+    settings = EncodeSettings(format="mp4", fps=30, size=resolution)
+    G = StubModel(resolution, fps)
+    work = ((folder / f"{start:06d}.mp4", torch.arange(start, stop, dtype=torch.float32)[:, None, None], None)
+            for start, stop in segment_bounds(frames, settings.fps))
+    start = time.perf_counter()
+    encode_segments(G, work, settings, Noise(), torch.device("cpu"), batch, encoders=encoders)
+    return frames / (time.perf_counter() - start)
 
 
 def peak_rss_mb(cmd: list[str]) -> float:
     """Peak resident memory of a child process, in MB (Linux reports ru_maxrss in KiB)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"render failed: {' '.join(cmd)}")
     return usage.ru_maxrss / 1024
 
 
+def memory(args: argparse.Namespace, folder: Path) -> None:
+    encoders = args.encoders or 1
+    rss = {}
+    for frames in (100, args.long):
+        out = folder / f"mem-{frames}"
+        out.mkdir()
+        rss[frames] = peak_rss_mb([sys.executable, __file__, "--child", str(frames), "--stub-size",
+                                   str(args.stub_size), "--stub-fps", str(args.stub_fps), "--encoders",
+                                   str(encoders), "--child-out", str(out)])
+    short, long_ = rss[100], rss[args.long]
+    print(f"stub {args.stub_size} px, {encoders} encoders: peak RSS {short:.0f} MB for 100 frames, {long_:.0f} MB "
+          f"for {args.long} frames; ratio {long_ / short:.3f} (target within 10 %)")
+
+
+def scaling(args: argparse.Namespace, folder: Path) -> None:
+    print(f"stub generator {args.stub_size} px at ≤ {args.stub_fps:.0f} frames/s, {args.stub_frames} frames → "
+          f"{args.stub_size} px mp4 (libx264 veryfast, crf 18), {os.cpu_count()} cores")
+    print("| encoders | frames/s | × one encoder |\n|---|---|---|")
+    base = None
+    for n in args.scaling:
+        out = folder / f"scale-{n}"
+        out.mkdir()
+        fps = stub_render(args.stub_frames, args.stub_size, args.stub_fps, n, out)
+        base = base or fps
+        print(f"| {n} | {fps:.1f} | {fps / base:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="builtin")
-    parser.add_argument("--size", type=int, default=256, help="output size (the generator's own is upscaled)")
+    parser.add_argument("--only", choices=["speed", "memory", "scaling"], help="run one section")
+    parser.add_argument("--model", default="builtin", help="builtin, random:RES (config-f) or a file")
+    parser.add_argument("--size", type=int, default=256, help="output size (the generator's own is scaled)")
     parser.add_argument("--frames", type=int, default=240, help="frames for the speed comparison")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda … (the speed section)")
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="the speed section's")
+    parser.add_argument("--batch", type=int, help="frames per batch (default: auto)")
+    parser.add_argument("--encoders", type=int, help="ffmpeg processes at once (default: the render's own)")
     parser.add_argument("--long", type=int, default=3000, help="frames of the long render for the memory check")
+    parser.add_argument("--stub-size", type=int, default=512, help="stub generator's frames (px)")
+    parser.add_argument("--stub-fps", type=float, default=2000.0, help="stub generator's rate")
+    parser.add_argument("--stub-frames", type=int, default=600, help="frames per scaling run")
+    parser.add_argument("--scaling", type=int, nargs="+", default=[1, 2, 4], help="encoder counts to compare")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)        # the memory check's child render
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     keep_freed_memory()
+    if args.child is not None:
+        stub_render(args.child, args.stub_size, args.stub_fps, args.encoders, args.child_out)
+        return
     with tempfile.TemporaryDirectory(prefix="morph-bench-") as tmp:
-        folder = Path(tmp)
-        scene = write_scene(folder, args.model, args.size, args.frames)
-        device = torch.device("cpu")
-        loaded = open_scene(scene, device, folder / "cache", quiet=True)
-        G, tl = loaded.G, loaded.timelines["tour"]
-        n = tl.frames
-        batch = auto_batch_size(G, device)
-        ws = sample(tl, torch.arange(n))
-        list(generate(G, ws[:batch], batch, Noise(), device))  # warm-up
-        start = time.perf_counter()
-        for _ in generate(G, ws, batch, Noise(), device):
-            pass
-        gen_fps = n / (time.perf_counter() - start)
-        start = time.perf_counter()
-        render_scene(loaded, ["tour"], RenderOptions(out=folder, cache_dir=folder / "cache", batch_size=batch,
-                                                      quiet=True))
-        e2e_fps = n / (time.perf_counter() - start)
-        print(f"model {args.model} ({G.img_resolution} px → {args.size} px mp4), {n} frames, batch {batch}, "
-              f"{torch.get_num_threads()} threads")
-        print(f"generator only: {gen_fps:.2f} frames/s; end to end: {e2e_fps:.2f} frames/s; "
-              f"ratio {e2e_fps / gen_fps:.3f} (target ≥ 0.9)")
-        rss = {}
-        for frames in (100, args.long):
-            s = write_scene(folder, args.model, args.size, frames)
-            rss[frames] = peak_rss_mb([sys.executable, "-m", "morph.cli", "render", str(s), "--out",
-                                       str(folder / f"out-{frames}"), "--cache", str(folder / f"cache-{frames}"),
-                                       "--quiet", "--batch-size", str(batch)])
-        short, long_ = rss[100], rss[args.long]
-        print(f"peak RSS: {short:.0f} MB for 100 frames, {long_:.0f} MB for {args.long} frames; "
-              f"ratio {long_ / short:.3f} (target within 10 %)")
+        for name, section in (("speed", speed), ("memory", memory), ("scaling", scaling)):
+            if args.only in (None, name):
+                section(args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -107,10 +107,12 @@ def render_results(scene: SceneLike | Sequence[SceneLike], out: Union[str, os.Pa
                    batch_size: Optional[int] = None, force: bool = False,
                    cache: Optional[Union[str, os.PathLike]] = None, wait: bool = True,
                    wait_timeout: Optional[float] = None, quiet: bool = False, cluster: Optional[str] = None,
-                   workers: Optional[int] = None, shard: Optional[str] = None, transfer: bool = False):
+                   workers: Optional[int] = None, shard: Optional[str] = None, transfer: bool = False,
+                   encoders: Optional[int] = None):
     """:func:`render` with every option ``morph render`` has, returning each render's
     :class:`morph.engine.scenes.RenderResult` (path, frames rendered, segments from the cache, seconds).
-    ``shard`` is ``"K/N"``: render shard K of N of the missing segments into the cache, join nothing."""
+    ``shard`` is ``"K/N"``: render shard K of N of the missing segments into the cache, join nothing;
+    ``encoders``: ffmpeg processes at once (None: 1 on the CPU, half the cores on a GPU)."""
     import torch
 
     from morph.core.cache import default_cache_dir
@@ -139,7 +141,8 @@ def render_results(scene: SceneLike | Sequence[SceneLike], out: Union[str, os.Pa
     dtype = resolve_precision(precision, dev)
     options = RenderOptions(out=Path(out), cache_dir=Path(cache) if cache else default_cache_dir(), device=dev,
                             device_name=device, dtype=None if dtype == torch.float32 else dtype,
-                            batch_size=batch_size, force=force, wait=wait, wait_timeout=wait_timeout, quiet=quiet)
+                            batch_size=batch_size, force=force, wait=wait, wait_timeout=wait_timeout, quiet=quiet,
+                            encoders=encoders)
     return render_scenes([_source(s) for s in scenes], only, options, cluster, workers,
                          parse_shard(shard) if shard is not None else None, transfer)
 

@@ -176,6 +176,8 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
            precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16 (half precisions on a GPU "
                                                                      "only)"),
            batch_size: str = typer.Option("auto", "--batch-size", help="frames per batch, or auto"),
+           encoders: Optional[int] = typer.Option(None, "--encoders", min=1, max=64, help="ffmpeg processes at once",
+                                                  show_default="1 on the CPU, half the cores on a GPU"),
            force: bool = typer.Option(False, "--force", "-f", help="re-render even what the cache holds"),
            dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and the output paths only"),
            no_wait: bool = typer.Option(False, "--no-wait", help="exit 3 at once if another run writes the same "
@@ -215,7 +217,7 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
     results = render_results(scenes, out, only=only, device=device, precision=precision,
                              batch_size=int(batch_size) if batch_size.isdigit() else None, force=force, cache=cache,
                              wait=not no_wait, wait_timeout=wait_timeout, quiet=quiet, cluster=cluster,
-                             workers=workers, shard=shard, transfer=cluster_transfer)
+                             workers=workers, shard=shard, transfer=cluster_transfer, encoders=encoders)
     if as_json:
         _print_json({"renders": [r.summary() for r in results],
                      "frames_rendered": sum(r.stats.generated for r in results),

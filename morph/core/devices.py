@@ -1,10 +1,14 @@
-"""Device and precision selection: ``--device auto|cpu|cuda[:N]|mps`` and ``--precision fp32|fp16|bf16``."""
+"""Device and precision selection: ``--device auto|cpu|cuda[:N]|mps`` and ``--precision fp32|fp16|bf16``, and the
+tolerance a reduced precision must meet against fp32."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from morph.core.errors import MorphError
+from morph.core.model import Model, Noise, images_to_uint8
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -43,3 +47,21 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     if key != "fp32" and device.type == "cpu":
         raise MorphError(f"{key} runs only on a GPU", "--precision", "use fp32 on the CPU")
     return PRECISIONS[key]
+
+
+# A reduced precision is fit for rendering when its frames stay this close to fp32's (uint8 PSNR, dB): beyond
+# 35 dB the difference is below what 4:2:0 video at CRF 18 keeps. bench/device.sh prints each precision's PSNR.
+PRECISION_TOLERANCE_DB = 35.0
+
+
+def precision_psnr(G: Model, ws: torch.Tensor, dtype: torch.dtype) -> float:
+    """PSNR (dB) of ``G``'s uint8 frames for ``ws`` drawn in ``dtype`` against the same frames in fp32 (inf when
+    identical); ``nan`` never passes: a non-finite frame in either precision raises MorphError."""
+    with torch.inference_mode():
+        ref, low = (G.synthesize(ws, Noise(), dtype=d) for d in (None, dtype))
+    for name, img in (("fp32", ref), (str(dtype).removeprefix("torch."), low)):
+        if not bool(torch.isfinite(img).all()):
+            raise MorphError(f"{name} synthesis produced non-finite pixels", "--precision",
+                             "use fp32 (or a model trained for reduced precision)")
+    err = (images_to_uint8(ref).float() - images_to_uint8(low).float()).pow(2).mean().item()
+    return float("inf") if err == 0 else 10 * math.log10(255 ** 2 / err)

@@ -6,7 +6,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import sys
-from typing import Iterator
+from typing import Iterator, Optional
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -20,15 +20,33 @@ def keep_freed_memory() -> bool:
     134 MB tensor costs ~100 ms to allocate and touch vs ~20 ms when reused). Returns whether
     the setting took (only on glibc).
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
         return False
     ok = mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(1 << 30)) == 1
     return ok and mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1)) == 1
+
+
+def _libc() -> Optional[ctypes.CDLL]:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the pages of freed heap blocks back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    A render's frames are allocated by the generator's thread and freed by encoder threads at their own
+    pace; with :func:`keep_freed_memory`'s settings the heap then fragments, and its resident size grows
+    with the render's length. The renderer calls this once per segment, so memory stays flat at the price
+    of faulting those pages in again."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 class Terminated(BaseException):

@@ -48,6 +48,7 @@ class RenderOptions:
     device_name: str = "cpu"                    # as the user gave it (workers resolve their own)
     dtype: Optional[torch.dtype] = None         # None: float32; fp16/bf16 on a GPU
     batch_size: Optional[int] = None            # None: auto
+    encoders: Optional[int] = None              # ffmpeg processes encoding segments at once; None: auto
     force: bool = False                         # re-render what the cache holds, re-join every output
     wait: bool = True                           # queue behind another run writing the same output
     wait_timeout: Optional[float] = None        # seconds to queue at most (None: as long as it takes)
@@ -255,7 +256,7 @@ def _render_elsewhere(loaded: LoadedScene, plans: Sequence[RenderPlan], options:
     progress = Progress(label, sum(w.frames for w in todo), quiet=options.quiet)
     if where.shard is not None:
         try:
-            frames = render_segments(loaded.G, todo, options.device, options.batch_size, progress)
+            frames = render_segments(loaded.G, todo, options.device, options.batch_size, progress, options.encoders)
         finally:
             progress.close()
         place = "in this process"
@@ -283,7 +284,7 @@ def _render_and_join(G: Model, plan: RenderPlan, options: RenderOptions, local: 
             progress = Progress(job.name, sum(s.stop - s.start for s in todo), quiet=options.quiet)
             try:
                 generated = render_segments(G, [Work(s, job) for s in todo], options.device, options.batch_size,
-                                            progress)
+                                            progress, options.encoders)
             finally:
                 progress.close()
             join(plan, options.cache_dir)

@@ -7,25 +7,33 @@ renamed on success and removed on any failure or interruption. The ffmpeg binary
 Segments are the unit of caching: mp4 and webm segments are already in the final codec and
 are joined by stream copy; GIF and PNG segments are stored losslessly (FFV1) and the join is
 the one encoding pass (GIF: a palette from a sample of frames, then dithering every frame).
+
+One ffmpeg encodes far fewer large frames a second than a GPU draws (datacenter GPUs have no
+hardware encoder), so an :class:`EncoderPool` encodes several segments at once, one ffmpeg process
+each, fed from the generator through queues whose frames are bounded together: memory stays flat
+however long the render.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import subprocess
 import sys
 import tempfile
 import re
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from morph.render.canvas import Canvas
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path
+from morph.core.runtime import release_freed_memory
 
 FORMATS = ("mp4", "webm", "gif", "png")
 VIDEO_FORMATS = ("mp4", "webm")  # encoded by a video codec: even sizes only, and they carry a sound track
@@ -33,6 +41,9 @@ SEGMENT_SUFFIX = {"mp4": ".mp4", "webm": ".webm", "gif": ".mkv", "png": ".mkv"}
 # Frames sampled for a GIF palette: palettegen over every frame is the slow part of GIF encoding.
 GIF_PALETTE_SAMPLES = 48
 _FRAME_NAME = re.compile(r"^frame_\d{6}\.png$")
+# Most bytes of frames an EncoderPool holds waiting for its encoders (beyond one batch in flight).
+POOL_BUFFER_BYTES = 1 << 30
+MAX_AUTO_ENCODERS = 8
 
 
 def ffmpeg_exe() -> str:
@@ -127,7 +138,9 @@ class SegmentWriter:
         assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1:] == (*self.src_shape[::-1], 3), \
             frames.shape
         try:
-            self._proc.stdin.write(np.ascontiguousarray(frames).tobytes())
+            # the array's own memory, not a copy: an encoder thread allocating frame-sized blocks that another
+            # thread's frames are then freed around fragments glibc's heap until memory grows with the render
+            self._proc.stdin.write(memoryview(np.ascontiguousarray(frames)).cast("B"))
         except BrokenPipeError:
             self._fail()
 
@@ -155,6 +168,162 @@ class SegmentWriter:
             # Only a segment ffmpeg finished cleanly is renamed into place; anything else is removed.
             abort = (exc_type, exc, tb) if exc_type is not None else (RuntimeError, RuntimeError("aborted"), None)
             self._atomic.__exit__(*((None, None, None) if complete else abort))
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def auto_encoders(device_type: str) -> int:
+    """ffmpeg processes a render runs at once when ``--encoders`` is not given. On the CPU one: the generator
+    already uses every core, and one encoder keeps up with it. On a GPU half the usable cores (up to
+    MAX_AUTO_ENCODERS): the generator then needs one core to launch its kernels, and each ffmpeg process runs
+    its scaler on one core and libx264's frame threads on others."""
+    if device_type == "cpu":
+        return 1
+    return max(1, min(MAX_AUTO_ENCODERS, usable_cores() // 2))
+
+
+def pool_buffer_frames(encoders: int, segment_frames: int, batch: int, frame_bytes: int) -> int:
+    """Frames an EncoderPool may hold waiting: enough that each encoder has a segment's worth while the
+    generator runs ahead, at most POOL_BUFFER_BYTES, never under two batches (generation and encoding overlap)."""
+    return max(2 * batch, min(encoders * segment_frames, POOL_BUFFER_BYTES // max(1, frame_bytes)))
+
+
+class _Aborted(Exception):
+    """Raised inside an encoder thread so its SegmentWriter kills ffmpeg and leaves nothing behind."""
+
+
+_END = object()
+
+
+class SegmentFeed:
+    """The frames of one segment on their way to its encoder thread (see :meth:`EncoderPool.open`)."""
+
+    def __init__(self, pool: "EncoderPool", ticket: int, frames: int):
+        self._pool, self.ticket, self.frames = pool, ticket, frames
+        self.queue: "queue.SimpleQueue" = queue.SimpleQueue()
+
+    def write(self, frames: np.ndarray) -> None:
+        """Queue uint8 frames [n, H, W, 3]; waits while the pool holds its most frames (raises an encoder's error)."""
+        self._pool._admit(len(frames))
+        self.queue.put(frames)
+
+    def close(self) -> None:
+        """No more frames: the encoder finishes the segment once it has encoded those queued."""
+        self.queue.put(_END)
+
+
+class EncoderPool:
+    """Segments encoded by up to ``encoders`` ffmpeg processes at once, each driven by its own thread.
+
+    The generator (the thread that owns the pool) opens segments in order and writes their frames; an
+    encoder thread starts its ffmpeg when one of the ``encoders`` slots is free, oldest segment first. All
+    frames waiting in the pool are bounded together by ``buffer_frames`` (a write waits while the pool holds
+    that many), so memory is flat whatever the render's length. Each segment is atomic as with
+    :class:`SegmentWriter`; ``done(dest, frames)`` runs in its encoder thread once it is in place, ``advance(n)``
+    as frames are handed to ffmpeg (serialised by the pool's lock). Leaving the ``with`` block waits for every
+    encoder and raises the first encoder error; leaving it by an exception kills every ffmpeg and removes their
+    temp files.
+    """
+
+    def __init__(self, encoders: int, buffer_frames: int, done: Optional[Callable[[Path, int], None]] = None,
+                 advance: Optional[Callable[[int], None]] = None):
+        if encoders < 1 or buffer_frames < 1:
+            raise ValueError(f"encoders {encoders} and buffer_frames {buffer_frames} must be positive")
+        self.encoders, self.buffer_frames = encoders, buffer_frames
+        self._done, self._advance = done, advance
+        self._cond = threading.Condition()
+        self._buffered = 0        # frames written and not yet handed to ffmpeg
+        self._running = 0         # ffmpeg processes alive
+        self._next_start = 0      # ticket of the segment that starts next
+        self._tickets = 0
+        self._error: Optional[BaseException] = None
+        self._aborting = False
+        self._threads: list[threading.Thread] = []
+        self._feeds: list[SegmentFeed] = []
+        self.peak_buffered = 0    # the most frames held at once (tests and benches read it)
+        self.peak_running = 0     # the most ffmpeg processes alive at once
+
+    def __enter__(self) -> "EncoderPool":
+        return self
+
+    def open(self, dest: Path, settings: EncodeSettings, src_size: int | tuple[int, int], frames: int) -> SegmentFeed:
+        """A feed for segment ``dest`` of ``frames`` frames; write them all, then close it."""
+        self._raise_error()
+        feed = SegmentFeed(self, self._tickets, frames)
+        self._tickets += 1
+        writer = SegmentWriter(dest, settings, src_size)
+        thread = threading.Thread(target=self._encode, args=(feed, writer), name=f"morph-encode-{feed.ticket}",
+                                  daemon=True)
+        self._feeds.append(feed)
+        self._threads.append(thread)
+        thread.start()
+        return feed
+
+    def _admit(self, n: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._buffered < self.buffer_frames or self._error is not None)
+            self._raise_error()
+            self._buffered += n
+            self.peak_buffered = max(self.peak_buffered, self._buffered)
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _encode(self, feed: SegmentFeed, writer: "SegmentWriter") -> None:
+        """One segment's thread: wait for a slot (in ticket order), then pipe its frames through ffmpeg."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._aborting or self._error is not None or
+                                (self._next_start == feed.ticket and self._running < self.encoders))
+            if self._aborting or self._error is not None:
+                return
+            self._next_start += 1
+            self._running += 1
+            self.peak_running = max(self.peak_running, self._running)
+        try:
+            with writer:
+                while True:
+                    frames = feed.queue.get()
+                    if self._aborting:  # checked before the end mark too: an aborted segment is never completed
+                        raise _Aborted()
+                    if frames is _END:
+                        break
+                    writer.write(frames)
+                    with self._cond:
+                        self._buffered -= len(frames)
+                        self._cond.notify_all()
+                        if self._advance is not None:
+                            self._advance(len(frames))
+            release_freed_memory()  # this segment's frames are free now
+            if self._done is not None:
+                self._done(writer.dest, feed.frames)
+        except _Aborted:
+            pass
+        except BaseException as exc:  # handed to the generator's thread, which raises it
+            with self._cond:
+                self._error = self._error or exc
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            with self._cond:
+                self._aborting = True
+                self._cond.notify_all()
+            for feed in self._feeds:
+                feed.queue.put(_END)  # wakes a thread waiting for frames; it sees the abort first
+        for thread in self._threads:
+            thread.join()
+        if exc_type is None:
+            self._raise_error()
 
 
 def _concat_list(segments: Sequence[Path], folder: Path) -> Path:

@@ -4,8 +4,9 @@ A render is cut into segments of a few seconds, aligned to absolute frame number
 segment's file in the cache is named by a hash of everything that decides its pixels (the
 model file, the segment's W frames, noise, encoder settings), so an unchanged scene renders
 nothing, an edited keyframe re-renders only the segments it touches, and a killed render
-resumes from its finished segments. Generation and encoding overlap: a writer thread feeds
-ffmpeg batch k while the generator computes batch k + 1, through a bounded queue.
+resumes from its finished segments. Generation and encoding overlap: the generator computes batch
+k + 1 while encoder threads feed ffmpeg the batches before it, several segments at once, through a
+bounded pool (``encode.EncoderPool``).
 """
 
 from __future__ import annotations
@@ -13,19 +14,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
-import queue
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
 
 from morph.render.canvas import Canvas
-from morph.render.encode import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, join_segments
+from morph.render.encode import (SEGMENT_SUFFIX, EncodeSettings, EncoderPool, auto_encoders, join_segments,
+                                 pool_buffer_frames)
 from morph.core.files import atomic_path
 from morph.core.errors import MorphError
 from morph.core.cache import SEGMENTS, folder, output_record, reusable, seal
@@ -70,14 +71,15 @@ def segment_key(ws: torch.Tensor, model_key: str, settings: EncodeSettings, nois
 
 
 def auto_batch_size(G: Model, device: torch.device, canvas: Optional[Canvas] = None) -> int:
-    """Frames per batch: keep the largest activation near 256 MB on a CPU, 1 GB on a GPU; 1 … 32. A widened
-    ``canvas`` costs its area's share more per frame."""
+    """Frames per batch: keep the largest activation near 256 MB on a CPU, near a quarter of the free memory on
+    a GPU (the layer's input, its upsampled copy and its output live at once, and the pool's frames wait on the
+    host); 1 … 32. A widened ``canvas`` costs its area's share more per frame."""
     per_frame = G.activation_size() * 4
     drawn = canvas and canvas.drawn(G.img_resolution)
     if drawn:
         w, h = drawn
         per_frame = per_frame * max(1.0, w * h / G.img_resolution ** 2)
-    budget = (1 << 30) if device.type == "cuda" else (256 << 20)
+    budget = torch.cuda.mem_get_info(device)[0] // 4 if device.type == "cuda" else (256 << 20)
     return int(max(1, min(32, budget // per_frame)))
 
 
@@ -86,18 +88,49 @@ def generate(G: Model, ws: torch.Tensor, batch_size: int, noise: Noise, device: 
              canvas: Optional[tuple[int, int]] = None) -> Iterator[np.ndarray]:
     """uint8 RGB frames [b, H, W, 3] batch by batch for W frames ``ws`` [n, num_ws, w_dim], drawn with ``noise``,
     seen through the camera poses ``camera`` [n, 3] when given; ``canvas`` (width, height) has the network
-    draw that wider frame (``Canvas.drawn``)."""
+    draw that wider frame (``Canvas.drawn``).
+
+    Frames become uint8 on the device (a quarter of the bytes to copy). On CUDA each batch is copied into
+    pinned memory asynchronously and handed over only after the next batch has been queued, so the GPU
+    computes batch k + 1 while the host encodes batch k."""
     noise = _on(noise, device)
     options = {} if canvas is None else {"canvas": canvas}
+    pending: Optional[tuple[torch.Tensor, Optional[torch.cuda.Event]]] = None
     with torch.inference_mode():
         for i in range(0, len(ws), batch_size):
             if camera is not None:
                 options["camera"] = camera[i:i + batch_size]
             img = G.synthesize(ws[i:i + batch_size].to(device), noise, dtype=dtype, **options)
-            frames = images_to_uint8(img).cpu().numpy()
-            if frames.shape[-1] == 1:
-                frames = np.repeat(frames, 3, axis=-1)
-            yield frames
+            copied = _frames_to_host(img)
+            if pending is not None:
+                yield _arrived(pending)
+            pending = copied
+        if pending is not None:
+            yield _arrived(pending)
+
+
+def _frames_to_host(img: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.cuda.Event]]:
+    """Images [N, C, H, W] → contiguous uint8 RGB frames [N, H, W, 3], converted where they were drawn and
+    brought to the host: from CUDA into pinned memory without waiting, with the event that marks the copy done."""
+    frames = images_to_uint8(img)
+    if frames.shape[-1] == 1:
+        frames = frames.expand(*frames.shape[:-1], 3)
+    frames = frames.contiguous()
+    if frames.device.type != "cuda":
+        return frames.cpu(), None
+    host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(frames, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(frames.device))
+    return host, event
+
+
+def _arrived(copied: tuple[torch.Tensor, Optional[torch.cuda.Event]]) -> np.ndarray:
+    """The host frames of ``_frames_to_host`` once their copy is done."""
+    host, event = copied
+    if event is not None:
+        event.synchronize()
+    return host.numpy()
 
 
 def _on(noise: Noise, device: torch.device) -> Noise:
@@ -105,39 +138,6 @@ def _on(noise: Noise, device: torch.device) -> Noise:
     if noise.maps is None:
         return noise
     return Noise(noise.mode, tuple(m.to(device) for m in noise.maps))
-
-
-def _threaded(batches: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
-    """Run ``batches`` in a producer thread, ``depth`` batches ahead of the consumer (bounded memory)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in batches:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            q.put(exc)
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 @dataclass
@@ -239,22 +239,38 @@ def remember_output(cache_dir: Path, dest: Path, key: str) -> None:
         tmp.write_text(json.dumps(_output_state(dest, key)))
 
 
+def encode_segments(G: Model, work: Iterable[tuple[Path, torch.Tensor, Optional[torch.Tensor]]],
+                    settings: EncodeSettings, noise: Noise, device: torch.device, batch_size: int,
+                    dtype: Optional[torch.dtype] = None, advance: Optional[Callable[[int], None]] = None,
+                    encoders: Optional[int] = None) -> int:
+    """Generate each ``(dest, ws, camera)`` of ``work`` in turn (drawn lazily, so a long render holds only the
+    segments in flight) and encode it into segment file ``dest`` (atomic: complete or absent, sealed in the
+    cache), up to ``encoders`` segments at once (None: ``auto_encoders``). ``advance(n)`` is called as frames
+    reach ffmpeg. Returns the number of frames generated."""
+    res, canvas = G.img_resolution, settings.canvas
+    src = canvas.source(res) if canvas else res
+    width, height = (src, src) if isinstance(src, int) else src
+    encoders = encoders or auto_encoders(device.type)
+    buffer = pool_buffer_frames(encoders, max(1, round(settings.fps * SEGMENT_SECONDS)), batch_size,
+                                width * height * 3)
+    generated = 0
+    with stop_points(), EncoderPool(encoders, buffer, done=seal, advance=advance) as pool:
+        for dest, ws, camera in work:
+            feed = pool.open(dest, settings, src, len(ws))
+            for frames in generate(G, ws, batch_size, noise, device, dtype, camera, canvas and canvas.drawn(res)):
+                check_stop()
+                feed.write(frames)
+            feed.close()
+            generated += len(ws)
+    return generated
+
+
 def render_segment(G: Model, ws: torch.Tensor, dest: Path, settings: EncodeSettings, noise: Noise,
                    device: torch.device, batch_size: int, dtype: Optional[torch.dtype] = None,
                    advance: Optional[Callable[[int], None]] = None, camera: Optional[torch.Tensor] = None) -> int:
     """Generate W frames ``ws`` (through ``camera`` poses, if any) and encode them into segment file ``dest``
     (atomic: complete or absent); ``advance(n)`` is called per batch. Returns the number of frames generated."""
-    res, canvas = G.img_resolution, settings.canvas
-    with stop_points():
-        with SegmentWriter(dest, settings, canvas.source(res) if canvas else res) as writer:
-            for frames in _threaded(generate(G, ws, batch_size, noise, device, dtype, camera,
-                                             canvas and canvas.drawn(res))):
-                check_stop()
-                writer.write(frames)
-                if advance is not None:
-                    advance(len(frames))
-        seal(dest, len(ws))
-    return len(ws)
+    return encode_segments(G, [(dest, ws, camera)], settings, noise, device, batch_size, dtype, advance, encoders=1)
 
 
 @dataclass(frozen=True)
@@ -337,15 +353,18 @@ class Work:
 
 
 def render_segments(G: Model, todo: list[Work], device: torch.device, batch_size: Optional[int],
-                    progress: Progress) -> int:
+                    progress: Progress, encoders: Optional[int] = None) -> int:
     """Encode the segments of ``todo`` into the cache in this process (each replaced atomically, so a
-    concurrent join of the old file still reads it whole), advancing ``progress``; returns the number of
-    frames generated."""
+    concurrent join of the old file still reads it whole), up to ``encoders`` at once (None: auto), advancing
+    ``progress``; returns the number of frames generated. Consecutive segments of one job share one pool."""
     generated = 0
-    for w in todo:
-        generated += render_segment(G, w.ws(), w.segment.path, w.job.settings, w.job.noise, device,
-                                    batch_size or auto_batch_size(G, device, w.job.settings.canvas),
-                                    w.job.dtype, progress.advance, w.camera())
+    for _, group in itertools.groupby(todo, key=lambda w: id(w.job)):
+        group = list(group)
+        job = group[0].job
+        work = ((w.segment.path, w.ws(), w.camera()) for w in group)
+        generated += encode_segments(G, work, job.settings, job.noise, device,
+                                     batch_size or auto_batch_size(G, device, job.settings.canvas), job.dtype,
+                                     progress.advance, encoders)
     return generated
 
 
