@@ -156,7 +156,6 @@ def sg2_rows(table: Table, cfg: dict, device: torch.device, peaks: dict[str, flo
                               f"NVIDIA strategy fp32 {base:.2f} img/s ({r / base:.2f}x)",
                               f"{r * flops / peaks[prec]:.0%} of {prec} peak; {psnr}".rstrip("; "))
         table.attempt(f"sg2 {cfg['res']} b{batch}", cell)
-    del G
 
 
 def sg3_rows(table: Table, cfg: dict, device: torch.device) -> None:
@@ -178,7 +177,6 @@ def sg3_rows(table: Table, cfg: dict, device: torch.device) -> None:
                 table.row(f"sg3 {cfg['res']} b{batch} fp32", f"{r:.2f} img/s", against,
                           "fused filtered lrelu" + ("" if base else "; reference not run at this batch"))
         table.attempt(f"sg3 {cfg['res']} b{batch}", cell)
-    del G
 
 
 def random_model(cfg: dict, folder: Path) -> Path:

@@ -223,7 +223,7 @@ def test_librosa_missing_is_one_line(monkeypatch, tmp_path):
     write_wav(tmp_path / "tone.wav", tone(0.5))
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "librosa" else real(name, *a))
-    with pytest.raises(MorphError, match=r"pip install 'morph\[audio\]'"):
+    with pytest.raises(MorphError, match=r"pip install 'morph-gan\[audio\]'"):
         audio.require_librosa()
     with pytest.raises(SceneError, match=r"s.yaml:6:\d+: renders.r.breathe.follow: following a sound needs librosa; pip install"):
         parse_scene("audio: tone.wav\nlatents: {a: {seed: 1}}\nrenders:\n  r:\n    around: a\n"
