@@ -22,20 +22,6 @@ EXIT_CODES = ("Exit codes: 0 done, 1 internal error, 2 bad input (scene, model f
               "where a folder belongs), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")
 
 
-def _stylegan2_facts(G) -> dict:
-    """What ``morph info`` shows of a StyleGAN2 architecture."""
-    syn = G.init_kwargs["synthesis_kwargs"]
-    return {"architecture": syn.get("architecture", "skip"),
-            "channels": {res: getattr(G.synthesis, f"b{res}").conv1.weight.shape[0]
-                         for res in G.synthesis.block_resolutions},
-            "conv_clamp": syn.get("conv_clamp"), "num_fp16_res": syn.get("num_fp16_res", 0)}
-
-
-def _stylegan3_facts(G) -> dict:
-    """What ``morph info`` shows of a StyleGAN3 architecture: its config (t or r) and layers (name: size_channels)."""
-    return {"config": G.config, "layers": G.synthesis.layer_names, "conv_clamp": G.init_kwargs.get("conv_clamp", 256)}
-
-
 @app.command()
 def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (PyTorch or TF), rosinality .pt, "
                                                 "or morph .safetensors"),
@@ -56,8 +42,7 @@ def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (Py
         "w_dim": G.w_dim,
         "z_dim": G.z_dim,
         "c_dim": G.c_dim,
-        **(_stylegan3_facts(G) if family == "stylegan3" else _stylegan2_facts(G)),
-        "mapping_layers": G.mapping.num_layers,
+        **G.architecture_facts(),
         "parameters": sum(p.numel() for p in G.parameters()),
         **({"notes": G.info.metadata} if G.info.metadata else {}),
     }
@@ -99,7 +84,7 @@ def convert(source: str = typer.Argument(..., help="any checkpoint morph reads")
 @app.command()
 def check(scene: Path = typer.Argument(..., help="scene file (.yaml)")) -> None:
     """Validate a scene and print its plan (renders' frames, durations, sizes; where each latent comes from)."""
-    from morph.projection.project import projection_status
+    from morph.projection import projection_status
     from morph.scene import describe, load_scene
 
     sc = load_scene(scene)
@@ -134,7 +119,7 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
     from morph.engine.cluster import check_address, parse_shard
     from morph.core.devices import resolve_device, resolve_precision
     from morph.engine.scenes import RenderOptions, destination, render_scenes, select
-    from morph.projection.project import projection_status
+    from morph.projection import projection_status
     from morph.core.cache import default_cache_dir
     from morph.scene import describe, load_scene
 
@@ -453,7 +438,7 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
     from morph.projection.encoder import encoder_for
     from morph.motion.latents import SPACES
     from morph.render.caption import describe
-    from morph.projection.project import REFINE_STEPS, SCENE_STEPS, Settings, project_photos, synthesize, write_outputs
+    from morph.projection import REFINE_STEPS, SCENE_STEPS, Settings, project_photos, synthesize, write_outputs
     from morph.projection.quality import figures
     from morph.models.resolver import is_builtin_file
     from morph.models.loader import load_model
@@ -514,7 +499,7 @@ def _convert_rosinality(G, source: str, dest: Path) -> None:
 
     size, style_dim, n_mlp, cm = rosinality_config(G.init_kwargs, source)
     write_rosinality(dest, G.init_kwargs, G.state_dict())
-    clamp = G.init_kwargs["synthesis_kwargs"].get("conv_clamp")
+    clamp = G.architecture_facts()["conv_clamp"]
     typer.echo(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB) from {G.info.format} {source}: load it with "
                f"Generator({size}, {style_dim}, {n_mlp}, channel_multiplier={cm})"
                + (f"; rosinality's generator does not clamp (this one clamped at {clamp:g})" if clamp else ""))
