@@ -32,7 +32,7 @@ from morph.scene import Render, Scene, load_scene, timelines
 from morph.motion.schedule import Timeline, camera_poses, sample
 
 if TYPE_CHECKING:
-    from morph.projection.project import ScenePhotos
+    from morph.projection import ScenePhotos
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def open_scene(path: Path, device: torch.device, cache_dir: Optional[Path] = Non
                scene: Optional[Scene] = None) -> LoadedScene:
     """Load ``path`` (or the already validated ``scene``), its model on ``device``, and its projected photos."""
     from morph.models.loader import load_model
-    from morph.projection.project import project_scene
+    from morph.projection import project_scene
 
     sc = scene or load_scene(path, cache_dir=cache_dir)
     G = load_model(sc.model_path, device)

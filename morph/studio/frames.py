@@ -38,7 +38,7 @@ class Prepared:
     """A validated scene ready to draw: its photos' projections and each render's timeline."""
 
     scene: Scene
-    photos: object                      # morph.projection.project.ScenePhotos
+    photos: object                      # morph.projection.ScenePhotos
     timelines: dict[str, object]        # render name → morph.motion.schedule.Timeline
     ws: dict[str, torch.Tensor] = field(default_factory=dict)  # latent name → [num_ws, w_dim]
 
@@ -72,7 +72,7 @@ class Frames:
     def prepare(self, scene: Scene) -> Prepared:
         """Project the scene's photos (cached on disk and here) and build every render's timeline."""
         from morph.motion.latents import Project, load_w, resolve
-        from morph.projection.project import ScenePhotos, project_scene
+        from morph.projection import ScenePhotos, project_scene
         from morph.scene import timelines
 
         if not self._same(scene.model_path):
