@@ -248,7 +248,6 @@ def make_distance(name: str, device: torch.device, vgg: Sequence[str | os.PathLi
     return combined(*(term(p) for p in name.split("+")))
 
 
-
 def default_loss(model_path: str | os.PathLike, refine: bool = False) -> str:
     """The best distance without VGG weights, as ``bench/project.py --losses`` and ``--encoder`` measure it on
     the built-in model: there (the faces the perceptual classifier knows) perceptual+laplacian from w_avg, and
@@ -257,3 +256,8 @@ def default_loss(model_path: str | os.PathLike, refine: bool = False) -> str:
     if not is_builtin_file(model_path):
         return "laplacian"
     return REFINE_LOSS if refine else DEFAULT_LOSS
+
+
+__all__ = ["DEFAULT_LOSS", "Distance", "LOSSES", "LPIPS_TAPS", "REFINE_LOSS", "VGG16Features", "VGG16_CFG", "combined",
+           "default_loss", "feature_distance", "laplacian", "lpips", "make_distance", "multiscale", "perceptual",
+           "scaled", "ssim", "vgg_files"]

@@ -199,3 +199,8 @@ def synthesize(G, projections: Sequence[Projection], batch: int = 8) -> np.ndarr
         with torch.no_grad():
             out.append(images_to_uint8(G.synthesize(ws, noise_of(maps))).cpu().numpy())
     return np.concatenate(out)
+
+
+__all__ = ["COARSE_ABOVE", "COARSE_RESOLUTION", "FULL_STEPS", "HISTORY_FRAMES", "Projection", "REFINE_RECIPE",
+           "REFINE_RECIPES", "REFINE_STEPS", "Recipe", "coarse_plan", "draw", "learning_rate", "noise_of",
+           "noise_regularizer", "optimise", "refine_recipe", "synthesize", "w_stats"]

@@ -52,3 +52,5 @@ def _rgb(images: np.ndarray) -> np.ndarray:
     """Grey images [N, H, W, 1] as RGB (PNG grids and videos take three channels)."""
     return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
 
+
+__all__ = ["write_outputs"]

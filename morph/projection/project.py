@@ -78,3 +78,5 @@ def project_photos(images: Sequence[str | os.PathLike], G, settings: Settings = 
             progress.close()
     return found
 
+
+__all__ = ["project_photos", "resolve_settings"]

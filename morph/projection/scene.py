@@ -119,3 +119,7 @@ def noise_digest(maps: Sequence[torch.Tensor]) -> str:
     for m in maps:
         digest.update(m.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+__all__ = ["SCENE_BATCH", "SCENE_STEPS", "ScenePhotos", "noise_digest", "project_scene", "projection_status",
+           "scene_settings"]

@@ -74,3 +74,5 @@ def load_projection(path: Path) -> Optional[Projection]:
     except (MorphError, OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None
 
+
+__all__ = ["PROJECTION_VERSION", "Settings", "cache_path", "load_projection", "save_projection"]
