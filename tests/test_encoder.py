@@ -415,7 +415,7 @@ def test_encoder_heads_follow_stylegan3_layer_groups(tmp_path):
     config = {**enc.config, "layer_groups": {"coarse": [0, 3], "fine": [4, G3.num_ws]}}  # ws 3 in no group
     from safetensors.torch import save_file
 
-    save_file({}, str(tmp_path / "bad.safetensors"), metadata={"format": "morph.projection.encoder", "version": "1",
+    save_file({}, str(tmp_path / "bad.safetensors"), metadata={"format": "morph.encoder", "version": "1",
                                                                "config": json.dumps(config)})
     with pytest.raises(MorphError, match="invalid encoder configuration"):
         read_encoder(tmp_path / "bad.safetensors")

@@ -14,7 +14,7 @@ start the encoder at the mean face, which is where the projector itself starts, 
 moves it towards the photo. Images go in at ``min(R, 256)`` px (area-downsampled), so the encoder of a
 1024 px model costs about what one of a 256 px model does.
 
-Stored in morph's own safetensors format (``format = morph.projection.encoder``, the architecture and training
+Stored in morph's own safetensors format (``format = morph.encoder``, the architecture and training
 facts in the header, weights in float16) with the generator's sha256 in the header: an encoder is
 refused, in one line, by any other model.
 """
@@ -35,7 +35,7 @@ from morph.core.errors import CheckpointError, MorphError
 from morph.core.files import read_safetensors
 from morph.stylegan2.networks import layer_groups as layer_groups_of  # the heads of a file that names no groups
 
-FORMAT = "morph.projection.encoder"
+FORMAT = "morph.encoder"
 VERSION = "1"
 MAX_INPUT = 256  # encoder input resolution cap
 GROUP_LEVEL = {"coarse": 0, "middle": 1, "fine": 2}  # pyramid level (0 = 4 px) each layer group reads
