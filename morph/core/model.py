@@ -46,10 +46,10 @@ class Noise:
 class Model(Protocol):
     """A loaded generator (an ``nn.Module``): everything code outside its family's folder may ask of it.
 
-    Its ``mapping`` and ``synthesis`` submodules follow NVIDIA's API for the checkpoint readers and the
-    built-in model's training scripts; every other caller goes through the members below."""
+    Beyond these members a family's modules are its own (NVIDIA's ``mapping`` and ``synthesis`` networks):
+    only its folder, the checkpoint readers and the built-in model's training scripts reach into them."""
 
-    family: str                 # "stylegan2" | "stylegan3": what `morph info` names
+    family: str                 # its row in morph.checkpoints.families: "stylegan2", "stylegan3", ...
     z_dim: int                  # input latent z
     c_dim: int                  # class label (0: unconditional)
     w_dim: int                  # intermediate latent w

@@ -20,9 +20,9 @@ from morph.render.images import grid, write_png
 def write_outputs(G, image: str | os.PathLike, p: Projection, recon: np.ndarray, out: Path,
                   video: bool = False, figures: Optional[dict] = None) -> list[Path]:
     """``NAME.npy`` (the latent), ``NAME.noise.npz`` (noise maps by layer; not for a model without noise
-    inputs), ``NAME.png`` (target | ``recon``, the reconstruction), with ``figures`` (:func:`morph.projection.quality.figures`'
-    row) captioned under it and written to ``NAME.json``, and, with ``video``, ``NAME.mp4`` (the reconstruction
-    at each kept optimisation step)."""
+    inputs), ``NAME.png`` (target | ``recon``, the reconstruction), with ``figures``
+    (:func:`morph.projection.quality.figures`' row) captioned under it and written to ``NAME.json``, and, with
+    ``video``, ``NAME.mp4`` (the reconstruction at each kept optimisation step)."""
     name = Path(image).stem
     written = [out / f"{name}.npy"]
     with atomic_path(written[-1]) as tmp, open(tmp, "wb") as fh:

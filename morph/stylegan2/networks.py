@@ -465,7 +465,7 @@ class Generator(nn.Module):
         return self.mapping.w_avg
 
     def noise_maps(self) -> dict[str, torch.Tensor]:
-        """The ``noise_const`` buffers by the name of their layer under ``synthesis`` (``b4.conv1``, ``b8.conv0``, …)."""
+        """The ``noise_const`` buffers by their layer's name under ``synthesis`` (``b4.conv1``, ``b8.conv0``, …)."""
         layers = set(self.synthesis.noise_layers())
         return {name: m.noise_const for name, m in self.synthesis.named_modules() if m in layers}
 
