@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from morph.core.files import file_sha256
-from morph.core.progress import Progress
+from morph.core.progress import Progress, log
 from morph.projection.align import aligned_face
 from morph.projection.losses import default_loss, make_distance, vgg_files
 from morph.projection.optimiser import Projection, Recipe, coarse_plan, optimise, refine_recipe, w_stats
@@ -60,6 +60,9 @@ def project_photos(images: Sequence[str | os.PathLike], G, settings: Settings = 
         distance = make_distance(settings.loss, device, vgg)
         stats = w_stats(G, settings.recipe.w_avg_samples)
         coarse, full_steps = coarse_plan(G, settings.steps, settings.coarse)
+        if not quiet:
+            log(f"projecting {', '.join(Path(images[i]).name for i in todo)} onto {Path(G.info.path).name} "
+                f"({settings.steps} steps, {settings.space})")
         progress = Progress("project", settings.steps * math.ceil(len(todo) / batch_size), unit="steps", quiet=quiet)
         try:
             for start in range(0, len(todo), batch_size):
