@@ -28,7 +28,7 @@ import torch
 
 from morph.projection.encoder import for_model, save_encoder
 from morph.models.loader import load_model
-from morph.projection.project import (COARSE_RESOLUTION, REFINE_STEPS, coarse_plan, laplacian, optimise, w_stats)
+from morph.projection import (COARSE_RESOLUTION, REFINE_STEPS, coarse_plan, laplacian, optimise, w_stats)
 from morph.stylegan2 import Generator
 from morph.checkpoints import write_native
 

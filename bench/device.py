@@ -212,7 +212,7 @@ def render_rows(table: Table, cfg: dict, device: torch.device, folder: Path) -> 
 def project_rows(table: Table, cfg: dict, device: torch.device, folder: Path) -> None:
     from morph.models.loader import load_model
     from morph.projection.encoder_training import TrainConfig, train
-    from morph.projection.project import make_distance, optimise
+    from morph.projection import make_distance, optimise
 
     G = load_model(random_model(cfg, folder), device)
     distance = make_distance("laplacian", device)

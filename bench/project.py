@@ -4,8 +4,8 @@
 1. Seconds per photo: 8 photos optimised one at a time, then all 8 in one batch, same steps; the
    ratio is what batching buys (every photo's result is the same either way).
 2. ``--losses``: each candidate distance on the same photos and steps, scored by PSNR and by the
-   built-in classifier's attribute agreement between target and reconstruction (the table in
-   ``morph/projection/project.py``).
+   built-in classifier's attribute agreement between target and reconstruction (the table behind
+   :func:`morph.projection.losses.default_loss`).
 3. ``--encoder [PATH]``: on the team photos (or ``--faces N`` renderer faces, a held-out set), the
    encoder's guess alone (seconds: one photo at a time), then refined by ``--refine`` steps (default 50,
    100, 200) as ``morph project`` refines it; for the middle count also under the from-w_avg distance at
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from morph.projection.align import aligned_face
-from morph.projection.project import (FULL_STEPS, LOSSES, REFINE_RECIPE, Recipe, attribute_agreement, coarse_plan,
+from morph.projection import (FULL_STEPS, LOSSES, REFINE_RECIPE, Recipe, attribute_agreement, coarse_plan,
                               default_loss, make_distance, optimise, psnr, refine_recipe, synthesize, w_stats)
 from morph.models.resolver import resolve_model
 from morph.checkpoints.loading import load_generator

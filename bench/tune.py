@@ -17,7 +17,7 @@ import torch
 from bench.project import targets
 from morph.builtin import load_builtin_classifier, load_builtin_generator
 from morph.projection.encoder import encoder_for
-from morph.projection.project import (REFINE_STEPS, Projection, coarse_plan, constant_noise, default_loss, make_distance, optimise,
+from morph.projection import (REFINE_STEPS, Projection, coarse_plan, default_loss, make_distance, optimise,
                                       psnr, refine_recipe, synthesize, w_stats)
 from morph.projection.tuning import TuneSettings, tune
 
@@ -51,7 +51,7 @@ def main() -> None:
         with torch.no_grad():
             guess = enc(x)
         t1 = time.perf_counter()
-        only = [Projection(w, [m.cpu() for m in constant_noise(G)], u, w[None]) for w, u in zip(guess, u8)]
+        only = [Projection(w, [m.cpu() for m in G.noise_maps().values()], u, w[None]) for w, u in zip(guess, u8)]
         print(row("encoder only", clf, u8, synthesize(G, only), (t1 - t0) / len(x)), flush=True)
         coarse, full = coarse_plan(G, args.refine)
         refined = optimise(G, x, distance, list(range(len(x))), "w+", args.refine, refine_recipe(loss), None, stats,

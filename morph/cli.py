@@ -70,20 +70,6 @@ def _main(version: bool = typer.Option(False, "--version", "-V", callback=_versi
     """Render StyleGAN2 and StyleGAN3 latent space into videos and looping GIFs."""
 
 
-def _stylegan2_facts(G) -> dict:
-    """What ``morph info`` shows of a StyleGAN2 architecture."""
-    syn = G.init_kwargs["synthesis_kwargs"]
-    return {"architecture": syn.get("architecture", "skip"),
-            "channels": {res: getattr(G.synthesis, f"b{res}").conv1.weight.shape[0]
-                         for res in G.synthesis.block_resolutions},
-            "conv_clamp": syn.get("conv_clamp"), "num_fp16_res": syn.get("num_fp16_res", 0)}
-
-
-def _stylegan3_facts(G) -> dict:
-    """What ``morph info`` shows of a StyleGAN3 architecture: its config (t or r) and layers (name: size_channels)."""
-    return {"config": G.config, "layers": G.synthesis.layer_names, "conv_clamp": G.init_kwargs.get("conv_clamp", 256)}
-
-
 @app.command()
 def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (PyTorch or TF), rosinality .pt, "
                                                 "a pSp / e4e checkpoint, or morph .safetensors"),
@@ -106,8 +92,7 @@ def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (Py
         "w_dim": G.w_dim,
         "z_dim": G.z_dim,
         "c_dim": G.c_dim,
-        **(_stylegan3_facts(G) if family == "stylegan3" else _stylegan2_facts(G)),
-        "mapping_layers": G.mapping.num_layers,
+        **G.architecture_facts(),
         "parameters": sum(p.numel() for p in G.parameters()),
         **({"notes": G.info.metadata} if G.info.metadata else {}),
     }
@@ -463,7 +448,7 @@ def _convert_rosinality(G, source: str, dest: Path) -> None:
 
     size, style_dim, n_mlp, cm = rosinality_config(G.init_kwargs, source)
     write_rosinality(dest, G.init_kwargs, G.state_dict())
-    clamp = G.init_kwargs["synthesis_kwargs"].get("conv_clamp")
+    clamp = G.architecture_facts()["conv_clamp"]
     typer.echo(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB) from {G.info.format} {source}: load it with "
                f"Generator({size}, {style_dim}, {n_mlp}, channel_multiplier={cm})"
                + (f"; rosinality's generator does not clamp (this one clamped at {clamp:g})" if clamp else ""))

@@ -14,11 +14,12 @@ import torch
 
 from morph.projection import align
 
-from morph.projection import project as projection
+import morph.projection as projection
+from morph.projection import project as projecting
 from morph.builtin import builtin_path
 from morph.projection.encoder import encoder_for, load_encoder, read_encoder, save_encoder
 from morph.core.errors import MorphError
-from morph.projection.project import Recipe, Settings, optimise, project_photos, psnr, synthesize
+from morph.projection import Recipe, Settings, optimise, project_photos, psnr, synthesize
 from morph.stylegan2.networks import layer_groups
 from conftest import TEAM, needs_dlib
 
@@ -132,7 +133,7 @@ def test_cache_key_changes_with_the_encoder(G, tmp_path, monkeypatch):
     calls = []
     real = projection.optimise
     signature = inspect.signature(real)
-    monkeypatch.setattr(projection, "optimise",
+    monkeypatch.setattr(projecting, "optimise",
                         lambda *a, **k: calls.append(signature.bind(*a, **k).arguments) or real(*a, **k))
     again = project_photos(TEAM[:1], G, settings, cache_dir=tmp_path, quiet=True, encoder=enc)
     assert calls == [] and torch.equal(again[0].w, first[0].w)
@@ -337,7 +338,7 @@ def test_shipped_encoder_is_the_scripts_last_stage_and_reads_the_team(G):
     keeps the team photos' attributes: what the photo stage was added for."""
     from morph.builtin import load_builtin_classifier
     from morph.training.train_encoder import STAGES, finished
-    from morph.projection.project import attribute_agreement
+    from morph.projection import attribute_agreement
     from morph.core.model import images_to_uint8
 
     *earlier, (_, last, _) = STAGES

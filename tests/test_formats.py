@@ -737,7 +737,7 @@ def test_native_truncated(tmp_path):
     {"img_resolution": 32, "channel_base": 256, "channel_max": 16, "img_channels": 1, "z_dim": 0, "c_dim": 2},
 ])
 def test_computed_shapes_are_the_networks(changes):
-    from morph.checkpoints.checkpoint import stylegan2_shapes
+    from morph.checkpoints.config import stylegan2_shapes
     from morph.stylegan2.networks import Generator
 
     top = {k: changes[k] for k in ("c_dim", "img_resolution", "img_channels", "z_dim") if k in changes}

@@ -12,10 +12,12 @@ import torch
 
 from morph.projection import align
 
-from morph.projection import project as projection
+import morph.projection as projection
+from morph.projection import project as projecting
+from morph.projection import scene as scene_projection
 from morph.builtin import builtin_path
 from morph.core.errors import MorphError
-from morph.projection.project import Settings, attribute_agreement, project_photos, psnr, synthesize
+from morph.projection import Settings, attribute_agreement, project_photos, psnr, synthesize
 from conftest import TEAM, needs_dlib
 
 STEPS = 40  # leaves the mean face far behind at 64 px (measured: W+ 21.4-25.4 dB, W 20.8-24.9 dB, mean face
@@ -92,7 +94,7 @@ def test_second_projection_comes_from_the_cache(G, cache, projected, monkeypatch
     def fail(*args, **kwargs):
         raise AssertionError("optimised again")
 
-    monkeypatch.setattr(projection, "optimise", fail)
+    monkeypatch.setattr(projecting, "optimise", fail)
     again = project_photos(PHOTOS, G, Settings(space="w+", steps=STEPS, align=False), cache_dir=cache, quiet=True)
     for a, b in zip(again, projected["w+"]):
         assert torch.equal(a.w, b.w) and all(torch.equal(x, y) for x, y in zip(a.noise, b.noise))
@@ -163,7 +165,7 @@ def test_scene_projects_once_and_renders_with_the_saved_noise(noisy_model, tmp_p
     from morph.checkpoints.loading import load_generator
 
     monkeypatch.setenv("MORPH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(projection, "SCENE_STEPS", 6)
+    monkeypatch.setattr(scene_projection, "SCENE_STEPS", 6)
     for p in PHOTOS[:2]:
         (tmp_path / p.name).write_bytes(p.read_bytes())
     scene = tmp_path / "scene.yaml"
@@ -172,7 +174,7 @@ def test_scene_projects_once_and_renders_with_the_saved_noise(noisy_model, tmp_p
                      "transition: {duration: 2f}, hold: 1f}\n")
     calls = []
     real = projection.optimise
-    monkeypatch.setattr(projection, "optimise", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    monkeypatch.setattr(projecting, "optimise", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
     runner = CliRunner()
     check = runner.invoke(app, ["check", str(scene)])
     assert "needs projection (6 steps)" in check.output, check.output
@@ -359,7 +361,7 @@ def test_stylegan3_project_command_and_scene(tiny_stylegan3, tmp_path, monkeypat
         [f"{photo.stem}.{ext}" for ext in ("json", "mp4", "npy", "png")]
     assert np.load(tmp_path / "out" / f"{photo.stem}.npy").shape == (G.num_ws, G.w_dim)
 
-    monkeypatch.setattr(projection, "SCENE_STEPS", 4)
+    monkeypatch.setattr(scene_projection, "SCENE_STEPS", 4)
     scene = tmp_path / "scene.yaml"
     scene.write_text(f"model: {tiny_stylegan3}\nlatents:\n  a: {{project: {photo.name}}}\n  b: {{seed: 3}}\n"
                      "renders:\n  r: {format: png, fps: 10, path: [a, b], transition: {duration: 2f}, hold: 1f}\n")

@@ -35,13 +35,13 @@ def test_tuning_keeps_the_rest_of_latent_space(G):
     (the locality term's purpose); the ratio is printed for the record."""
     import torch
 
-    from morph.projection.project import Projection, constant_noise, synthesize
+    from morph.projection import Projection, synthesize
     from morph.projection.tuning import TuneSettings, tune
 
     rng = np.random.default_rng(0)
     with torch.no_grad():
         ws = G.mapping(torch.from_numpy(rng.standard_normal((6, G.z_dim)).astype(np.float32)), None)
-    noise = [m.cpu() for m in constant_noise(G)]
+    noise = [m.cpu() for m in G.noise_maps().values()]
     face = synthesize(G, [Projection(ws[1], noise, None, ws[1][None])])[0]  # the face the pivot should draw
     pivot = [Projection(ws[0], noise, face, ws[0][None])]
     tuned = tune(G, pivot, TuneSettings(steps=10, lr=1e-3, locality_every=2))

@@ -18,9 +18,9 @@ from torch import nn
 
 from morph.checkpoints import torchscript
 
-from morph.projection import project as projection
+import morph.projection as projection
 from morph.core.errors import MorphError
-from morph.projection.project import VGG16_CFG
+from morph.projection.losses import VGG16_CFG
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # the test writes TorchScript
 LPIPS_CHANNELS = (64, 128, 256, 512, 512)

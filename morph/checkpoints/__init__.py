@@ -1,9 +1,9 @@
-"""StyleGAN2 checkpoint formats: detect, read safely, convert to NVIDIA names, write morph's own.
+"""Checkpoint formats of every family: detect, read safely, convert to NVIDIA names, write morph's own.
 
-Every reader returns a :class:`Checkpoint`: the constructor arguments of NVIDIA's
-``stylegan2-ada-pytorch`` ``Generator`` and a state dict under that ``Generator``'s
-``state_dict()`` names (float32 CPU tensors; the constant ``resample_filter`` buffers are left
-out, they are rebuilt from the arguments). Supported inputs, recognised by content:
+Every reader returns a :class:`Checkpoint`: its family (a row of :mod:`.families`), the constructor
+arguments of that family's ``Generator`` and a state dict under that ``Generator``'s ``state_dict()``
+names (float32 CPU tensors; the constant ``resample_filter`` buffers are left out, they are rebuilt from
+the arguments). Supported inputs, recognised by content:
 
 * ``nvidia-pkl`` (:mod:`.nvidia`): NVIDIA's PyTorch network pickles (``G_ema``);
 * ``nvidia-pt`` (:mod:`.nvidia`): ``torch.save`` of NVIDIA's ``Generator`` module, as PTI writes its tuned one;

@@ -1,9 +1,10 @@
 """What every reader returns (:class:`Checkpoint`), and the one check of a state dict against its configuration.
 
-Expected tensor names and shapes of a StyleGAN2 are worked out from the (bounded) configuration
-without building the network, so a small file with a huge configuration costs nothing; a test
-compares them with ``Generator(**init_kwargs).state_dict()`` so the readers cannot drift from the
-model they feed. A StyleGAN3's are read off the network itself, built once per configuration.
+Expected tensor names and shapes come from the family's row (:mod:`morph.checkpoints.families`): a
+StyleGAN2's are worked out from the (bounded) configuration without building the network, so a small file
+with a huge configuration costs nothing, and a test compares them with ``Generator(**init_kwargs).state_dict()``
+so the readers cannot drift from the model they feed; a family without such a rule (StyleGAN3) has its
+tensors read off the network itself, built once per configuration.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from typing import Mapping
 
 import torch
 
+from morph.checkpoints.config import plain
+from morph.checkpoints.families import family as family_row
 from morph.core.errors import CheckpointError
-from morph.checkpoints.config import block_resolutions, plain, valid_init_kwargs
-
-FAMILIES = ("stylegan2", "stylegan3")
 
 
 @dataclass
@@ -29,83 +29,32 @@ class Checkpoint:
     init_kwargs: dict                # Generator(**init_kwargs), normalised (see normalize_init_kwargs)
     state: dict[str, torch.Tensor]   # state_dict names -> float32 CPU tensors, no resample_filter
     metadata: dict = field(default_factory=dict)  # str -> str, informative only
-    family: str = "stylegan2"        # which network: "stylegan2" (stylegan2-ada-pytorch) | "stylegan3"
-
-
-def generator_class(family: str) -> type:
-    """The ``Generator`` class of a family (StyleGAN3's imported only when asked for)."""
-    if family == "stylegan3":
-        from morph.stylegan3.networks import Generator as StyleGAN3Generator
-
-        return StyleGAN3Generator
-    assert family == "stylegan2", family
-    from morph.stylegan2.networks import Generator
-
-    return Generator
+    family: str = "stylegan2"        # which network: a row of morph.checkpoints.families ("stylegan2", "stylegan3")
 
 
 def _is_resample_filter(name: str) -> bool:
     return name == "resample_filter" or name.endswith(".resample_filter")
 
 
-def _fc(prefix: str, in_features: int, out_features: int) -> list[tuple[str, tuple[int, ...]]]:
-    return [(f"{prefix}.weight", (out_features, in_features)), (f"{prefix}.bias", (out_features,))]
-
-
-def _layer(prefix: str, in_ch: int, out_ch: int, w_dim: int, res: int, kernel: int, noise: bool):
-    """A SynthesisLayer's tensors, in ``state_dict()`` order (own parameters, buffers, then ``affine``)."""
-    own = [(f"{prefix}.weight", (out_ch, in_ch, kernel, kernel))]
-    own += [(f"{prefix}.noise_strength", ())] if noise else []
-    own += [(f"{prefix}.bias", (out_ch,))]
-    own += [(f"{prefix}.noise_const", (res, res))] if noise else []
-    return own + _fc(f"{prefix}.affine", w_dim, in_ch)
-
-
-def stylegan2_shapes(kw: dict) -> list[tuple[str, tuple[int, ...]]]:
-    """Name and shape of every tensor ``Generator(**kw)`` holds (``resample_filter`` buffers aside), worked out
-    from normalised kwargs alone, in ``state_dict()`` order; tests check it against the network itself."""
-    m, s = kw["mapping_kwargs"], kw["synthesis_kwargs"]
-    w_dim, img_channels = kw["w_dim"], kw["img_channels"]
-    kernel, noise = s.get("kernel_size", 3), s.get("use_noise", True)
-    channels = {r: min(s["channel_base"] // r, s["channel_max"]) for r in block_resolutions(kw)}
-    out: list[tuple[str, tuple[int, ...]]] = []
-    for r, ch in channels.items():
-        prefix, in_ch, is_last = f"synthesis.b{r}", channels.get(r // 2, 0), r == kw["img_resolution"]
-        out += [(f"{prefix}.const", (ch, r, r))] if r == 4 else _layer(f"{prefix}.conv0", in_ch, ch, w_dim, r,
-                                                                         kernel, noise)
-        out += _layer(f"{prefix}.conv1", ch, ch, w_dim, r, kernel, noise)
-        if is_last or s["architecture"] == "skip":
-            out += [(f"{prefix}.torgb.weight", (img_channels, ch, 1, 1)), (f"{prefix}.torgb.bias", (img_channels,))]
-            out += _fc(f"{prefix}.torgb.affine", w_dim, ch)
-        if r > 4 and s["architecture"] == "resnet":
-            out += [(f"{prefix}.skip.weight", (ch, in_ch, 1, 1))]
-    embed = 0 if kw["c_dim"] == 0 else (m.get("embed_features") or w_dim)
-    layer = m.get("layer_features") or w_dim
-    features = [kw["z_dim"] + embed] + [layer] * (m["num_layers"] - 1) + [w_dim]
-    out += [("mapping.w_avg", (w_dim,))] if m.get("w_avg_beta", 0.995) is not None else []
-    out += _fc("mapping.embed", kw["c_dim"], embed) if kw["c_dim"] else []
-    for i in range(m["num_layers"]):
-        out += _fc(f"mapping.fc{i}", features[i], features[i + 1])
-    return out
-
-
 @functools.lru_cache(maxsize=8)
 def _state_shapes(kwargs_json: str, family: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    # Built on the CPU, not the meta device: meta ops import torch._dynamo (1.5 s) while even a 1024px
-    # generator builds in 0.25 s, once per configuration thanks to the cache.
+    # Built on the CPU, not the meta device: meta ops import torch._dynamo, which takes longer than building
+    # even a 1024 px generator, and the cache builds each configuration once.
     with torch.random.fork_rng(devices=[]):  # construction draws random weights; leave the caller's RNG alone
-        G = generator_class(family)(**json.loads(kwargs_json))
+        G = family_row(family).generator()(**json.loads(kwargs_json))
     return tuple((k, tuple(v.shape)) for k, v in G.state_dict().items() if not _is_resample_filter(k))
 
 
 def expected_shapes(init_kwargs: dict, where=None, family: str = "stylegan2") -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor of ``Generator(**init_kwargs)``, in its ``state_dict()`` order.
+    """Name -> shape of every tensor of ``Generator(**init_kwargs)`` of ``family``, in its ``state_dict()`` order.
 
-    Computed, not built: nothing is allocated however large the (validated) configuration. ``resample_filter``
-    buffers are left out: they are constants rebuilt from the kwargs.
+    A family with a shape rule computes them, allocating nothing however large the (validated) configuration;
+    others build the network once per configuration. ``resample_filter`` buffers are left out: they are
+    constants rebuilt from the kwargs.
     """
-    if family == "stylegan2":
-        return dict(stylegan2_shapes(valid_init_kwargs(init_kwargs, where)))
+    row = family_row(family, where)
+    if row.shapes is not None:
+        return dict(row.shapes(row.valid_kwargs(init_kwargs, where)))
     try:
         return dict(_state_shapes(json.dumps(plain(init_kwargs), sort_keys=True), family))
     except (TypeError, ValueError, AssertionError, RuntimeError) as e:
@@ -178,7 +127,7 @@ def check_state(init_kwargs: dict, state: dict, where, family: str = "stylegan2"
     problems = [f"{what}{'s' if len(names) > 1 else ''} {_first_few(names)}" for what, names in
                 (("missing tensor", missing), ("unexpected tensor", unexpected), ("wrong shape", misshapen)) if names]
     if problems:
-        name = {"stylegan2": "StyleGAN2", "stylegan3": "StyleGAN3"}[family]
+        name = family_row(family, where).label
         raise CheckpointError(f"tensors do not match the {name} generator configuration: " + "; ".join(problems),
                               where=where, hint=f"incomplete, or another network (a modified {name}?)")
     check_storage_use(state, where)
@@ -188,12 +137,7 @@ def check_state(init_kwargs: dict, state: dict, where, family: str = "stylegan2"
 def build_checkpoint(fmt: str, init_kwargs: dict, state: dict, metadata: dict, where,
                      family: str = "stylegan2") -> Checkpoint:
     """A :class:`Checkpoint` with normalised, validated kwargs, a checked state and string metadata."""
-    if family == "stylegan3":
-        from morph.checkpoints.config_sg3 import valid_init_kwargs as valid_stylegan3_kwargs
-
-        kw = valid_stylegan3_kwargs(init_kwargs, where)
-    else:
-        kw = valid_init_kwargs(init_kwargs, where)
+    kw = family_row(family, where).valid_kwargs(init_kwargs, where)
     meta = {str(k): (v if isinstance(v, str) else json.dumps(plain(v))) for k, v in metadata.items()}
     return Checkpoint(format=fmt, init_kwargs=kw, state=check_state(kw, state, where, family), metadata=meta,
                       family=family)

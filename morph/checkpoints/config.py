@@ -1,4 +1,5 @@
-"""Generator constructor arguments (NVIDIA's ``init_kwargs``): one canonical form, and a validity check.
+"""StyleGAN2 constructor arguments (NVIDIA's ``init_kwargs``): one canonical form, a validity check, and the
+tensors they call for (worked out without building the network).
 
 Files of different origin spell the same configuration differently (defaults left out or written
 out, EasyDicts, tuples, numpy scalars); the canonical form lets equal configurations compare equal.
@@ -185,3 +186,44 @@ def valid_init_kwargs(kwargs: dict, where=None) -> dict:
 def block_resolutions(init_kwargs: dict) -> list[int]:
     """The synthesis blocks' resolutions, 4 up to ``img_resolution``."""
     return [2 ** i for i in range(2, int(math.log2(init_kwargs["img_resolution"])) + 1)]
+
+
+def _fc(prefix: str, in_features: int, out_features: int) -> list[tuple[str, tuple[int, ...]]]:
+    return [(f"{prefix}.weight", (out_features, in_features)), (f"{prefix}.bias", (out_features,))]
+
+
+def _layer(prefix: str, in_ch: int, out_ch: int, w_dim: int, res: int, kernel: int, noise: bool):
+    """A SynthesisLayer's tensors, in ``state_dict()`` order (own parameters, buffers, then ``affine``)."""
+    own = [(f"{prefix}.weight", (out_ch, in_ch, kernel, kernel))]
+    own += [(f"{prefix}.noise_strength", ())] if noise else []
+    own += [(f"{prefix}.bias", (out_ch,))]
+    own += [(f"{prefix}.noise_const", (res, res))] if noise else []
+    return own + _fc(f"{prefix}.affine", w_dim, in_ch)
+
+
+def stylegan2_shapes(kw: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """Name and shape of every tensor ``Generator(**kw)`` holds (``resample_filter`` buffers aside), worked out
+    from normalised kwargs alone, in ``state_dict()`` order; tests check it against the network itself."""
+    m, s = kw["mapping_kwargs"], kw["synthesis_kwargs"]
+    w_dim, img_channels = kw["w_dim"], kw["img_channels"]
+    kernel, noise = s.get("kernel_size", 3), s.get("use_noise", True)
+    channels = {r: min(s["channel_base"] // r, s["channel_max"]) for r in block_resolutions(kw)}
+    out: list[tuple[str, tuple[int, ...]]] = []
+    for r, ch in channels.items():
+        prefix, in_ch, is_last = f"synthesis.b{r}", channels.get(r // 2, 0), r == kw["img_resolution"]
+        out += [(f"{prefix}.const", (ch, r, r))] if r == 4 else _layer(f"{prefix}.conv0", in_ch, ch, w_dim, r,
+                                                                         kernel, noise)
+        out += _layer(f"{prefix}.conv1", ch, ch, w_dim, r, kernel, noise)
+        if is_last or s["architecture"] == "skip":
+            out += [(f"{prefix}.torgb.weight", (img_channels, ch, 1, 1)), (f"{prefix}.torgb.bias", (img_channels,))]
+            out += _fc(f"{prefix}.torgb.affine", w_dim, ch)
+        if r > 4 and s["architecture"] == "resnet":
+            out += [(f"{prefix}.skip.weight", (ch, in_ch, 1, 1))]
+    embed = 0 if kw["c_dim"] == 0 else (m.get("embed_features") or w_dim)
+    layer = m.get("layer_features") or w_dim
+    features = [kw["z_dim"] + embed] + [layer] * (m["num_layers"] - 1) + [w_dim]
+    out += [("mapping.w_avg", (w_dim,))] if m.get("w_avg_beta", 0.995) is not None else []
+    out += _fc("mapping.embed", kw["c_dim"], embed) if kw["c_dim"] else []
+    for i in range(m["num_layers"]):
+        out += _fc(f"mapping.fc{i}", features[i], features[i + 1])
+    return out

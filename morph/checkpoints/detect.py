@@ -9,6 +9,7 @@ from morph.checkpoints import safe_pickle as sp
 from morph.checkpoints.psp import is_encoder_checkpoint
 from morph.checkpoints.torchfile import pickle_strings
 from morph.checkpoints.fileio import SUPPORTED_HINT, UNTRUSTED_HINT, open_file, short
+from morph.checkpoints.pickle_scan import iter_globals
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _LEGACY_TORCH_HEADER = b"\x80\x02\x8a\x0a" + sp.LEGACY_MAGIC.to_bytes(10, "little") + b"."
@@ -43,7 +44,7 @@ def _classify_pickle(path) -> str:
     seen: list[str] = []
     with open_file(path) as f:
         try:
-            for module, name in sp.iter_globals(f):
+            for module, name in iter_globals(f):
                 if module == "dnnlib.tflib.network" and name == "Network":
                     return "tf-pkl"
                 if module == "torch_utils.persistence":

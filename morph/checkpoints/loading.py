@@ -9,14 +9,14 @@ import torch
 from morph.core.files import file_sha256
 from morph.core.model import Model, ModelInfo
 from morph.checkpoints import Checkpoint, check_state, read_checkpoint
-from morph.checkpoints.checkpoint import generator_class
+from morph.checkpoints.families import family
 
 
 def build_generator(ckpt: Checkpoint, where: str | os.PathLike) -> Model:
-    """Instantiate the architecture a checkpoint describes (of its family: StyleGAN2 or StyleGAN3) and load
-    its tensors, checking every name and shape."""
+    """Instantiate the architecture a checkpoint describes (the generator class of its family's row in
+    :mod:`morph.checkpoints.families`) and load its tensors, checking every name and shape."""
     state = check_state(ckpt.init_kwargs, ckpt.state, where, ckpt.family)
-    G = generator_class(ckpt.family)(**ckpt.init_kwargs)
+    G = family(ckpt.family, where).generator()(**ckpt.init_kwargs)
     G.load_state_dict({**G.state_dict(), **state})  # resample_filter buffers keep their constructed values
     return G.eval().requires_grad_(False)
 

@@ -1,7 +1,8 @@
 """morph's own checkpoint format: a safetensors file with the generator's ``init_kwargs`` in its header.
 
 Safetensors cannot run code when read; the header also records the network family (``format``
-``morph.stylegan2`` or ``morph.stylegan3``, and ``family``) and where a converted model came from.
+``morph.<family>``, e.g. ``morph.stylegan2``, and ``family``: any row of :mod:`morph.checkpoints.families`)
+and where a converted model came from.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from typing import Optional
 
 from morph.core.errors import CheckpointError
 from morph.checkpoints.checkpoint import Checkpoint, build_checkpoint
+from morph.checkpoints.families import FAMILIES, family as family_row
 from morph.checkpoints.fileio import SUPPORTED_HINT
 
-FORMAT = "morph.stylegan2"
-FORMATS = {"stylegan2": FORMAT, "stylegan3": "morph.stylegan3"}  # family -> the header's format
 VERSION = "1"
 _RESERVED = ("format", "version", "init_kwargs", "family")  # header keys that are not free-form metadata
 
@@ -32,9 +32,10 @@ def read_native(path) -> Checkpoint:
     except SafetensorError as e:
         raise CheckpointError(f"corrupt safetensors file ({e})", where=path,
                               hint="the file may be truncated; write it again") from None
-    family = next((fam for fam, fmt in FORMATS.items() if header.get("format") == fmt), None)
+    family = next((row.name for row in FAMILIES.values() if header.get("format") == row.native_format), None)
     if family is None or header.get("family", family) != family:
-        raise CheckpointError(f"a safetensors file that is not a morph StyleGAN2 or StyleGAN3 checkpoint "
+        labels = " or ".join(row.label for row in FAMILIES.values())
+        raise CheckpointError(f"a safetensors file that is not a morph {labels} checkpoint "
                               f"(format={header.get('format')!r}, family={header.get('family')!r})",
                               where=path, hint=SUPPORTED_HINT)
     if header.get("version") != VERSION:
@@ -67,7 +68,7 @@ def write_native(path, init_kwargs: dict, state: dict, metadata: Optional[dict] 
     if clash:
         raise ValueError(f"metadata key {clash[0]!r} is reserved")
     ckpt = build_checkpoint("morph", init_kwargs, state, metadata, path, family=family)
-    header = {"format": FORMATS[family], "family": family, "version": VERSION,
+    header = {"format": family_row(family, path).native_format, "family": family, "version": VERSION,
               "init_kwargs": json.dumps(ckpt.init_kwargs, sort_keys=True), **ckpt.metadata}
     tensors = {k: v.clone() for k, v in ckpt.state.items()}  # safetensors refuses tensors that share memory
     directory = os.path.dirname(os.path.abspath(path))

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import collections
 import collections.abc
-import copyreg
 import io
 import os
 import pickle
 import pickletools
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -84,22 +83,12 @@ def check_memo_indices(file) -> None:
     The scan (:func:`pickletools.genops`, nothing executed) reads up to the pickle's STOP; lengths
     beyond the end of the file raise ValueError.
     """
-    for count, (opcode, arg, _pos) in enumerate(pickletools.genops(_CappedReader(file))):
+    for count, (opcode, arg, _pos) in enumerate(pickletools.genops(CappedReader(file))):
         if opcode.name in _MEMO_STORES and not (isinstance(arg, int) and 0 <= arg <= count):
             raise UnsafePickleError(f"memo index {arg!r:.20} out of sequence (at opcode {count})")
 
 
-# --------------------------------------------------------------------------------------------
-# Scanning a pickle's globals without loading it.
-
-_STRING_OPS = frozenset({
-    "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE",
-    "STRING", "BINSTRING", "SHORT_BINSTRING",
-})
-_NO_PUSH_OPS = frozenset({"PROTO", "FRAME", "MARK", "STOP"})
-
-
-class _CappedReader:
+class CappedReader:
     """File wrapper whose reads never ask for more than what is left (corrupt lengths can be huge)."""
 
     def __init__(self, file):
@@ -122,58 +111,6 @@ class _CappedReader:
         if self._left is not None:
             self._left -= len(line)
         return line
-
-
-def iter_globals(file) -> Iterator[tuple[str, str]]:
-    """Yield the ``(module, name)`` of every GLOBAL/INST/STACK_GLOBAL/EXT opcode, in stream order.
-
-    Uses :func:`pickletools.genops`, which decodes opcodes without executing anything. For
-    ``STACK_GLOBAL`` the two operands are recovered by tracking string pushes and the memo; this
-    is an approximation of the real stack that is exact for pickler-written files. It only
-    classifies files: safety comes from :class:`RestrictedUnpickler`, not from this scan.
-    Raises ``ValueError`` (from genops) on a truncated or corrupt stream.
-    """
-    memo: dict[int, str] = {}
-    memo_count = 0
-    top: list[Optional[str]] = [None, None]  # the last two pushed values, when they are strings
-
-    def push(value):
-        top.append(value if isinstance(value, str) else None)
-        del top[0]
-
-    for opcode, arg, _pos in pickletools.genops(_CappedReader(file)):
-        op = opcode.name
-        if op in _NO_PUSH_OPS:
-            continue
-        if op == "MEMOIZE":
-            if top[-1] is not None:
-                memo[memo_count] = top[-1]
-            memo_count += 1
-        elif op in ("PUT", "BINPUT", "LONG_BINPUT"):
-            if top[-1] is not None:
-                memo[arg] = top[-1]
-            else:
-                memo.pop(arg, None)
-        elif op in ("GET", "BINGET", "LONG_BINGET"):
-            push(memo.get(arg))
-        elif op == "DUP":
-            push(top[-1])
-        elif op in _STRING_OPS:
-            push(arg.decode("latin-1") if isinstance(arg, bytes) else arg)
-        elif op in ("GLOBAL", "INST"):
-            module, _, name = str(arg).partition(" ")
-            yield module, name
-            push(None)
-        elif op == "STACK_GLOBAL":
-            module, name = top[-2], top[-1]
-            yield (module if module is not None else "<unknown>"), (name if name is not None else "<unknown>")
-            push(None)
-        elif op in ("EXT1", "EXT2", "EXT4"):
-            key = copyreg._inverted_registry.get(arg)  # harmless lookup of (module, name)
-            yield key if key is not None else ("<extension>", str(arg))
-            push(None)
-        else:
-            push(None)
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,9 +44,12 @@ class Noise:
 
 @runtime_checkable
 class Model(Protocol):
-    """A loaded generator: an ``nn.Module`` whose ``mapping`` and ``synthesis`` follow NVIDIA's API."""
+    """A loaded generator (an ``nn.Module``): everything code outside its family's folder may ask of it.
 
-    family: str                 # "stylegan2" | "stylegan3": what `morph info` names
+    Beyond these members a family's modules are its own (NVIDIA's ``mapping`` and ``synthesis`` networks):
+    only its folder, the checkpoint readers and the built-in model's training scripts reach into them."""
+
+    family: str                 # its row in morph.checkpoints.families: "stylegan2", "stylegan3", ...
     z_dim: int                  # input latent z
     c_dim: int                  # class label (0: unconditional)
     w_dim: int                  # intermediate latent w
@@ -54,6 +57,7 @@ class Model(Protocol):
     img_resolution: int         # output images are [img_channels, R, R]
     img_channels: int           # 1 or 3
     info: ModelInfo             # file, format and content hash (set by the loader)
+    init_kwargs: dict           # Generator(**init_kwargs): the constructor arguments a checkpoint writer stores
 
     def mapping(self, z: Optional[torch.Tensor], c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0,
                 truncation_cutoff: Optional[int] = None) -> torch.Tensor:
@@ -77,6 +81,23 @@ class Model(Protocol):
 
     def activation_size(self) -> int:
         """Elements of the largest activation one image passes through (sizes render batches)."""
+
+    @property
+    def w_avg(self) -> torch.Tensor:
+        """The mean w [w_dim] the mapping tracked in training (truncation's centre), on the model's device."""
+
+    def noise_maps(self) -> dict[str, torch.Tensor]:
+        """The model's own constant noise maps [R, R] by layer name, in :meth:`noise_shapes` order (the start
+        projection refines, and the names its ``NAME.noise.npz`` files use); empty without noise inputs."""
+
+    def intermediate_resolutions(self) -> tuple[int, ...]:
+        """Resolutions below the output's at which ``synthesize(ws, noise, until=r)`` returns the image drawn so
+        far: a cheaper, smaller picture of the same face (projection's coarse stage). Empty when the network
+        draws its image only at the end."""
+
+    def architecture_facts(self) -> dict[str, Any]:
+        """What ``morph info`` shows of the network beyond the dimensions above: the family's own configuration
+        (architecture, channels or layers, clamping, mapping depth), as JSON-ready values."""
 
 
 def model_hash(G: Model) -> str:

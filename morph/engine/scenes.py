@@ -31,7 +31,7 @@ from morph.engine.cluster import WorkerModel, connect, distinct_segments, missin
 from morph.models.loader import load_model
 from morph.motion.latents import ModelDims, Project
 from morph.motion.schedule import Timeline, camera_poses, sample
-from morph.projection.project import Projection, ScenePhotos, project_scene, projection_status
+from morph.projection import Projection, ScenePhotos, project_scene, projection_status
 from morph.render.encode import EncodeSettings, is_frame_file
 from morph.render.job import (RenderJob, RenderPlan, RenderStats, Work, forget_output, generate, is_up_to_date, join,
                               output_lock, render_segments)

@@ -7,7 +7,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ def z_from_seed(seed: int, z_dim: int, count: int = 1) -> torch.Tensor:
 def map_z(G, z: torch.Tensor, label: Optional[int] = None, psi: float = 1.0,
           cutoff: Optional[int] = None) -> torch.Tensor:
     """``[n, num_ws, w_dim]`` from z through G's mapping, with a one-hot class ``label`` for conditional models."""
-    device = next(G.mapping.parameters()).device
+    device = next(G.parameters()).device
     c = None
     if G.c_dim:
         c = torch.zeros(len(z), G.c_dim, device=device)
@@ -78,7 +78,27 @@ def seed_w(G, seed: int, psi: float = 1.0, cutoff: Optional[int] = None, label: 
 
 def random_offsets(G, seed: int, count: int) -> torch.Tensor:
     """``[count, w_dim]`` seeded offsets from the mean face to random faces (w − w_avg): real variation's scale."""
-    return map_z(G, z_from_seed(seed, G.z_dim, count))[:, 0] - G.mapping.w_avg.cpu()
+    return map_z(G, z_from_seed(seed, G.z_dim, count))[:, 0] - G.w_avg.cpu()
+
+
+class WMoments(NamedTuple):
+    """How mapped w spreads: its mean [w_dim], each dimension's RMS deviation from it [w_dim], and the RMS
+    distance of a whole w from it (a float)."""
+
+    mean: torch.Tensor
+    spread: torch.Tensor
+    rms: float
+
+
+def w_moments(G, samples: int = 10_000) -> WMoments:
+    """The moments of w mapped from ``samples`` seeded z (NVIDIA projector's seed 123; class 0 of a conditional
+    model), on the CPU: projection starts at the mean and scales its noise on w by ``rms``; an encoder
+    measures its output in ``spread``."""
+    z = z_from_seed(123, G.z_dim, samples)
+    w = torch.cat([map_z(G, z[i:i + 1000])[:, 0] for i in range(0, samples, 1000)])
+    mean = w.mean(dim=0)
+    deviation = (w - mean).square()
+    return WMoments(mean, deviation.mean(dim=0).sqrt(), float((deviation.sum() / samples).sqrt()))
 
 
 def mean(ws: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -4,10 +4,10 @@ Each batch is z → w through the mapping, truncated towards w_avg by a random p
 half of the samples style-mixed (the ws from a crossover layer on come from a second z), so the
 encoder sees W+ codes and not only the W line; the generator draws the images with its constant noise.
 The loss is the latent error (the offset error in units of w's spread per dimension) plus the image
-distance projection uses (:func:`morph.projection.project.default_loss`) between the sample and G(encoder(sample))
-through the frozen generator — on models above 256 px between the skip architecture's intermediate
-images of both, at the size projection's coarse stage uses (:func:`morph.projection.project.coarse_plan`), which
-makes the step a few times cheaper there.
+distance projection uses (:func:`morph.projection.losses.default_loss`) between the sample and G(encoder(sample))
+through the frozen generator — on models above 256 px between the intermediate images of both, at the size
+projection's coarse stage uses (:func:`morph.projection.optimiser.coarse_plan`), which makes the step cheaper
+there. The encoder's origin and units are the mean and spread of mapped w (:func:`morph.motion.latents.w_moments`).
 
 The model's samples are not the photos people project: a generator draws its training data's world a
 little blurred and averaged, and an encoder that has seen only its samples reads a sharp photo's extremes
@@ -36,11 +36,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from morph.projection.encoder import Encoder, for_model, load_encoder, save_encoder
 from morph.core.errors import MorphError
+from morph.core.files import atomic_path
 from morph.core.model import Noise
 from morph.core.progress import Progress, log
 from morph.core.runtime import Terminated, check_stop
+from morph.motion.latents import map_z, w_moments
+from morph.projection.encoder import Encoder, for_model, load_encoder, save_encoder
+from morph.projection.losses import default_loss, make_distance
+from morph.projection.optimiser import coarse_plan, draw
 
 
 @dataclass(frozen=True)
@@ -60,24 +64,12 @@ class TrainConfig:
     photo_share: float = 0.0    # share of each batch taken from ``photos`` (image loss only)
 
 
-def w_moments(G, samples: int = 10_000, seed: int = 123) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and per-dimension spread of mapped w (the encoder's origin and units)."""
-    from morph.motion.latents import map_z
-
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(samples, G.z_dim, generator=gen)
-    w = torch.cat([map_z(G, z[i:i + 1000])[:, 0] for i in range(0, samples, 1000)])
-    return w.mean(dim=0), w.std(dim=0).clamp_min(1e-3)
-
-
 def sample_batch(G, n: int, gen: torch.Generator, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(ws [n, num_ws, w_dim], images [n, C, R, R]) drawn by ``G``: truncated, half style-mixed."""
-    from morph.motion.latents import map_z
-
     device = next(G.parameters()).device
     z = torch.randn(2 * n, G.z_dim, generator=gen)
     w = map_z(G, z)  # [2n, num_ws, w_dim] on the CPU
-    w_avg = G.mapping.w_avg.cpu()
+    w_avg = G.w_avg.cpu()
     psi = config.psi_min + (1 - config.psi_min) * torch.rand(2 * n, 1, 1, generator=gen)
     w = w_avg + psi * (w - w_avg)
     ws, other = w[:n].clone(), w[n:]
@@ -134,9 +126,6 @@ def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = Fals
     """Train an encoder for ``G`` and write it to ``out`` (and its training checkpoint beside it); ``stop_at``
     ends the run after that many of the schedule's ``config.steps`` (a later ``resume`` goes on). ``photos``
     and ``init``: see the module doc."""
-    from morph.core.files import atomic_path
-    from morph.projection.project import coarse_plan, default_loss, draw, make_distance
-
     device = next(G.parameters()).device
     n_photos = round(config.batch * config.photo_share) if photos is not None else 0
     if config.photo_share and photos is None:
@@ -152,9 +141,9 @@ def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = Fals
         enc = load_encoder(init, G, device).requires_grad_(True)
     else:
         enc = for_model(G, **(encoder_kwargs or {})).to(device)
-        w_avg, w_scale = w_moments(G)
-        enc.w_avg.copy_(w_avg)
-        enc.w_scale.copy_(w_scale)
+        moments = w_moments(G)
+        enc.w_avg.copy_(moments.mean)
+        enc.w_scale.copy_(moments.spread.clamp_min(1e-3))
     optimizer = torch.optim.Adam(enc.parameters(), lr=config.lr, betas=(0.9, 0.99))
     start = 0
     ckpt = checkpoint_path(out)
@@ -231,4 +220,4 @@ def train(G, out: Path, config: TrainConfig = TrainConfig(), resume: bool = Fals
     return enc.eval()
 
 
-__all__ = ["PhotoFolder", "Photos", "TrainConfig", "checkpoint_path", "sample_batch", "train", "w_moments"]
+__all__ = ["PhotoFolder", "Photos", "TrainConfig", "checkpoint_path", "sample_batch", "train"]

@@ -18,6 +18,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from morph.projection.losses import make_distance
+
 IDENTITY_SAME = 0.6  # dlib's distance threshold for "same person"
 
 
@@ -65,10 +67,20 @@ def identity(photo: np.ndarray, recon: np.ndarray) -> Optional[dict[str, float]]
             "identity_distance": float(np.linalg.norm(a - b))}
 
 
+def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Peak signal-to-noise ratio (dB) of uint8 image pairs [N, H, W, C]."""
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)
+    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+
+
+def attribute_agreement(classifier, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pair, the share of the classifier's binary attributes it reads the same way (p > 0.5) in both."""
+    pa, pb = classifier.predict(a)["probs"], classifier.predict(b)["probs"]
+    return ((pa > 0.5) == (pb > 0.5)).mean(axis=1)
+
+
 def lpips_scores(targets: np.ndarray, recon: np.ndarray, vgg: Sequence[str | os.PathLike]) -> np.ndarray:
     """LPIPS per pair of uint8 images [N, H, W, C] with the ``--vgg`` weights."""
-    from morph.projection.project import make_distance
-
     def tensor(x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
         return t.repeat(1, 3, 1, 1) if t.shape[1] == 1 else t
@@ -83,8 +95,6 @@ def figures(targets: np.ndarray, recon: np.ndarray, builtin: bool, vgg: Sequence
     photos when dlib is installed (None where no face was found), or with ``arcface`` (a loaded
     :class:`morph.projection.arcface.ArcFace`, ``--identity``) ``identity`` as pSp measures it and
     ``identity_model: "arcface"``; ``attributes_agreeing`` of ``attributes`` on the ``builtin`` model."""
-    from morph.projection.project import psnr
-
     out: list[dict[str, Any]] = [{"psnr": float(s)} for s in psnr(targets, recon)]
     if vgg:
         for row, d in zip(out, lpips_scores(targets, recon, vgg)):
@@ -93,9 +103,9 @@ def figures(targets: np.ndarray, recon: np.ndarray, builtin: bool, vgg: Sequence
         from morph.builtin import load_builtin_classifier
 
         clf = load_builtin_classifier()
-        pa, pb = clf.predict(targets)["probs"] > 0.5, clf.predict(recon)["probs"] > 0.5
-        for row, a, b in zip(out, pa, pb):
-            row["attributes_agreeing"], row["attributes"] = int((a == b).sum()), len(a)
+        count = len(clf.attributes)
+        for row, share in zip(out, attribute_agreement(clf, targets, recon)):
+            row["attributes_agreeing"], row["attributes"] = round(share * count), count
     elif arcface is not None:
         from morph.projection.arcface import identity_features
 
@@ -108,5 +118,5 @@ def figures(targets: np.ndarray, recon: np.ndarray, builtin: bool, vgg: Sequence
     return out
 
 
-__all__ = ["IDENTITY_SAME", "face_descriptor", "figures", "identity", "identity_available",
-           "lpips_scores"]
+__all__ = ["IDENTITY_SAME", "attribute_agreement", "face_descriptor", "figures", "identity", "identity_available",
+           "lpips_scores", "psnr"]

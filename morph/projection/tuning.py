@@ -34,7 +34,8 @@ from morph.core.cache import PROJECTIONS, folder, reusable, seal
 from morph.core.files import atomic_path, file_sha256
 from morph.core.progress import Progress
 from morph.core.runtime import check_stop
-from morph.projection.project import Projection, default_loss, make_distance, noise_of
+from morph.projection.losses import default_loss, make_distance
+from morph.projection.optimiser import Projection, noise_of
 
 TUNE_VERSION = "1"
 

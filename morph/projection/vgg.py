@@ -10,11 +10,11 @@ What is known of the file, and how sure (no copy of it was at hand; nothing here
   layers (most of its bytes, never read here).
 - Sure (the network's TensorFlow source, StyleGAN2's ``vgg16_zhang_perceptual.pkl``, which NVIDIA's file
   ports): x/255, minus ImageNet's mean (0.485, 0.456, 0.406), over its std (0.229, 0.224, 0.225) -- the
-  same affine map as LPIPS's shift/scale on [-1, 1], so :class:`morph.projection.project.VGG16Features` computes it;
+  same affine map as LPIPS's shift/scale on [-1, 1], so :class:`morph.projection.losses.VGG16Features` computes it;
   thirteen 3×3 convolutions + bias + ReLU, 2×2 max pools after relu1_2, 2_2, 3_3, 4_3; the taps relu1_2,
   2_2, 3_3, 4_3, 5_3 each divided by (its L2 norm over channels + 1e-10); squared differences weighted per
   channel by five 1×1 weights of 64, 128, 256, 512, 512 channels, averaged over space, summed over the taps
-  (:func:`morph.projection.project.feature_distance`).
+  (:func:`morph.projection.losses.feature_distance`).
 - Inferred, high confidence: the PyTorch file computes the same, its LPIPS vector being each tap ×
   sqrt(weight / (H·W)), flattened and concatenated. A public projector fork records that vector's shape as
   [1, 124928], which is 64·32² + 128·16² + 256·8² + 512·4² + 512·2², the five taps of a 32 px image whole.

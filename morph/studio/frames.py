@@ -32,7 +32,7 @@ from morph.core.model import Noise
 from morph.engine.scenes import LoadedModels, LoadedScene, open_scene
 from morph.models.resolver import resolve_direction
 from morph.motion.latents import ModelDims, Project, load_w, seed_w
-from morph.projection.project import Projection
+from morph.projection import Projection
 from morph.render.job import generate
 from morph.scene import Scene, model_dims, parse_scene
 

@@ -518,6 +518,32 @@ class Generator(nn.Module):
         """[R, R] of every noise input, in the order of NVIDIA's ``noise_const`` buffers."""
         return [(layer.resolution, layer.resolution) for layer in self.synthesis.noise_layers()]
 
+    @property
+    def w_avg(self) -> torch.Tensor:
+        """The mapping's tracked mean w [w_dim] (NVIDIA's ``mapping.w_avg`` buffer)."""
+        return self.mapping.w_avg
+
+    def noise_maps(self) -> dict[str, torch.Tensor]:
+        """The ``noise_const`` buffers by their layer's name under ``synthesis`` (``b4.conv1``, ``b8.conv0``, …)."""
+        layers = set(self.synthesis.noise_layers())
+        return {name: m.noise_const for name, m in self.synthesis.named_modules() if m in layers}
+
+    def intermediate_resolutions(self) -> tuple[int, ...]:
+        """Every block below the top one with the skip architecture (each adds its ToRGB to the image so far);
+        none with ``orig`` or ``resnet``, which draw the image in the last block only."""
+        if self.synthesis.b4.architecture != "skip":
+            return ()
+        return tuple(r for r in self.synthesis.block_resolutions if r < self.img_resolution)
+
+    def architecture_facts(self) -> dict[str, Any]:
+        """Architecture (orig | skip | resnet), channels per block resolution, clamp, fp16 blocks, mapping depth."""
+        syn = self.init_kwargs["synthesis_kwargs"]
+        return {"architecture": syn.get("architecture", "skip"),
+                "channels": {res: getattr(self.synthesis, f"b{res}").conv1.weight.shape[0]
+                             for res in self.synthesis.block_resolutions},
+                "conv_clamp": syn.get("conv_clamp"), "num_fp16_res": syn.get("num_fp16_res", 0),
+                "mapping_layers": self.mapping.num_layers}
+
     def layer_groups(self) -> dict[str, range]:
         """coarse / middle / fine w indices (see :func:`layer_groups`)."""
         return layer_groups(self.num_ws)

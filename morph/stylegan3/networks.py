@@ -312,6 +312,24 @@ class Generator(nn.Module):
         """No noise inputs: StyleGAN3 is deterministic given ws."""
         return []
 
+    @property
+    def w_avg(self) -> torch.Tensor:
+        """The mapping's tracked mean w [w_dim] (NVIDIA's ``mapping.w_avg`` buffer)."""
+        return self.mapping.w_avg
+
+    def noise_maps(self) -> dict[str, torch.Tensor]:
+        """None: StyleGAN3 has no noise inputs."""
+        return {}
+
+    def intermediate_resolutions(self) -> tuple[int, ...]:
+        """None: one ToRGB at the end, and the last layers all run at the output's size."""
+        return ()
+
+    def architecture_facts(self) -> dict[str, Any]:
+        """NVIDIA's config (t or r), the layers (name: index_size_channels), clamp, mapping depth."""
+        return {"config": self.config, "layers": list(self.synthesis.layer_names),
+                "conv_clamp": self.init_kwargs.get("conv_clamp", 256), "mapping_layers": self.mapping.num_layers}
+
     def layer_groups(self) -> dict[str, range]:
         """w indices of the style-mixing groups, chosen by each layer's cutoff frequency (cycles per image width).
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from morph.core.model import images_to_uint8
+from morph.motion.schedule import slerp
 from morph.training.toyfaces import TEAM_NAMES, grid, render, team_params, write_png
 from morph.training.latent import LATENT_DIM, MIX_CUTOFF
 
@@ -54,13 +55,6 @@ def mixing_figure(G, rows: int = 4, cols: int = 6, cutoff: int = MIX_CUTOFF, see
         ws = torch.cat([wa[i:i + 1, :cutoff].expand(cols, -1, -1), wb[:, cutoff:]], dim=1)
         tiles += [img_a[i]] + list(_u8(G.synthesis(ws, noise_mode="const")))
     return grid(np.stack(tiles), cols + 1)
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
-    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1, 1))
-    so = torch.sin(omega)
-    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
 
 
 @torch.no_grad()

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from morph.projection.losses import multiscale
 from morph.stylegan2.networks import Generator
 from morph.training.toyfaces import grid, write_png
 from morph.training.latent import LATENT_DIM, LEVEL, coords, mix_coords, render_targets
@@ -103,13 +104,9 @@ def generate(G: Generator, za: torch.Tensor, zb: torch.Tensor, cutoff: torch.Ten
 
 
 def pyramid_l1(img: torch.Tensor, target: torch.Tensor, levels: int = 3) -> torch.Tensor:
-    """Mean absolute error of the image and of ``levels`` 2×-downsampled copies (coarse
-    structure and colour get extra weight, so they are learnt first)."""
-    loss = (img - target).abs().mean()
-    for _ in range(levels):
-        img, target = F.avg_pool2d(img, 2), F.avg_pool2d(target, 2)
-        loss = loss + (img - target).abs().mean()
-    return loss
+    """Mean absolute error of the image and of ``levels`` 2×-downsampled copies, summed over the levels
+    (projection's multi-scale L1: coarse structure and colour get extra weight, so they are learnt first)."""
+    return (levels + 1) * multiscale(1, levels)(target)(img).mean()
 
 
 class FeatureLoss:
