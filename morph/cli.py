@@ -76,31 +76,11 @@ def info(model: str = typer.Argument(..., help="checkpoint file: NVIDIA .pkl (Py
          as_json: bool = JSON) -> None:
     """Describe a generator checkpoint: format, resolution, layers, dimensions, parameter count, file hash (and, for
     a pSp / e4e checkpoint, its encoder)."""
-    from morph.checkpoints.psp import ENCODER_TYPES, describe_encoder
-    from morph.models.loader import load_model
+    from morph.engine.checkpoints import model_facts
 
-    G = load_model(model)
-    family = G.family
-    facts = {
-        "file": G.info.path,
-        "format": G.info.format,
-        "family": family,
-        "sha256": G.info.sha256,
-        "resolution": G.img_resolution,
-        "img_channels": G.img_channels,
-        "num_ws": G.num_ws,
-        "w_dim": G.w_dim,
-        "z_dim": G.z_dim,
-        "c_dim": G.c_dim,
-        **G.architecture_facts(),
-        "parameters": sum(p.numel() for p in G.parameters()),
-        **({"notes": G.info.metadata} if G.info.metadata else {}),
-    }
-    if G.info.format in ENCODER_TYPES.values():  # a pSp / e4e checkpoint: its encoder too
-        facts["encoder"] = describe_encoder(G.info.path)
+    facts = model_facts(model)
     if as_json:
-        typer.echo(json.dumps(facts, indent=2, default=str))
-        return
+        return _print_json(facts)
     width = max(map(len, facts))
     for key, value in facts.items():
         if key == "parameters":
@@ -121,18 +101,9 @@ def convert(source: str = typer.Argument(..., help="any checkpoint morph reads")
                                                          "ReStyle, GANSpace, StyleCLIP)")) -> None:
     """Convert a checkpoint to morph's own format (safetensors weights, architecture in the metadata), or with
     --to rosinality to a stylegan2-pytorch checkpoint (g_ema, latent_avg)."""
-    from morph.checkpoints import write_native
-    from morph.models.loader import load_model
+    from morph.engine.checkpoints import convert_checkpoint
 
-    if to not in ("morph", "rosinality"):
-        raise MorphError(f"unknown format {to!r}", "--to", "use morph or rosinality")
-    G = load_model(source)
-    if to == "rosinality":
-        return _convert_rosinality(G, source, dest)
-    write_native(dest, G.init_kwargs, G.state_dict(),
-                 {"converted_from": Path(source).name, "source_format": G.info.format, "source_sha256": G.info.sha256},
-                 family=G.family)
-    typer.echo(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB) from {G.info.format} {source}")
+    typer.echo(convert_checkpoint(source, dest, to))
 
 
 @app.command()
@@ -397,11 +368,12 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
     """Find the W+ (or W) latent and noise that draw each photo: NAME.npy, NAME.noise.npz, NAME.png and
     NAME.json (PSNR; LPIPS with --vgg; identity for real photos; attributes on the built-in model) in OUT."""
     from morph.core.devices import resolve_device
+    from morph.engine.checkpoints import model_of_encoder
     from morph.engine.photos import project_files
     from morph.render.caption import describe
 
     _feedback(quiet, progress)
-    done = project_files(images, model or _model_of(encoder), out, space, steps, encoder, coarse, video, align, face,
+    done = project_files(images, model or model_of_encoder(encoder), out, space, steps, encoder, coarse, video, align, face,
                          vgg or (), resolve_device(device), cache, quiet, identity=identity,
                          tune_steps=tune_steps if tune else 0)
     if as_json:
@@ -432,26 +404,6 @@ def compare(a: Path = typer.Argument(..., help="a photo"), b: Path = typer.Argum
         return _print_json(row)
     for line in lines(row):
         typer.echo(line)
-
-
-def _model_of(encoder: str) -> str:
-    """``--model``'s default: the generator stored in a pSp / e4e ``--encoder`` checkpoint, else the built-in one."""
-    from morph.checkpoints.psp import is_encoder_checkpoint
-
-    path = Path(encoder).expanduser()
-    return str(path) if path.is_file() and is_encoder_checkpoint(path) else "builtin"
-
-
-def _convert_rosinality(G, source: str, dest: Path) -> None:
-    """``morph convert --to rosinality``: a stylegan2-pytorch checkpoint rosinality's Generator loads."""
-    from morph.checkpoints.rosinality import rosinality_config, write_rosinality
-
-    size, style_dim, n_mlp, cm = rosinality_config(G.init_kwargs, source)
-    write_rosinality(dest, G.init_kwargs, G.state_dict())
-    clamp = G.architecture_facts()["conv_clamp"]
-    typer.echo(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB) from {G.info.format} {source}: load it with "
-               f"Generator({size}, {style_dim}, {n_mlp}, channel_multiplier={cm})"
-               + (f"; rosinality's generator does not clamp (this one clamped at {clamp:g})" if clamp else ""))
 
 
 @app.command()
