@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from morph.projection.encoder import for_model, save_encoder
-from morph.models.loader import load_model
-from morph.projection import (COARSE_RESOLUTION, REFINE_STEPS, coarse_plan, laplacian, optimise, w_stats)
-from morph.stylegan2 import Generator
 from morph.checkpoints import write_native
+from morph.models.loader import load_model
+from morph.projection import COARSE_RESOLUTION, REFINE_STEPS, coarse_plan, laplacian, optimise, w_stats
+from morph.projection.encoder import for_model, save_encoder
+from morph.stylegan2 import Generator
 
 CONFIG_F = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3,
                 mapping_kwargs={"num_layers": 8}, synthesis_kwargs={"channel_base": 32768, "channel_max": 512,

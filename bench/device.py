@@ -211,8 +211,8 @@ def render_rows(table: Table, cfg: dict, device: torch.device, folder: Path) -> 
 
 def project_rows(table: Table, cfg: dict, device: torch.device, folder: Path) -> None:
     from morph.models.loader import load_model
-    from morph.projection.encoder_training import TrainConfig, train
     from morph.projection import make_distance, optimise
+    from morph.projection.encoder_training import TrainConfig, train
 
     G = load_model(random_model(cfg, folder), device)
     distance = make_distance("laplacian", device)

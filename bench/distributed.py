@@ -34,11 +34,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
+from morph.core.progress import Progress  # noqa: E402
+from morph.core.runtime import keep_freed_memory  # noqa: E402
 from morph.engine.cluster import WorkerModel, connect, distinct_segments, render_on_cluster  # noqa: E402
 from morph.engine.scenes import RenderOptions, open_scene  # noqa: E402
 from morph.models.loader import load_model  # noqa: E402
-from morph.core.progress import Progress  # noqa: E402
-from morph.core.runtime import keep_freed_memory  # noqa: E402
 from morph.render.job import Work, render_segments  # noqa: E402
 
 

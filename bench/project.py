@@ -26,11 +26,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from morph.projection.align import aligned_face
-from morph.projection import (FULL_STEPS, LOSSES, REFINE_RECIPE, Recipe, attribute_agreement, coarse_plan,
-                              default_loss, make_distance, optimise, psnr, refine_recipe, synthesize, w_stats)
-from morph.models.resolver import resolve_model
 from morph.checkpoints.loading import load_generator
+from morph.models.resolver import resolve_model
+from morph.projection import (
+    FULL_STEPS,
+    LOSSES,
+    REFINE_RECIPE,
+    Recipe,
+    attribute_agreement,
+    coarse_plan,
+    default_loss,
+    make_distance,
+    optimise,
+    psnr,
+    refine_recipe,
+    synthesize,
+    w_stats,
+)
+from morph.projection.align import aligned_face
 
 TEAM = sorted((Path(__file__).resolve().parents[1] / "scenes" / "team").glob("*.png"))
 HELD_OUT = 1000  # first renderer seed of --faces

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from tour import write_tour  # bench/tour.py, beside this script
 
 from morph.core.devices import PRECISIONS
 from morph.core.model import Noise
@@ -36,7 +37,6 @@ from morph.core.runtime import keep_freed_memory
 from morph.engine.scenes import RenderOptions, open_scene, render_scene
 from morph.motion.schedule import sample
 from morph.render.job import auto_batch_size, generate
-from tour import write_tour  # bench/tour.py, beside this script
 
 CONFIG_F = dict(z_dim=512, c_dim=0, w_dim=512, img_channels=3, mapping_kwargs=dict(num_layers=8),
                 synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256))

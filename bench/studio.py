@@ -22,14 +22,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import torch
+from tour import write_tour  # bench/tour.py, beside this script
 
-from morph.stylegan2 import Generator
 from morph.checkpoints.native import write_native
 from morph.studio import frames as engine
 from morph.studio.server import PREVIEW
-from tour import write_tour  # bench/tour.py, beside this script
+from morph.stylegan2 import Generator
 
 
 def timed(step, rounds: int) -> float:

@@ -16,9 +16,19 @@ import torch
 
 from bench.project import targets
 from morph.builtin import load_builtin_classifier, load_builtin_generator
+from morph.projection import (
+    REFINE_STEPS,
+    Projection,
+    coarse_plan,
+    default_loss,
+    make_distance,
+    optimise,
+    psnr,
+    refine_recipe,
+    synthesize,
+    w_stats,
+)
 from morph.projection.encoder import encoder_for
-from morph.projection import (REFINE_STEPS, Projection, coarse_plan, default_loss, make_distance, optimise,
-                                      psnr, refine_recipe, synthesize, w_stats)
 from morph.projection.tuning import TuneSettings, tune
 
 

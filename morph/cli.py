@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 import typer
 
-from morph.core.errors import MorphError, os_error_line
 from morph import __version__
+from morph.core.errors import MorphError, os_error_line
 from morph.core.limits import MAX_BATCH, MAX_PREVIEW_FRAMES, MAX_PROJECT_STEPS, MAX_STRIP_STEPS
 from morph.core.progress import fatal
 from morph.core.runtime import Terminated, keep_freed_memory, request_stop
@@ -156,7 +156,8 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
     """Render scenes' videos and GIFs into OUT; unchanged segments come from the cache. Several scenes in one
     call share one cluster (--workers, --cluster). With --json: each output's path, status (written or up to
     date), frames rendered, segments from the cache and seconds."""
-    from morph.api import check as plan, render_results
+    from morph.api import check as plan
+    from morph.api import render_results
 
     _feedback(quiet, progress)
     if dry_run:
@@ -394,7 +395,8 @@ def compare(a: Path = typer.Argument(..., help="a photo"), b: Path = typer.Argum
             cache: Optional[Path] = CACHE) -> None:
     """PSNR, LPIPS and identity similarity of two face photos, both FFHQ-aligned to 256×256, one line each."""
     from morph.models.resolver import resolve_vgg
-    from morph.projection.compare import compare as compare_photos, lines
+    from morph.projection.compare import compare as compare_photos
+    from morph.projection.compare import lines
 
     for path in (a, b, *([identity] if identity else [])):
         if not path.is_file():

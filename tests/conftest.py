@@ -3,14 +3,13 @@ and the ``morph`` command run as a subprocess."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
-
-import importlib.util
 
 import numpy as np
 import pytest

@@ -13,16 +13,16 @@ from scipy.stats import spearmanr
 
 pytest.importorskip("librosa", reason="the audio features need librosa: pip install 'morph[audio]'")
 
-from morph.sound import audio  # noqa: E402
+from conftest import morph  # noqa: E402
+
 from morph.builtin import builtin_path  # noqa: E402
-from morph.engine.scenes import RenderOptions, open_scene, render_scene  # noqa: E402
 from morph.core.errors import MorphError  # noqa: E402
+from morph.engine.scenes import RenderOptions, open_scene, render_scene  # noqa: E402
 from morph.motion.latents import ModelDims  # noqa: E402
 from morph.scene import load_scene, parse_scene, plan_lines  # noqa: E402
 from morph.scene.types import SceneError  # noqa: E402
+from morph.sound import audio  # noqa: E402
 from morph.sound.synth import clicks, tone, write_wav  # noqa: E402
-
-from conftest import morph  # noqa: E402
 
 FPS = 30
 CLICKS = (0.52, 1.13, 1.71, 2.36, 2.94, 3.48)          # seconds, between frame times on purpose

@@ -12,16 +12,25 @@ import pytest
 import torch
 
 from morph.builtin import builtin_path
-from morph.models.resolver import is_builtin, resolve_model
 from morph.builtin.classifier import AttributeClassifier, load_classifier, save_classifier
-from morph.training.latent import (
-    ATTRIBUTE_FIELD, COLOUR_FIELDS, LATENT_DIM, LEVEL, MIX_CUTOFF, coords, latent_from_params, mix_coords,
-    params_from_latent, render_targets, sphere_cdf, sphere_ppf,
-)
 from morph.core.errors import CheckpointError
+from morph.models.resolver import is_builtin, resolve_model
+from morph.training.latent import (
+    ATTRIBUTE_FIELD,
+    COLOUR_FIELDS,
+    LATENT_DIM,
+    LEVEL,
+    MIX_CUTOFF,
+    coords,
+    latent_from_params,
+    mix_coords,
+    params_from_latent,
+    render_targets,
+    sphere_cdf,
+    sphere_ppf,
+)
 from morph.training.toyfaces import ATTRIBUTES, ambiguous, labels, render, sample_params, team_params
 from morph.training.toyfaces.latent import FIELDS, params_from_normal, params_from_uniform, uniform_from_params
-
 
 # ------------------------------------------------------------------ without the weights
 
@@ -185,8 +194,8 @@ def test_classifier_accuracy_on_fresh_faces(classifier):
 # ------------------------------------------------------------------ the training scripts, tiny
 
 def test_generator_training_runs_and_resumes(tmp_path, capsys):
-    from morph.training import train_generator
     from morph.checkpoints.loading import load_generator
+    from morph.training import train_generator
 
     tiny = ["--out", str(tmp_path), "--resolution", "16", "--channel-base", "256", "--channel-max", "32",
             "--w-dim", "16", "--mapping-layers", "2", "--batch", "4", "--feature-weight", "0",

@@ -9,17 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import morph
+
 from morph.engine.cluster import WorkerModel, render_task
-from morph.render.encode import decode_frames
 from morph.engine.scenes import RenderOptions, open_scene
-from morph.render.images import read_image
 from morph.motion.latents import ModelDims
-from morph.core.model import Noise
+from morph.motion.schedule import Cycle, Motion, camera_poses, sample, timeline
+from morph.render.encode import decode_frames
+from morph.render.images import read_image
 from morph.render.job import render_segment
 from morph.scene import SceneError, parse_scene
-from morph.motion.schedule import Cycle, Motion, camera_poses, sample, timeline
 from morph.stylegan3 import camera_transform, camera_transforms
 
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the same float results in every process

@@ -9,19 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import morph
 
+from morph.core.model import Noise
+from morph.models.loader import load_model
+from morph.motion.latents import ModelDims
 from morph.render.canvas import Canvas
 from morph.render.encode import EncodeSettings, count_frames, decode_frames
 from morph.render.images import read_image
-from morph.motion.latents import ModelDims
-from morph.models.loader import load_model
-from morph.core.model import Noise
 from morph.render.job import RenderJob
 from morph.scene import SceneError, parse_scene
 from morph.stylegan2 import Generator as SG2
 from morph.stylegan2.networks import background_constant, background_weight, mirror_indices
 from morph.stylegan3 import Generator as SG3
-from conftest import morph
 
 DIMS = ModelDims.at(64, w_dim=128)
 

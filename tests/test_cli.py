@@ -6,11 +6,9 @@ import json
 
 import pytest
 import torch
-
-from morph.checkpoints.loading import load_generator
 from conftest import morph
 
-
+from morph.checkpoints.loading import load_generator
 
 
 def test_help_lists_every_command():

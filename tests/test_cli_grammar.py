@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import typer
+from conftest import morph
 from typer.testing import CliRunner
 
-from conftest import morph
 from morph.cli import app
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"

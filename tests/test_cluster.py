@@ -17,11 +17,12 @@ import pytest
 distributed = pytest.importorskip("distributed", reason="dask[distributed] is not installed "
                                                           "(pip install -e '.[cluster]')")
 
+from test_render import morph, rendered, tiny_model, write_scene  # noqa: E402,F401  (tiny_model: a fixture)
+
+from morph.core.errors import MorphError  # noqa: E402
 from morph.engine import cluster as morph_cluster  # noqa: E402
 from morph.render.encode import decode_frames  # noqa: E402
-from morph.core.errors import MorphError  # noqa: E402
 from morph.render.job import segment_bounds  # noqa: E402
-from test_render import morph, rendered, tiny_model, write_scene  # noqa: E402,F401  (tiny_model: a fixture)
 
 FPS, SIZE = 10, 64
 # 4 keyframes, 4 s transitions, 2-frame holds: 129 frames in 7 segments of 20 frames (the last 9).

@@ -13,6 +13,7 @@ distributed = pytest.importorskip("distributed", reason="dask[distributed] is no
                                                           "(pip install -e '.[cluster]')")
 
 from conftest import FIXTURES, morph  # noqa: E402
+
 from morph.render.images import read_image  # noqa: E402
 
 TEAM = Path(__file__).resolve().parents[1] / "scenes" / "team"

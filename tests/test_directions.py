@@ -14,9 +14,22 @@ from typer.testing import CliRunner
 
 from morph.builtin import WEIGHTS_DIR, builtin_path, direction_path
 from morph.cli import app
-from morph.directions import (as_space, condition, extremes, folder_indices, load_scores, pca, read_direction,
-                              read_meta, save_array, strength_sweep, train_folders, train_svm, w_images)
 from morph.core.errors import MorphError
+from morph.directions import (
+    as_space,
+    condition,
+    extremes,
+    folder_indices,
+    load_scores,
+    pca,
+    read_direction,
+    read_meta,
+    save_array,
+    strength_sweep,
+    train_folders,
+    train_svm,
+    w_images,
+)
 from morph.motion.latents import load_w
 from morph.render.images import write_png
 

@@ -12,10 +12,10 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from loopback import Files, closed_port, serve
-from morph.models.download import cached_downloads, cached_path, download, models_dir
+
 from morph.core.errors import MorphError
+from morph.models.download import cached_downloads, cached_path, download, models_dir
 
 BODY = bytes(range(256)) * 4096  # 1 MiB: several reads, cut half-way
 

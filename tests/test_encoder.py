@@ -11,17 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from morph.projection import align
+from conftest import TEAM, needs_dlib
 
 import morph.projection as projection
-from morph.projection import project as projecting
 from morph.builtin import builtin_path
-from morph.projection.encoder import encoder_for, load_encoder, read_encoder, save_encoder
 from morph.core.errors import MorphError
-from morph.projection import Recipe, Settings, optimise, project_photos, psnr, synthesize
+from morph.projection import Recipe, Settings, align, optimise, project_photos, psnr, synthesize
+from morph.projection import project as projecting
+from morph.projection.encoder import encoder_for, load_encoder, read_encoder, save_encoder
 from morph.stylegan2.networks import layer_groups
-from conftest import TEAM, needs_dlib
 
 # Bounds with margin around what the shipped encoder measured on these 16 samples (psi 0.7, seeds 1000-1015):
 # W+ error 0.083 (mean squared offset error in units of w's spread; the mean face is at 0.53), PSNR 37.3 dB
@@ -94,8 +92,8 @@ def test_encoder_then_refinement_beats_refinement_alone(G):
 def test_an_encoder_for_another_model_is_refused_in_one_line(other_model, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from morph.cli import app
     from morph.checkpoints.loading import load_generator
+    from morph.cli import app
 
     with pytest.raises(MorphError) as err:
         load_encoder(builtin_path("encoder"), load_generator(other_model))
@@ -337,9 +335,9 @@ def test_shipped_encoder_is_the_scripts_last_stage_and_reads_the_team(G):
     """The shipped file holds the training script's finished last stage, and alone (no refinement) it
     keeps the team photos' attributes: what the photo stage was added for."""
     from morph.builtin import load_builtin_classifier
-    from morph.training.train_encoder import STAGES, finished
-    from morph.projection import attribute_agreement
     from morph.core.model import images_to_uint8
+    from morph.projection import attribute_agreement
+    from morph.training.train_encoder import STAGES, finished
 
     *earlier, (_, last, _) = STAGES
     assert finished(builtin_path("encoder"), last)
@@ -376,9 +374,8 @@ def test_shipped_encoder_fits_the_weights_budget(G):
 
 
 def test_figures_with_lpips_and_the_caption(tmp_path):
-    from morph.render.caption import add_caption
-    from morph.render.caption import describe
     from morph.projection.quality import figures
+    from morph.render.caption import add_caption, describe
 
     torch.manual_seed(0)
     torch.save(projection.VGG16Features().state_dict(), tmp_path / "vgg16.pth")
@@ -428,14 +425,14 @@ def test_encoder_trains_on_stylegan3_and_starts_its_projection(tiny_stylegan3, t
     face on held-out samples, and projection starts from it (``--encoder auto`` beside the checkpoint)."""
     import shutil
 
+    from test_projection import sg3_photo
     from typer.testing import CliRunner
 
     from morph.cli import app
+    from morph.core.model import images_to_uint8
+    from morph.models.loader import load_model
     from morph.projection.encoder import beside
     from morph.projection.encoder_training import TrainConfig, sample_batch, train
-    from morph.models.loader import load_model
-    from morph.core.model import images_to_uint8
-    from test_projection import sg3_photo
 
     model = tmp_path / "sg3.safetensors"
     shutil.copy(tiny_stylegan3, model)

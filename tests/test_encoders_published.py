@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import json
 import math
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import morph, needs_dlib
+
 from morph.core.errors import CheckpointError, MorphError
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "encoders"
@@ -136,7 +135,7 @@ def test_a_mismatched_style_count_is_refused_in_one_line(published, G):
     with pytest.raises(MorphError) as e:
         load_published_encoder(published["e4e"], G)  # 18 styles; the built-in model takes fewer
     text = str(e.value)
-    assert "\n" not in text and f"18 styles" in text and f"takes {G.num_ws}" in text
+    assert "\n" not in text and "18 styles" in text and f"takes {G.num_ws}" in text
 
 
 def test_the_decoder_is_the_model_when_none_is_given(published):

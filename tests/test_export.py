@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from morph.motion.latents import read_w
-from morph.checkpoints.loading import load_generator
-from morph.stylegan2 import Generator
 from morph.checkpoints import normalize_init_kwargs
+from morph.checkpoints.loading import load_generator
 from morph.checkpoints.rosinality import read_rosinality, write_rosinality
+from morph.motion.latents import read_w
+from morph.stylegan2 import Generator
 
 
 def rosinality_model_py_names(size: int = 64, style_dim: int = 512, n_mlp: int = 8) -> dict[str, tuple[int, ...]]:

@@ -9,7 +9,18 @@ from pathlib import Path as FilePath
 import pytest
 import torch
 
-from morph.motion.schedule import Breathe, Cycle, Deform, Follow, Motion, KeyPath, Push, path_on_events, sample, timeline
+from morph.motion.schedule import (
+    Breathe,
+    Cycle,
+    Deform,
+    Follow,
+    KeyPath,
+    Motion,
+    Push,
+    path_on_events,
+    sample,
+    timeline,
+)
 
 KEYS = {"a": torch.zeros(3, 4), "b": torch.ones(3, 4)}
 DIRECTION = {"d": torch.eye(3, 4)}

@@ -20,12 +20,11 @@ import numpy as np
 import pytest
 import torch
 
-from morph.core.errors import CheckpointError
 from morph import checkpoints as formats
+from morph.checkpoints import detect_format, expected_shapes, normalize_init_kwargs, read_checkpoint, write_native
 from morph.checkpoints import safe_pickle as sp
-from morph.checkpoints import (detect_format, expected_shapes, normalize_init_kwargs, read_checkpoint,
-                                     write_native)
 from morph.checkpoints.rosinality import _solve_channels
+from morph.core.errors import CheckpointError
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "stylegan2"
 needs_fixtures = pytest.mark.skipif(not (FIXTURES / "B.npz").exists(),

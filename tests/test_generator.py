@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-
 import reference_sg2
+import torch
 from conftest import load_reference
+
 from morph.core.model import images_to_uint8
 from morph.stylegan2 import Generator
 from morph.stylegan2.ops import upsample_2d

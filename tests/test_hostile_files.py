@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from test_formats import fake_modules, make_nvidia_generator, random_state  # noqa: F401 (fake_modules: a fixture)
 
 PEAK_LIMIT_MB = 500

@@ -9,8 +9,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from morph.core.errors import MorphError
-from morph.motion.latents import (Blend, File, From, Latent, Mean, Mix, ModelDims, Project, Seed, add, blend, load_w, mean, mix,
-                           random_offsets, resolve, seed_w, z_from_seed)
+from morph.motion.latents import (
+    Blend,
+    File,
+    From,
+    Latent,
+    Mean,
+    Mix,
+    ModelDims,
+    Project,
+    Seed,
+    add,
+    blend,
+    load_w,
+    mean,
+    mix,
+    random_offsets,
+    resolve,
+    seed_w,
+    z_from_seed,
+)
 from morph.stylegan2 import Generator
 from morph.stylegan2.networks import layer_groups, layer_resolution
 

@@ -4,18 +4,17 @@ encoders, uint8 frames made on the device, the GPU batch size and the device scr
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from morph.core.errors import MorphError
 from morph.core.cache import damage
+from morph.core.errors import MorphError
 from morph.core.model import Noise, images_to_uint8
 from morph.render import encode
-from morph.render.encode import EncodeSettings, EncoderPool, auto_encoders, decode_frames, pool_buffer_frames
+from morph.render.encode import EncoderPool, EncodeSettings, auto_encoders, decode_frames, pool_buffer_frames
 from morph.render.job import auto_batch_size, encode_segments, generate
 from morph.stylegan2 import Generator
 

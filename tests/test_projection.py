@@ -9,16 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from morph.projection import align
+from conftest import TEAM, needs_dlib
 
 import morph.projection as projection
-from morph.projection import project as projecting
-from morph.projection import scene as scene_projection
 from morph.builtin import builtin_path
 from morph.core.errors import MorphError
-from morph.projection import Settings, attribute_agreement, project_photos, psnr, synthesize
-from conftest import TEAM, needs_dlib
+from morph.projection import Settings, align, attribute_agreement, project_photos, psnr, synthesize
+from morph.projection import project as projecting
+from morph.projection import scene as scene_projection
 
 STEPS = 40  # leaves the mean face far behind at 64 px (measured: W+ 21.4-25.4 dB, W 20.8-24.9 dB, mean face
 # 12.6-15.0 dB, attributes 18/18); the README's figures use 1000
@@ -114,8 +112,8 @@ def test_sigterm_stops_a_projection_between_steps(G, monkeypatch):
 
 @needs_builtin
 def test_outputs_hold_latent_noise_and_images(noisy_model, tmp_path):
-    from morph.motion.latents import read_w
     from morph.checkpoints.loading import load_generator
+    from morph.motion.latents import read_w
 
     G = load_generator(noisy_model)
     p = project_photos(PHOTOS[:1], G, Settings(steps=5, align=False), cache_dir=tmp_path, quiet=True)[0]
@@ -161,8 +159,8 @@ def test_project_command(tmp_path, monkeypatch):
 def test_scene_projects_once_and_renders_with_the_saved_noise(noisy_model, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from morph.cli import app
     from morph.checkpoints.loading import load_generator
+    from morph.cli import app
 
     monkeypatch.setenv("MORPH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(scene_projection, "SCENE_STEPS", 6)
@@ -291,9 +289,9 @@ def test_astronaut_is_aligned_like_ffhq(tmp_path):
 
 def sg3_photo(G, folder: Path, seed: int = 11) -> Path:
     """A sample of ``G`` (psi 0.7) as a PNG at its resolution: a target it can draw exactly."""
-    from morph.render.images import write_png
-    from morph.motion.latents import seed_w
     from morph.core.model import images_to_uint8
+    from morph.motion.latents import seed_w
+    from morph.render.images import write_png
 
     with torch.no_grad():
         image = images_to_uint8(G.synthesize(seed_w(G, seed, 0.7)[None].expand(1, G.num_ws, -1)))[0].numpy()
@@ -346,8 +344,8 @@ def test_stylegan3_project_command_and_scene(tiny_stylegan3, tmp_path, monkeypat
     from typer.testing import CliRunner
 
     from morph.cli import app
-    from morph.models.loader import load_model
     from morph.core.model import Noise
+    from morph.models.loader import load_model
     from morph.scene import load_scene
 
     monkeypatch.setenv("MORPH_CACHE", str(tmp_path / "cache"))

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import morph
+from test_render import rendered, tiny_model, write_scene  # noqa: F401  (tiny_model: a fixture)
+
 from morph.core import cache as store
 from morph.render.encode import decode_frames
-from test_render import rendered, tiny_model, write_scene  # noqa: F401  (tiny_model: a fixture)
 
 TEAM = Path(__file__).resolve().parents[1] / "scenes" / "team"
 # 5 fps, 2 s segments of 10 frames: a 4-keyframe path of 1 s transitions and 2-frame holds is 4 segments.
@@ -143,8 +143,8 @@ def test_a_damaged_projection_is_reported_and_projected_again(tmp_path):
 
 
 def test_the_joined_output_is_checked_before_it_takes_the_final_name(tmp_path, tiny_model):
-    from morph.render.encode import EncodeSettings, join_segments
     from morph.core.errors import MorphError
+    from morph.render.encode import EncodeSettings, join_segments
 
     scene = write_scene(tmp_path, tiny_model, FOUR_SEGMENTS.format(fmt="mp4"))
     assert morph("render", str(scene), "--out", str(tmp_path), "--cache", str(tmp_path / "cache")).returncode == 0

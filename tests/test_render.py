@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import morph
 
+from morph.checkpoints import write_native
+from morph.checkpoints.loading import load_generator
+from morph.core.model import images_to_uint8
+from morph.motion.schedule import sample
 from morph.render.encode import decode_frames, probe
 from morph.render.job import segment_bounds
 from morph.scene import load_scene, resolve_latents, timelines
-from morph.motion.schedule import sample
-from morph.checkpoints.loading import load_generator
-from morph.core.model import images_to_uint8
 from morph.stylegan2 import Generator
-from morph.checkpoints import write_native
-from conftest import morph
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import morph
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from morph.core.errors import MorphError
-from morph.render.images import write_png
-from morph.motion.latents import Blend, Mix, ModelDims, Project, Seed, seed_w
-from morph.models.resolver import resolve_model as resolve_model_path
-from morph.scene import SceneError, load_scene, parse_scene, resolve_latents, timelines
-from morph.motion.schedule import chunks
-from morph.stylegan2 import Generator
 from morph.checkpoints import write_native
-from conftest import morph
+from morph.core.errors import MorphError
+from morph.models.resolver import resolve_model as resolve_model_path
+from morph.motion.latents import Blend, Mix, ModelDims, Project, Seed, seed_w
+from morph.motion.schedule import chunks
+from morph.render.images import write_png
+from morph.scene import SceneError, load_scene, parse_scene, resolve_latents, timelines
+from morph.stylegan2 import Generator
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "scenes").glob("*.yaml"))

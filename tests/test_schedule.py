@@ -11,8 +11,22 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from morph.motion.schedule import (EASINGS, INTERPS, Breathe, Cycle, Deform, Motion, KeyPath, chunks, cycle, ease, lerp, sample,
-                            slerp, timeline)
+from morph.motion.schedule import (
+    EASINGS,
+    INTERPS,
+    Breathe,
+    Cycle,
+    Deform,
+    KeyPath,
+    Motion,
+    chunks,
+    cycle,
+    ease,
+    lerp,
+    sample,
+    slerp,
+    timeline,
+)
 
 quick = settings(max_examples=60, deadline=None)  # the whole file runs in seconds on 2 cores
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_render import morph, rendered, write_scene
 from typer.testing import CliRunner
 
 from morph.cli import app
 from morph.directions import read_meta, strength_sweep, w_images
+from morph.models.loader import load_model
+from morph.motion.latents import load_w, read_w
 from morph.render.encode import decode_frames
 from morph.render.images import read_image
-from morph.motion.latents import load_w, read_w
-from morph.models.loader import load_model
-from test_render import morph, rendered, write_scene
 
 # --- directions ------------------------------------------------------------------------------------------------
 

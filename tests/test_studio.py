@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from morph.core.errors import MorphError
-from morph.stylegan2.networks import layer_groups
 from morph.studio.edits import Edit, apply
+from morph.stylegan2.networks import layer_groups
 
 GROUPS = layer_groups(10)  # the built-in 64 px model's coarse / middle / fine
 

@@ -133,8 +133,8 @@ def test_keyframes_are_added_removed_and_moved_in_the_paths_style():
 
 
 def test_a_snapshot_png_carries_the_latent_and_the_settings():
-    from PIL import Image
     import torch
+    from PIL import Image
 
     from morph.studio.routes import read_snapshot_latent, snapshot_png
 
@@ -379,7 +379,6 @@ def test_adding_a_keyframe_on_the_timeline_writes_one_path_entry(page, music_ser
 @browser
 def test_a_direction_on_a_layer_range_changes_only_those_layers(page, music_server):
     import torch
-
     from selenium.webdriver.support.ui import Select
 
     scene, original = music_server["scene"], music_server["original"]

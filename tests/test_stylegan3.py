@@ -16,15 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from morph.core.errors import CheckpointError
-from morph.models.loader import load_model
-from morph.core.model import Model, Noise
-from morph.checkpoints import read_checkpoint, write_native
-from morph.stylegan3 import Generator, camera_transform
-from morph.stylegan3 import ops
-from morph.checkpoints.config_sg3 import valid_init_kwargs
 from test_formats import TRAP, fake_modules, make_nvidia_generator  # noqa: F401,F811 (fake_modules: a fixture)
+
+from morph.checkpoints import read_checkpoint, write_native
+from morph.checkpoints.config_sg3 import valid_init_kwargs
+from morph.core.errors import CheckpointError
+from morph.core.model import Model, Noise
+from morph.models.loader import load_model
+from morph.stylegan3 import Generator, camera_transform, ops
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "stylegan3"
 needs_fixtures = pytest.mark.skipif(not (FIXTURES / "T.npz").exists(),

@@ -8,8 +8,21 @@ import numpy as np
 import pytest
 
 from morph.training.toyfaces import (
-    ATTRIBUTES, BALD, CONTINUOUS, LONG, SHORT, TEAM_NAMES, FaceParams, ambiguous, grid, labels, render,
-    render_seed, sample_params, team_params, write_png,
+    ATTRIBUTES,
+    BALD,
+    CONTINUOUS,
+    LONG,
+    SHORT,
+    TEAM_NAMES,
+    FaceParams,
+    ambiguous,
+    grid,
+    labels,
+    render,
+    render_seed,
+    sample_params,
+    team_params,
+    write_png,
 )
 from morph.training.toyfaces.compose import CHUNK_PIXELS
 from morph.training.toyfaces.params import _SAMPLERS, DEFAULTS

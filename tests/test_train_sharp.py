@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from morph.training.latent import LATENT_DIM
-from morph.training.sharpness import laplacian_energy, sharpness_ratio
-from morph.training.train_sharp import DEFAULTS, StepBatches, Trainer, batches, grow, parse_args, read_checkpoint, run
 from morph.checkpoints import write_native
 from morph.stylegan2.networks import Generator
 from morph.stylegan2.ops import setup_filter, upsample_2d
+from morph.training.latent import LATENT_DIM
+from morph.training.sharpness import laplacian_energy, sharpness_ratio
+from morph.training.train_sharp import DEFAULTS, StepBatches, Trainer, batches, grow, parse_args, read_checkpoint, run
 
 TINY = dict(resolution=16, batch=2, anchor_res=8, feature_weight=0.0, r1_every=2, d_channel_base=64,
             d_channel_max=16, ema_kimg=0.01)

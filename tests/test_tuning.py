@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
-
 from conftest import TEAM, morph
 
 

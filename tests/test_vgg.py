@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from morph.checkpoints import torchscript
-
 import morph.projection as projection
+from morph.checkpoints import torchscript
 from morph.core.errors import MorphError
 from morph.projection.losses import VGG16_CFG
 

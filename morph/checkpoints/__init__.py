@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 
-from morph.core.errors import CheckpointError
 from morph.checkpoints.checkpoint import Checkpoint, check_state, expected_shapes, noise_buffer_names
 from morph.checkpoints.config import block_resolutions, normalize_init_kwargs
 from morph.checkpoints.detect import detect_format
@@ -29,6 +28,7 @@ from morph.checkpoints.nvidia import read_nvidia, read_nvidia_module
 from morph.checkpoints.psp import read_psp_decoder
 from morph.checkpoints.rosinality import read_rosinality
 from morph.checkpoints.tensorflow import read_tf
+from morph.core.errors import CheckpointError
 
 _READERS = {"nvidia-pkl": read_nvidia, "tf-pkl": read_tf, "rosinality": read_rosinality, "morph": read_native,
             "psp": read_psp_decoder, "nvidia-pt": read_nvidia_module}

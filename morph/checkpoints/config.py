@@ -13,9 +13,20 @@ from typing import Optional
 import numpy as np
 
 from morph.core.errors import CheckpointError
-from morph.core.limits import (MAX_ARG_CHARS, MAX_CHANNEL_BASE, MAX_CHANNELS, MAX_FILTER_TAPS, MAX_IMAGE_CHANNELS,
-                       MAX_KERNEL_SIZE, MAX_LABELS, MAX_LATENT_DIM, MAX_MAPPING_LAYERS, MAX_PLAIN_DEPTH,
-                       MAX_PLAIN_NODES, MAX_RESOLUTION)
+from morph.core.limits import (
+    MAX_ARG_CHARS,
+    MAX_CHANNEL_BASE,
+    MAX_CHANNELS,
+    MAX_FILTER_TAPS,
+    MAX_IMAGE_CHANNELS,
+    MAX_KERNEL_SIZE,
+    MAX_LABELS,
+    MAX_LATENT_DIM,
+    MAX_MAPPING_LAYERS,
+    MAX_PLAIN_DEPTH,
+    MAX_PLAIN_NODES,
+    MAX_RESOLUTION,
+)
 from morph.stylegan2.networks import ARCHITECTURES
 
 TOP_LEVEL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")

@@ -3,8 +3,8 @@ one canonical form and a validity check, so that a file can never build somethin
 
 from __future__ import annotations
 
-from morph.core.errors import CheckpointError
 from morph.checkpoints.config import TOP_LEVEL, plain
+from morph.core.errors import CheckpointError
 
 MAPPING_KEYS = ("num_layers", "lr_multiplier", "w_avg_beta")
 SYNTHESIS_KEYS = ("channel_base", "channel_max", "num_layers", "num_critical", "first_cutoff", "first_stopband",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from morph.core.errors import CheckpointError
 from morph.checkpoints import safe_pickle as sp
-from morph.checkpoints.psp import is_encoder_checkpoint
-from morph.checkpoints.torchfile import pickle_strings
 from morph.checkpoints.fileio import SUPPORTED_HINT, UNTRUSTED_HINT, open_file, short
 from morph.checkpoints.pickle_scan import iter_globals
+from morph.checkpoints.psp import is_encoder_checkpoint
+from morph.checkpoints.torchfile import pickle_strings
+from morph.core.errors import CheckpointError
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _LEGACY_TORCH_HEADER = b"\x80\x02\x8a\x0a" + sp.LEGACY_MAGIC.to_bytes(10, "little") + b"."

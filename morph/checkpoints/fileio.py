@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pickle
 
-from morph.core.errors import CheckpointError
 from morph.checkpoints import safe_pickle as sp
+from morph.core.errors import CheckpointError
 
 SUPPORTED_HINT = ("expected an NVIDIA stylegan2-ada-pytorch or stylegan3 network pickle, a TensorFlow StyleGAN2 "
                   "pickle, a rosinality .pt checkpoint or a morph .safetensors file")

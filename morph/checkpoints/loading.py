@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
 import torch
 
-from morph.core.files import file_sha256
-from morph.core.model import Model, ModelInfo
 from morph.checkpoints import Checkpoint, check_state, read_checkpoint
 from morph.checkpoints.families import family
+from morph.core.files import file_sha256
+from morph.core.model import Model, ModelInfo
 
 
 def build_generator(ckpt: Checkpoint, where: str | os.PathLike) -> Model:

@@ -12,10 +12,11 @@ import os
 import secrets
 from typing import Optional
 
-from morph.core.errors import CheckpointError
 from morph.checkpoints.checkpoint import Checkpoint, build_checkpoint
-from morph.checkpoints.families import FAMILIES, family as family_row
+from morph.checkpoints.families import FAMILIES
+from morph.checkpoints.families import family as family_row
 from morph.checkpoints.fileio import SUPPORTED_HINT
+from morph.core.errors import CheckpointError
 
 VERSION = "1"
 _RESERVED = ("format", "version", "init_kwargs", "family")  # header keys that are not free-form metadata

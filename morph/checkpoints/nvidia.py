@@ -13,13 +13,13 @@ from typing import Optional
 
 import torch
 
-from morph.core.errors import CheckpointError
-from morph.core.limits import MAX_MODULES
 from morph.checkpoints import safe_pickle as sp
 from morph.checkpoints.checkpoint import Checkpoint, build_checkpoint
 from morph.checkpoints.config import TOP_LEVEL
 from morph.checkpoints.fileio import SUPPORTED_HINT, unpickle
 from morph.checkpoints.torchfile import TORCH_SAVE_GLOBALS, read_torch_file
+from morph.core.errors import CheckpointError
+from morph.core.limits import MAX_MODULES
 
 _GENERATOR_ARGS = (*TOP_LEVEL, "mapping_kwargs", "synthesis_kwargs")  # Generator's positional order
 # Strings only StyleGAN-XL pickles hold: its generator module and class, and its discriminator's package.

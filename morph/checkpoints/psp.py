@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from morph.core.errors import CheckpointError
 from morph.checkpoints.checkpoint import Checkpoint, check_storage_use
 from morph.checkpoints.rosinality import g_ema_checkpoint
 from morph.checkpoints.torchfile import TORCH_SAVE_GLOBALS, pickle_strings, read_torch_file
+from morph.core.errors import CheckpointError
 
 #: opts["encoder_type"] → morph's name for the network.
 ENCODER_TYPES = {"GradualStyleEncoder": "psp", "Encoder4Editing": "e4e"}

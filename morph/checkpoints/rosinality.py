@@ -20,13 +20,21 @@ from typing import Callable
 
 import torch
 
+from morph.checkpoints.checkpoint import (
+    Checkpoint,
+    as_float32,
+    build_checkpoint,
+    check_state,
+    check_storage_use,
+    expected_shapes,
+    fmt_shape,
+    noise_buffer_names,
+)
+from morph.checkpoints.config import normalize_init_kwargs, valid_init_kwargs
+from morph.checkpoints.fileio import SUPPORTED_HINT, refused_global, short
 from morph.core.arrays import check_zip
 from morph.core.errors import CheckpointError, MorphError
 from morph.stylegan2.networks import MappingNetwork
-from morph.checkpoints.checkpoint import (Checkpoint, as_float32, build_checkpoint, check_state, check_storage_use, expected_shapes,
-                         fmt_shape, noise_buffer_names)
-from morph.checkpoints.config import normalize_init_kwargs, valid_init_kwargs
-from morph.checkpoints.fileio import SUPPORTED_HINT, refused_global, short
 
 W_AVG_SAMPLES = 10_000
 W_AVG_SEED = 0

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from morph.core.errors import CheckpointError
-from morph.core.limits import MAX_MODULES
 from morph.checkpoints import safe_pickle as sp
 from morph.checkpoints.checkpoint import Checkpoint, build_checkpoint, expected_shapes, fmt_shape
 from morph.checkpoints.config import valid_init_kwargs
 from morph.checkpoints.fileio import SUPPORTED_HINT, unpickle
+from morph.core.errors import CheckpointError
+from morph.core.limits import MAX_MODULES
 
 
 def _convert_kwargs(static_kwargs: dict, where) -> dict:

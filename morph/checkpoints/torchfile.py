@@ -29,12 +29,21 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import numpy as np
 import torch
 
+from morph.checkpoints.fileio import UNTRUSTED_HINT
+from morph.checkpoints.safe_pickle import (
+    LEGACY_MAGIC,
+    LEGACY_PROTOCOL,
+    TORCH_TENSOR_GLOBALS,
+    TORCHSCRIPT_GLOBALS,
+    RefusedGlobal,
+    Storage,
+    StorageType,
+    UnsafePickleError,
+    restricted_load,
+)
+from morph.checkpoints.torchscript import _named_tensors, _Storages
 from morph.core.arrays import check_zip
 from morph.core.errors import CheckpointError, MorphError
-from morph.checkpoints.fileio import UNTRUSTED_HINT
-from morph.checkpoints.safe_pickle import (LEGACY_MAGIC, LEGACY_PROTOCOL, TORCH_TENSOR_GLOBALS, TORCHSCRIPT_GLOBALS,
-                                          RefusedGlobal, Storage, StorageType, UnsafePickleError, restricted_load)
-from morph.checkpoints.torchscript import _named_tensors, _Storages
 
 _LOCAL_HEADER = b"PK\x03\x04"
 

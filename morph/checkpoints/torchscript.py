@@ -23,11 +23,18 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
+from morph.checkpoints.safe_pickle import (
+    PersistentObject,
+    RefusedGlobal,
+    ScriptObject,
+    Storage,
+    StorageType,
+    UnsafePickleError,
+    load_torchscript_pickle,
+)
 from morph.core.arrays import check_zip
 from morph.core.errors import MorphError
 from morph.core.limits import MAX_MODULES, MAX_PLAIN_DEPTH, MAX_PLAIN_NODES
-from morph.checkpoints.safe_pickle import (PersistentObject, RefusedGlobal, ScriptObject, Storage, StorageType, UnsafePickleError,
-                                    load_torchscript_pickle)
 
 HOSTILE = "the file is damaged or hostile; do not use it"
 Choose = Callable[[Sequence[tuple[str, torch.Size]]], Iterable[str]]

@@ -205,7 +205,8 @@ def _bar_add(label: str, total: int, unit: str):
     global _bars
     if _bars is None:
         from rich.console import Console
-        from rich.progress import BarColumn, Progress as Bars, TaskProgressColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bars
 
         # "done/total unit" as one plain column: a program reading the terminal finds "12/90 frames"
         _bars = Bars(TextColumn("{task.description}"), BarColumn(),

@@ -42,8 +42,8 @@ def project_files(photos: Sequence[Path], model: str = "builtin", out: Path = Pa
     from morph.models.loader import load_model
     from morph.models.resolver import is_builtin_file, resolve_vgg
     from morph.motion.latents import SPACES
-    from morph.projection.encoder import encoder_for
     from morph.projection import REFINE_STEPS, SCENE_STEPS, Settings, project_photos, synthesize, write_outputs
+    from morph.projection.encoder import encoder_for
     from morph.projection.quality import figures
     from morph.render.images import read_image
 

@@ -33,8 +33,18 @@ from morph.motion.latents import ModelDims, Project
 from morph.motion.schedule import Timeline, camera_poses, sample
 from morph.projection import Projection, ScenePhotos, project_scene, projection_status
 from morph.render.encode import EncodeSettings, is_frame_file
-from morph.render.job import (RenderJob, RenderPlan, RenderStats, Work, forget_output, generate, is_up_to_date, join,
-                              output_lock, render_segments)
+from morph.render.job import (
+    RenderJob,
+    RenderPlan,
+    RenderStats,
+    Work,
+    forget_output,
+    generate,
+    is_up_to_date,
+    join,
+    output_lock,
+    render_segments,
+)
 from morph.scene import Render, Scene, load_scene, parse_scene, plan_lines, resolve_latents, timelines
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
 from typing import Optional, Sequence
 
 from morph.core.errors import CheckpointError, MorphError
@@ -130,8 +129,8 @@ def resolve_vgg(paths: Sequence[str | os.PathLike], cache_dir: Optional[Path] = 
 
 def verify_sha256(path: Path, sha256: str) -> None:
     """MorphError unless the file at ``path`` has the pinned ``sha256``."""
-    from morph.models.download import check_pin
     from morph.core.files import file_sha256
+    from morph.models.download import check_pin
 
     pin = check_pin(sha256, path)
     digest = file_sha256(path)

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from morph.render.images import read_image
 from morph.core.errors import MorphError
+from morph.render.images import read_image
 
 ALIGN_HINT = "pip install 'morph[align]', or pass --no-align for images that are already aligned faces"
 

@@ -20,8 +20,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, arcface: Optional[str | 
             vgg: Sequence[str | os.PathLike] = (), align: bool = True, face: Optional[int] = None) -> dict[str, Any]:
     """``{"psnr", "lpips", "identity", "identity_model", "notes"}`` for photos ``a`` and ``b`` (see the module doc)."""
     from morph.projection.align import aligned_face
-    from morph.projection.quality import psnr
-    from morph.projection.quality import identity, identity_available, lpips_scores
+    from morph.projection.quality import identity, identity_available, lpips_scores, psnr
 
     faces = np.stack([aligned_face(p, SIZE, align, face) for p in (a, b)])
     row: dict[str, Any] = {"psnr": float(psnr(faces[:1], faces[1:])[0]), "lpips": None, "identity": None,

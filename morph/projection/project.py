@@ -27,8 +27,8 @@ from morph.core.progress import Progress, log
 from morph.projection.align import aligned_face
 from morph.projection.losses import default_loss, make_distance, vgg_files
 from morph.projection.optimiser import Projection, Recipe, coarse_plan, optimise, refine_recipe, w_stats
-from morph.projection.store import Settings, cache_path, load_projection, save_projection
 from morph.projection.psp import EncoderGuess
+from morph.projection.store import Settings, cache_path, load_projection, save_projection
 
 
 def resolve_settings(settings: Settings, model_path: str | os.PathLike,

@@ -38,8 +38,8 @@ from typing import Mapping, Sequence
 
 import torch
 
-from morph.core.errors import MorphError
 from morph.checkpoints.torchscript import read_torchscript
+from morph.core.errors import MorphError
 
 HINT = "--vgg takes NVIDIA's vgg16.pt (--vgg auto), or vgg16-397923af.pth plus LPIPS's vgg.pth"
 

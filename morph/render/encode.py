@@ -19,10 +19,10 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import subprocess
 import sys
 import tempfile
-import re
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,10 +30,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from morph.render.canvas import Canvas
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path
 from morph.core.runtime import release_freed_memory
+from morph.render.canvas import Canvas
 
 FORMATS = ("mp4", "webm", "gif", "png")
 VIDEO_FORMATS = ("mp4", "webm")  # encoded by a video codec: even sizes only, and they carry a sound track

@@ -10,8 +10,8 @@ import zlib
 
 import numpy as np
 
-from morph.render.encode import ffmpeg_exe
 from morph.core.errors import MorphError
+from morph.render.encode import ffmpeg_exe
 
 _PPM_HEADER = re.compile(rb"P6\s+(\d+)\s+(\d+)\s+255\s")
 

@@ -24,17 +24,21 @@ from typing import Callable, Iterable, Iterator, Optional
 import numpy as np
 import torch
 
-from morph.render.canvas import Canvas
-from morph.render.encode import (SEGMENT_SUFFIX, EncodeSettings, EncoderPool, auto_encoders, join_segments,
-                                 pool_buffer_frames)
-from morph.core.files import atomic_path
-from morph.core.errors import MorphError
 from morph.core.cache import SEGMENTS, folder, output_record, reusable, seal
+from morph.core.errors import MorphError
+from morph.core.files import atomic_path, file_sha256
+from morph.core.model import Model, Noise, images_to_uint8
 from morph.core.progress import Progress, log, warn
 from morph.core.runtime import check_stop, stop_points
-from morph.core.model import Model, Noise
-from morph.core.model import images_to_uint8
-from morph.core.files import file_sha256
+from morph.render.canvas import Canvas
+from morph.render.encode import (
+    SEGMENT_SUFFIX,
+    EncoderPool,
+    EncodeSettings,
+    auto_encoders,
+    join_segments,
+    pool_buffer_frames,
+)
 
 SEGMENT_SECONDS = 2.0
 # Bump when a change to the generator or encoder alters pixels, so old cached segments are not reused.

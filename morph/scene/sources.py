@@ -13,8 +13,8 @@ from typing import Callable, Optional
 from yaml.nodes import Node
 
 from morph.core.errors import MorphError
-from morph.models.resolver import resolve_direction
 from morph.core.limits import MAX_PROJECT_STEPS
+from morph.models.resolver import resolve_direction
 from morph.motion.latents import SPACES, Blend, File, From, Latent, Mean, Mix, Project, Seed
 from morph.render.images import read_image
 from morph.scene.nodes import SEED_RULE, STRENGTH_RULE, WEIGHT_RULE, Items, NodeReader, alternatives

@@ -20,13 +20,13 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from morph.render.encode import ffmpeg_exe
 from morph.core import cache
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path, file_sha256
 from morph.core.limits import MAX_SECONDS
 from morph.core.progress import log
 from morph.motion.schedule import Follow
+from morph.render.encode import ffmpeg_exe
 
 RATE = 22050                 # Hz: the PCM every file is decoded to
 N_FFT, HOP = 2048, 256       # loudness, bands, chroma: 93 ms windows every 11.6 ms

@@ -43,8 +43,8 @@ from starlette.staticfiles import StaticFiles
 
 from morph.core.errors import MorphError, os_error_line
 from morph.core.files import atomic_path
-from morph.core.runtime import Terminated
 from morph.core.limits import MAX_EDIT_DEPTH, MAX_REQUEST_BYTES, MAX_SCENE_BYTES, MAX_STRENGTH
+from morph.core.runtime import Terminated
 from morph.scene import SceneError
 from morph.studio import frames as engine
 from morph.studio.controls import controls, mix_text

@@ -16,7 +16,15 @@ import torch
 from torch import nn
 
 from morph.core.model import NOISE_MODES, Noise, check_noise, crop_centre
-from morph.stylegan2.ops import LRELU_GAIN, bias_act, conv_up2, is_channels_last, modulated_conv2d, setup_filter, upsample_2d
+from morph.stylegan2.ops import (
+    LRELU_GAIN,
+    bias_act,
+    conv_up2,
+    is_channels_last,
+    modulated_conv2d,
+    setup_filter,
+    upsample_2d,
+)
 
 ARCHITECTURES = ("orig", "skip", "resnet")
 CONST_SIZE = 4  # the learned constant input is [C, 4, 4]

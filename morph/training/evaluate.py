@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from morph.training.toyfaces import ATTRIBUTES, ambiguous, labels, render, sample_params
 from morph.training.latent import LATENT_DIM, MIX_CUTOFF, attribute_source, params_from_latent
 from morph.training.sharpness import sharpness_ratio
+from morph.training.toyfaces import ATTRIBUTES, ambiguous, labels, render, sample_params
 
 # Issue 18's bars: Fréchet distance ≤ 1.5× the floor, sharpness ratio ≥ 0.6, fidelity ≥ 95 % per attribute.
 TARGETS = {"fid_over_floor": 1.5, "sharpness_ratio": 0.6, "fidelity": 0.95}
@@ -173,9 +173,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from morph.models.loader import load_model
     from morph.builtin import builtin_path
     from morph.builtin.classifier import load_classifier
+    from morph.models.loader import load_model
 
     start = time.perf_counter()
     G = load_model(args.model)

@@ -22,8 +22,8 @@ import torch
 
 from morph.core.model import images_to_uint8
 from morph.motion.schedule import slerp
-from morph.training.toyfaces import TEAM_NAMES, grid, render, team_params, write_png
 from morph.training.latent import LATENT_DIM, MIX_CUTOFF
+from morph.training.toyfaces import TEAM_NAMES, grid, render, team_params, write_png
 
 
 def enlarge(image: np.ndarray, k: int) -> np.ndarray:

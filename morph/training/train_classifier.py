@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from morph.builtin.classifier import AttributeClassifier, save_classifier, to_input
 from morph.training.toyfaces import ATTRIBUTES, ambiguous, labels, render, sample_params
 from morph.training.toyfaces.params import BALD
-from morph.builtin.classifier import AttributeClassifier, save_classifier, to_input
 
 CONTINUOUS = ("smile_amount", "turn", "tilt", "gaze_x", "gaze_y", "skin", "hair_light", "face_width", "light")
 MIRRORED = {"turn", "tilt", "gaze_x", "light"}  # continuous values that change sign in a mirror image

@@ -21,11 +21,9 @@ from typing import Optional
 
 import numpy as np
 
-from morph.directions import map_batches, save_array, seeds_z, spread, train_svm, w_images
+from morph.builtin import WEIGHTS_DIR, load_builtin_classifier, load_builtin_generator
 from morph.core.progress import Progress, log
-from morph.builtin import WEIGHTS_DIR
-from morph.builtin import load_builtin_classifier
-from morph.builtin import load_builtin_generator
+from morph.directions import map_batches, save_array, seeds_z, spread, train_svm, w_images
 
 OUT = WEIGHTS_DIR / "directions"
 

@@ -27,12 +27,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from morph.projection.encoder_training import Photos, TrainConfig, train
+from morph.builtin import builtin_path, load_builtin_generator
 from morph.core.files import read_safetensors
 from morph.core.progress import log
 from morph.core.runtime import request_stop
-from morph.builtin import builtin_path
-from morph.builtin import load_builtin_generator
+from morph.projection.encoder_training import Photos, TrainConfig, train
 
 CONFIG = TrainConfig(steps=1400, batch=32, lr=2e-3, seed=15)
 FINETUNE = TrainConfig(steps=1600, batch=32, lr=1e-3, seed=16, photo_share=0.25)

@@ -42,8 +42,8 @@ import torch.nn.functional as F
 
 from morph.projection.losses import multiscale
 from morph.stylegan2.networks import Generator
-from morph.training.toyfaces import grid, write_png
 from morph.training.latent import LATENT_DIM, LEVEL, coords, mix_coords, render_targets
+from morph.training.toyfaces import grid, write_png
 
 DEFAULTS = dict(
     resolution=64, w_dim=128, mapping_layers=4, mapping_lr_mul=1.0, channel_base=2048, channel_max=256,

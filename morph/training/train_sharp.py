@@ -48,9 +48,9 @@ import torch.nn.functional as F
 from morph.core.files import atomic_path
 from morph.core.progress import Progress, log
 from morph.stylegan2.networks import Generator
-from morph.training.toyfaces import render, sample_params, write_png
 from morph.training.discriminator import Discriminator
-from morph.training.latent import LATENT_DIM, LEVEL
+from morph.training.latent import LEVEL
+from morph.training.toyfaces import render, sample_params, write_png
 from morph.training.train_generator import FeatureLoss, generate, make_batch, sample_grid
 
 DEFAULTS: dict[str, Any] = dict(

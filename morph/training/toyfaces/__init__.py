@@ -6,10 +6,10 @@ built-in StyleGAN2 model and its judge.
 >>> y = labels(params)["smile"]           # bool [16]
 """
 
-from morph.training.toyfaces.labels import ATTRIBUTES, CONTINUOUS, ambiguous, labels
-from morph.training.toyfaces.params import BALD, LONG, SHORT, FaceParams, sample_params
 from morph.render.images import grid, write_png
 from morph.training.toyfaces.compose import render, render_seed
+from morph.training.toyfaces.labels import ATTRIBUTES, CONTINUOUS, ambiguous, labels
+from morph.training.toyfaces.params import BALD, LONG, SHORT, FaceParams, sample_params
 from morph.training.toyfaces.team import TEAM_NAMES, team_params
 
 __all__ = [

@@ -6,10 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from morph.training.toyfaces import grid
-from morph.training.toyfaces import render
-from morph.training.toyfaces import sample_params
-from morph.training.toyfaces import write_png
+from morph.training.toyfaces import grid, render, sample_params, write_png
 
 
 def main(argv: list[str] | None = None) -> None:
