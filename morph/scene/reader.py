@@ -175,19 +175,24 @@ def parse_scene(text: str, file: str | Path, dims: Union[ModelDims, Callable[[Pa
                  {name: latents[name] for name in order}, renders)
 
 
-def load_scene(path: str | Path, dims: Union[ModelDims, Callable[[Path], ModelDims]] = model_dims,
-               cache_dir: Optional[Path] = None) -> Scene:
-    """Read and validate a scene file (see :func:`parse_scene`)."""
+def read_scene_text(path: str | Path) -> str:
+    """A scene file's text, as ``morph check`` and the studio read it: at most ``MAX_SCENE_BYTES`` (``/dev/zero``
+    included), UTF-8; one MorphError line otherwise."""
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_SCENE_BYTES + 1)
         if len(data) > MAX_SCENE_BYTES:
             raise MorphError(f"larger than {MAX_SCENE_BYTES >> 20} MiB; a scene is a short text file", path,
                              "is this the right file?")
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except IsADirectoryError:
         raise MorphError("is a folder, not a scene file", where=path) from None
     except (OSError, UnicodeDecodeError) as e:
         raise MorphError(f"cannot read the scene ({getattr(e, 'strerror', None) or e})", where=path) from None
-    return parse_scene(text, path, dims, cache_dir)
+
+
+def load_scene(path: str | Path, dims: Union[ModelDims, Callable[[Path], ModelDims]] = model_dims,
+               cache_dir: Optional[Path] = None) -> Scene:
+    """Read and validate a scene file (see :func:`parse_scene`)."""
+    return parse_scene(read_scene_text(path), path, dims, cache_dir)
 

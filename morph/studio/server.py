@@ -43,9 +43,9 @@ from starlette.staticfiles import StaticFiles
 
 from morph.core.errors import MorphError, os_error_line
 from morph.core.files import atomic_path
-from morph.core.limits import MAX_EDIT_DEPTH, MAX_REQUEST_BYTES, MAX_SCENE_BYTES, MAX_STRENGTH
+from morph.core.limits import MAX_EDIT_DEPTH, MAX_REQUEST_BYTES, MAX_STRENGTH
 from morph.core.runtime import Terminated
-from morph.scene import SceneError
+from morph.scene import SceneError, read_scene_text
 from morph.studio import frames as engine
 from morph.studio.controls import controls, mix_text
 from morph.studio.edits import Edit, apply, compose, value_text
@@ -59,20 +59,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]")  # the names a Host header may gi
 
 class BadRequest(Exception):
     """A request the API cannot take (not JSON, a wrong field): 400 with this one line."""
-
-
-def read_scene_text(path: Path) -> str:
-    """The scene file's text, read as ``morph check`` reads it: at most MAX_SCENE_BYTES (``/dev/zero`` included),
-    UTF-8; MorphError otherwise."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_SCENE_BYTES + 1)
-        if len(data) > MAX_SCENE_BYTES:
-            raise MorphError(f"larger than {MAX_SCENE_BYTES >> 20} MiB; a scene is a short text file", path,
-                             "is this the right file?")
-        return data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise MorphError(f"cannot read the scene ({getattr(e, 'strerror', None) or e})", path) from None
 
 
 @dataclass
