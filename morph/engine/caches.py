@@ -8,12 +8,12 @@ from typing import Optional
 
 from morph.core import cache as store
 from morph.core.errors import MorphError
+from morph.models.download import cached_downloads, cached_path, clear_downloads, models_dir, recorded_sha256
+from morph.models.resolver import PUBLISHED
 
 
 def downloads(root: Path) -> list[dict]:
     """The downloaded models under ``root``: url, path, bytes, sha256."""
-    from morph.models.download import cached_downloads
-
     return [{"url": url, "path": str(path), "bytes": path.stat().st_size, "sha256": digest}
             for url, path, digest in cached_downloads(root)]
 
@@ -46,15 +46,11 @@ def cache_report(root: Path, clear: bool = False, older_than: Optional[float] = 
 
 
 def _models_line(root: Path, found: list[dict]) -> str:
-    from morph.models.download import models_dir
-
     return f"{models_dir(root)}: {len(found)} downloaded models, {sum(d['bytes'] for d in found) / 1e6:.1f} MB"
 
 
 def _models_report(root: Path, clear: bool, older_than: Optional[float]) -> tuple[dict, list[str]]:
     """``morph cache --models``: list or clear the downloads under ``root/models``."""
-    from morph.models.download import clear_downloads, models_dir
-
     if clear:
         removed, kept = clear_downloads(root, older_than)
         return ({"folder": str(models_dir(root)), "removed": removed, "kept": kept},
@@ -67,9 +63,6 @@ def _models_report(root: Path, clear: bool, older_than: Optional[float]) -> tupl
 
 def published(cache_dir: Optional[Path] = None) -> list[dict]:
     """``morph fetch --list``: each published network's name and URL, and its file and sha256 if downloaded."""
-    from morph.models.download import cached_path, recorded_sha256
-    from morph.models.resolver import PUBLISHED
-
     rows = []
     for name, url in PUBLISHED.items():
         here = cached_path(url, cache_dir)

@@ -17,12 +17,20 @@ import torch
 from morph.core.arrays import require_finite
 from morph.core.errors import MorphError
 from morph.core.progress import log
+from morph.models.loader import load_model
+from morph.models.resolver import is_builtin_file, resolve_vgg
+from morph.motion.latents import SPACES
+from morph.projection import REFINE_STEPS, SCENE_STEPS, Settings, project_photos, synthesize, write_outputs
+from morph.projection.arcface import load_arcface
+from morph.projection.encoder import encoder_for
+from morph.projection.quality import figures
+from morph.projection.tuning import TuneSettings, tuned_model, write_tuned
+from morph.render.images import read_image
 
 
 @dataclass(frozen=True)
 class Projected:
     """One photo's result: its figures (PSNR, LPIPS, …) and the files written."""
-
     photo: Path
     figures: dict
     files: list[Path]
@@ -39,14 +47,6 @@ def project_files(photos: Sequence[Path], model: str = "builtin", out: Path = Pa
     IR-SE50 weights to measure identity with (else dlib's descriptors). ``tune_steps`` > 0: then pivotal-tune one
     generator for all the photos (cached), write it as ``out/tuned.safetensors``, and report the tuned network's
     figures with the untuned ones under ``*_before_tuning``."""
-    from morph.models.loader import load_model
-    from morph.models.resolver import is_builtin_file, resolve_vgg
-    from morph.motion.latents import SPACES
-    from morph.projection import REFINE_STEPS, SCENE_STEPS, Settings, project_photos, synthesize, write_outputs
-    from morph.projection.encoder import encoder_for
-    from morph.projection.quality import figures
-    from morph.render.images import read_image
-
     photos = [Path(p) for p in photos]
     if space not in SPACES:
         raise MorphError(f"unknown space {space!r}", "--space", "use w+ or w")
@@ -79,8 +79,6 @@ def project_files(photos: Sequence[Path], model: str = "builtin", out: Path = Pa
         require_finite(p.w.detach().cpu().numpy(), photo, "latent value")
     arcface = None
     if identity is not None:
-        from morph.projection.arcface import load_arcface
-
         arcface = load_arcface(identity)
 
     def measure(G) -> tuple[torch.Tensor, list[dict]]:
@@ -98,7 +96,6 @@ def project_files(photos: Sequence[Path], model: str = "builtin", out: Path = Pa
     recon, rows = measure(G)
     extra: dict = {}
     if tune_steps > 0:  # the figures become the tuned network's; the untuned ones stay under *_before_tuning
-        from morph.projection.tuning import TuneSettings, tuned_model, write_tuned
 
         G, tuned_path = tuned_model(G, results, TuneSettings(steps=tune_steps), vgg_files, cache_dir, quiet)
         before = rows

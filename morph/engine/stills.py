@@ -12,12 +12,30 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from morph.builtin import load_builtin_classifier
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path
+from morph.core.model import Noise
 from morph.core.progress import Progress, warn
+from morph.directions import (
+    LATENTS_FILE,
+    SCORES_FILE,
+    Z_FILE,
+    map_batches,
+    read_meta,
+    save_array,
+    seeds_z,
+    strength_sweep,
+    w_images,
+)
 from morph.engine.scenes import LoadedScene
+from morph.models.loader import load_model
+from morph.models.resolver import resolve_direction
+from morph.motion.latents import load_w, seed_w
 from morph.render.encode import EncodeSettings, ffmpeg_exe
 from morph.render.images import grid, write_png
+from morph.render.job import generate
+from morph.render.plot import COLOURS, curve_panel
 
 
 def frames_at_size(loaded: LoadedScene, name: str, indices: Sequence[int], device: torch.device,
@@ -69,7 +87,6 @@ def write_previews(loaded: LoadedScene, out: Path, frames: int, device: torch.de
         following = [w for w in tl.waves if w.envelope is not None]
         curves = ""
         if following:  # the gains each following wave reads from the sound, under the sheet
-            from morph.render.plot import COLOURS, curve_panel
 
             sheet = np.concatenate([sheet, curve_panel([w.envelope.numpy() for w in following], sheet.shape[1],
                                                        marks=keys)])
@@ -86,7 +103,6 @@ def write_previews(loaded: LoadedScene, out: Path, frames: int, device: torch.de
 @dataclass(frozen=True)
 class Samples:
     """What :func:`sample` wrote into its folder."""
-
     folder: Path
     count: int
     images: int                 # PNGs written (0 with images=False)
@@ -97,9 +113,6 @@ def sample(model: str, n: int, out: Path, truncation: float = 1.0, seed: int = 0
            images: bool = True, device: torch.device = torch.device("cpu"), batch_size: int = 32) -> Samples:
     """Sample latents to label: ``latents.npy`` (W, [N, w_dim]) and ``z.npy`` in ``out``, images named by index
     to sort by hand, and with ``classifier="builtin"`` the attribute scores (``scores.npz``)."""
-    from morph.directions import LATENTS_FILE, SCORES_FILE, Z_FILE, map_batches, save_array, seeds_z, w_images
-    from morph.models.loader import load_model
-
     if classifier not in (None, "builtin"):
         raise MorphError(f"unknown classifier {classifier!r}", "--classifier", "the one available is builtin")
     G = load_model(model, device)
@@ -115,7 +128,6 @@ def sample(model: str, n: int, out: Path, truncation: float = 1.0, seed: int = 0
     if images or classifier:
         clf = None
         if classifier:
-            from morph.builtin import load_builtin_classifier
             clf = load_builtin_classifier(device)
         progress = Progress("sample", n, unit="images" if images else "scores")
         done = 0
@@ -147,13 +159,6 @@ def direction_strip(direction: str, latent: str, model: str, out: Path, strength
                     truncation: float = 1.0, device: torch.device = torch.device("cpu")) -> Path:
     """``out/NAME-strip.png``: one face (a seed number or a latent file) moved along a direction at each of
     ``strengths``. Returns the PNG's path."""
-    from morph.core.model import Noise
-    from morph.directions import read_meta, strength_sweep
-    from morph.models.loader import load_model
-    from morph.models.resolver import resolve_direction
-    from morph.motion.latents import load_w, seed_w
-    from morph.render.job import generate
-
     path = resolve_direction(direction)
     G = load_model(model, device)
     trained_on = read_meta(path).get("model_sha256")
