@@ -9,6 +9,8 @@ folder (as ``morph render`` does), those in a string or a dict against the curre
 :class:`morph.MorphError`, whose ``str`` is the one line the command would print. Progress is a live
 display in Jupyter and on a terminal, log lines elsewhere (the ``morph`` logger of the standard
 ``logging`` module: configure it to silence or redirect them).
+
+Each call imports the engine inside its function, so ``import morph`` stays quick and loads no torch.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 One grammar: ``--out/-o`` is always a destination folder (a single output file is a positional argument),
 and ``--model/-m``, ``--cache`` ($MORPH_CACHE), ``--device``, ``--batch-size``, ``--quiet/-q``, ``--progress``
 (bar | lines | json) and ``--json`` (the result on stdout) mean the same in every command that has them.
+
+Each command imports what it needs inside its function: ``morph --help``, a typo and shell completion answer
+without importing torch and the networks.
 """
 
 from __future__ import annotations
