@@ -44,6 +44,7 @@ from typing import Iterator, Optional, TextIO
 from morph.core import cache
 from morph.core.cache import MODELS
 from morph.core.errors import MorphError
+from morph.core.files import atomic_path, file_sha256
 from morph.core.limits import DOWNLOAD_STALL_BYTES, DOWNLOAD_STALL_S, MAX_DOWNLOAD_BYTES
 from morph.core.progress import Progress, log
 
@@ -194,7 +195,6 @@ class _Cut(Exception):
 
 class _Disk(Exception):
     """Writing the part failed: a file-system error (``err``), not a network one."""
-
     def __init__(self, err: OSError):
         super().__init__(str(err))
         self.err = err
@@ -202,7 +202,6 @@ class _Disk(Exception):
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
     """Follows redirects only to http(s), never from https to http; remembers where it went (``last``)."""
-
     def __init__(self, url: str):
         self.last = url
 
@@ -356,8 +355,6 @@ def _is_html(path: Path) -> bool:
 def _checked_sha256(path: Path) -> str:
     """The file's sha256 from its bytes: hashed once per change of the file (the record ``.checked`` is keyed by
     size, mtime, ctime and inode, and ctime changes on any write, even one that restores the mtime)."""
-    from morph.core.files import atomic_path, file_sha256
-
     st = path.stat()
     key = f"{path.name} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}"
     record = path.parent / CHECKED
@@ -407,8 +404,6 @@ def _download(url: str, request_url: str, dest: Path, pin: Optional[str], quiet:
               retries: int) -> Path:
     """Fetch ``request_url`` (``url`` percent-encoded) into ``dest`` (see :func:`download`); the caller holds the
     URL's lock."""
-    from morph.core.files import file_sha256
-
     folder = dest.parent
     part, validator = folder / f"{dest.name}.part", folder / f"{dest.name}.part.validator"
     if not quiet:

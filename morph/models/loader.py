@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 
+from morph.checkpoints.loading import load_generator
 from morph.core.model import Model
 from morph.models.resolver import resolve_model
 
@@ -16,8 +17,6 @@ def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu", base
                cache_dir: Optional[Path] = None) -> Model:
     """Resolve ``spec`` (relative paths from ``base``; a URL downloaded into ``cache_dir``) and load it safely
     onto ``device``; nothing in it is run."""
-    from morph.checkpoints.loading import load_generator
-
     return load_generator(resolve_model(spec, base, cache_dir=cache_dir), device)
 
 

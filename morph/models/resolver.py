@@ -13,7 +13,10 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
+from morph.builtin import builtin_path, direction_path
 from morph.core.errors import CheckpointError, MorphError
+from morph.core.files import file_sha256
+from morph.models.download import check_pin, download, is_url
 
 BUILTIN = "builtin"
 _ADA = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/"
@@ -55,8 +58,6 @@ def published_url(name: str) -> Optional[str]:
 def model_url(model: str | os.PathLike, base: Path = Path(".")) -> Optional[str]:
     """The address ``model`` is downloaded from: itself if it is a URL, a published network's for its short name
     (unless a file of that name exists at ``base``), else None."""
-    from morph.models.download import is_url
-
     if is_url(model):
         return str(model).strip()
     url = published_url(model) if isinstance(model, str) else None
@@ -69,15 +70,11 @@ def resolve_model(model: str | os.PathLike, base: Path = Path("."), sha256: Opti
     lacks it), a URL or a published network's name → its download in ``cache_dir`` (fetched on first use,
     checked against ``sha256`` if given), ``~`` expanded, a relative path taken from ``base`` (a scene's folder)."""
     if is_builtin(model):
-        from morph.builtin import builtin_path
-
         path = builtin_path("generator")
         if not path.is_file():
             raise CheckpointError("the built-in generator's weights are not installed", path,
                                   "reinstall morph, or train them: python -m morph.training.train_generator")
     elif (url := model_url(model, base)) is not None:
-        from morph.models.download import download
-
         return download(url, cache_dir, sha256, quiet)
     elif isinstance(model, str) and "://" in model:
         raise MorphError(f"unsupported address {model!r}", "model", "give an https:// or http:// URL, or a file")
@@ -91,8 +88,6 @@ def resolve_model(model: str | os.PathLike, base: Path = Path("."), sha256: Opti
 
 def is_builtin_file(path: str | os.PathLike) -> bool:
     """Whether a checkpoint path is the shipped built-in generator."""
-    from morph.builtin import builtin_path
-
     return Path(path).resolve() == builtin_path("generator").resolve()
 
 
@@ -100,8 +95,6 @@ def resolve_direction(spec: str | os.PathLike, base: Path = Path(".")) -> Path:
     """The file a direction spec names: ``builtin:NAME`` → the shipped direction (a one-line error listing
     the ones there are), else a path relative to ``base``."""
     if isinstance(spec, str) and spec.startswith(f"{BUILTIN}:"):
-        from morph.builtin import direction_path
-
         return direction_path(spec.split(":", 1)[1])
     path = Path(spec).expanduser()
     return path if path.is_absolute() else base / path
@@ -122,16 +115,12 @@ def resolve_vgg(paths: Sequence[str | os.PathLike], cache_dir: Optional[Path] = 
             raise MorphError("auto stands alone: it fetches NVIDIA's vgg16.pt", "--vgg",
                              "give --vgg auto, or the files themselves")
         return list(paths)
-    from morph.models.download import download
 
     return [download(VGG16_URL, cache_dir, quiet=quiet)]
 
 
 def verify_sha256(path: Path, sha256: str) -> None:
     """MorphError unless the file at ``path`` has the pinned ``sha256``."""
-    from morph.core.files import file_sha256
-    from morph.models.download import check_pin
-
     pin = check_pin(sha256, path)
     digest = file_sha256(path)
     if digest != pin:

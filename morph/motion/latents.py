@@ -14,7 +14,9 @@ import torch
 
 from morph.core.arrays import read_array, require_finite
 from morph.core.errors import MorphError
+from morph.core.files import atomic_path
 from morph.core.model import Model
+from morph.stylegan2.networks import layer_groups
 
 SPACES = ("w+", "w")  # a projection's latent space: one w per layer, or one w broadcast to all
 
@@ -22,7 +24,6 @@ SPACES = ("w+", "w")  # a projection's latent space: one w per layer, or one w b
 @dataclass(frozen=True)
 class ModelDims:
     """The latent-space shape of a generator: everything a scene is validated against."""
-
     num_ws: int
     w_dim: int
     z_dim: int
@@ -33,8 +34,6 @@ class ModelDims:
 
     def __post_init__(self) -> None:
         if not self.groups:
-            from morph.stylegan2.networks import layer_groups
-
             object.__setattr__(self, "groups", tuple(layer_groups(self.num_ws).items()))
 
     @classmethod
@@ -84,7 +83,6 @@ def random_offsets(G, seed: int, count: int) -> torch.Tensor:
 class WMoments(NamedTuple):
     """How mapped w spreads: its mean [w_dim], each dimension's RMS deviation from it [w_dim], and the RMS
     distance of a whole w from it (a float)."""
-
     mean: torch.Tensor
     spread: torch.Tensor
     rms: float
@@ -174,8 +172,6 @@ def load_w(path: str | os.PathLike, num_ws: int, w_dim: int) -> torch.Tensor:
 def export_w(source: str | os.PathLike, dest: Path, num_ws: int) -> np.ndarray:
     """Latent file ``source`` as ``[num_ws, w_dim]`` float32 (W repeated over the layers), written atomically to
     ``dest``: NVIDIA's ``projected_w.npz`` (``w``: [1, num_ws, w_dim]) for ``.npz``, else a plain ``.npy``."""
-    from morph.core.files import atomic_path
-
     w = load_w(source, num_ws, read_w(source, mmap=True).shape[-1]).numpy()
     out = w[None] if dest.suffix == ".npz" else w
     with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
@@ -191,7 +187,6 @@ def export_w(source: str | os.PathLike, dest: Path, num_ws: int) -> np.ndarray:
 @dataclass(frozen=True)
 class Seed:
     """z from a seed through the mapping network."""
-
     seed: int
     psi: float = 1.0
     cutoff: Optional[int] = None
@@ -201,7 +196,6 @@ class Seed:
 @dataclass(frozen=True)
 class File:
     """A W or W+ latent saved by morph, NVIDIA's projector or any tool writing .npy/.npz."""
-
     path: Path
 
 
@@ -209,7 +203,6 @@ class File:
 class Project:
     """A photo, resolved by projection onto the model (a resolver callback supplies the latent);
     ``steps`` and ``space`` override the projection's defaults."""
-
     image: Path
     steps: Optional[int] = None
     space: Optional[str] = None
@@ -218,28 +211,24 @@ class Project:
 @dataclass(frozen=True)
 class Mean:
     """The mean of named latents."""
-
     names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Blend:
     """A weighted sum of named latents."""
-
     weights: tuple[tuple[str, float], ...]
 
 
 @dataclass(frozen=True)
 class Mix:
     """A style mix: ``owners[i]`` names the latent that layer i comes from."""
-
     owners: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class From:
     """Another named latent, as is (a base for ``add``)."""
-
     name: str
 
 
@@ -249,7 +238,6 @@ Source = Union[Seed, File, Project, Mean, Blend, Mix, From]
 @dataclass(frozen=True)
 class Latent:
     """A named latent: its source, then direction offsets ``(direction, strength)`` on ``layers`` (all if None)."""
-
     source: Source
     edits: tuple[tuple[str, float], ...] = ()
     layers: Optional[range] = None

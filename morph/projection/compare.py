@@ -13,15 +13,16 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from morph.projection.align import aligned_face
+from morph.projection.arcface import identity_features, load_arcface
+from morph.projection.quality import identity, identity_available, lpips_scores, psnr
+
 SIZE = 256
 
 
 def compare(a: str | os.PathLike, b: str | os.PathLike, arcface: Optional[str | os.PathLike] = None,
             vgg: Sequence[str | os.PathLike] = (), align: bool = True, face: Optional[int] = None) -> dict[str, Any]:
     """``{"psnr", "lpips", "identity", "identity_model", "notes"}`` for photos ``a`` and ``b`` (see the module doc)."""
-    from morph.projection.align import aligned_face
-    from morph.projection.quality import identity, identity_available, lpips_scores, psnr
-
     faces = np.stack([aligned_face(p, SIZE, align, face) for p in (a, b)])
     row: dict[str, Any] = {"psnr": float(psnr(faces[:1], faces[1:])[0]), "lpips": None, "identity": None,
                            "identity_model": None, "notes": []}
@@ -30,8 +31,6 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, arcface: Optional[str | 
     else:
         row["notes"].append("LPIPS needs VGG weights (--vgg auto)")
     if arcface is not None:
-        from morph.projection.arcface import identity_features, load_arcface
-
         features = identity_features(load_arcface(arcface), faces)
         row["identity"], row["identity_model"] = float(features[0] @ features[1]), "arcface"
     elif identity_available():

@@ -31,9 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from morph.builtin import builtin_path
 from morph.checkpoints.psp import is_encoder_checkpoint
 from morph.core.errors import CheckpointError, MorphError
-from morph.core.files import read_safetensors
+from morph.core.files import atomic_path, file_sha256, read_safetensors
+from morph.core.limits import MAX_ENCODER_WIDTH, MAX_IMAGE_CHANNELS, MAX_LATENT_DIM, MAX_NUM_WS, MAX_RESOLUTION
+from morph.models.resolver import is_builtin_file
+from morph.projection.psp import load_published_encoder
 from morph.stylegan2.networks import layer_groups as layer_groups_of  # the heads of a file that names no groups
 
 FORMAT = "morph.encoder"  # the files' format name (shipped files carry it): not the module path
@@ -44,7 +48,6 @@ GROUP_LEVEL = {"coarse": 0, "middle": 1, "fine": 2}  # pyramid level (0 = 4 px) 
 
 class _Residual(nn.Module):
     """Two 3×3 convolutions (BatchNorm, LeakyReLU) plus a 1×1 projection shortcut; ``stride`` 2 halves the size."""
-
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
@@ -58,7 +61,6 @@ class _Residual(nn.Module):
 
 class Encoder(nn.Module):
     """Images [N, C, R, R] in [-1, 1] → W+ [N, num_ws, w_dim] = w_avg + w_scale · offset (see the module doc)."""
-
     def __init__(self, num_ws: int, w_dim: int, img_resolution: int, img_channels: int = 3, base: int = 32,
                  max_width: int = 256, pyramid: int = 96, layer_groups: Optional[dict[str, list[int]]] = None):
         """``layer_groups``: {group: [start, stop]} of ws, when not StyleGAN2's for ``num_ws``."""
@@ -130,16 +132,12 @@ def for_model(G, **kwargs: Any) -> Encoder:
 
 def encoder_sha256(path: str | os.PathLike) -> str:
     """The encoder file's hash (part of a projection's cache key)."""
-    from morph.core.files import file_sha256
-
     return file_sha256(path)
 
 
 def save_encoder(path: str | os.PathLike, enc: Encoder, model_sha256: str, metadata: Optional[dict] = None) -> None:
     """Write ``enc`` for the model whose file hash is ``model_sha256`` (float16 weights), atomically."""
     from safetensors.torch import save_file
-
-    from morph.core.files import atomic_path
 
     header = {"format": FORMAT, "version": VERSION, "config": json.dumps(enc.config, sort_keys=True),
               "model_sha256": model_sha256}
@@ -188,8 +186,6 @@ def read_encoder(path: str | os.PathLike) -> tuple[Encoder, dict[str, str]]:
 def _config(meta: dict[str, str], path: Path) -> dict[str, Any]:
     """The header's ``config``, every field checked against morph.core.limits before anything is built from it
     (a file of a few hundred bytes could otherwise ask for terabytes or a billion heads)."""
-    from morph.core.limits import MAX_ENCODER_WIDTH, MAX_IMAGE_CHANNELS, MAX_LATENT_DIM, MAX_NUM_WS, MAX_RESOLUTION
-
     bounds = {"num_ws": (1, MAX_NUM_WS), "w_dim": (1, MAX_LATENT_DIM), "img_resolution": (4, MAX_RESOLUTION),
               "img_channels": (1, MAX_IMAGE_CHANNELS), "base": (1, MAX_ENCODER_WIDTH),
               "max_width": (1, MAX_ENCODER_WIDTH), "pyramid": (1, MAX_ENCODER_WIDTH)}
@@ -218,8 +214,6 @@ def load_encoder(path: str | os.PathLike, G, device: Optional[torch.device] = No
     """The encoder at ``path`` for generator ``G``; a one-line MorphError when it was trained for another model.
     A published pSp / e4e checkpoint gives its :class:`morph.projection.psp.EncoderGuess` instead."""
     if is_encoder_checkpoint(path):
-        from morph.projection.psp import load_published_encoder
-
         return load_published_encoder(path, G, device)
     enc, meta = read_encoder(path)
     if meta.get("model_sha256") != G.info.sha256:
@@ -243,9 +237,6 @@ def find_encoder(choice: str | os.PathLike | None, model_path: str | os.PathLike
     if choice is None or str(choice).strip().lower() == "none":
         return None
     if str(choice).strip().lower() == "auto":
-        from morph.builtin import builtin_path
-        from morph.models.resolver import is_builtin_file
-
         path = builtin_path("encoder") if is_builtin_file(model_path) else beside(model_path)
         return path if path.is_file() else None
     path = Path(choice).expanduser()

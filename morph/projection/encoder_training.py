@@ -42,6 +42,7 @@ from morph.core.model import Noise
 from morph.core.progress import Progress, log
 from morph.core.runtime import Terminated, check_stop
 from morph.motion.latents import map_z, w_moments
+from morph.projection.align import aligned_face
 from morph.projection.encoder import Encoder, for_model, load_encoder, save_encoder
 from morph.projection.losses import default_loss, make_distance
 from morph.projection.optimiser import coarse_plan, draw
@@ -50,7 +51,6 @@ from morph.projection.optimiser import coarse_plan, draw
 @dataclass(frozen=True)
 class TrainConfig:
     """What decides a training run (stored in the encoder's header)."""
-
     steps: int = 3000
     batch: int = 32
     lr: float = 2e-3
@@ -90,10 +90,7 @@ PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 class PhotoFolder:
     """The images of a folder (face crops, as ``morph project --no-align`` reads them), at the model's size,
     drawn at random with a left-right flip half of the time."""
-
     def __init__(self, folder: str | os.PathLike, resolution: int):
-        from morph.projection.align import aligned_face
-
         folder = Path(folder)
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES) if folder.is_dir() else []
         if not files:

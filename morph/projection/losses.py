@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from morph.builtin import builtin_path
+from morph.builtin.classifier import load_classifier
 from morph.checkpoints.torchscript import is_torchscript
 from morph.core.errors import MorphError
 from morph.models.resolver import is_builtin_file
@@ -127,9 +129,6 @@ def feature_distance(maps: Callable[[torch.Tensor], list[torch.Tensor]],
 
 def perceptual(device: torch.device) -> Distance:
     """:func:`feature_distance` on the built-in ``perceptual`` face classifier (not the judge), at its 64 px."""
-    from morph.builtin import builtin_path
-    from morph.builtin.classifier import load_classifier
-
     net = load_classifier(builtin_path("perceptual"), device)
     size = net.image_size
 
@@ -165,7 +164,6 @@ LPIPS_SHIFT, LPIPS_SCALE = (-0.030, -0.088, -0.188), (0.458, 0.448, 0.450)
 
 class VGG16Features(nn.Module):
     """torchvision's ``vgg16().features`` layout (its state-dict names), up to relu5_3."""
-
     def __init__(self):
         super().__init__()
         layers: list[nn.Module] = []

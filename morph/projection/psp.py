@@ -28,6 +28,8 @@ from torch import nn
 
 from morph.checkpoints.psp import EncoderCheckpoint, read_encoder_checkpoint
 from morph.core.errors import CheckpointError, MorphError
+from morph.core.files import file_sha256
+from morph.projection.align import aligned_face
 from morph.projection.arcface import input_layer, ir_se50_body
 
 INPUT = 256
@@ -38,7 +40,6 @@ COARSE, MIDDLE = 3, 7  # the first layers read from p2 and from p1
 class StyleHead(nn.Module):
     """``GradualStyleBlock``: log2(spatial) strided 3×3 convs (LeakyReLU 0.01 after each) to 1×1, then an
     equalised linear layer (weight / sqrt(512))."""
-
     def __init__(self, spatial: int, channels: int = 512):
         super().__init__()
         layers: list[nn.Module] = []
@@ -58,7 +59,6 @@ def _upsample_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 class PublishedEncoder(nn.Module):
     """pSp or e4e (``kind``): images [N, 3, 256, 256] in [-1, 1] → W+ [N, n_styles, 512]."""
-
     def __init__(self, kind: str, n_styles: int = 18):
         super().__init__()
         if kind not in ("psp", "e4e"):
@@ -116,7 +116,6 @@ def build_encoder(ckpt: EncoderCheckpoint) -> PublishedEncoder:
 class EncoderGuess:
     """A published encoder as projection's first guess for generator ``G``: photos → W+ with the official
     preprocessing (FFHQ alignment, then one resize straight from the photo to 256×256, in [-1, 1])."""
-
     def __init__(self, net: PublishedEncoder, path: Path, sha256: str):
         self.net, self.path, self.sha256 = net, str(path), sha256
         self.input_size = INPUT
@@ -134,8 +133,6 @@ class EncoderGuess:
 
     def photos(self, images: Sequence[str | os.PathLike], align: bool = True, face: Optional[int] = None) -> torch.Tensor:
         """W+ of photo files, each aligned and resized once to 256 px as the official inference does."""
-        from morph.projection.align import aligned_face
-
         faces = np.stack([aligned_face(p, INPUT, align, face) for p in images])
         x = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
         with torch.no_grad():
@@ -153,8 +150,6 @@ def check_fits(ckpt: EncoderCheckpoint, G) -> None:
 
 def load_published_encoder(path: str | os.PathLike, G, device: Optional[torch.device] = None) -> EncoderGuess:
     """The pSp / e4e encoder in ``path`` for generator ``G`` (refused in one line when its styles do not fit)."""
-    from morph.core.files import file_sha256
-
     ckpt = read_encoder_checkpoint(path)  # mapped: nothing is read until the network runs
     check_fits(ckpt, G)
     net = build_encoder(ckpt)

@@ -18,6 +18,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from morph.builtin import load_builtin_classifier
+from morph.projection.align import _dlib_models, _predictor_path
+from morph.projection.arcface import identity_features
 from morph.projection.losses import make_distance
 
 IDENTITY_SAME = 0.6  # dlib's distance threshold for "same person"
@@ -25,8 +28,6 @@ IDENTITY_SAME = 0.6  # dlib's distance threshold for "same person"
 
 def _recognition_path() -> Optional[Path]:
     """dlib's face-recognition model inside ``face_recognition_models`` (found without importing that package)."""
-    from morph.projection.align import _predictor_path
-
     landmarks = _predictor_path()
     path = landmarks.with_name("dlib_face_recognition_resnet_model_v1.dat") if landmarks else None
     return path if path is not None and path.is_file() else None
@@ -46,8 +47,6 @@ def _recognizer():
 
 def face_descriptor(image: np.ndarray) -> Optional[np.ndarray]:
     """dlib's 128-d descriptor of the largest face in uint8 RGB [H, W, 3]; None when no face is found."""
-    from morph.projection.align import _dlib_models
-
     detector, predictor = _dlib_models()
     image = np.ascontiguousarray(image)
     rects = list(detector(image, 1))
@@ -100,15 +99,11 @@ def figures(targets: np.ndarray, recon: np.ndarray, builtin: bool, vgg: Sequence
         for row, d in zip(out, lpips_scores(targets, recon, vgg)):
             row["lpips"] = float(d)
     if builtin:
-        from morph.builtin import load_builtin_classifier
-
         clf = load_builtin_classifier()
         count = len(clf.attributes)
         for row, share in zip(out, attribute_agreement(clf, targets, recon)):
             row["attributes_agreeing"], row["attributes"] = round(share * count), count
     elif arcface is not None:
-        from morph.projection.arcface import identity_features
-
         fa, fb = identity_features(arcface, targets), identity_features(arcface, recon)
         for row, a, b in zip(out, fa, fb):
             row["identity"], row["identity_model"] = float(a @ b), "arcface"

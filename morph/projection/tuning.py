@@ -30,6 +30,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from morph.checkpoints.loading import load_generator
+from morph.checkpoints.native import write_native
 from morph.core.cache import PROJECTIONS, folder, reusable, seal
 from morph.core.files import atomic_path, file_sha256
 from morph.core.progress import Progress
@@ -43,7 +45,6 @@ TUNE_VERSION = "1"
 @dataclass(frozen=True)
 class TuneSettings:
     """Everything besides the model and the pivots that decides the tuned weights (part of the cache key)."""
-
     steps: int = 300
     lr: float = 3e-4                # Adam, PTI's rate
     loss: str = "auto"              # auto: the projection's refining loss for the model; lpips with --vgg
@@ -114,9 +115,6 @@ def tuned_model(G, projections: Sequence[Projection], settings: TuneSettings = T
                 vgg: Sequence[str | os.PathLike] = (), cache_dir: Optional[Path] = None, quiet: bool = False):
     """The tuned generator for these pivots: read from the cache when it holds it whole, else tuned and cached.
     Returns (model, path of its file)."""
-    from morph.checkpoints.loading import load_generator
-    from morph.checkpoints.native import write_native
-
     key = tune_key(G.info.sha256, projections, settings, [file_sha256(p) for p in vgg])
     path = folder(PROJECTIONS, cache_dir) / f"tuned-{key}.safetensors"
     device = next(G.parameters()).device

@@ -32,6 +32,7 @@ from morph.core.model import Noise
 from morph.engine.scenes import LoadedModels, LoadedScene, open_scene
 from morph.models.resolver import resolve_direction
 from morph.motion.latents import ModelDims, Project, load_w, seed_w
+from morph.motion.schedule import sample
 from morph.projection import Projection
 from morph.render.job import generate
 from morph.scene import Scene, model_dims, parse_scene
@@ -42,7 +43,6 @@ FRAME_CACHE_BYTES = 64 << 20  # encoded pictures kept in memory (a loop played t
 class Frames:
     """One generator on one device, kept across requests; draws and projections are serialised, so that
     concurrent requests do not fight over the CPU's threads."""
-
     def __init__(self, models: LoadedModels, model_path: Path, cache_dir: Path, quiet: bool = False):
         self.models, self.G = models, models.get(model_path)
         self.model_path, self.device, self.cache_dir, self.quiet = Path(model_path), models.device, cache_dir, quiet
@@ -104,14 +104,11 @@ class Frames:
 
     def latent(self, p: LoadedScene, render: str, index: int) -> torch.Tensor:
         """The W+ [num_ws, w_dim] frame ``index`` of ``render`` is drawn from (its waves included)."""
-        from morph.motion.schedule import sample
-
         return sample(p.timelines[render], torch.tensor([float(index)], dtype=torch.float64))[0]
 
 
 class Memo:
     """Encoded pictures by key, least recently used out first once they hold more than ``limit`` bytes."""
-
     def __init__(self, limit: int = FRAME_CACHE_BYTES):
         self.limit, self.size = limit, 0
         self.lock = threading.Lock()
@@ -172,7 +169,6 @@ _WRITTEN = re.compile(r"^\S+ ([\w.-]+): (\S+) (?:written|is up to date)")
 @dataclass
 class RenderRun:
     """A ``morph render`` of the scene file in a child process, its progress read from its progress bar."""
-
     out: Path
     done: int = 0
     total: int = 0
