@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -150,11 +151,14 @@ def studio_server(tmp_path_factory):
                 break
         match = re.search(r"(http://127\.0\.0\.1:(\d+))/\?token=(\S+)", line)
         assert match, f"no URL printed; last line: {line!r}"
+        log: list[str] = []  # the server's log from here on, read as it comes (a full pipe would stall it)
+        threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True).start()
         ref = _cli("render", str(scene), "--out", str(tmp / "ref"), "--cache", str(cache), "--device", "cpu",
                    "--quiet", env=env)
         assert ref.returncode == 0, ref.stderr
         yield {"base": match[1], "port": int(match[2]), "token": match[3], "scene": scene,
-               "original": scene.read_text(), "ref": tmp / "ref", "out": tmp / "studio-out", "cache": cache}
+               "original": scene.read_text(), "ref": tmp / "ref", "out": tmp / "studio-out", "cache": cache,
+               "log": log}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -298,6 +302,9 @@ def test_save_writes_only_the_changed_value(page, studio_server):
                                             lineterm="", n=0) if l[:1] in "+-" and l[:3] not in ("+++", "---")]
     old = next(l for l in studio_server["original"].splitlines() if l.startswith(SCENE_LINE))
     assert diff == ["-" + old, "+" + old.replace("smile: 2.0}", "smile: 2.5}")]
+    _wait(page, lambda d: any("studio: saved" in line and scene.name in line for line in studio_server["log"]),
+          timeout=10)
+    assert any(re.search(r"studio: POST /api/save -> 200 \(\d+ ms\)", line) for line in studio_server["log"])
 
 
 @browser

@@ -9,9 +9,7 @@ Nothing else in ``morph.studio`` imports morph's rendering modules.
 from __future__ import annotations
 
 import io
-import os
-import pty
-import re
+import json
 import subprocess
 import sys
 import threading
@@ -162,13 +160,9 @@ def encode(image: np.ndarray, fmt: str) -> bytes:
 
 # --- the render button -----------------------------------------------------------------------------------------
 
-_PROGRESS = re.compile(r"(\d+)/(\d+) frames")
-_WRITTEN = re.compile(r"^\S+ ([\w.-]+): (\S+) (?:written|is up to date)")
-
-
 @dataclass
 class RenderRun:
-    """A ``morph render`` of the scene file in a child process, its progress read from its progress bar."""
+    """A ``morph render`` of the scene file in a child process, followed through its JSON progress stream."""
     out: Path
     done: int = 0
     total: int = 0
@@ -181,41 +175,46 @@ class RenderRun:
         return {"running": self.running, "done": self.done, "total": self.total, "current": self.current,
                 "files": self.files, "error": self.error}
 
+    def read(self, line: str) -> None:
+        """One line of the child's stderr: a progress or error event (``--progress json``), or plain text."""
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = {"event": "text", "message": line}
+        if not isinstance(event, dict):
+            return
+        if event.get("event") == "progress":
+            self.done, self.total, self.current = int(event["done"]), int(event["total"]), str(event["task"])
+        elif event.get("event") == "error":
+            self.error = str(event.get("message", ""))
+
 
 def start_render(scene_file: Path, out: Path, cache_dir: Path, device: str) -> RenderRun:
-    """Run ``morph render SCENE --out OUT --cache CACHE --device DEVICE`` (the command itself, so the result is
-    exactly its file) with its stderr on a pseudo-terminal, whose progress bar gives the frame counts."""
+    """Run ``morph render SCENE --out OUT --cache CACHE --device DEVICE --progress json --json`` (the command
+    itself, so the result is exactly its file): its stderr's JSON lines give the frame counts, its stdout's
+    report the files written."""
     job = RenderRun(out)
-    master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "morph.cli", "render", str(scene_file), "--out", str(out),
-                             "--cache", str(cache_dir), "--device", device],
-                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, close_fds=True)
-    os.close(slave)
+                             "--cache", str(cache_dir), "--device", device, "--progress", "json", "--json"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    report: list[str] = []
 
     def follow() -> None:
-        buffer, lines = b"", []
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buffer += chunk
-            *parts, buffer = re.split(rb"[\r\n]", buffer)
-            for part in parts:
-                text = part.decode(errors="replace").strip()
-                if not text:
-                    continue
-                lines.append(text)
-                if m := _PROGRESS.search(text):
-                    job.done, job.total, job.current = int(m[1]), int(m[2]), text.split(" ", 1)[0]
-                if m := _WRITTEN.match(text):
-                    job.files[m[1]] = m[2]
-        os.close(master)
+        reader = threading.Thread(target=lambda: report.append(proc.stdout.read()), daemon=True)
+        reader.start()
+        last = ""
+        for line in proc.stderr:
+            if line.strip():
+                last = line.strip()
+                job.read(last)
+        reader.join()
         code = proc.wait()
-        if code:
-            job.error = next((l for l in reversed(lines) if l), f"morph render exited {code}")
+        try:
+            job.files = {r["render"]: r["path"] for r in json.loads("".join(report) or "{}").get("renders", [])}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            job.files = {}
+        if code and not job.error:
+            job.error = last or f"morph render exited {code}"
         job.running = False
 
     threading.Thread(target=follow, daemon=True).start()

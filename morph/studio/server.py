@@ -28,6 +28,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -44,6 +45,7 @@ from starlette.staticfiles import StaticFiles
 from morph.core.errors import MorphError, os_error_line
 from morph.core.files import atomic_path
 from morph.core.limits import MAX_EDIT_DEPTH, MAX_REQUEST_BYTES, MAX_STRENGTH
+from morph.core.progress import log
 from morph.core.runtime import Terminated
 from morph.scene import SceneError, read_scene_text
 from morph.studio import frames as engine
@@ -311,12 +313,19 @@ def make_app(studio: Studio, token: str, port: Optional[int] = None, host: str =
                 return await app(scope, receive, send)
             why = refusal(scope, token, port, host)
             if why is not None:
+                log(f"studio: {scope.get('method', '?')} {scope['path']} refused: {why}")
                 return await _forbidden(why)(scope, receive, send)
 
+            start = time.monotonic()
+
             async def send_with_cookie(message):
-                if message["type"] == "http.response.start" and scope["path"] == "/":
-                    cookie = f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
-                    message = {**message, "headers": [*message["headers"], (b"set-cookie", cookie.encode())]}
+                if message["type"] == "http.response.start":
+                    if scope["path"] == "/":
+                        cookie = f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+                        message = {**message, "headers": [*message["headers"], (b"set-cookie", cookie.encode())]}
+                    if scope["method"] != "GET" or message["status"] >= 400:  # edits, saves, renders and refusals
+                        log(f"studio: {scope['method']} {scope['path']} -> {message['status']} "
+                            f"({(time.monotonic() - start) * 1000:.0f} ms)")
                 await send(message)
 
             try:
@@ -345,6 +354,8 @@ def make_app(studio: Studio, token: str, port: Optional[int] = None, host: str =
 
     def save(request: Request) -> Response:
         saved = studio.save()
+        log(f"studio: {studio.notice or 'not saved: the scene has errors'}" if not saved else
+            f"studio: saved {studio.file}")
         return JSONResponse({"saved": saved, **studio.state()})
 
     def revert(request: Request) -> Response:
