@@ -54,9 +54,14 @@ def _start(quiet: bool = False) -> None:
 
 
 def _news(scene: SceneLike, doing: str) -> None:
-    """The first line of a call, before torch and the model load (seconds on a cold start)."""
+    """The first line of a call, before torch and the model load (seconds on a cold start), for a person
+    watching (a terminal's bar, a notebook) or a program reading ``--progress json``; in plain log lines it is
+    left out, so a mistake stays the one line that says it."""
+    from morph.core import progress
     from morph.core.progress import log
 
+    if progress.mode() == "lines":
+        return
     named = isinstance(scene, os.PathLike) or isinstance(scene, str) and "\n" not in scene
     log(f"{os.fspath(scene) if named else '<scene>'}: {doing} (the scene, its model, photos and sounds)")
 

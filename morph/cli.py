@@ -161,10 +161,12 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
     date), frames rendered, segments from the cache and seconds."""
     from morph.api import check as plan
     from morph.api import render_results
+    from morph.engine.scenes import select
 
     _feedback(quiet, progress)
     if dry_run:
         plans = [plan(path, cache, out) for path in dict.fromkeys(scenes)]
+        select({Path(p["scene"]): [r["name"] for r in p["renders"]] for p in plans}, only)
         if as_json:
             return _print_json({"scenes": plans})
         for p in plans:

@@ -816,7 +816,8 @@ def test_26_03_a_non_finite_projection_is_one_line_and_writes_nothing(tmp_path, 
     from PIL import Image
     from typer.testing import CliRunner
 
-    import morph.projection.project as project
+    import morph.engine.photos as photos
+    import morph.projection as project
     from morph.cli import app
 
     photo = tmp_path / "face.png"
@@ -826,7 +827,7 @@ def test_26_03_a_non_finite_projection_is_one_line_and_writes_nothing(tmp_path, 
         return [project.Projection(torch.full((G.num_ws, G.w_dim), float("nan")), [],
                                    np.zeros((64, 64, 3), np.uint8), torch.zeros(1)) for _ in images]
 
-    monkeypatch.setattr(project, "project_photos", diverged)
+    monkeypatch.setattr(photos, "project_photos", diverged)
     out = CliRunner().invoke(app, ["project", str(photo), "--model", "builtin", "--no-align", "--steps", "0",
                                    "--out", str(tmp_path / "out"), "--quiet"])
     assert isinstance(out.exception, MorphError) and "NaN or infinite latent value" in str(out.exception)

@@ -93,6 +93,12 @@ def configure(mode: str = "auto", *, only_if_unset: bool = False) -> str:
     return _mode
 
 
+def mode() -> str:
+    """How progress is shown now: bar, lines, json or quiet (see ``MODES``)."""
+    _default()
+    return _mode
+
+
 def log(message: str, stream: Optional[TextIO] = None) -> None:
     """One line of news about long work: ``logging.INFO`` on the ``morph`` logger, or a timestamped line
     written straight to ``stream`` when the caller collects its own lines."""

@@ -202,14 +202,15 @@ def scene_plan(scene: Scene, models: LoadedModels) -> list[str]:
     return plan_lines(scene, lambda photo: projection_status(photo, G))
 
 
-def select(scenes: dict[Path, Scene], only: Optional[Iterable[str]]) -> dict[Path, list[str]]:
-    """The renders of each scene to run (all, or those named by ``--only``); two scenes may not write one file."""
+def select(renders: dict[Path, Sequence[str]], only: Optional[Iterable[str]]) -> dict[Path, list[str]]:
+    """The renders of each scene (``renders``: scene → its render names) to run: all, or those named by
+    ``--only``; two scenes may not write one file."""
     only = list(only or ())
-    known = {name for sc in scenes.values() for name in sc.renders}
+    known = {name for names in renders.values() for name in names}
     unknown = [n for n in only if n not in known]
     if unknown:
         raise MorphError(f"no render named {', '.join(unknown)}", "--only", f"the scenes have {', '.join(sorted(known))}")
-    selected = {path: [n for n in sc.renders if not only or n in only] for path, sc in scenes.items()}
+    selected = {path: [n for n in names if not only or n in only] for path, names in renders.items()}
     owners: dict[str, Path] = {}
     for path, names in selected.items():
         for n in names:
@@ -341,7 +342,7 @@ def render_scenes(paths: Sequence[SceneSource], only: Optional[Iterable[str]], o
     models = LoadedModels(options.device)
     sources = {scene_path(p): p for p in paths}
     scenes = {path: models.scene(source, options.cache_dir) for path, source in sources.items()}
-    selected = select(scenes, only)
+    selected = select({path: list(sc.renders) for path, sc in scenes.items()}, only)
     for path, names in selected.items():  # before any model is loaded or photo projected
         for name in names:
             render = scenes[path].renders[name]

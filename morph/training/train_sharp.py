@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from morph.core import progress
 from morph.core.files import atomic_path
 from morph.core.progress import Progress, log
 from morph.stylegan2.networks import Generator
@@ -400,7 +401,7 @@ def run(args: argparse.Namespace) -> Trainer:
                           **{k: round(float(np.mean(v)), 5) for k, v in window.items()}}
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
-                if not bar.tty:
+                if progress.mode() != "bar":  # a bar on a terminal shows the figures already
                     log(json.dumps(record))
                 window = {}
             out_of_time = bool(args.max_minutes) and time.perf_counter() - started > 60 * args.max_minutes
