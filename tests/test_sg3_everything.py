@@ -58,9 +58,10 @@ def test_svm_direction_on_stylegan3_moves_the_label(tiny_stylegan3, tmp_path, sp
         np.save(samples / "mixed.npy", mixed)
         latents = samples / "mixed.npy"
     np.save(tmp_path / "bright.npy", brightness(G, read_w(latents)))
-    out = tmp_path / "bright-dir.npy"
     run = runner.invoke(app, ["directions", "train", "--latents", str(latents), "--scores",
-                              str(tmp_path / "bright.npy"), "--ratio", "0.2", "--space", space, "--out", str(out)])
+                              str(tmp_path / "bright.npy"), "--ratio", "0.2", "--space", space, "--out",
+                              str(tmp_path / "dirs")])
+    out = tmp_path / "dirs" / "bright.npy"  # --out is a folder; the file is named for the scores' attribute
     assert run.exit_code == 0, run.output
     meta = read_meta(out)
     assert meta["accuracy"] >= 0.9 and np.load(out).size == (G.w_dim if space == "w" else G.num_ws * G.w_dim)
@@ -72,11 +73,11 @@ def test_svm_direction_on_stylegan3_moves_the_label(tiny_stylegan3, tmp_path, sp
     low, high = brightness(G, moved).reshape(-1, 2).T
     assert (high > low).all(), (low, high)
 
-    strip = tmp_path / "strip.png"
     run = runner.invoke(app, ["directions", "show", str(out), "--model", str(tiny_stylegan3), "--latent", "3",
-                              "--steps", "5", "--from", str(-step), "--to", str(step), "--out", str(strip),
-                              "--device", "cpu"])
+                              "--steps", "5", "--from", str(-step), "--to", str(step), "--out",
+                              str(tmp_path / "strips"), "--device", "cpu"])
     assert run.exit_code == 0, run.output
+    (strip,) = (tmp_path / "strips").glob("*.png")  # --out is a folder; the strip is named for the direction
     image = read_image(strip)
     r = G.img_resolution
     assert image.shape == (r + 4, 5 * r + 6 * 2, 3)

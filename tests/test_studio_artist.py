@@ -327,7 +327,7 @@ def test_undo_restores_the_file_byte_for_byte(page, music_server):
 def test_a_snapshot_png_carries_the_latent_of_its_frame(page, music_server):
     import torch
 
-    from morph.studio.frames import Frames
+    from morph.studio.frames import open_frames
     from morph.studio.routes import read_snapshot_latent
 
     _scrub(page, 77)
@@ -342,8 +342,7 @@ def test_a_snapshot_png_carries_the_latent_of_its_frame(page, music_server):
     settings = json.loads(png.text["morph:settings"])
     assert png.size == (256, 256) and settings["render"] == "music-video" and settings["frame"] == 77
     scene = music_server["scene"]
-    frames = Frames(__import__("morph.scene", fromlist=["load_scene"]).load_scene(scene).model_path,
-                    torch.device("cpu"), music_server["cache"], quiet=True)
+    frames = open_frames(scene, "cpu", music_server["cache"])
     p = frames.prepare(frames.parse(scene.read_text(), scene))
     expected = frames.latent(p, "music-video", 77).to(torch.float32).numpy()
     assert np.allclose(read_snapshot_latent(data), expected, atol=1e-6)
@@ -378,7 +377,6 @@ def test_adding_a_keyframe_on_the_timeline_writes_one_path_entry(page, music_ser
 
 @browser
 def test_a_direction_on_a_layer_range_changes_only_those_layers(page, music_server):
-    import torch
     from selenium.webdriver.support.ui import Select
 
     scene, original = music_server["scene"], music_server["original"]
@@ -408,12 +406,10 @@ def test_a_direction_on_a_layer_range_changes_only_those_layers(page, music_serv
     _wait(page, lambda d: _js(d, "return window.studio.shown && window.studio.shown.latent == 'ada_smiling'"))
     saved = yaml.safe_load(_save(page, scene, original))
     assert saved["latents"]["ada_smiling"] == {"from": "ada", "add": {"builtin:smile": 3}, "layers": "0-3"}
-    from morph.scene import load_scene
-    from morph.studio.frames import Frames
+    from morph.studio.frames import open_frames
 
-    loaded = load_scene(scene)
-    frames = Frames(loaded.model_path, torch.device("cpu"), music_server["cache"], quiet=True)
-    ws = frames.prepare(loaded).ws
+    frames = open_frames(scene, "cpu", music_server["cache"])
+    ws = frames.prepare(frames.parse(scene.read_text(), scene)).ws
     moved = (ws["ada_smiling"] - ws["ada"]).abs().amax(dim=1)
     assert (moved[:4] > 0).all() and (moved[4:] == 0).all()
 
