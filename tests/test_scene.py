@@ -256,12 +256,12 @@ def test_merge_keys_share_render_settings(folder):
 
 
 def test_model_paths_resolve_relative_to_the_scene_and_builtin_to_its_weights(tmp_path, monkeypatch):
-    import morph.builtin
+    import morph.models.resolver
 
     assert resolve_model_path("m.pkl", Path("scenes")) == Path("scenes/m.pkl")
     assert resolve_model_path("~/m.pkl", Path("scenes")) == Path.home() / "m.pkl"
     weights = tmp_path / "generator.safetensors"
-    monkeypatch.setattr(morph.builtin, "builtin_path", lambda name="generator": weights)
+    monkeypatch.setattr(morph.models.resolver, "builtin_path", lambda name="generator": weights)
     with pytest.raises(MorphError, match="built-in generator's weights are not installed"):
         resolve_model_path("builtin")
     weights.write_bytes(b"x")
