@@ -313,7 +313,9 @@ def test_an_invalid_value_shows_the_check_message_and_writes_nothing(page, studi
 
     scene = studio_server["scene"]
     _type_value(page, STRENGTH, "abc")
-    errors = _wait(page, lambda d: d.find_element("id", "errors").is_displayed() and d.find_element("id", "errors"))
+    # clearing the box first sends an empty edit, whose error can show before the typed value's
+    errors = _wait(page, lambda d: d.find_element("id", "errors").is_displayed() and "abc" in
+                   d.find_element("id", "errors").text and d.find_element("id", "errors"))
     edited = studio_server["original"].replace("smile: 2.0}", "smile: abc}")
     with pytest.raises(SceneError) as expected:
         parse_scene(edited, scene)
