@@ -84,3 +84,18 @@ def write_tiny_stylegan3(path: Path, seed: int = 0, **overrides) -> Path:
 def tiny_stylegan3(tmp_path_factory) -> Path:
     """The file of :func:`write_tiny_stylegan3` (seed 0), shared by every test that needs a StyleGAN3 model."""
     return write_tiny_stylegan3(tmp_path_factory.mktemp("stylegan3") / "tiny-sg3.safetensors")
+
+
+def headless_chromium(*args: str):
+    """Debian's Chromium driven by chromedriver, headless, with the browser tests' flags and ``args``; the
+    caller quits it."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", *args):
+        options.add_argument(arg)
+    return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from conftest import headless_chromium
 
 from morph.core.errors import MorphError
 from morph.models import download as dl
@@ -602,17 +603,11 @@ go();
 def test_26_11_12_a_page_on_another_local_port_cannot_drive_the_studio(studio):
     """A real Chromium that has opened the studio (so it holds the cookie) then opens a page served on another
     port of 127.0.0.1 that knows even the token: nothing it sends edits, saves or reads a file."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
 
     _revert(studio)
     page = (ATTACK % {"port": studio["port"], "token": studio["token"]}).encode()
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    driver = headless_chromium()
     try:
         driver.get(f"http://127.0.0.1:{studio['port']}/?token={studio['token']}")  # sets the cookie
         assert driver.get_cookie("morph_studio_token")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import headless_chromium
 
 from morph.core.errors import MorphError
 from morph.studio.edits import Edit, apply
@@ -166,14 +167,7 @@ def studio_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def driver():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-        options.add_argument(arg)
-    d = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    d = headless_chromium("--window-size=1280,1000")
     yield d
     d.quit()
 

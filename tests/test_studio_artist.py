@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import headless_chromium
 
 from morph.core import limits
 from morph.studio.edits import Edit, apply, compose
@@ -195,15 +196,7 @@ def music_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def driver():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1400",
-                "--autoplay-policy=no-user-gesture-required"):
-        options.add_argument(arg)
-    d = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    d = headless_chromium("--window-size=1280,1400", "--autoplay-policy=no-user-gesture-required")
     yield d
     d.quit()
 
