@@ -363,6 +363,11 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
             identity: Optional[Path] = typer.Option(None, "--identity", help="ArcFace IR-SE50 weights "
                                                     "(model_ir_se50.pth): identity measured as pSp measures it",
                                                     show_default="dlib's descriptors"),
+            identity_weight: float = typer.Option(0.0, "--identity-weight", min=0, max=100,
+                                                  help="add W × (1 − ArcFace similarity to the photo) to the "
+                                                       "refinement's distance (needs --identity; pSp trained with "
+                                                       "0.1). Off by default: the identity figure would then score "
+                                                       "what was optimised"),
             tune: bool = typer.Option(False, "--tune", help="pivotal tuning: then tune one generator so every photo's "
                                       "latent draws it (cached); writes OUT/tuned.safetensors"),
             tune_steps: int = typer.Option(300, "--tune-steps", min=1, help="steps of --tune"),
@@ -381,7 +386,7 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
     _feedback(quiet, progress)
     done = project_files(images, model or model_of_encoder(encoder), out, space, steps, encoder, coarse, video, align, face,
                          vgg or (), resolve_device(device), cache, quiet, identity=identity,
-                         tune_steps=tune_steps if tune else 0)
+                         tune_steps=tune_steps if tune else 0, identity_weight=identity_weight)
     if as_json:
         return _print_json({"photos": [{"photo": str(p.photo), "figures": p.figures, "files": p.files} for p in done]})
     for p in done if not quiet else ():
