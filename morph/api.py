@@ -74,11 +74,13 @@ def _device(device: str):
 
 def check(scene: SceneLike, cache: Optional[Path] = None, out: Path = Path("outputs")) -> dict[str, Any]:
     """Validate a scene and return its plan: ``{"scene", "model", "renders": [{"name", "format", "width",
-    "height", "fps", "frames", "seconds", "output"}], "plan": [the lines morph check prints]}``."""
+    "height", "fps", "frames", "seconds", "output"}], "photos": {"photos", "encoder", "identity", "tune"} or None,
+    "plan": [the lines morph check prints]}``."""
     _start()
     _news(scene, "checking")
     from morph.core.cache import default_cache_dir
     from morph.engine.scenes import LoadedModels, destination, scene_path, scene_plan
+    from morph.projection.scene import photo_plan
 
     source = _source(scene)
     models = LoadedModels()
@@ -91,7 +93,7 @@ def check(scene: SceneLike, cache: Optional[Path] = None, out: Path = Path("outp
                         "audio": str(r.audio) if r.audio else None})
     return {"scene": str(scene_path(source)), "model": sc.model,
             "model_path": str(sc.model_path) if sc.model_path else None, "renders": renders,
-            "plan": scene_plan(sc, models)}
+            "photos": photo_plan(sc, models.get(sc.model_path)), "plan": scene_plan(sc, models)}
 
 
 def render(scene: SceneLike, out: Union[str, os.PathLike] = "outputs", *, only: Optional[Sequence[str]] = None,
