@@ -330,3 +330,32 @@ def test_the_identity_term_changes_the_projection_and_its_cache_entry(published,
                               quiet=True, arcface=published["arcface"])[0]
     assert len(list((cache / "projections").glob("*.npz"))) == 2
     assert (weighted.w - plain.w).abs().max().item() > 1e-6
+
+
+def test_a_scene_identity_term_is_the_one_morph_project_uses(published, G, tmp_path, monkeypatch):
+    """``identity: {file, weight}`` in a scene and ``--identity FILE --identity-weight W`` give one cache entry:
+    the scene finds ``morph project``'s projection cached, and without the term it does not."""
+    from morph.engine.photos import project_files
+    from morph.motion.latents import Project
+    from morph.projection.scene import projection_status
+    from morph.scene.types import Photos
+
+    cache = tmp_path / "cache"
+    project_files([TEAM[0]], "builtin", tmp_path / "out", steps=2, cache_dir=cache, quiet=True,
+                  identity=published["arcface"], identity_weight=0.5)
+    spec = Project(TEAM[0], 2, None)
+    monkeypatch.setenv("MORPH_CACHE", str(cache))  # where morph check looks
+    assert projection_status(spec, G, Photos(identity=published["arcface"], identity_weight=0.5)) == "cached"
+    assert projection_status(spec, G).startswith("needs projection")
+    assert projection_status(spec, G, Photos(identity=published["arcface"], identity_weight=0.25)) != "cached"
+
+
+def test_a_scene_with_a_published_encoder_and_no_model_draws_with_its_decoder(published, tmp_path):
+    from morph.scene import load_scene
+
+    scene = tmp_path / "ffhq.yaml"
+    scene.write_text(f"encoder: {published['e4e']}\ntune: {{steps: 1}}\nlatents: {{a: {{seed: 1}}, "
+                     f"b: {{project: {TEAM[0]}}}}}\nrenders: {{r: {{format: png, size: 64, around: a, duration: 2f}}}}\n")
+    sc = load_scene(scene)
+    assert sc.model_path == published["e4e"] and sc.dims.num_ws == 18 and sc.dims.resolution == 1024
+    assert sc.photos.encoder == str(published["e4e"]) and [(o.key, o.value) for o in sc.photos.tune] == [("steps", 1)]
