@@ -355,7 +355,8 @@ def test_a_scene_with_a_published_encoder_and_no_model_draws_with_its_decoder(pu
 
     scene = tmp_path / "ffhq.yaml"
     scene.write_text(f"encoder: {published['e4e']}\ntune: {{steps: 1}}\nlatents: {{a: {{seed: 1}}, "
-                     f"b: {{project: {TEAM[0]}}}}}\nrenders: {{r: {{format: png, size: 64, around: a, duration: 2f}}}}\n")
+                     f"b: {{project: {TEAM[0]}}}}}\n"
+                     "renders: {r: {format: png, size: 64, around: a, duration: 2f}}\n")
     sc = load_scene(scene)
     assert sc.model_path == published["e4e"] and sc.dims.num_ws == 18 and sc.dims.resolution == 1024
     assert sc.photos.encoder == str(published["e4e"]) and [(o.key, o.value) for o in sc.photos.tune] == [("steps", 1)]

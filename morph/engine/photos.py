@@ -45,9 +45,9 @@ def project_files(photos: Sequence[Path], model: str = "builtin", out: Path = Pa
     """Project ``photos`` onto ``model`` and write each one's files into ``out``. ``align`` None: align each
     photo unless it is square at the model's resolution; True / False: align all or none. ``identity``: ArcFace
     IR-SE50 weights to measure identity with (else dlib's descriptors); ``identity_weight`` > 0 also adds
-    identity on them to the refinement's distance (see :mod:`morph.projection.project`). ``tune_steps`` > 0: then pivotal-tune one
-    generator for all the photos (cached), write it as ``out/tuned.safetensors``, and report the tuned network's
-    figures with the untuned ones under ``*_before_tuning``."""
+    identity on them to the refinement's distance (see :mod:`morph.projection.project`). ``tune_steps`` > 0: then
+    pivotal-tune one generator for all the photos (cached), write it as ``out/tuned.safetensors``, and report the
+    tuned network's figures with the untuned ones under ``*_before_tuning``."""
     photos = [Path(p) for p in photos]
     if space not in SPACES:
         raise MorphError(f"unknown space {space!r}", "--space", "use w+ or w")

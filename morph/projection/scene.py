@@ -144,7 +144,8 @@ def photo_lines(plan: Optional[dict]) -> list[str]:
     line = f"photos: {plan['photos']}, " + (f"first guess by the encoder {plan['encoder']}" if plan["encoder"]
                                            else "no encoder (from w_avg)")
     if plan["identity"]:
-        line += f"; identity term {plan['identity']['weight']:g} × (1 − ArcFace similarity, {plan['identity']['file']})"
+        term = plan["identity"]
+        line += f"; identity term {term['weight']:g} × (1 − ArcFace similarity, {term['file']})"
     lines = [line]
     if plan["tune"]:
         lines.append("tune: one generator for all the photos, drawing every latent (cached once tuned): "
