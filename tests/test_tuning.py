@@ -157,3 +157,17 @@ def test_check_describes_the_photos_encoder_and_tuning(tmp_path):
     text = morph("check", str(path), "--cache", str(tmp_path / "cache")).stdout
     assert "photos: 1, no encoder" in text and "tune: one generator for all the photos" in text and "steps 7" in text
     assert "(needs projection (2 steps))" in text
+
+
+def test_the_studio_checks_tune_as_morph_check_does(tmp_path):
+    """The studio validates an edited scene's text itself (not through morph check): a bad ``tune:`` key is
+    refused there too, before anything is projected."""
+    from morph.engine.scenes import LoadedModels
+    from morph.models.resolver import resolve_model
+    from morph.scene import SceneError
+    from morph.studio.frames import Frames
+
+    frames = Frames(LoadedModels(), resolve_model("builtin", tmp_path), tmp_path / "cache", quiet=True)
+    with pytest.raises(SceneError, match=r"scene.yaml:2:8: tune.stepz: unknown key 'stepz'; did you mean 'steps'"):
+        frames.parse(TUNE_SCENE.format(top="tune: {stepz: 2}", photo=TEAM[0]), tmp_path / "scene.yaml")
+    assert frames.parse(TUNE_SCENE.format(top="tune: {steps: 2}", photo=TEAM[0]), tmp_path / "scene.yaml").photos.tune
