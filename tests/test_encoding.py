@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -44,6 +45,8 @@ def test_each_choice_writes_its_codec_and_pixel_format(tmp_path, tiny_model):
     assert rate < plain  # a low bitrate, not CRF 18, decided its size
     plan = morph("check", str(scene)).stdout
     assert "mp4 (h265 yuv444p crf 16 veryfast)" in plan and "mov (prores 4444 yuv444p10le)" in plan
+    listed = {r["name"]: r["encoding"] for r in json.loads(morph("check", str(scene), "--json").stdout)["renders"]}
+    assert listed["plain"] == "h264 yuv420p crf 18 veryfast" and listed["rate"] == "h264 yuv420p 20kb/s medium"
 
 
 def test_choices_are_part_of_the_cache_key():
