@@ -48,8 +48,8 @@ ENCODERS = {"h264": "libx264", "h265": "libx265", "vp9": "libvpx-vp9", "prores":
 # Pixel formats a codec may write, its default first. ProRes 4444 is always 4:4:4 at 10 bits.
 PIXEL_FORMATS = {"h264": ("yuv420p", "yuv444p"), "h265": ("yuv420p", "yuv444p"), "vp9": ("yuv420p", "yuv444p"),
                  "prores": ("yuv444p10le",)}
-# Named quality levels as CRF (lower is better; each codec's scale differs, so the levels are set per codec to
-# look alike). ProRes has no CRF: it is an intra codec at the fixed 4444 profile.
+# Named quality levels as CRF (lower is better); each codec's CRF scale differs, so each has its own table, its
+# standard level the CRF morph always used (x265's at its own scale). ProRes has no CRF: one fixed 4444 profile.
 QUALITY_LEVELS = {"h264": {"draft": 28, "standard": 18, "high": 12}, "h265": {"draft": 30, "standard": 22, "high": 16},
                   "vp9": {"draft": 40, "standard": 18, "high": 12}}
 MAX_CRF = {"h264": 51, "h265": 51, "vp9": 63}
@@ -96,7 +96,7 @@ class Encoding:
     pix_fmt: str = "yuv420p"
     crf: int = 18            # lower is better
     # x264 speed/size trade-off: veryfast keeps the encoder ahead of the generator it shares the CPU with, at
-    # the file size of slower presets on morph's smooth frames (docs/speed.md has the figures)
+    # the file size of slower presets on morph's smooth frames (docs/speed.md, "Why x264's preset is veryfast")
     preset: str = "veryfast"
     bitrate: str = ""
 
