@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-from pathlib import Path
 
 import pytest
 import torch
@@ -99,18 +98,20 @@ def test_bad_values_are_one_line_each(tmp_path, tiny_model):
         assert line.startswith(str(scene)) and line.endswith(end), line
 
 
-def test_a_codec_the_binary_lacks_is_one_line(tmp_path, tiny_model):
-    """An ffmpeg without libx265 (the real one, its encoder list filtered) refuses an h265 render at check."""
+@pytest.mark.parametrize("render, encoder, line", [
+    ("{format: mp4, codec: h265, ", "libx265", "renders.r.codec: h265 needs ffmpeg's libx265 encoder"),
+    ("{format: mov, ", "prores_ks", "renders.r.format: prores needs ffmpeg's prores_ks encoder")])
+def test_a_codec_the_binary_lacks_is_one_line(tmp_path, tiny_model, render, encoder, line):
+    """An ffmpeg without the codec's encoder (the real one, its encoder list filtered) refuses the render."""
     fake = tmp_path / "ffmpeg"
-    fake.write_text(f'#!/bin/sh\nif [ "$2" = "-encoders" ]; then "{ffmpeg_exe()}" "$@" | grep -v libx265; '
+    fake.write_text(f'#!/bin/sh\nif [ "$2" = "-encoders" ]; then "{ffmpeg_exe()}" "$@" | grep -v " {encoder} "; '
                     f'else exec "{ffmpeg_exe()}" "$@"; fi\n')
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    scene = write_scene(tmp_path, tiny_model, f"latents:\n  a: {{seed: 1}}\nrenders:\n"
-                                              f"  r: {{format: mp4, codec: h265, {RENDER}}}\n")
+    scene = write_scene(tmp_path, tiny_model, f"latents:\n  a: {{seed: 1}}\nrenders:\n  r: {render}{RENDER}}}\n")
     done = morph("render", str(scene), "--out", str(tmp_path / "out"), env_extra={"IMAGEIO_FFMPEG_EXE": str(fake)})
-    assert done.returncode != 0
-    assert done.stderr.strip().splitlines()[-1].endswith(
-        f"renders.r.codec: h265 needs ffmpeg's libx265 encoder, which {fake} lacks; set IMAGEIO_FFMPEG_EXE to an "
-        f"ffmpeg built with it, or choose another codec")
-    assert not (tmp_path / "out" / "r.mp4").exists()
-    assert Path(scene).exists()
+    assert done.returncode == 2
+    errors = done.stderr.strip().splitlines()
+    assert len([e for e in errors if str(scene) in e]) == 1
+    assert errors[-1].endswith(f"{line}, which {fake} lacks; set IMAGEIO_FFMPEG_EXE to an ffmpeg built with it, "
+                               f"or choose another codec")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

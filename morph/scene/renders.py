@@ -56,9 +56,9 @@ class RenderReader(MotionReader, CanvasReader):
             return None
         # the codecs of morph's first formats are taken as present; the others are asked of the binary
         problem = codec not in (CODECS["mp4"][0], CODECS["webm"][0]) and missing_encoder(codec)
-        if problem:
-            self.fail(items["codec"][1] if "codec" in items else items.get("format", (node, node))[1],
-                      f"{path}.codec" if "codec" in items else f"{path}.format", problem)
+        if problem:  # at the codec, or at the format whose own codec it is (mov's ProRes)
+            where = "codec" if "codec" in items else "format"
+            self.fail(items[where][1], f"{path}.{where}", problem)
             return None
         pix_fmt = self.option(items, "pixel_format", path, self.choice, PIXEL_FORMATS[codec],
                               default=PIXEL_FORMATS[codec][0])
