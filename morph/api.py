@@ -74,11 +74,13 @@ def _device(device: str):
 
 def check(scene: SceneLike, cache: Optional[Path] = None, out: Path = Path("outputs")) -> dict[str, Any]:
     """Validate a scene and return its plan: ``{"scene", "model", "renders": [{"name", "format", "width",
-    "height", "fps", "frames", "seconds", "output"}], "plan": [the lines morph check prints]}``."""
+    "height", "fps", "frames", "seconds", "output", "audio", "encoding"}], "plan": [the lines morph check prints]}``
+    (``encoding``: a video's codec, pixel format and quality, ``h264 yuv420p crf 18 veryfast``; None for gif, png)."""
     _start()
     _news(scene, "checking")
     from morph.core.cache import default_cache_dir
     from morph.engine.scenes import LoadedModels, destination, scene_path, scene_plan
+    from morph.render.encode import CODECS
 
     source = _source(scene)
     models = LoadedModels()
@@ -88,7 +90,8 @@ def check(scene: SceneLike, cache: Optional[Path] = None, out: Path = Path("outp
         width, height = (r.canvas.width, r.canvas.height) if r.canvas else (r.size, r.size)
         renders.append({"name": name, "format": r.format, "width": width, "height": height, "fps": r.fps,
                         "frames": r.frames, "seconds": round(r.seconds, 3), "output": str(destination(Path(out), r)),
-                        "audio": str(r.audio) if r.audio else None})
+                        "audio": str(r.audio) if r.audio else None,
+                        "encoding": r.encoding.describe(r.format) if r.format in CODECS else None})
     return {"scene": str(scene_path(source)), "model": sc.model,
             "model_path": str(sc.model_path) if sc.model_path else None, "renders": renders,
             "plan": scene_plan(sc, models)}

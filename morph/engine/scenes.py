@@ -158,7 +158,7 @@ class LoadedScene:
                                f"model sha256:{G.info.sha256[:16]}"}
         return RenderJob(name=name, dest=destination(options.out, r), sample=partial(sample, self.timelines[name]),
                          frames=r.frames, settings=EncodeSettings(format=r.format, fps=r.fps, size=r.size,
-                                                                  canvas=r.canvas),
+                                                                  canvas=r.canvas, encoding=r.encoding),
                          noise=self.noise(name), model_key=self.photos.model_key(G, name),
                          resolution=G.img_resolution, dtype=options.dtype, audio=r.audio, metadata=metadata,
                          camera=partial(camera_poses, self.timelines[name]) if r.motion.camera else None)
