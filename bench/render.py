@@ -88,7 +88,8 @@ def speed(args: argparse.Namespace, folder: Path) -> tuple[float, float]:
 class StubModel(torch.nn.Module):
     """A generator that draws nothing: smooth precomputed images handed out at ``fps`` frames/s at most, so the
     pipeline around it (copies, queues, ffmpeg) sets the pace. Frame ``i`` is ``ws[i, 0, 0]``'s image of a bank
-    of 16, so consecutive frames differ as video frames do."""
+    of 16, so consecutive frames differ as video frames do. Like a GPU generator, whose images live in device
+    memory its caching allocator recycles, it hands out its images in one buffer reused call after call."""
 
     def __init__(self, resolution: int, fps: float):
         super().__init__()
@@ -97,12 +98,15 @@ class StubModel(torch.nn.Module):
         self.bank = torch.nn.functional.interpolate(low, size=(resolution, resolution), mode="bicubic",
                                                     align_corners=False).clamp(-1, 1)
         self._next = time.perf_counter()
+        self._out = torch.empty(0)
 
     def synthesize(self, ws: torch.Tensor, noise: Noise = Noise(), dtype: Optional[torch.dtype] = None,
                    **_: Any) -> torch.Tensor:
         self._next = max(self._next, time.perf_counter()) + len(ws) / self.fps
         time.sleep(max(0.0, self._next - time.perf_counter()))
-        return self.bank[ws[:, 0, 0].long() % len(self.bank)]
+        if len(self._out) < len(ws):
+            self._out = torch.empty(len(ws), *self.bank.shape[1:])
+        return torch.index_select(self.bank, 0, ws[:, 0, 0].long() % len(self.bank), out=self._out[:len(ws)])
 
 
 def stub_render(frames: int, resolution: int, fps: float, encoders: int, folder: Path, batch: int = 8) -> float:

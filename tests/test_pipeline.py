@@ -13,7 +13,7 @@ import torch
 from morph.core.cache import damage
 from morph.core.errors import MorphError
 from morph.core.model import Noise, images_to_uint8
-from morph.render import encode
+from morph.render import encode, job
 from morph.render.encode import EncoderPool, EncodeSettings, auto_encoders, decode_frames, pool_buffer_frames
 from morph.render.job import auto_batch_size, encode_segments, generate
 from morph.stylegan2 import Generator
@@ -100,6 +100,39 @@ def test_the_pool_runs_encoders_at_once_and_holds_bounded_frames(G, tmp_path):
     assert pool.peak_buffered <= 16 + 4
     assert sorted(seen) == sorted((f"s{i}.mp4", 20) for i in range(12))
     assert all(encode.count_frames(tmp_path / f"s{i}.mp4")[0] == 20 for i in range(12))
+
+
+def test_a_render_recycles_a_few_batch_buffers_and_its_frames_are_unchanged(G, tmp_path, monkeypatch):
+    """A render's frames land in the pool's batch buffers, allocated once and reused batch after batch (memory
+    flat with the render's length), and are exactly the frames ``generate`` makes in fresh memory."""
+    pools = []
+
+    class Recorded(EncoderPool):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            pools.append(self)
+
+    monkeypatch.setattr(job, "EncoderPool", Recorded)
+    monkeypatch.setattr(job, "pool_buffer_frames", lambda *_: 4)  # a small pool: buffers must come back
+    ws = path_ws(G, 60)  # 9 segments of 7 frames (the last 4), each in batches of 3
+    paths = render(G, tmp_path / "out", ws, EncodeSettings(format="png", fps=10, size=32), 2)
+    (pool,) = pools
+    assert pool.allocated <= pool.slots == 4  # ⌈4 / 3⌉ + 2
+    expected = [frames for s in range(0, 60, 7) for frames in generate(G, ws[s:s + 7], 3, Noise(), torch.device("cpu"))]
+    np.testing.assert_array_equal(np.concatenate([decode_frames(p, 32) for p in paths]), np.concatenate(expected))
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_uint8_conversion_into_given_memory_is_the_same_bytes(channels):
+    """``images_to_uint8`` into a frame buffer through a reused scratch buffer gives exactly the bytes of the
+    plain conversion (grey repeated into RGB), out-of-range and rounding-edge values included."""
+    img = torch.rand(4, channels, 8, 8, generator=torch.Generator().manual_seed(0)) * 3 - 1.5
+    img[0, 0, 0, :5] = torch.tensor([-1.0, 1.0, 127 / 127.5 - 128 / 127.5, 0.5 / 127.5, float("inf")])
+    expected = images_to_uint8(img).expand(4, 8, 8, 3)
+    out = torch.zeros(4, 8, 8, 3, dtype=torch.uint8)
+    scratch = torch.full((6, channels, 8, 8), float("nan"))[:4]
+    assert images_to_uint8(img, out=out, scratch=scratch) is out
+    assert torch.equal(out, expected)
 
 
 def test_an_encoder_failure_stops_the_render_in_one_line_and_leaves_nothing(G, tmp_path, monkeypatch):

@@ -11,7 +11,10 @@ the one encoding pass (GIF: a palette from a sample of frames, then dithering ev
 One ffmpeg encodes far fewer large frames a second than a GPU draws (datacenter GPUs have no
 hardware encoder), so an :class:`EncoderPool` encodes several segments at once, one ffmpeg process
 each, fed from the generator through queues whose frames are bounded together: memory stays flat
-however long the render.
+however long the render. The frames themselves travel in a ring of batch buffers the pool allocates once
+and recycles (``EncoderPool.take``): were each batch a fresh array, allocated by the generator's thread and
+freed by an encoder thread whenever ffmpeg had it, the long-lived frames would sit between the generator's
+short-lived activations and fragment the C heap, whose resident size then grows with the render's length.
 """
 
 from __future__ import annotations
@@ -26,13 +29,12 @@ import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path
-from morph.core.runtime import release_freed_memory
 from morph.render.canvas import Canvas
 
 FORMATS = ("mp4", "webm", "gif", "png")
@@ -224,7 +226,8 @@ class EncoderPool:
     The generator (the thread that owns the pool) opens segments in order and writes their frames; an
     encoder thread starts its ffmpeg when one of the ``encoders`` slots is free, oldest segment first. All
     frames waiting in the pool are bounded together by ``buffer_frames`` (a write waits while the pool holds
-    that many), so memory is flat whatever the render's length. Each segment is atomic as with
+    that many), so memory is flat whatever the render's length; frames written from :meth:`take`'s batch buffers
+    come back to it once piped. Each segment is atomic as with
     :class:`SegmentWriter`; ``done(dest, frames)`` runs in its encoder thread once it is in place, ``advance(n)``
     as frames are handed to ffmpeg (serialised by the pool's lock). Leaving the ``with`` block waits for every
     encoder and raises the first encoder error; leaving it by an exception kills every ffmpeg and removes their
@@ -232,11 +235,17 @@ class EncoderPool:
     """
 
     def __init__(self, encoders: int, buffer_frames: int, done: Optional[Callable[[Path, int], None]] = None,
-                 advance: Optional[Callable[[int], None]] = None):
+                 advance: Optional[Callable[[int], None]] = None, allocate: Optional[Callable[[], Any]] = None,
+                 slots: int = 0):
+        """``allocate()`` makes one batch buffer for :meth:`take` (an array or tensor [batch, H, W, 3]); the
+        pool makes ``slots`` of them at most, as they are first needed."""
         if encoders < 1 or buffer_frames < 1:
             raise ValueError(f"encoders {encoders} and buffer_frames {buffer_frames} must be positive")
         self.encoders, self.buffer_frames = encoders, buffer_frames
         self._done, self._advance = done, advance
+        self._allocate, self.slots = allocate, slots
+        self._free: list[Any] = []            # batch buffers an encoder has finished with
+        self._owned: dict[int, Any] = {}      # every batch buffer, by the address of its memory
         self._cond = threading.Condition()
         self._buffered = 0        # frames written and not yet handed to ffmpeg
         self._running = 0         # ffmpeg processes alive
@@ -248,6 +257,11 @@ class EncoderPool:
         self._feeds: list[SegmentFeed] = []
         self.peak_buffered = 0    # the most frames held at once (tests and benches read it)
         self.peak_running = 0     # the most ffmpeg processes alive at once
+
+    @property
+    def allocated(self) -> int:
+        """How many batch buffers :meth:`take` has allocated (at most ``slots``, however long the render)."""
+        return len(self._owned)
 
     def __enter__(self) -> "EncoderPool":
         return self
@@ -264,6 +278,26 @@ class EncoderPool:
         self._threads.append(thread)
         thread.start()
         return feed
+
+    def take(self, n: int) -> Any:
+        """The first ``n`` frames of a batch buffer to fill and write (``SegmentFeed.write``); it comes back to
+        the pool once its encoder has piped it into ffmpeg. Waits while all ``slots`` are on their way (raises an
+        encoder's error)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._free or len(self._owned) < self.slots or self._error is not None)
+            self._raise_error()
+            if self._free:
+                buffer = self._free.pop()
+            else:
+                buffer = self._allocate()
+                self._owned[_address(buffer)] = buffer
+        return buffer[:n]
+
+    def _recycle(self, frames: np.ndarray) -> None:
+        """Give ``frames``' batch buffer back (call with the lock held); an array of the caller's own is left alone."""
+        buffer = self._owned.get(_address(frames))
+        if buffer is not None:
+            self._free.append(buffer)
 
     def _admit(self, n: int) -> None:
         with self._cond:
@@ -297,10 +331,10 @@ class EncoderPool:
                     writer.write(frames)
                     with self._cond:
                         self._buffered -= len(frames)
+                        self._recycle(frames)
                         self._cond.notify_all()
                         if self._advance is not None:
                             self._advance(len(frames))
-            release_freed_memory()  # this segment's frames are free now
             if self._done is not None:
                 self._done(writer.dest, feed.frames)
         except _Aborted:
@@ -324,6 +358,13 @@ class EncoderPool:
             thread.join()
         if exc_type is None:
             self._raise_error()
+
+
+def _address(frames: Any) -> int:
+    """Where an array's or tensor's memory starts: a batch buffer and the frames taken from its front share it."""
+    if isinstance(frames, np.ndarray):
+        return frames.__array_interface__["data"][0]
+    return frames.data_ptr()
 
 
 def _concat_list(segments: Sequence[Path], folder: Path) -> Path:
