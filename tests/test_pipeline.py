@@ -240,3 +240,70 @@ def test_precision_psnr_measures_reduced_precision_and_refuses_non_finite(G):
 
     with pytest.raises(MorphError, match="non-finite pixels"):
         precision_psnr(Overflowing(), ws, torch.float16)
+
+
+def compiled_against_eager(G: Generator, device: torch.device) -> tuple[float, torch.Tensor]:
+    """PSNR of ``--compile``'s frames against eager ones, 7 frames in batches of 3 (the last padded), and the
+    compiled images."""
+    from morph.core.devices import Compiled, frames_psnr
+
+    ws = path_ws(G, 7).to(device)
+    twin = Compiled(G)
+    with torch.inference_mode():
+        eager = G.synthesize(ws, Noise())
+        images = torch.cat([twin.synthesize(ws[i:i + 3], Noise()) for i in range(0, 7, 3)])
+    return frames_psnr(eager, images, "compiled", "--compile"), images
+
+
+@pytest.mark.slow
+def test_compiled_frames_match_eager_ones_within_tolerance(G):
+    """``--compile`` (torch.compile, inductor through gcc on the CPU): the same frames as eager synthesis within
+    ``COMPILE_TOLERANCE_DB``, a segment's smaller last batch included (padded to the compiled batch, cut back)."""
+    from morph.core.devices import COMPILE_TOLERANCE_DB
+
+    psnr, images = compiled_against_eager(G, torch.device("cpu"))
+    assert images.shape == (7, 3, 32, 32)
+    assert psnr >= COMPILE_TOLERANCE_DB
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_compiled_cuda_frames_match_eager_ones_within_tolerance(G):
+    from morph.core.devices import COMPILE_TOLERANCE_DB
+
+    try:
+        psnr, _ = compiled_against_eager(G.to("cuda"), torch.device("cuda"))
+    finally:
+        G.to("cpu")
+    assert psnr >= COMPILE_TOLERANCE_DB
+
+
+def test_compiled_and_auto_precision_renders_are_keyed_apart(G, tmp_path):
+    """A compiled render's segments never pass for eager ones (and eager keys are those of before), and a render's
+    dtype is part of its keys."""
+    from morph.render.job import RenderJob
+
+    def keys(**kwargs) -> list[str]:
+        job = RenderJob(name="r", dest=tmp_path / "r.mp4", sample=lambda t: path_ws(G, 40)[t], frames=40,
+                        settings=EncodeSettings(fps=10, size=32), noise=Noise(), model_key="m", resolution=32,
+                        **kwargs)
+        return [s.key for s in job.plan(tmp_path).segments]
+
+    eager = keys()
+    assert eager == keys(compiled=False) and eager != keys(compiled=True) and eager != keys(dtype=torch.float16)
+
+
+def test_precision_auto_is_fp32_on_the_cpu_and_checks_the_model_on_cuda(G, monkeypatch):
+    """``--precision auto``: fp32 off CUDA (the CPU's renders unchanged); on CUDA the first half precision whose
+    frames stay within the tolerance of fp32, else fp32, and the figures that decided it."""
+    from morph.core import devices
+
+    assert devices.resolve_precision("auto", torch.device("cpu")) is torch.float32
+    assert devices.resolve_precision("auto", torch.device("cuda")) is None  # decided per model
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(devices, "PRECISION_TOLERANCE_DB", 0.0)
+    dtype, why = devices.auto_precision(G, torch.device("cpu"))
+    assert dtype is torch.float16 and why.startswith("fp16: fp16 ")
+    monkeypatch.setattr(devices, "PRECISION_TOLERANCE_DB", 1000.0)
+    dtype, why = devices.auto_precision(G, torch.device("cpu"))
+    assert dtype is None and why.startswith("fp32: fp16 ") and "bf16 " in why

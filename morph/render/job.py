@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from morph.core.cache import SEGMENTS, folder, output_record, reusable, seal
+from morph.core.devices import compiled
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path, file_sha256
 from morph.core.model import Model, Noise, images_to_uint8
@@ -332,6 +333,7 @@ class RenderJob:
     audio: Optional[Path] = None                      # sound track muxed into the output
     metadata: dict[str, str] = field(default_factory=dict)
     camera: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # frame indices → poses [n, 3] (StyleGAN3)
+    compiled: bool = False                            # synthesis through torch.compile (devices.Compiled)
 
     def ws(self, segment: Segment) -> torch.Tensor:
         """The W frames of one of this job's segments."""
@@ -343,7 +345,8 @@ class RenderJob:
 
     def plan(self, cache_dir: Path) -> "RenderPlan":
         """The segments with their cache files, and the key the joined output is recorded under."""
-        extra = {"resolution": self.resolution, "dtype": str(self.dtype or torch.float32)}
+        extra = {"resolution": self.resolution, "dtype": str(self.dtype or torch.float32),
+                 **({"compiled": True} if self.compiled else {})}  # its pixels differ from eager's by a level
         segments = []
         for start, stop in segment_bounds(self.frames, self.settings.fps):
             t = torch.arange(start, stop)
@@ -401,7 +404,7 @@ def render_segments(G: Model, todo: list[Work], device: torch.device, batch_size
         group = list(group)
         job = group[0].job
         work = ((w.segment.path, w.ws(), w.camera()) for w in group)
-        generated += encode_segments(G, work, job.settings, job.noise, device,
+        generated += encode_segments(compiled(G) if job.compiled else G, work, job.settings, job.noise, device,
                                      batch_size or auto_batch_size(G, device, job.settings.canvas), job.dtype,
                                      progress.advance, encoders)
     return generated
