@@ -6,7 +6,9 @@
 2. ``memory``: peak RSS of a 100-frame render against a ``--long``-frame one through the pipeline
    (each in its own process), drawn by the stub generator: memory must not grow with the length.
 3. ``scaling``: the stub generator (precomputed smooth frames handed out at ``--stub-fps``) makes the
-   pipeline encoder-bound; frames/s with each ``--encoders`` count, and over one encoder.
+   pipeline encoder-bound; frames/s with each ``--encoders`` count, over one encoder, with x264 choosing its
+   threads and with the cores split between the encoders, and the cores kept busy (this process and its
+   ffmpeg children's CPU seconds over the wall time).
 
     python bench/render.py [--only speed|memory|scaling] [--model builtin|random:RES|PATH] [--size 256]
                            [--device cpu|cuda] [--precision fp32|fp16|bf16]
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +39,7 @@ from morph.core.model import Noise
 from morph.core.runtime import keep_freed_memory
 from morph.engine.scenes import RenderOptions, open_scene, render_scene
 from morph.motion.schedule import sample
+from morph.render import encode
 from morph.render.job import auto_batch_size, generate
 
 CONFIG_F = dict(z_dim=512, c_dim=0, w_dim=512, img_channels=3, mapping_kwargs=dict(num_layers=8),
@@ -109,12 +113,14 @@ class StubModel(torch.nn.Module):
         return torch.index_select(self.bank, 0, ws[:, 0, 0].long() % len(self.bank), out=self._out[:len(ws)])
 
 
-def stub_render(frames: int, resolution: int, fps: float, encoders: int, folder: Path, batch: int = 8) -> float:
-    """Frames/s of ``frames`` stub frames through the pipeline into 2-second mp4 segments in ``folder``."""
+def stub_render(frames: int, resolution: int, fps: float, encoders: int, folder: Path, batch: int = 8,
+                threads: Optional[int] = None) -> float:
+    """Frames/s of ``frames`` stub frames through the pipeline into 2-second mp4 segments in ``folder``
+    (``threads``: x264's threads per ffmpeg; None: its own choice)."""
     from morph.render.encode import EncodeSettings
     from morph.render.job import encode_segments, segment_bounds
 
-    settings = EncodeSettings(format="mp4", fps=30, size=resolution)
+    settings = EncodeSettings(format="mp4", fps=30, size=resolution, threads=threads)
     G = StubModel(resolution, fps)
     work = ((folder / f"{start:06d}.mp4", torch.arange(start, stop, dtype=torch.float32)[:, None, None], None)
             for start, stop in segment_bounds(frames, settings.fps))
@@ -146,17 +152,34 @@ def memory(args: argparse.Namespace, folder: Path) -> None:
           f"for {args.long} frames; ratio {long_ / short:.3f} (target within 10 %)")
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its finished children (the ffmpeg encoders)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def scaling(args: argparse.Namespace, folder: Path) -> None:
+    """Encoder-bound frames/s with each ``--encoders`` count, x264 left to pick its threads and with the cores
+    split between the encoders; and how busy the cores were (on a machine whose cores one x264 already fills,
+    more encoders cannot add frames: the CPU column says whether the cores, not the pipeline, set the pace)."""
+    cores = encode.usable_cores()
     print(f"stub generator {args.stub_size} px at ≤ {args.stub_fps:.0f} frames/s, {args.stub_frames} frames → "
-          f"{args.stub_size} px mp4 (libx264 veryfast, crf 18), {os.cpu_count()} cores")
-    print("| encoders | frames/s | × one encoder |\n|---|---|---|")
+          f"{args.stub_size} px mp4 (libx264 veryfast, crf 18), {cores} usable cores, load average "
+          f"{os.getloadavg()[0]:.1f} (other jobs' share of the cores is not this pipeline's)")
+    print("| encoders | x264 threads each | frames/s | × one encoder | CPU busy (cores) | of the cores |\n"
+          "|---|---|---|---|---|---|")
     base = None
     for n in args.scaling:
-        out = folder / f"scale-{n}"
-        out.mkdir()
-        fps = stub_render(args.stub_frames, args.stub_size, args.stub_fps, n, out)
-        base = base or fps
-        print(f"| {n} | {fps:.1f} | {fps / base:.2f} |", flush=True)
+        for threads in dict.fromkeys([None, max(1, cores // n)]):
+            out = folder / f"scale-{n}-{threads}"
+            out.mkdir()
+            cpu, wall = cpu_seconds(), time.perf_counter()
+            fps = stub_render(args.stub_frames, args.stub_size, args.stub_fps, n, out, threads=threads)
+            busy = (cpu_seconds() - cpu) / (time.perf_counter() - wall)
+            base = base or fps
+            print(f"| {n} | {threads or 'auto'} | {fps:.1f} | {fps / base:.2f} | {busy:.2f} | {busy / cores:.0%} |",
+                  flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:

@@ -190,7 +190,7 @@ def test_device_script_smoke_run_passes_on_the_cpu(tmp_path):
                           cwd=ROOT, env={**__import__("os").environ, "OUT": str(tmp_path)}, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (tmp_path / "device.md").read_text()
-    for row in ("sg2 ", "sg3 ", "render e2e", "project", "train_sharp"):
+    for row in ("sg2 ", "compile sg2", "precision auto", "sg3 ", "render e2e", "project", "train_sharp"):
         assert row in table, table
     assert "FAIL" not in table, table
 

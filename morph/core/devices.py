@@ -117,9 +117,10 @@ class Compiled:
     else is ``G``'s. A batch smaller than the largest one seen (a segment's remainder) is padded with its last
     frame and cut back, so one compiled graph serves a whole render instead of one compilation per size."""
 
-    def __init__(self, G: Model):
+    def __init__(self, G: Model, backend: str = "inductor"):
+        """``backend``: torch.compile's (``eager`` traces without compiling: the device script's smoke run)."""
         self._model = weakref.ref(G)  # held by the caller: the cache of twins keeps no model alive
-        self._synthesize = torch.compile(type(G).synthesize, dynamic=False)
+        self._synthesize = torch.compile(type(G).synthesize, dynamic=False, backend=backend)
         self._batch = 0
 
     @property

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -68,11 +68,13 @@ class EncodeSettings:
     # with the generator (on a GPU machine it is the CPU that must keep up)
     preset: str = "veryfast"
     canvas: Optional[Canvas] = None  # a frame other than size × size (morph.render.canvas); None: square
+    threads: Optional[int] = None    # the codec's threads per ffmpeg (x264's output depends on it); None: its own
 
     def key(self) -> dict:
         key = asdict(self)
-        if self.canvas is None:  # square renders keep the keys they had before canvases
-            del key["canvas"]
+        for name in ("canvas", "threads"):  # renders without them keep the keys they had before them
+            if key[name] is None:
+                del key[name]
         return key
 
     def frame(self) -> tuple[int, int]:
@@ -81,6 +83,8 @@ class EncodeSettings:
 
 
 def _segment_codec_args(settings: EncodeSettings) -> list[str]:
+    if settings.threads is not None:
+        return [*_segment_codec_args(replace(settings, threads=None)), "-threads", str(settings.threads)]
     if settings.format == "mp4":
         return ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(settings.crf), "-preset", settings.preset]
     if settings.format == "webm":
