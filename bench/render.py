@@ -12,17 +12,19 @@
 
     python bench/render.py [--only speed|memory|scaling] [--model builtin|random:RES|PATH] [--size 256]
                            [--device cpu|cuda] [--precision fp32|fp16|bf16]
-                           [--frames 240] [--encoders N] [--long 3000] [--stub-size 512]
+                           [--frames 240] [--encoders N] [--against OLD] [--long 3000] [--stub-size 512]
                            [--scaling 1 2 4] [--stub-fps 2000]
 
-Run with PYTHONPATH at another checkout (``--only speed``, no ``--encoders``) to measure its pipeline on
-exactly the same scene and model.
+``--against OLD`` (a checkout of the old pipeline) runs the speed section again with OLD's morph in a child
+process, on exactly the same scene and model, and prints new over old: the 1024 px comparison in one
+invocation is ``python bench/render.py --only speed --model random:1024 --size 1024 --frames 120 --against OLD``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -85,8 +87,26 @@ def speed(args: argparse.Namespace, folder: Path) -> tuple[float, float]:
     print(f"model {args.model} ({G.img_resolution} px → {args.size} px mp4) on {args.device} {args.precision}, "
           f"{n} frames, batch {batch}, {torch.get_num_threads()} threads, encoders {args.encoders or 'default'}")
     print(f"generator only: {gen_fps:.3f} frames/s; end to end: {e2e_fps:.3f} frames/s; "
-          f"ratio {e2e_fps / gen_fps:.3f} (target ≥ 0.9)")
+          f"ratio {e2e_fps / gen_fps:.3f} (target ≥ 0.9)", flush=True)
+    if getattr(args, "against", None):
+        against(args, e2e_fps / gen_fps)
     return gen_fps, e2e_fps
+
+
+def against(args: argparse.Namespace, ratio: float) -> None:
+    """The speed section again in a child process importing morph from ``--against`` (another checkout: the old
+    pipeline), on the same scene and model; both ratios and new over old."""
+    cmd = [sys.executable, __file__, "--only", "speed", "--model", args.model, "--size", str(args.size),
+           "--frames", str(args.frames), "--device", args.device, "--precision", args.precision,
+           *(["--batch", str(args.batch)] if args.batch else [])]
+    env = {**os.environ, "PYTHONPATH": str(Path(args.against).resolve())}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    found = re.search(r"ratio ([\d.]+)", proc.stdout)
+    if proc.returncode != 0 or found is None:
+        raise SystemExit(f"the run against {args.against} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    print(f"against {args.against}: {proc.stdout.strip().splitlines()[-1]}")
+    print(f"end to end ÷ generator only: {ratio:.3f} here, {float(found.group(1)):.3f} there; "
+          f"new ÷ old {ratio / float(found.group(1)):.2f}")
 
 
 class StubModel(torch.nn.Module):
@@ -192,6 +212,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="the speed section's")
     parser.add_argument("--batch", type=int, help="frames per batch (default: auto)")
     parser.add_argument("--encoders", type=int, help="ffmpeg processes at once (default: the render's own)")
+    parser.add_argument("--against", help="another checkout (its folder holding morph/): the speed section again "
+                                          "with its pipeline, in the same invocation")
     parser.add_argument("--long", type=int, default=3000, help="frames of the long render for the memory check")
     parser.add_argument("--stub-size", type=int, default=512, help="stub generator's frames (px)")
     parser.add_argument("--stub-fps", type=float, default=2000.0, help="stub generator's rate")
