@@ -132,8 +132,11 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
            only: Optional[list[str]] = typer.Option(None, "--only", help="render only this one (repeatable)"),
            out: Path = out_option(),
            device: str = DEVICE,
-           precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16 (half precisions on a GPU "
-                                                                     "only)"),
+           precision: str = typer.Option("auto", "--precision", help="auto | fp32 | fp16 | bf16 (half precisions "
+                                         "on a GPU only; auto: fp32, or on CUDA the half precision that keeps the "
+                                         "model's frames within tolerance of fp32)"),
+           compile: bool = typer.Option(False, "--compile", help="compile the synthesis with torch.compile (minutes "
+                                                                  "at start, then faster where it pays)"),
            batch_size: str = typer.Option("auto", "--batch-size", help="frames per batch, or auto"),
            encoders: Optional[int] = typer.Option(None, "--encoders", min=1, max=64, help="ffmpeg processes at once",
                                                   show_default="1 on the CPU, half the cores on a GPU"),
@@ -179,7 +182,8 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
     results = render_results(scenes, out, only=only, device=device, precision=precision,
                              batch_size=int(batch_size) if batch_size.isdigit() else None, force=force, cache=cache,
                              wait=not no_wait, wait_timeout=wait_timeout, quiet=quiet, cluster=cluster,
-                             workers=workers, shard=shard, transfer=cluster_transfer, encoders=encoders)
+                             workers=workers, shard=shard, transfer=cluster_transfer, encoders=encoders,
+                             compile=compile)
     if as_json:
         _print_json({"renders": [r.summary() for r in results],
                      "frames_rendered": sum(r.stats.generated for r in results),

@@ -11,7 +11,10 @@ the one encoding pass (GIF: a palette from a sample of frames, then dithering ev
 One ffmpeg encodes far fewer large frames a second than a GPU draws (datacenter GPUs have no
 hardware encoder), so an :class:`EncoderPool` encodes several segments at once, one ffmpeg process
 each, fed from the generator through queues whose frames are bounded together: memory stays flat
-however long the render.
+however long the render. The frames themselves travel in a ring of batch buffers the pool allocates once
+and recycles (``EncoderPool.take``): were each batch a fresh array, allocated by the generator's thread and
+freed by an encoder thread whenever ffmpeg had it, the long-lived frames would sit between the generator's
+short-lived activations and fragment the C heap, whose resident size then grows with the render's length.
 
 A video render may choose its codec (H.264 or H.265 in mp4, VP9 in webm, ProRes 4444 in mov for editors),
 its pixel format and its quality (:class:`Encoding`); codecs beyond the defaults are used only where the
@@ -29,15 +32,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path
-from morph.core.runtime import release_freed_memory
 from morph.render.canvas import Canvas
 
 FORMATS = ("mp4", "webm", "mov", "gif", "png")
@@ -126,11 +128,14 @@ class EncodeSettings:
     size: int = 512          # output width = height, scaled with Lanczos from the generator's resolution
     canvas: Optional[Canvas] = None  # a frame other than size × size (morph.render.canvas); None: square
     encoding: Encoding = field(default_factory=Encoding)  # mp4 / webm / mov codec choices
+    threads: Optional[int] = None    # the codec's threads per ffmpeg (x264's output depends on it); None: its own
 
     def key(self) -> dict:
         key = {"format": self.format, "fps": self.fps, "size": self.size, **self.encoding.key()}
         if self.canvas is not None:  # square renders keep the keys they had before canvases
             key["canvas"] = self.canvas.key()
+        if self.threads is not None:  # likewise renders that leave the codec its own threads
+            key["threads"] = self.threads
         return key
 
     def frame(self) -> tuple[int, int]:
@@ -139,6 +144,8 @@ class EncodeSettings:
 
 
 def _segment_codec_args(settings: EncodeSettings) -> list[str]:
+    if settings.threads is not None:
+        return [*_segment_codec_args(replace(settings, threads=None)), "-threads", str(settings.threads)]
     e = settings.encoding
     codec = e.codec or CODECS.get(settings.format, ("ffv1",))[0]
     if codec in ("h264", "h265"):
@@ -291,7 +298,8 @@ class EncoderPool:
     The generator (the thread that owns the pool) opens segments in order and writes their frames; an
     encoder thread starts its ffmpeg when one of the ``encoders`` slots is free, oldest segment first. All
     frames waiting in the pool are bounded together by ``buffer_frames`` (a write waits while the pool holds
-    that many), so memory is flat whatever the render's length. Each segment is atomic as with
+    that many), so memory is flat whatever the render's length; frames written from :meth:`take`'s batch buffers
+    come back to it once piped. Each segment is atomic as with
     :class:`SegmentWriter`; ``done(dest, frames)`` runs in its encoder thread once it is in place, ``advance(n)``
     as frames are handed to ffmpeg (serialised by the pool's lock). Leaving the ``with`` block waits for every
     encoder and raises the first encoder error; leaving it by an exception kills every ffmpeg and removes their
@@ -299,11 +307,17 @@ class EncoderPool:
     """
 
     def __init__(self, encoders: int, buffer_frames: int, done: Optional[Callable[[Path, int], None]] = None,
-                 advance: Optional[Callable[[int], None]] = None):
+                 advance: Optional[Callable[[int], None]] = None, allocate: Optional[Callable[[], Any]] = None,
+                 slots: int = 0):
+        """``allocate()`` makes one batch buffer for :meth:`take` (an array or tensor [batch, H, W, 3]); the
+        pool makes ``slots`` of them at most, as they are first needed."""
         if encoders < 1 or buffer_frames < 1:
             raise ValueError(f"encoders {encoders} and buffer_frames {buffer_frames} must be positive")
         self.encoders, self.buffer_frames = encoders, buffer_frames
         self._done, self._advance = done, advance
+        self._allocate, self.slots = allocate, slots
+        self._free: list[Any] = []            # batch buffers an encoder has finished with
+        self._owned: dict[int, Any] = {}      # every batch buffer, by the address of its memory
         self._cond = threading.Condition()
         self._buffered = 0        # frames written and not yet handed to ffmpeg
         self._running = 0         # ffmpeg processes alive
@@ -315,6 +329,11 @@ class EncoderPool:
         self._feeds: list[SegmentFeed] = []
         self.peak_buffered = 0    # the most frames held at once (tests and benches read it)
         self.peak_running = 0     # the most ffmpeg processes alive at once
+
+    @property
+    def allocated(self) -> int:
+        """How many batch buffers :meth:`take` has allocated (at most ``slots``, however long the render)."""
+        return len(self._owned)
 
     def __enter__(self) -> "EncoderPool":
         return self
@@ -331,6 +350,26 @@ class EncoderPool:
         self._threads.append(thread)
         thread.start()
         return feed
+
+    def take(self, n: int) -> Any:
+        """The first ``n`` frames of a batch buffer to fill and write (``SegmentFeed.write``); it comes back to
+        the pool once its encoder has piped it into ffmpeg. Waits while all ``slots`` are on their way (raises an
+        encoder's error)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._free or len(self._owned) < self.slots or self._error is not None)
+            self._raise_error()
+            if self._free:
+                buffer = self._free.pop()
+            else:
+                buffer = self._allocate()
+                self._owned[_address(buffer)] = buffer
+        return buffer[:n]
+
+    def _recycle(self, frames: np.ndarray) -> None:
+        """Give ``frames``' batch buffer back (call with the lock held); an array of the caller's own is left alone."""
+        buffer = self._owned.get(_address(frames))
+        if buffer is not None:
+            self._free.append(buffer)
 
     def _admit(self, n: int) -> None:
         with self._cond:
@@ -364,10 +403,10 @@ class EncoderPool:
                     writer.write(frames)
                     with self._cond:
                         self._buffered -= len(frames)
+                        self._recycle(frames)
                         self._cond.notify_all()
                         if self._advance is not None:
                             self._advance(len(frames))
-            release_freed_memory()  # this segment's frames are free now
             if self._done is not None:
                 self._done(writer.dest, feed.frames)
         except _Aborted:
@@ -391,6 +430,13 @@ class EncoderPool:
             thread.join()
         if exc_type is None:
             self._raise_error()
+
+
+def _address(frames: Any) -> int:
+    """Where an array's or tensor's memory starts: a batch buffer and the frames taken from its front share it."""
+    if isinstance(frames, np.ndarray):
+        return frames.__array_interface__["data"][0]
+    return frames.data_ptr()
 
 
 def _concat_list(segments: Sequence[Path], folder: Path) -> Path:

@@ -19,6 +19,7 @@ from morph.core.model import NOISE_MODES, Noise, check_noise, crop_centre
 from morph.stylegan2.ops import (
     LRELU_GAIN,
     bias_act,
+    compiling,
     conv_up2,
     is_channels_last,
     modulated_conv2d,
@@ -231,8 +232,9 @@ class SynthesisLayer(nn.Module):
 
     def _weight_derived(self, name: str, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """``compute(weight)``, kept until the weight changes (``load_state_dict``, ``copy_``; not edits made
-        through ``.data``); computed afresh only when autograd needs the weight's gradient."""
-        if torch.is_grad_enabled() and self.weight.requires_grad:
+        through ``.data``); computed afresh when autograd needs the weight's gradient, and inside a graph
+        torch.compile traces (which computes it with the rest)."""
+        if (torch.is_grad_enabled() and self.weight.requires_grad) or compiling():
             return compute(self.weight)
         key = (self.weight.data_ptr(), self.weight._version, self.weight.device, self.weight.dtype)
         cache = self.__dict__.setdefault("_derived", {})
