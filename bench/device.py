@@ -8,6 +8,10 @@ Rows, in order (each row's failure is written into its cell; the run goes on and
   and dense multiply-adds reach; NVIDIA's inference strategy (a grouped convolution of per-sample weights,
   ``fused_modconv``, their reference ops) on the same weights; and, for fp16/bf16, the PSNR of the frames
   against fp32 (``devices.PRECISION_TOLERANCE_DB`` is the bar).
+* ``compile sg2 RES bB``: ``--compile`` (``devices.Compiled``) against eager at the render batch in fp32: images/s,
+  the first call's seconds (the compilation) and the frames' PSNR against eager (``COMPILE_TOLERANCE_DB``).
+* ``precision auto``: what ``--precision auto`` chooses for config-f on this card (``devices.auto_precision``:
+  each half precision's PSNR against fp32) and its images/s against fp32's at the render batch.
 * ``sg3 RES bB PREC``: StyleGAN3-R the same; at batch 1, 2 and 4 in fp32 against NVIDIA's reference
   composition of the filtered lrelu (bias_act → upfirdn2d → bias_act → upfirdn2d).
 * ``render e2e``: ``morph render`` of a 1024 px config-f tour, frames/s end to end over generator-only.
@@ -45,7 +49,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 from generator import rate, sg3_synthesize, synthesis_flops  # noqa: E402  (bench/generator.py)
 from render import CONFIG_F, speed, stub_render  # noqa: E402  (bench/render.py)
 
-from morph.core.devices import PRECISION_TOLERANCE_DB, PRECISIONS, precision_psnr  # noqa: E402
+from morph.core.devices import (  # noqa: E402
+    COMPILE_TOLERANCE_DB,
+    PRECISION_TOLERANCE_DB,
+    PRECISIONS,
+    Compiled,
+    auto_precision,
+    frames_psnr,
+    precision_psnr,
+)
 from morph.core.runtime import keep_freed_memory  # noqa: E402
 from morph.stylegan2 import Generator  # noqa: E402
 from morph.stylegan3 import Generator as StyleGAN3Generator  # noqa: E402
@@ -55,10 +67,10 @@ from morph.training.latent import LATENT_DIM  # noqa: E402
 # in float32 only, so its rows are fp32.
 SG3_CONFIG = dict(z_dim=512, c_dim=0, w_dim=512, img_channels=3, mapping_kwargs=dict(num_layers=2),
                   conv_kernel=1, use_radial_filters=True)
-FULL = dict(res=1024, batches=[1, 8, 32], sg3_batches=[1, 2, 4, 8, 32], sg3_ref_batches=[1, 2, 4], seconds=1.0,
+FULL = dict(res=1024, batches=[1, 8, 32], render_batch=8, compile_backend="inductor", sg3_batches=[1, 2, 4, 8, 32], sg3_ref_batches=[1, 2, 4], seconds=1.0,
             matmul=8192, render_frames=120, encoders=[1, 2, 4, 8], stub_frames=240, project_batches=[1, 8],
             steps=5, sg2_kwargs=CONFIG_F, sg3_kwargs=dict(SG3_CONFIG, channel_base=65536, channel_max=1024))
-SMOKE = dict(res=32, batches=[1, 2], sg3_batches=[1, 2], sg3_ref_batches=[1, 2], seconds=0.05, matmul=128,
+SMOKE = dict(res=32, batches=[1, 2], render_batch=2, compile_backend="eager", sg3_batches=[1, 2], sg3_ref_batches=[1, 2], seconds=0.05, matmul=128,
              render_frames=6, encoders=[1, 2], stub_frames=12, project_batches=[1, 2], steps=2,
              sg2_kwargs=dict(z_dim=32, c_dim=0, w_dim=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
                              synthesis_kwargs=dict(channel_base=512, channel_max=32, num_fp16_res=2,
@@ -156,6 +168,42 @@ def sg2_rows(table: Table, cfg: dict, device: torch.device, peaks: dict[str, flo
                               f"NVIDIA strategy fp32 {base:.2f} img/s ({r / base:.2f}x)",
                               f"{r * flops / peaks[prec]:.0%} of {prec} peak; {psnr}".rstrip("; "))
         table.attempt(f"sg2 {cfg['res']} b{batch}", cell)
+
+
+def sg2_model(cfg: dict, device: torch.device) -> Generator:
+    torch.manual_seed(0)
+    return Generator(**cfg["sg2_kwargs"], img_resolution=cfg["res"]).eval().requires_grad_(False).to(device)
+
+
+def compile_rows(table: Table, cfg: dict, device: torch.device) -> None:
+    G, batch = sg2_model(cfg, device), cfg["render_batch"]
+    with torch.inference_mode():
+        ws = G.mapping(torch.randn(batch, G.z_dim, device=device), None, truncation_psi=0.7)
+        eager = timed(lambda: G.synthesize(ws), device)
+        reference = G.synthesize(ws)
+        twin = Compiled(G, backend=cfg["compile_backend"])
+        start = time.perf_counter()
+        images = twin.synthesize(ws)
+        timed(lambda: None, device)()
+        first = time.perf_counter() - start
+        compiled = timed(lambda: twin.synthesize(ws), device)
+        base, r = rate(eager, batch, cfg["seconds"]), rate(compiled, batch, cfg["seconds"])
+        psnr = frames_psnr(reference, images, "compiled", "--compile")
+    table.row(f"compile sg2 {cfg['res']} b{batch} fp32", f"{r:.2f} img/s", f"eager {base:.2f} img/s ({r / base:.2f}x)",
+              f"{cfg['compile_backend']}, first call {first:.0f} s; PSNR {psnr:.1f} dB vs eager "
+              f"(≥ {COMPILE_TOLERANCE_DB:g}: {'ok' if psnr >= COMPILE_TOLERANCE_DB else 'NOT met'})")
+
+
+def auto_precision_row(table: Table, cfg: dict, device: torch.device) -> None:
+    G, batch = sg2_model(cfg, device), cfg["render_batch"]
+    dtype, why = auto_precision(G, device)
+    with torch.inference_mode():
+        ws = G.mapping(torch.randn(batch, G.z_dim, device=device), None, truncation_psi=0.7)
+        fp32 = rate(timed(lambda: G.synthesize(ws), device), batch, cfg["seconds"])
+        chosen = rate(timed(lambda: G.synthesize(ws, dtype=dtype), device), batch, cfg["seconds"])
+    name = {v: k for k, v in PRECISIONS.items()}[dtype or torch.float32]
+    table.row(f"precision auto sg2 {cfg['res']} b{batch}", f"{name}: {chosen:.2f} img/s",
+              f"fp32 {fp32:.2f} img/s ({chosen / fp32:.2f}x)", why)
 
 
 def sg3_rows(table: Table, cfg: dict, device: torch.device) -> None:
@@ -297,6 +345,8 @@ def main() -> None:
                 table.row(f"peak {prec}", f"{peaks[prec] / 1e12:.3g} TFLOP/s", "", f"{cfg['matmul']}² matmul")
         table.attempt("peak", peak_rows)
         table.attempt("sg2", lambda: sg2_rows(table, cfg, device, peaks))
+        table.attempt("compile", lambda: compile_rows(table, cfg, device))
+        table.attempt("precision auto", lambda: auto_precision_row(table, cfg, device))
         table.attempt("sg3", lambda: sg3_rows(table, cfg, device))
         table.attempt("render", lambda: render_rows(table, cfg, device, folder))
         table.attempt("project", lambda: project_rows(table, cfg, device, folder))

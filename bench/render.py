@@ -6,21 +6,26 @@
 2. ``memory``: peak RSS of a 100-frame render against a ``--long``-frame one through the pipeline
    (each in its own process), drawn by the stub generator: memory must not grow with the length.
 3. ``scaling``: the stub generator (precomputed smooth frames handed out at ``--stub-fps``) makes the
-   pipeline encoder-bound; frames/s with each ``--encoders`` count, and over one encoder.
+   pipeline encoder-bound; frames/s with each ``--encoders`` count, over one encoder, with x264 choosing its
+   threads and with the cores split between the encoders, and the cores kept busy (this process and its
+   ffmpeg children's CPU seconds over the wall time).
 
     python bench/render.py [--only speed|memory|scaling] [--model builtin|random:RES|PATH] [--size 256]
                            [--device cpu|cuda] [--precision fp32|fp16|bf16]
-                           [--frames 240] [--encoders N] [--long 3000] [--stub-size 512]
+                           [--frames 240] [--encoders N] [--against OLD] [--long 3000] [--stub-size 512]
                            [--scaling 1 2 4] [--stub-fps 2000]
 
-Run with PYTHONPATH at another checkout (``--only speed``, no ``--encoders``) to measure its pipeline on
-exactly the same scene and model.
+``--against OLD`` (a checkout of the old pipeline) runs the speed section again with OLD's morph in a child
+process, on exactly the same scene and model, and prints new over old: the 1024 px comparison in one
+invocation is ``python bench/render.py --only speed --model random:1024 --size 1024 --frames 120 --against OLD``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +41,7 @@ from morph.core.model import Noise
 from morph.core.runtime import keep_freed_memory
 from morph.engine.scenes import RenderOptions, open_scene, render_scene
 from morph.motion.schedule import sample
+from morph.render import encode
 from morph.render.job import auto_batch_size, generate
 
 CONFIG_F = dict(z_dim=512, c_dim=0, w_dim=512, img_channels=3, mapping_kwargs=dict(num_layers=8),
@@ -81,14 +87,33 @@ def speed(args: argparse.Namespace, folder: Path) -> tuple[float, float]:
     print(f"model {args.model} ({G.img_resolution} px → {args.size} px mp4) on {args.device} {args.precision}, "
           f"{n} frames, batch {batch}, {torch.get_num_threads()} threads, encoders {args.encoders or 'default'}")
     print(f"generator only: {gen_fps:.3f} frames/s; end to end: {e2e_fps:.3f} frames/s; "
-          f"ratio {e2e_fps / gen_fps:.3f} (target ≥ 0.9)")
+          f"ratio {e2e_fps / gen_fps:.3f} (target ≥ 0.9)", flush=True)
+    if getattr(args, "against", None):
+        against(args, e2e_fps / gen_fps)
     return gen_fps, e2e_fps
+
+
+def against(args: argparse.Namespace, ratio: float) -> None:
+    """The speed section again in a child process importing morph from ``--against`` (another checkout: the old
+    pipeline), on the same scene and model; both ratios and new over old."""
+    cmd = [sys.executable, __file__, "--only", "speed", "--model", args.model, "--size", str(args.size),
+           "--frames", str(args.frames), "--device", args.device, "--precision", args.precision,
+           *(["--batch", str(args.batch)] if args.batch else [])]
+    env = {**os.environ, "PYTHONPATH": str(Path(args.against).resolve())}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    found = re.search(r"ratio ([\d.]+)", proc.stdout)
+    if proc.returncode != 0 or found is None:
+        raise SystemExit(f"the run against {args.against} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    print(f"against {args.against}: {proc.stdout.strip().splitlines()[-1]}")
+    print(f"end to end ÷ generator only: {ratio:.3f} here, {float(found.group(1)):.3f} there; "
+          f"new ÷ old {ratio / float(found.group(1)):.2f}")
 
 
 class StubModel(torch.nn.Module):
     """A generator that draws nothing: smooth precomputed images handed out at ``fps`` frames/s at most, so the
     pipeline around it (copies, queues, ffmpeg) sets the pace. Frame ``i`` is ``ws[i, 0, 0]``'s image of a bank
-    of 16, so consecutive frames differ as video frames do."""
+    of 16, so consecutive frames differ as video frames do. Like a GPU generator, whose images live in device
+    memory its caching allocator recycles, it hands out its images in one buffer reused call after call."""
 
     def __init__(self, resolution: int, fps: float):
         super().__init__()
@@ -97,20 +122,25 @@ class StubModel(torch.nn.Module):
         self.bank = torch.nn.functional.interpolate(low, size=(resolution, resolution), mode="bicubic",
                                                     align_corners=False).clamp(-1, 1)
         self._next = time.perf_counter()
+        self._out = torch.empty(0)
 
     def synthesize(self, ws: torch.Tensor, noise: Noise = Noise(), dtype: Optional[torch.dtype] = None,
                    **_: Any) -> torch.Tensor:
         self._next = max(self._next, time.perf_counter()) + len(ws) / self.fps
         time.sleep(max(0.0, self._next - time.perf_counter()))
-        return self.bank[ws[:, 0, 0].long() % len(self.bank)]
+        if len(self._out) < len(ws):
+            self._out = torch.empty(len(ws), *self.bank.shape[1:])
+        return torch.index_select(self.bank, 0, ws[:, 0, 0].long() % len(self.bank), out=self._out[:len(ws)])
 
 
-def stub_render(frames: int, resolution: int, fps: float, encoders: int, folder: Path, batch: int = 8) -> float:
-    """Frames/s of ``frames`` stub frames through the pipeline into 2-second mp4 segments in ``folder``."""
+def stub_render(frames: int, resolution: int, fps: float, encoders: int, folder: Path, batch: int = 8,
+                threads: Optional[int] = None) -> float:
+    """Frames/s of ``frames`` stub frames through the pipeline into 2-second mp4 segments in ``folder``
+    (``threads``: x264's threads per ffmpeg; None: its own choice)."""
     from morph.render.encode import EncodeSettings
     from morph.render.job import encode_segments, segment_bounds
 
-    settings = EncodeSettings(format="mp4", fps=30, size=resolution)
+    settings = EncodeSettings(format="mp4", fps=30, size=resolution, threads=threads)
     G = StubModel(resolution, fps)
     work = ((folder / f"{start:06d}.mp4", torch.arange(start, stop, dtype=torch.float32)[:, None, None], None)
             for start, stop in segment_bounds(frames, settings.fps))
@@ -142,17 +172,34 @@ def memory(args: argparse.Namespace, folder: Path) -> None:
           f"for {args.long} frames; ratio {long_ / short:.3f} (target within 10 %)")
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its finished children (the ffmpeg encoders)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def scaling(args: argparse.Namespace, folder: Path) -> None:
+    """Encoder-bound frames/s with each ``--encoders`` count, x264 left to pick its threads and with the cores
+    split between the encoders; and how busy the cores were (on a machine whose cores one x264 already fills,
+    more encoders cannot add frames: the CPU column says whether the cores, not the pipeline, set the pace)."""
+    cores = encode.usable_cores()
     print(f"stub generator {args.stub_size} px at ≤ {args.stub_fps:.0f} frames/s, {args.stub_frames} frames → "
-          f"{args.stub_size} px mp4 (libx264 veryfast, crf 18), {os.cpu_count()} cores")
-    print("| encoders | frames/s | × one encoder |\n|---|---|---|")
+          f"{args.stub_size} px mp4 (libx264 veryfast, crf 18), {cores} usable cores, load average "
+          f"{os.getloadavg()[0]:.1f} (other jobs' share of the cores is not this pipeline's)")
+    print("| encoders | x264 threads each | frames/s | × one encoder | CPU busy (cores) | of the cores |\n"
+          "|---|---|---|---|---|---|")
     base = None
     for n in args.scaling:
-        out = folder / f"scale-{n}"
-        out.mkdir()
-        fps = stub_render(args.stub_frames, args.stub_size, args.stub_fps, n, out)
-        base = base or fps
-        print(f"| {n} | {fps:.1f} | {fps / base:.2f} |", flush=True)
+        for threads in dict.fromkeys([None, max(1, cores // n)]):
+            out = folder / f"scale-{n}-{threads}"
+            out.mkdir()
+            cpu, wall = cpu_seconds(), time.perf_counter()
+            fps = stub_render(args.stub_frames, args.stub_size, args.stub_fps, n, out, threads=threads)
+            busy = (cpu_seconds() - cpu) / (time.perf_counter() - wall)
+            base = base or fps
+            print(f"| {n} | {threads or 'auto'} | {fps:.1f} | {fps / base:.2f} | {busy:.2f} | {busy / cores:.0%} |",
+                  flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
@@ -165,6 +212,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="the speed section's")
     parser.add_argument("--batch", type=int, help="frames per batch (default: auto)")
     parser.add_argument("--encoders", type=int, help="ffmpeg processes at once (default: the render's own)")
+    parser.add_argument("--against", help="another checkout (its folder holding morph/): the speed section again "
+                                          "with its pipeline, in the same invocation")
     parser.add_argument("--long", type=int, default=3000, help="frames of the long render for the memory check")
     parser.add_argument("--stub-size", type=int, default=512, help="stub generator's frames (px)")
     parser.add_argument("--stub-fps", type=float, default=2000.0, help="stub generator's rate")

@@ -2,20 +2,27 @@
 the learned one, how close the square image's region stays to the square render, StyleGAN3's wider grid, and
 what widening costs per frame. Every widening is run in the one call, so the figures compare like with like.
 
-Widenings (StyleGAN2): ``blend`` is morph's (a drawing from the constant mirrored out, fading into a
-background fill, and one from a background-only constant, blended after the 16 px block; see
-``SynthesisNetwork._widened``); ``mirror`` is the
-constant mirrored out alone (morph before issue 31); ``fill`` the learned constant surrounded by the mean of its
-corner cells (the border statistics) alone; ``tile`` the constant tiled.
+Widenings (StyleGAN2): ``blend`` is morph's (a drawing from the constant mirrored out and one from a
+background-only constant, the background drawing taking over outside the square after every block up to 32 px;
+see ``SynthesisNetwork._widened``); ``previous`` is issue 31's first widening (the mirrored constant fading into
+the background fill from its second added cell, the two drawings blended once, after the 16 px block, by a
+smoothstep one cell wide); ``mirror`` the constant mirrored out alone (morph before issue 31); ``fill`` the
+learned constant surrounded by the mean of its corner cells (the border statistics) alone; ``tile`` the
+constant tiled.
 
 Face parts at the sides: a 16:9 frame at the model's scale (114x64 for the built-in model) has two side
 strips beside the square; each is cut into bands an eighth of the square wide (8 px), rows above the
 shoulders (the top three quarters). A band's *structure* is the RMS (levels of 255) of what is left of each
 colour channel after the least-squares plane through it: the procedural faces' background is a linear
 gradient, so background leaves little, a head's outline or a blob of hair a lot. The background-only
-reference is the same measure on the same bands of the frame the network draws, for the same latent, from the
-background constant alone (no learned cell, so no face anywhere: a plain background in the latent's colours).
-Its 95th percentile is the line above which a side band counts as holding more than background.
+reference is the same measure on the same bands of the frame the network draws, for the same latent and the
+same noise, from the background constant alone (no learned cell, so no face anywhere: a plain background in
+the latent's colours). Its 95th percentile is the line above which a side band counts as holding more than
+background. As the share above that line moves by a whole band per six photos, each band is also compared
+with the same band of its own reference frame (same latent, same noise): the mean excess, and the share of
+bands more than one level above theirs. A plane per 8 px band takes up a soft stripe of light or shade along
+the square's edge, so *bend* measures that: the RMS (levels) of each side's column profile (the mean of each
+column's rows above the shoulders, per channel, from the frame's edge to 4 px into the square) about a line.
 
 A seam is a column gap that steps harder than its neighbours: each gap's mean |horizontal step| over the
 mean of the three gaps either side ("spike", 1 for a smooth image), at the gaps where the added cells meet
@@ -39,13 +46,28 @@ import morph.stylegan2.networks as networks
 from morph.core.model import Noise
 from morph.models.loader import load_model
 
-WIDENINGS = ("blend", "mirror", "fill", "tile")
+WIDENINGS = ("blend", "previous", "mirror", "fill", "tile")
 
 
-def mirrored(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
-    """The constant mirrored out to ``cells`` (morph's widening before issue 31)."""
-    rows, cols = (networks.mirror_indices(n, (k - n) // 2) for n, k in zip(const.shape[1:], cells))
-    return const.index_select(1, rows).index_select(2, cols)
+def fading(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
+    """``previous``'s constant: mirrored out, the added cells fading into the background fill from the second one
+    out (half way there, then all the way)."""
+    def fade(n: int, k: int) -> torch.Tensor:  # per index: 0 on the learned cells and the first added one
+        i, first = torch.arange(k), (k - n) // 2
+        return ((torch.maximum(first - i, i - (first + n - 1)) - 1) / 2).clamp(0, 1)
+    share = torch.maximum(fade(const.shape[1], cells[0])[:, None], fade(const.shape[2], cells[1])[None, :])
+    return torch.lerp(networks.mirrored_constant(const, cells), networks.background_constant(const, cells), share)
+
+
+def previous(self, first: list, cells: tuple[int, int], draw) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``SynthesisNetwork._widened`` of issue 31's first widening: :func:`fading` and the background constant drawn
+    up to the 16 px block, blended there by a smoothstep from the square's edge to one cell out."""
+    upto = [step for step in first if step[0].resolution <= 16]
+    x, img = draw(upto, const=fading(self.b4.const, cells))
+    x_bg, img_bg = draw(upto, const=networks.background_constant(self.b4.const, cells))
+    weight = networks.background_weight(cells, upto[-1][0].resolution, 0.0, 1.0)
+    x, img = torch.lerp(x, x_bg, weight), None if img is None else torch.lerp(img, img_bg, weight)
+    return draw(first[len(upto):], x, img)
 
 
 def surrounded(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
@@ -59,10 +81,13 @@ def surrounded(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
 @contextlib.contextmanager
 def widening(name: str) -> Iterator[None]:
     """Draw canvases with widening ``name`` (see the module's docstring; ``reference``: the background-only
-    frame) while inside: the other widenings draw the first blocks once, from their own constant."""
+    frame) while inside: ``previous`` as :func:`previous` draws, the others draw the first blocks once, from their
+    own constant."""
     widened, mirror = networks.SynthesisNetwork._widened, networks.mirror_indices
-    constant = {"mirror": mirrored, "tile": mirrored, "fill": surrounded,
+    constant = {"mirror": networks.mirrored_constant, "tile": networks.mirrored_constant, "fill": surrounded,
                 "reference": networks.background_constant}.get(name)
+    if name == "previous":
+        networks.SynthesisNetwork._widened = previous
     if constant is not None:
         networks.SynthesisNetwork._widened = lambda self, first, cells, draw: draw(first, const=constant(self.b4.const,
                                                                                                            cells))
@@ -100,6 +125,20 @@ def _listed(values: np.ndarray) -> str:
     return ", ".join(f"{x:.3f}" for x in values)
 
 
+def bend(img: torch.Tensor, left: int, square: int, inside: int = 4) -> np.ndarray:
+    """Images [N, C, H, W] in [-1, 1] → [N] RMS (levels of 255) of both sides' column profiles (each column's mean
+    over the rows above the shoulders, per channel, from the frame's edge to ``inside`` columns into the square)
+    about their least-squares lines: a stripe of light or shade along the square's edge."""
+    profile = img[:, :, :img.shape[2] * 3 // 4].mean(2).double().numpy() * 127.5  # [N, C, W]
+    out = []
+    for c0, c1 in ((0, left + inside), (left + square - inside, img.shape[-1])):
+        a = np.stack([np.ones(c1 - c0), np.arange(c1 - c0)], 1)
+        y = profile[..., c0:c1].reshape(-1, c1 - c0).T
+        residual = y - a @ np.linalg.lstsq(a, y, rcond=None)[0]
+        out.append(np.sqrt(np.square(residual).mean(0)).reshape(len(img), -1).mean(1))
+    return np.mean(out, 0)
+
+
 def face_parts(G, sets: dict[str, tuple[torch.Tensor, Noise]]) -> None:
     """The face-parts measure (module docstring) for each set of latents, every widening against the reference."""
     r = G.img_resolution
@@ -112,13 +151,17 @@ def face_parts(G, sets: dict[str, tuple[torch.Tensor, Noise]]) -> None:
         with widening("reference"), torch.no_grad():
             reference = structure(G.synthesize(ws, noise, canvas=canvas), starts, width)
         line = np.percentile(reference, 95)
-        print(f"{label}: side bands' structure in levels of 255 (bands outer to inner | inner to outer), and the "
-              f"share above the reference's 95th percentile ({line:.2f})")
-        for name in ("reference", "mirror", "fill", "blend"):
+        print(f"{label}: side bands' structure in levels of 255 (bands outer to inner | inner to outer), the share "
+              f"above the reference's 95th percentile ({line:.2f}); each band against the same band of its reference "
+              f"frame: the mean excess and the share more than 1 level above; bend in levels")
+        for name in ("reference", "mirror", "fill", "previous", "blend"):
             with widening(name), torch.no_grad():
-                sides = structure(G.synthesize(ws, noise, canvas=canvas), starts, width)
+                img = G.synthesize(ws, noise, canvas=canvas)
+            sides = structure(img, starts, width)
+            excess = sides - reference
             print(f"  {name:>10}: {sides.mean():5.2f} ({' '.join(f'{v:4.1f}' for v in sides.mean(0))}), "
-                  f"{(sides > line).mean():6.1%}")
+                  f"{(sides > line).mean():6.1%}; excess {excess.mean():+5.2f}, {(excess > 1).mean():6.1%}; "
+                  f"bend {bend(img, left, r).mean():.2f}")
 
 
 def seams(G, seeds: int) -> None:
@@ -154,7 +197,7 @@ def closeness(G, seeds: int, repeats: int = 3) -> None:
     with torch.no_grad():
         square, t_square = timed()
         other = (square - square.roll(1, 0)).abs().mean()
-        for name in ("mirror", "blend"):
+        for name in ("mirror", "previous", "blend"):
             with widening(name):
                 wide, t_wide = timed(canvas=canvas)
             d = wide[..., left:left + r] - square

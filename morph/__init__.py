@@ -11,9 +11,8 @@ import types
 import morph.render as _rendering
 from morph.api import check, frames, load_model, project
 from morph.api import render as _render
+from morph.core import __version__
 from morph.core.errors import MorphError
-
-__version__ = "0.1.0"
 
 
 class _RenderPackage(types.ModuleType):

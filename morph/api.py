@@ -74,13 +74,16 @@ def _device(device: str):
 
 def check(scene: SceneLike, cache: Optional[Path] = None, out: Path = Path("outputs")) -> dict[str, Any]:
     """Validate a scene and return its plan: ``{"scene", "model", "renders": [{"name", "format", "width",
-    "height", "fps", "frames", "seconds", "output"}], "photos": {"photos", "encoder", "identity", "tune"} or None,
-    "plan": [the lines morph check prints]}``."""
+    "height", "fps", "frames", "seconds", "output", "audio", "encoding"}], "photos": {"photos", "encoder",
+    "identity", "tune"} or None, "plan": [the lines morph check prints]}`` (``encoding``: a video's codec, pixel
+    format and quality, ``h264 yuv420p crf 18 veryfast``; None for gif, png; ``photos``: how the scene's photos are
+    projected and tuned)."""
     _start()
     _news(scene, "checking")
     from morph.core.cache import default_cache_dir
     from morph.engine.scenes import LoadedModels, destination, scene_path, scene_plan
     from morph.projection.scene import photo_plan
+    from morph.render.encode import CODECS
 
     source = _source(scene)
     models = LoadedModels()
@@ -90,14 +93,15 @@ def check(scene: SceneLike, cache: Optional[Path] = None, out: Path = Path("outp
         width, height = (r.canvas.width, r.canvas.height) if r.canvas else (r.size, r.size)
         renders.append({"name": name, "format": r.format, "width": width, "height": height, "fps": r.fps,
                         "frames": r.frames, "seconds": round(r.seconds, 3), "output": str(destination(Path(out), r)),
-                        "audio": str(r.audio) if r.audio else None})
+                        "audio": str(r.audio) if r.audio else None,
+                        "encoding": r.encoding.describe(r.format) if r.format in CODECS else None})
     return {"scene": str(scene_path(source)), "model": sc.model,
             "model_path": str(sc.model_path) if sc.model_path else None, "renders": renders,
             "photos": photo_plan(sc, models.get(sc.model_path)), "plan": scene_plan(sc, models)}
 
 
 def render(scene: SceneLike, out: Union[str, os.PathLike] = "outputs", *, only: Optional[Sequence[str]] = None,
-           device: str = "auto", precision: str = "fp32", batch_size: Optional[int] = None, force: bool = False,
+           device: str = "auto", precision: str = "auto", batch_size: Optional[int] = None, force: bool = False,
            cache: Optional[Union[str, os.PathLike]] = None, wait_timeout: Optional[float] = None,
            quiet: bool = False, show: bool = True) -> list[Path]:
     """Render a scene's videos and GIFs into the folder ``out`` (unchanged segments come from the cache) and
@@ -112,16 +116,17 @@ def render(scene: SceneLike, out: Union[str, os.PathLike] = "outputs", *, only: 
 
 
 def render_results(scene: SceneLike | Sequence[SceneLike], out: Union[str, os.PathLike] = "outputs", *,
-                   only: Optional[Sequence[str]] = None, device: str = "auto", precision: str = "fp32",
+                   only: Optional[Sequence[str]] = None, device: str = "auto", precision: str = "auto",
                    batch_size: Optional[int] = None, force: bool = False,
                    cache: Optional[Union[str, os.PathLike]] = None, wait: bool = True,
                    wait_timeout: Optional[float] = None, quiet: bool = False, cluster: Optional[str] = None,
                    workers: Optional[int] = None, shard: Optional[str] = None, transfer: bool = False,
-                   encoders: Optional[int] = None):
+                   encoders: Optional[int] = None, compile: bool = False):
     """:func:`render` with every option ``morph render`` has, returning each render's
     :class:`morph.engine.scenes.RenderResult` (path, frames rendered, segments from the cache, seconds).
     ``shard`` is ``"K/N"``: render shard K of N of the missing segments into the cache, join nothing;
-    ``encoders``: ffmpeg processes at once (None: 1 on the CPU, half the cores on a GPU)."""
+    ``encoders``: ffmpeg processes at once (None: 1 on the CPU, half the cores on a GPU); ``compile``: the
+    synthesis through ``torch.compile`` (minutes to compile, then faster where it pays: see docs/speed.md)."""
     import torch
 
     from morph.core.cache import default_cache_dir
@@ -141,6 +146,9 @@ def render_results(scene: SceneLike | Sequence[SceneLike], out: Union[str, os.Pa
     if sum(x is not None for x in (cluster, workers, shard)) > 1:
         raise MorphError("--cluster, --workers and --shard exclude each other", "morph render",
                          "a shard job renders on its own machine; a cluster run splits the work itself")
+    if compile and (cluster is not None or workers is not None):
+        raise MorphError("--compile applies to a render in this process (or a --shard)", "--compile",
+                         "leave it out with --cluster or --workers")
     if transfer and cluster is None and workers is None:
         raise MorphError("--cluster-transfer applies only with --cluster or --workers", "--cluster-transfer")
     if not wait and wait_timeout is not None:
@@ -150,6 +158,7 @@ def render_results(scene: SceneLike | Sequence[SceneLike], out: Union[str, os.Pa
     dtype = resolve_precision(precision, dev)
     options = RenderOptions(out=Path(out), cache_dir=Path(cache) if cache else default_cache_dir(), device=dev,
                             device_name=device, dtype=None if dtype == torch.float32 else dtype,
+                            auto_precision=dtype is None, compile=compile,
                             batch_size=batch_size, force=force, wait=wait, wait_timeout=wait_timeout, quiet=quiet,
                             encoders=encoders)
     return render_scenes([_source(s) for s in scenes], only, options, cluster, workers,

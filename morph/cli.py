@@ -20,7 +20,7 @@ import typer
 
 from morph import __version__
 from morph.core.errors import MorphError, os_error_line
-from morph.core.limits import MAX_BATCH, MAX_PREVIEW_FRAMES, MAX_PROJECT_STEPS, MAX_STRIP_STEPS
+from morph.core.limits import MAX_BATCH, MAX_IDENTITY_WEIGHT, MAX_PREVIEW_FRAMES, MAX_PROJECT_STEPS, MAX_STRIP_STEPS
 from morph.core.progress import fatal
 from morph.core.runtime import Terminated, keep_freed_memory, request_stop
 
@@ -132,8 +132,11 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
            only: Optional[list[str]] = typer.Option(None, "--only", help="render only this one (repeatable)"),
            out: Path = out_option(),
            device: str = DEVICE,
-           precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16 (half precisions on a GPU "
-                                                                     "only)"),
+           precision: str = typer.Option("auto", "--precision", help="auto | fp32 | fp16 | bf16 (half precisions "
+                                         "on a GPU only; auto: fp32, or on CUDA the half precision that keeps the "
+                                         "model's frames within tolerance of fp32)"),
+           compile: bool = typer.Option(False, "--compile", help="compile the synthesis with torch.compile (minutes "
+                                                                  "at start, then faster where it pays)"),
            batch_size: str = typer.Option("auto", "--batch-size", help="frames per batch, or auto"),
            encoders: Optional[int] = typer.Option(None, "--encoders", min=1, max=64, help="ffmpeg processes at once",
                                                   show_default="1 on the CPU, half the cores on a GPU"),
@@ -179,7 +182,8 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
     results = render_results(scenes, out, only=only, device=device, precision=precision,
                              batch_size=int(batch_size) if batch_size.isdigit() else None, force=force, cache=cache,
                              wait=not no_wait, wait_timeout=wait_timeout, quiet=quiet, cluster=cluster,
-                             workers=workers, shard=shard, transfer=cluster_transfer, encoders=encoders)
+                             workers=workers, shard=shard, transfer=cluster_transfer, encoders=encoders,
+                             compile=compile)
     if as_json:
         _print_json({"renders": [r.summary() for r in results],
                      "frames_rendered": sum(r.stats.generated for r in results),
@@ -360,14 +364,11 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
             vgg: Optional[list[Path]] = typer.Option(None, "--vgg", help="LPIPS weights: NVIDIA's vgg16.pt (auto: "
                                                      "download it once), or vgg16-397923af.pth plus LPIPS's vgg.pth "
                                                      "(repeat --vgg)"),
-            identity: Optional[Path] = typer.Option(None, "--identity", help="ArcFace IR-SE50 weights "
-                                                    "(model_ir_se50.pth): identity measured as pSp measures it",
-                                                    show_default="dlib's descriptors"),
-            identity_weight: float = typer.Option(0.0, "--identity-weight", min=0, max=100,
-                                                  help="add W × (1 − ArcFace similarity to the photo) to the "
-                                                       "refinement's distance (needs --identity; pSp trained with "
-                                                       "0.1). Off by default: the identity figure would then score "
-                                                       "what was optimised"),
+            identity: Optional[Path] = typer.Option(None, "--identity", show_default="dlib's descriptors",
+                                                    help="ArcFace IR-SE50 weights (model_ir_se50.pth): identity "
+                                                    "measured as pSp measures it"),
+            identity_weight: float = typer.Option(0.0, "--identity-weight", min=0, max=MAX_IDENTITY_WEIGHT,
+                                                  help="W·(1 − --identity similarity) joins the refinement; 0: off"),
             tune: bool = typer.Option(False, "--tune", help="pivotal tuning: then tune one generator so every photo's "
                                       "latent draws it (cached); writes OUT/tuned.safetensors"),
             tune_steps: int = typer.Option(300, "--tune-steps", min=1, help="steps of --tune"),

@@ -241,10 +241,13 @@ def test_check_and_preview_show_what_follows_what(tmp_path):
                   env_extra={"MORPH_CACHE": str(tmp_path / "cache")})
     assert drawn.returncode == 0, drawn.stderr
     assert "curve 1 (rgb(214, 39, 40)): breathe builtin:smile following loudness" in drawn.stdout
+    from morph.render.caption import text_band, text_size
     from morph.render.images import read_image
 
     sheet = read_image(tmp_path / "p" / "pulse-preview.png")
-    assert sheet.shape[0] == 2 + 2 * 66 + 42  # two rows of 64 px faces, then one 40 px curve
+    label, line = text_band(["x"], 64).shape[0], text_band(["x"], sheet.shape[1], size=text_size(64)).shape[0]
+    # two rows of 64 px faces, each named under it; then one 40 px curve under its name, and the frame axis
+    assert sheet.shape[0] == 2 + 2 * (64 + label + 2) + line + 42 + line
 
 
 def test_follow_window_spans_the_gain(tmp_path):

@@ -389,7 +389,7 @@ def test_figures_with_lpips_and_the_caption(tmp_path):
     line = describe(rows[1])
     assert line.startswith("PSNR ") and "LPIPS" in line
     out = add_caption(np.zeros((20, 200, 3), np.uint8), [line])
-    assert out.shape == (28, 200, 3) and (out[20:] == 0).any()
+    assert out.shape[0] > 20 and out.shape[1:] == (200, 3) and (out[20:] < 128).any() and (out[20:] == 255).any()
 
 
 # --- StyleGAN3 -------------------------------------------------------------------------------------------------

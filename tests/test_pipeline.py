@@ -13,7 +13,7 @@ import torch
 from morph.core.cache import damage
 from morph.core.errors import MorphError
 from morph.core.model import Noise, images_to_uint8
-from morph.render import encode
+from morph.render import encode, job
 from morph.render.encode import EncoderPool, EncodeSettings, auto_encoders, decode_frames, pool_buffer_frames
 from morph.render.job import auto_batch_size, encode_segments, generate
 from morph.stylegan2 import Generator
@@ -102,6 +102,39 @@ def test_the_pool_runs_encoders_at_once_and_holds_bounded_frames(G, tmp_path):
     assert all(encode.count_frames(tmp_path / f"s{i}.mp4")[0] == 20 for i in range(12))
 
 
+def test_a_render_recycles_a_few_batch_buffers_and_its_frames_are_unchanged(G, tmp_path, monkeypatch):
+    """A render's frames land in the pool's batch buffers, allocated once and reused batch after batch (memory
+    flat with the render's length), and are exactly the frames ``generate`` makes in fresh memory."""
+    pools = []
+
+    class Recorded(EncoderPool):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            pools.append(self)
+
+    monkeypatch.setattr(job, "EncoderPool", Recorded)
+    monkeypatch.setattr(job, "pool_buffer_frames", lambda *_: 4)  # a small pool: buffers must come back
+    ws = path_ws(G, 60)  # 9 segments of 7 frames (the last 4), each in batches of 3
+    paths = render(G, tmp_path / "out", ws, EncodeSettings(format="png", fps=10, size=32), 2)
+    (pool,) = pools
+    assert pool.allocated <= pool.slots == 4  # ⌈4 / 3⌉ + 2
+    expected = [frames for s in range(0, 60, 7) for frames in generate(G, ws[s:s + 7], 3, Noise(), torch.device("cpu"))]
+    np.testing.assert_array_equal(np.concatenate([decode_frames(p, 32) for p in paths]), np.concatenate(expected))
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_uint8_conversion_into_given_memory_is_the_same_bytes(channels):
+    """``images_to_uint8`` into a frame buffer through a reused scratch buffer gives exactly the bytes of the
+    plain conversion (grey repeated into RGB), out-of-range and rounding-edge values included."""
+    img = torch.rand(4, channels, 8, 8, generator=torch.Generator().manual_seed(0)) * 3 - 1.5
+    img[0, 0, 0, :5] = torch.tensor([-1.0, 1.0, 127 / 127.5 - 128 / 127.5, 0.5 / 127.5, float("inf")])
+    expected = images_to_uint8(img).expand(4, 8, 8, 3)
+    out = torch.zeros(4, 8, 8, 3, dtype=torch.uint8)
+    scratch = torch.full((6, channels, 8, 8), float("nan"))[:4]
+    assert images_to_uint8(img, out=out, scratch=scratch) is out
+    assert torch.equal(out, expected)
+
+
 def test_an_encoder_failure_stops_the_render_in_one_line_and_leaves_nothing(G, tmp_path, monkeypatch):
     monkeypatch.setattr(encode, "ffmpeg_exe", lambda: "false")  # every ffmpeg exits 1 at once
     with pytest.raises(MorphError, match="ffmpeg failed") as err:
@@ -157,7 +190,7 @@ def test_device_script_smoke_run_passes_on_the_cpu(tmp_path):
                           cwd=ROOT, env={**__import__("os").environ, "OUT": str(tmp_path)}, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (tmp_path / "device.md").read_text()
-    for row in ("sg2 ", "sg3 ", "render e2e", "project", "train_sharp"):
+    for row in ("sg2 ", "compile sg2", "precision auto", "sg3 ", "render e2e", "project", "train_sharp"):
         assert row in table, table
     assert "FAIL" not in table, table
 
@@ -207,3 +240,70 @@ def test_precision_psnr_measures_reduced_precision_and_refuses_non_finite(G):
 
     with pytest.raises(MorphError, match="non-finite pixels"):
         precision_psnr(Overflowing(), ws, torch.float16)
+
+
+def compiled_against_eager(G: Generator, device: torch.device) -> tuple[float, torch.Tensor]:
+    """PSNR of ``--compile``'s frames against eager ones, 7 frames in batches of 3 (the last padded), and the
+    compiled images."""
+    from morph.core.devices import Compiled, frames_psnr
+
+    ws = path_ws(G, 7).to(device)
+    twin = Compiled(G)
+    with torch.inference_mode():
+        eager = G.synthesize(ws, Noise())
+        images = torch.cat([twin.synthesize(ws[i:i + 3], Noise()) for i in range(0, 7, 3)])
+    return frames_psnr(eager, images, "compiled", "--compile"), images
+
+
+@pytest.mark.slow
+def test_compiled_frames_match_eager_ones_within_tolerance(G):
+    """``--compile`` (torch.compile, inductor through gcc on the CPU): the same frames as eager synthesis within
+    ``COMPILE_TOLERANCE_DB``, a segment's smaller last batch included (padded to the compiled batch, cut back)."""
+    from morph.core.devices import COMPILE_TOLERANCE_DB
+
+    psnr, images = compiled_against_eager(G, torch.device("cpu"))
+    assert images.shape == (7, 3, 32, 32)
+    assert psnr >= COMPILE_TOLERANCE_DB
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_compiled_cuda_frames_match_eager_ones_within_tolerance(G):
+    from morph.core.devices import COMPILE_TOLERANCE_DB
+
+    try:
+        psnr, _ = compiled_against_eager(G.to("cuda"), torch.device("cuda"))
+    finally:
+        G.to("cpu")
+    assert psnr >= COMPILE_TOLERANCE_DB
+
+
+def test_compiled_and_auto_precision_renders_are_keyed_apart(G, tmp_path):
+    """A compiled render's segments never pass for eager ones (and eager keys are those of before), and a render's
+    dtype is part of its keys."""
+    from morph.render.job import RenderJob
+
+    def keys(**kwargs) -> list[str]:
+        job = RenderJob(name="r", dest=tmp_path / "r.mp4", sample=lambda t: path_ws(G, 40)[t], frames=40,
+                        settings=EncodeSettings(fps=10, size=32), noise=Noise(), model_key="m", resolution=32,
+                        **kwargs)
+        return [s.key for s in job.plan(tmp_path).segments]
+
+    eager = keys()
+    assert eager == keys(compiled=False) and eager != keys(compiled=True) and eager != keys(dtype=torch.float16)
+
+
+def test_precision_auto_is_fp32_on_the_cpu_and_checks_the_model_on_cuda(G, monkeypatch):
+    """``--precision auto``: fp32 off CUDA (the CPU's renders unchanged); on CUDA the first half precision whose
+    frames stay within the tolerance of fp32, else fp32, and the figures that decided it."""
+    from morph.core import devices
+
+    assert devices.resolve_precision("auto", torch.device("cpu")) is torch.float32
+    assert devices.resolve_precision("auto", torch.device("cuda")) is None  # decided per model
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(devices, "PRECISION_TOLERANCE_DB", 0.0)
+    dtype, why = devices.auto_precision(G, torch.device("cpu"))
+    assert dtype is torch.float16 and why.startswith("fp16: fp16 ")
+    monkeypatch.setattr(devices, "PRECISION_TOLERANCE_DB", 1000.0)
+    dtype, why = devices.auto_precision(G, torch.device("cpu"))
+    assert dtype is None and why.startswith("fp32: fp16 ") and "bf16 " in why

@@ -112,8 +112,11 @@ def test_sigterm_stops_a_projection_between_steps(G, monkeypatch):
 
 @needs_builtin
 def test_outputs_hold_latent_noise_and_images(noisy_model, tmp_path):
+    from PIL import Image
+
     from morph.checkpoints.loading import load_generator
     from morph.motion.latents import read_w
+    from morph.render.caption import text_band
 
     G = load_generator(noisy_model)
     p = project_photos(PHOTOS[:1], G, Settings(steps=5, align=False), cache_dir=tmp_path, quiet=True)[0]
@@ -126,8 +129,13 @@ def test_outputs_hold_latent_noise_and_images(noisy_model, tmp_path):
         assert list(noise.files)[0] == "b4.conv1" and len(noise.files) == len(p.noise)
         assert all(np.array_equal(noise[k], n.numpy()) for k, n in zip(noise.files, p.noise))
     side = align.read_image(tmp_path / f"{name}.png")
-    assert side.shape == (64 + 4, 2 * 64 + 6, 3)
+    band = text_band(["photo"], 64).shape[0]
+    assert side.shape == (64 + band + 4, 2 * 64 + 6, 3)  # photo | projection, each named under it
     assert np.array_equal(side[2:66, 2:66], p.target) and np.array_equal(side[2:66, 68:132], recon[0])
+    assert (side[66:66 + band, 2:66] < 100).any() and not np.array_equal(side[66:66 + band, 2:66],
+                                                                          side[66:66 + band, 68:132])
+    text = Image.open(tmp_path / f"{name}.png").text
+    assert text["morph:model_sha256"] == G.info.sha256 and text["morph:source"] == f"photo {PHOTOS[0].name}, projected"
     # The projection's own noise matters: the model's constant noise draws another image.
     own = synthesize(G, [dataclasses.replace(p, noise=[l.noise_const for l in G.synthesis.noise_layers()])])
     assert not np.array_equal(own, recon)

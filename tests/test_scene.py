@@ -148,7 +148,7 @@ def test_all_problems_of_a_file_are_reported_at_once_in_line_order(folder):
         "scene.yaml:4:13: latents.a.seed: expected a seed (an integer from 0 to 2**32 - 1), got -1",
         "scene.yaml:5:17: latents.b.mean[1]: no latent named 'c'",
         "scene.yaml:7:26: renders.r.fps: expected a positive number, got 0",
-        "scene.yaml:7:37: renders.r.format: 'mp5' is not one of mp4, webm, gif or png; did you mean 'mp4'?",
+        "scene.yaml:7:37: renders.r.format: 'mp5' is not one of mp4, webm, mov, gif or png; did you mean 'mp4'?",
     ]
 
 
@@ -355,7 +355,7 @@ def test_audio_must_exist_and_suit_the_format(folder):
         "scene's folder",
         "scene.yaml:6:28: renders.r.audio: missing.mp3: no such file; give an audio file (mp3, wav, …) relative "
         "to the scene's folder",
-        "scene.yaml:7:34: renders.g.audio: a gif render has no sound track; use format mp4 or webm, or drop audio",
+        "scene.yaml:7:34: renders.g.audio: a gif render has no sound track; use format mp4, webm or mov, or drop audio",
     ]
     scene = parse_scene("audio: song.wav\nlatents:\n  a: {seed: 1}\n  b: {seed: 2}\nrenders:\n"
                         "  r: {path: [a, b]}\n  g: {path: [a, b], format: gif}\n", "scene.yaml", DIMS)

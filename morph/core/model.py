@@ -125,10 +125,19 @@ def crop_centre(img: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
     return img[..., top:top + height, left:left + width]
 
 
-def images_to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """Generator output [N, C, H, W] in about [-1, 1] → uint8 frames [N, H, W, C] (NVIDIA's mapping)."""
+def images_to_uint8(img: torch.Tensor, out: Optional[torch.Tensor] = None,
+                    scratch: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Generator output [N, C, H, W] in about [-1, 1] → uint8 frames [N, H, W, C] (NVIDIA's mapping).
+
+    ``out`` (uint8 [N, H, W, C], or [N, H, W, 3] for grey images, which are repeated) receives the frames, and
+    the arithmetic runs in ``scratch`` (``img``'s shape and dtype) when given: the same bytes without a fresh
+    image-sized tensor per step, for a renderer that converts batch after batch."""
     assert img.ndim == 4, img.shape
-    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    if scratch is None:
+        values = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255)
+    else:
+        values = torch.mul(img, 127.5, out=scratch).add_(128).clamp_(0, 255).permute(0, 2, 3, 1)
+    return values.to(torch.uint8) if out is None else out.copy_(values)
 
 
 __all__ = ["LAYER_GROUPS", "NOISE_MODES", "Model", "ModelInfo", "Noise", "check_noise", "crop_centre", "images_to_uint8", "model_hash"]

@@ -37,18 +37,6 @@ def _libc() -> Optional[ctypes.CDLL]:
         return None
 
 
-def release_freed_memory() -> None:
-    """Hand the pages of freed heap blocks back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
-
-    A render's frames are allocated by the generator's thread and freed by encoder threads at their own
-    pace; with :func:`keep_freed_memory`'s settings the heap then fragments, and its resident size grows
-    with the render's length. The renderer calls this once per segment, so memory stays flat at the price
-    of faulting those pages in again."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
-
-
 class Terminated(BaseException):
     """A stop asked for by SIGTERM; temp files are removed on the way out, as for any exception."""
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from morph.core.cache import check_folder, default_cache_dir, lease, sweep
+from morph.core.devices import auto_precision
 from morph.core.errors import MorphError
 from morph.core.files import file_sha256
 from morph.core.model import Model, Noise
@@ -58,6 +59,8 @@ class RenderOptions:
     device: torch.device = torch.device("cpu")
     device_name: str = "cpu"                    # as the user gave it (workers resolve their own)
     dtype: Optional[torch.dtype] = None         # None: float32; fp16/bf16 on a GPU
+    auto_precision: bool = False                # CUDA's --precision auto: dtype decided per model at start
+    compile: bool = False                       # synthesis through torch.compile (devices.Compiled)
     batch_size: Optional[int] = None            # None: auto
     encoders: Optional[int] = None              # ffmpeg processes encoding segments at once; None: auto
     force: bool = False                         # re-render what the cache holds, re-join every output
@@ -149,6 +152,19 @@ class LoadedScene:
     directions: dict[str, torch.Tensor]  # direction name → W offset [num_ws, w_dim]
     timelines: dict[str, Timeline]
     digest: Optional[str] = None    # SHA-256 of the scene's text; None: of the file at ``path``
+    _auto: Optional[tuple[Optional[torch.dtype]]] = field(default=None, repr=False)  # auto_precision's choice
+
+    def dtype(self, options: RenderOptions) -> Optional[torch.dtype]:
+        """The compute dtype of this scene's renders: the one asked for, or with ``--precision auto`` on CUDA
+        the one :func:`auto_precision` finds fit for this model (checked once, said in one line)."""
+        if not options.auto_precision:
+            return options.dtype
+        if self._auto is None:
+            dtype, why = auto_precision(self.G, options.device)
+            self._auto = (dtype,)
+            if not options.quiet:
+                log(f"{self.path.name}: --precision auto chose {why}")
+        return self._auto[0]
 
     def noise(self, name: str) -> Noise:
         """What render ``name`` draws with: the scene's noise mode, a projected photo's maps if it has them."""
@@ -162,10 +178,11 @@ class LoadedScene:
                                f"model sha256:{G.info.sha256[:16]}"}
         return RenderJob(name=name, dest=destination(options.out, r), sample=partial(sample, self.timelines[name]),
                          frames=r.frames, settings=EncodeSettings(format=r.format, fps=r.fps, size=r.size,
-                                                                  canvas=r.canvas),
+                                                                  canvas=r.canvas, encoding=r.encoding),
                          noise=self.noise(name), model_key=self.photos.model_key(G, name),
-                         resolution=G.img_resolution, dtype=options.dtype, audio=r.audio, metadata=metadata,
-                         camera=partial(camera_poses, self.timelines[name]) if r.motion.camera else None)
+                         resolution=G.img_resolution, dtype=self.dtype(options), audio=r.audio, metadata=metadata,
+                         camera=partial(camera_poses, self.timelines[name]) if r.motion.camera else None,
+                         compiled=options.compile)
 
     def frames(self, name: str, indices: Sequence[int], device: torch.device, batch_size: int = 8) -> np.ndarray:
         """Frames ``indices`` of render ``name`` at the model's resolution, exactly as a render draws them (a

@@ -14,7 +14,7 @@ import torch
 
 from morph.builtin import load_builtin_classifier
 from morph.core.errors import MorphError
-from morph.core.files import atomic_path
+from morph.core.files import atomic_path, file_sha256
 from morph.core.model import Noise
 from morph.core.progress import Progress, warn
 from morph.directions import (
@@ -32,8 +32,9 @@ from morph.engine.scenes import LoadedScene
 from morph.models.loader import load_model
 from morph.models.resolver import resolve_direction
 from morph.motion.latents import load_w, seed_w
+from morph.render.caption import add_caption, text_size
 from morph.render.encode import EncodeSettings, ffmpeg_exe
-from morph.render.images import grid, write_png
+from morph.render.images import grid, still_text, write_png
 from morph.render.job import generate
 from morph.render.plot import COLOURS, curve_panel
 
@@ -68,13 +69,16 @@ def frames_at_size(loaded: LoadedScene, name: str, indices: Sequence[int], devic
 
 def write_previews(loaded: LoadedScene, out: Path, frames: int, device: torch.device) -> list[tuple[Path, str]]:
     """A PNG contact sheet per render in ``out/NAME-preview.png``: its keyframes on top, ``frames`` evenly
-    spaced frames below, and under them the gains of the waves that follow a sound. Returns each sheet with
-    a line describing it."""
+    spaced frames below, each named under it, and under them the gains of the waves that follow a sound, on a
+    frame axis. Returns each sheet with a line describing it."""
     written = []
     renders = list(loaded.timelines.items())
     progress = Progress("preview", len(renders), unit="sheets")
+    digest = loaded.digest or file_sha256(loaded.path)
     for name, tl in renders:
         keys = list(tl.keyframes)
+        names = loaded.scene.renders[name].motion.path.keys
+        key_labels = list(names) if len(names) == len(keys) else [f"key {i + 1}" for i in range(len(keys))]
         spaced = np.linspace(0, tl.frames - 1, num=max(1, frames)).round().astype(int).tolist()
         row = max(len(keys), len(spaced))
         pick = keys + [keys[-1]] * (row - len(keys)) + spaced + [spaced[-1]] * (row - len(spaced))
@@ -82,18 +86,22 @@ def write_previews(loaded: LoadedScene, out: Path, frames: int, device: torch.de
         blank = np.full_like(images[0], 255)
         images[len(keys):row] = blank  # pad the keyframe row with white
         images[row + len(spaced):] = blank
+        labels = [*key_labels, *[""] * (row - len(keys)), *[f"frame {f}" for f in spaced], *[""] * (row - len(spaced))]
         dest = out / f"{name}-preview.png"
-        sheet = grid(images, cols=row)
+        sheet = grid(images, cols=row, labels=labels)
         following = [w for w in tl.waves if w.envelope is not None]
         curves = ""
         if following:  # the gains each following wave reads from the sound, under the sheet
-
             sheet = np.concatenate([sheet, curve_panel([w.envelope.numpy() for w in following], sheet.shape[1],
-                                                       marks=keys)])
+                                                       marks=keys, labels=[f"{w.label}: gain" for w in following],
+                                                       size=text_size(images.shape[2]))])
             curves = "".join(f"; curve {i + 1} (rgb{COLOURS[i % len(COLOURS)]}): {w.label}"
                              for i, w in enumerate(following))
+        text = still_text(loaded.scene.model, loaded.G.info.sha256, f"render {name} of {loaded.path.name}: keyframes "
+                          f"{', '.join(key_labels)}; frames {', '.join(map(str, spaced))} of {tl.frames}",
+                          scene=f"{loaded.path} sha256:{digest}")
         with atomic_path(dest) as tmp:
-            write_png(tmp, sheet)
+            write_png(tmp, sheet, text)
         written.append((dest, f"{len(keys)} keyframes (top), {len(spaced)} of {tl.frames} frames (bottom){curves}"))
         progress.advance(1)
     progress.close()
@@ -138,7 +146,8 @@ def sample(model: str, n: int, out: Path, truncation: float = 1.0, seed: int = 0
                         scores.setdefault(name, []).append(value)
             for i, frame in enumerate(frames, start=done) if images else ():
                 with atomic_path(out / f"{i:06d}.png") as tmp:
-                    write_png(tmp, frame)
+                    write_png(tmp, frame, still_text(model, G.info.sha256, f"seed {seed + i}, truncation {truncation:g}",
+                                                     sample=str(i)))
             done += len(frames)
             progress.advance(len(frames))
         progress.close()
@@ -165,11 +174,16 @@ def direction_strip(direction: str, latent: str, model: str, out: Path, strength
     if trained_on and trained_on != G.info.sha256:
         warn(f"warning: {path} was trained on another model (sha256 {trained_on[:12]}, this one {G.info.sha256[:12]})")
     d = load_w(path, G.num_ws, G.w_dim)
-    w = seed_w(G, int(latent), truncation) if latent.lstrip("-").isdigit() else load_w(latent, G.num_ws, G.w_dim)
+    seeded = latent.lstrip("-").isdigit()
+    w = seed_w(G, int(latent), truncation) if seeded else load_w(latent, G.num_ws, G.w_dim)
     images = np.concatenate(list(generate(G, strength_sweep(w, d, strengths), 8, Noise("const"), device)))
+    source = f"seed {int(latent)}, truncation {truncation:g}" if seeded else f"latent {latent}"
+    strip = grid(images, cols=len(strengths), labels=[f"{s:+g}" if s else "0" for s in strengths])
+    strip = add_caption(strip, [f"{direction} on {source}; strength under each face"], text_size(images.shape[2]))
     dest = out / f"{strip_name(direction)}-strip.png"
     with atomic_path(dest) as tmp:
-        write_png(tmp, grid(images, cols=len(strengths)))
+        write_png(tmp, strip, still_text(model, G.info.sha256, source, direction=f"{direction} ({path})",
+                                         strengths=", ".join(f"{s:g}" for s in strengths)))
     return dest
 
 

@@ -1,5 +1,5 @@
 """Outputs of ``morph project``: per photo the latent (``.npy``), its noise maps by layer (``.noise.npz``), the
-side-by-side PNG with its figures captioned and in ``.json``, and optionally the optimisation as a video."""
+side-by-side PNG (photo | projection, labelled) with its figures captioned and in ``.json``, and optionally the optimisation as a video."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 
 from morph.core.files import atomic_path
 from morph.projection.optimiser import Projection, synthesize
-from morph.render.caption import add_caption, describe
+from morph.render.caption import add_caption, describe, text_size
 from morph.render.encode import EncodeSettings, SegmentWriter
-from morph.render.images import grid, write_png
+from morph.render.images import grid, still_text, write_png
 
 
 def write_outputs(G, image: str | os.PathLike, p: Projection, recon: np.ndarray, out: Path,
@@ -31,10 +31,13 @@ def write_outputs(G, image: str | os.PathLike, p: Projection, recon: np.ndarray,
         written.append(out / f"{name}.noise.npz")
         with atomic_path(written[-1]) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **{layer: n.numpy() for layer, n in zip(G.noise_maps(), p.noise)})
-    side = grid(_rgb(np.stack([p.target, recon])), cols=2)
+    side = grid(_rgb(np.stack([p.target, recon])), cols=2, labels=["photo", "projection"])
+    if figures:
+        side = add_caption(side, describe(figures).split(", "), text_size(recon.shape[1]))
     written.append(out / f"{name}.png")
     with atomic_path(written[-1]) as tmp:
-        write_png(tmp, add_caption(side, describe(figures).split(", ")) if figures else side)
+        write_png(tmp, side, still_text(G.info.path, G.info.sha256, f"photo {Path(image).name}, projected",
+                                        latent=written[0].name))
     if figures:
         written.append(out / f"{name}.json")
         with atomic_path(written[-1]) as tmp:

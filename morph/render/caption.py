@@ -1,62 +1,72 @@
-"""Text lines drawn into uint8 images with a built-in 3×5 pixel font (figures under a side-by-side PNG,
-without an imaging library)."""
+"""Text drawn under images with Pillow's bundled font (``ImageFont.load_default(size=...)``: nothing to
+download): captions under a still, labels under the cells of a grid, a curve's axis."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-# Each glyph: five rows of three pixels ("#" on). Lower-case letters are drawn as capitals.
-_FONT = {
-    "0": ("###", "#.#", "#.#", "#.#", "###"), "1": (".#.", "##.", ".#.", ".#.", "###"),
-    "2": ("###", "..#", "###", "#..", "###"), "3": ("###", "..#", ".##", "..#", "###"),
-    "4": ("#.#", "#.#", "###", "..#", "..#"), "5": ("###", "#..", "###", "..#", "###"),
-    "6": ("###", "#..", "###", "#.#", "###"), "7": ("###", "..#", ".#.", ".#.", ".#."),
-    "8": ("###", "#.#", "###", "#.#", "###"), "9": ("###", "#.#", "###", "..#", "###"),
-    "A": (".#.", "#.#", "###", "#.#", "#.#"), "B": ("##.", "#.#", "##.", "#.#", "##."),
-    "C": (".##", "#..", "#..", "#..", ".##"), "D": ("##.", "#.#", "#.#", "#.#", "##."),
-    "E": ("###", "#..", "##.", "#..", "###"), "F": ("###", "#..", "##.", "#..", "#.."),
-    "G": (".##", "#..", "#.#", "#.#", ".##"), "H": ("#.#", "#.#", "###", "#.#", "#.#"),
-    "I": ("###", ".#.", ".#.", ".#.", "###"), "J": ("..#", "..#", "..#", "#.#", ".#."),
-    "K": ("#.#", "#.#", "##.", "#.#", "#.#"), "L": ("#..", "#..", "#..", "#..", "###"),
-    "M": ("#.#", "###", "###", "#.#", "#.#"), "N": ("##.", "#.#", "#.#", "#.#", "#.#"),
-    "O": (".#.", "#.#", "#.#", "#.#", ".#."), "P": ("##.", "#.#", "##.", "#..", "#.."),
-    "Q": (".#.", "#.#", "#.#", "##.", ".##"), "R": ("##.", "#.#", "##.", "#.#", "#.#"),
-    "S": (".##", "#..", ".#.", "..#", "##."), "T": ("###", ".#.", ".#.", ".#.", ".#."),
-    "U": ("#.#", "#.#", "#.#", "#.#", "###"), "V": ("#.#", "#.#", "#.#", "#.#", ".#."),
-    "W": ("#.#", "#.#", "###", "###", "#.#"), "X": ("#.#", "#.#", ".#.", "#.#", "#.#"),
-    "Y": ("#.#", "#.#", ".#.", ".#.", ".#."), "Z": ("###", "..#", ".#.", "#..", "###"),
-    ".": ("...", "...", "...", "...", ".#."), ":": ("...", ".#.", "...", ".#.", "..."),
-    "/": ("..#", "..#", ".#.", "#..", "#.."), "-": ("...", "...", "###", "...", "..."),
-    "%": ("#.#", "..#", ".#.", "#..", "#.#"), "+": ("...", ".#.", "###", ".#.", "..."),
-    "(": (".#.", "#..", "#..", "#..", ".#."), ")": (".#.", "..#", "..#", "..#", ".#."),
-    " ": ("...", "...", "...", "...", "..."),
-}
-_GLYPHS = {c: np.array([[p == "#" for p in row] for row in rows]) for c, rows in _FONT.items()}
+BLACK = (0, 0, 0)
 
 
-def text_mask(text: str, scale: int = 1) -> np.ndarray:
-    """Boolean [5·scale, 4·scale·len(text)] mask of ``text`` (unknown characters as blanks)."""
-    cells = [np.pad(_GLYPHS.get(c.upper(), _GLYPHS[" "]), ((0, 0), (0, 1))) for c in text] or [np.zeros((5, 0), bool)]
-    return np.kron(np.concatenate(cells, axis=1), np.ones((scale, scale), bool)).astype(bool)
+@functools.lru_cache(maxsize=None)
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled font at ``size`` pixels."""
+    return ImageFont.load_default(size=size)
 
 
-def add_caption(image: np.ndarray, lines: list[str]) -> np.ndarray:
-    """``image`` (uint8 [H, W, 3]) with ``lines`` of black text on white below it; wide images get larger text."""
-    h, w, _ = image.shape
-    scale = max(1, w // 200)
-    line_h = 7 * scale
-    out = np.full((h + line_h * len(lines) + scale, w, 3), 255, np.uint8)
-    out[:h] = image
-    for i, line in enumerate(lines):
-        mask = text_mask(line, scale)[:, :w - 2 * scale]
-        top, left = h + scale + i * line_h, 2 * scale
-        out[top:top + mask.shape[0], left:left + mask.shape[1]][mask] = 0
-    return out
+def text_size(width: int) -> int:
+    """Pixel size of text under an image ``width`` pixels wide: readable on a 64 px face, not shouting on a
+    1024 px one."""
+    return max(10, min(28, width // 14))
 
 
-__all__ = ["add_caption", "text_mask"]
+def _wrap(line: str, width: int, size: int) -> list[str]:
+    """``line`` broken at spaces into pieces at most ``width`` pixels long (a longer single word is clipped)."""
+    out: list[str] = []
+    for word in line.split(" "):
+        if out and font(size).getlength(f"{out[-1]} {word}") <= width:
+            out[-1] = f"{out[-1]} {word}"
+        else:
+            out.append(word)
+    return out or [""]
+
+
+def _fitted(line: str, width: int, size: int) -> int:
+    """The largest size up to ``size`` (and at least 7) at which ``line`` fits in ``width`` pixels."""
+    while size > 7 and font(size).getlength(line) > width:
+        size -= 1
+    return size
+
+
+def text_band(lines: Sequence[str], width: int, colour: Sequence[int] = BLACK, size: int = 0,
+              right: Sequence[str] = (), fit: bool = False) -> np.ndarray:
+    """A white uint8 band ``width`` pixels wide holding ``lines`` in ``colour``: wrapped at spaces, or with
+    ``fit`` each kept on one line in a smaller size until it fits (a band's height then never depends on its
+    text: the labels of a grid's cells line up). ``right``: text set flush right on the same lines. ``size``
+    0: :func:`text_size` of the width."""
+    size = size or text_size(width)
+    margin = max(2, size // 5)
+    room = width - 2 * margin
+    rows = list(lines) if fit else [piece for line in lines for piece in _wrap(line, room, size)]
+    line_h = round(size * 1.25)
+    band = Image.new("RGB", (width, line_h * max(len(rows), len(right)) + margin), (255, 255, 255))
+    draw = ImageDraw.Draw(band)
+    for i, row in enumerate(rows):
+        small = _fitted(row, room, size) if fit else size
+        draw.text((margin, margin + i * line_h + size - small), row, fill=tuple(colour), font=font(small))
+    for i, row in enumerate(right):
+        draw.text((width - margin, margin + i * line_h), row, fill=tuple(colour), font=font(size), anchor="ra")
+    return np.asarray(band)
+
+
+def add_caption(image: np.ndarray, lines: Sequence[str], size: int = 0) -> np.ndarray:
+    """``image`` (uint8 [H, W, 3]) with ``lines`` of black text on white below it (``size``: as
+    :func:`text_band`; a grid's caption passes its cells' so that it reads like their labels)."""
+    return np.concatenate([image, text_band(lines, image.shape[1], size=size)])
 
 
 def describe(row: dict[str, Any]) -> str:

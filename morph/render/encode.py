@@ -4,19 +4,27 @@ Every file appears only complete: ffmpeg writes a temp file beside the destinati
 renamed on success and removed on any failure or interruption. The ffmpeg binary is the one
 ``imageio-ffmpeg`` ships, so nothing has to be installed.
 
-Segments are the unit of caching: mp4 and webm segments are already in the final codec and
+Segments are the unit of caching: mp4, webm and mov segments are already in the final codec and
 are joined by stream copy; GIF and PNG segments are stored losslessly (FFV1) and the join is
 the one encoding pass (GIF: a palette from a sample of frames, then dithering every frame).
 
 One ffmpeg encodes far fewer large frames a second than a GPU draws (datacenter GPUs have no
 hardware encoder), so an :class:`EncoderPool` encodes several segments at once, one ffmpeg process
 each, fed from the generator through queues whose frames are bounded together: memory stays flat
-however long the render.
+however long the render. The frames themselves travel in a ring of batch buffers the pool allocates once
+and recycles (``EncoderPool.take``): were each batch a fresh array, allocated by the generator's thread and
+freed by an encoder thread whenever ffmpeg had it, the long-lived frames would sit between the generator's
+short-lived activations and fragment the C heap, whose resident size then grows with the render's length.
+
+A video render may choose its codec (H.264 or H.265 in mp4, VP9 in webm, ProRes 4444 in mov for editors),
+its pixel format and its quality (:class:`Encoding`); codecs beyond the defaults are used only where the
+bundled ffmpeg has their encoder (:func:`missing_encoder` asks it once).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import re
@@ -24,20 +32,31 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path
-from morph.core.runtime import release_freed_memory
 from morph.render.canvas import Canvas
 
-FORMATS = ("mp4", "webm", "gif", "png")
-VIDEO_FORMATS = ("mp4", "webm")  # encoded by a video codec: even sizes only, and they carry a sound track
-SEGMENT_SUFFIX = {"mp4": ".mp4", "webm": ".webm", "gif": ".mkv", "png": ".mkv"}
+FORMATS = ("mp4", "webm", "mov", "gif", "png")
+VIDEO_FORMATS = ("mp4", "webm", "mov")  # encoded by a video codec: even sizes only, and they carry a sound track
+SEGMENT_SUFFIX = {"mp4": ".mp4", "webm": ".webm", "mov": ".mov", "gif": ".mkv", "png": ".mkv"}
+CODECS = {"mp4": ("h264", "h265"), "webm": ("vp9",), "mov": ("prores",)}  # a format's codecs, its default first
+ENCODERS = {"h264": "libx264", "h265": "libx265", "vp9": "libvpx-vp9", "prores": "prores_ks"}  # ffmpeg's names
+# Pixel formats a codec may write, its default first. ProRes 4444 is always 4:4:4 at 10 bits.
+PIXEL_FORMATS = {"h264": ("yuv420p", "yuv444p"), "h265": ("yuv420p", "yuv444p"), "vp9": ("yuv420p", "yuv444p"),
+                 "prores": ("yuv444p10le",)}
+# Named quality levels as CRF (lower is better); each codec's CRF scale differs, so each has its own table, its
+# standard level the CRF morph always used (x265's at its own scale). ProRes has no CRF: one fixed 4444 profile.
+QUALITY_LEVELS = {"h264": {"draft": 28, "standard": 18, "high": 12}, "h265": {"draft": 30, "standard": 22, "high": 16},
+                  "vp9": {"draft": 40, "standard": 18, "high": 12}}
+MAX_CRF = {"h264": 51, "h265": 51, "vp9": 63}
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")  # x264/5
+AUDIO_CODEC = {"mp4": "aac", "webm": "libopus", "mov": "pcm_s16le"}  # mov: uncompressed, as editors expect
 # Frames sampled for a GIF palette: palettegen over every frame is the slow part of GIF encoding.
 GIF_PALETTE_SAMPLES = 48
 _FRAME_NAME = re.compile(r"^frame_\d{6}\.png$")
@@ -53,6 +72,53 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+@functools.lru_cache(maxsize=None)
+def _encoders(exe: str) -> frozenset[str]:
+    proc = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True)
+    return frozenset(line.split()[1] for line in proc.stdout.splitlines() if len(line.split()) > 1
+                     and line.split()[0].startswith("V"))
+
+
+def missing_encoder(codec: str) -> Optional[str]:
+    """Why ``codec`` (a name in ENCODERS) cannot be written with the ffmpeg morph runs; None when it can. The
+    binary's encoder list is read once per process."""
+    exe = ffmpeg_exe()
+    if ENCODERS[codec] in _encoders(exe):
+        return None
+    return (f"{codec} needs ffmpeg's {ENCODERS[codec]} encoder, which {exe} lacks; set IMAGEIO_FFMPEG_EXE to an "
+            f"ffmpeg built with it, or choose another codec")
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """A video render's codec choices: ``codec`` ("" is the format's default), pixel format, and quality as a
+    CRF or, when ``bitrate`` is set (``8M``, ``2500k``), a target bitrate; ``preset`` is x264's and x265's."""
+
+    codec: str = ""
+    pix_fmt: str = "yuv420p"
+    crf: int = 18            # lower is better
+    # x264 speed/size trade-off: veryfast keeps the encoder ahead of the generator it shares the CPU with, at
+    # the file size of slower presets on morph's smooth frames (docs/speed.md, "Why x264's preset is veryfast")
+    preset: str = "veryfast"
+    bitrate: str = ""
+
+    def key(self) -> dict:
+        """The choices as a segment's cache key holds them: a default render's key is the one it had before
+        codecs could be chosen, so its cached segments stay valid."""
+        key = {"crf": self.crf, "preset": self.preset}
+        key.update({k: v for k, v in (("codec", self.codec), ("pix_fmt", self.pix_fmt), ("bitrate", self.bitrate))
+                    if v != getattr(Encoding, k)})
+        return key
+
+    def describe(self, fmt: str) -> str:
+        """``h265 yuv444p crf 16 slow`` for ``morph check``: the choices of a ``fmt`` render."""
+        codec = self.codec or CODECS[fmt][0]
+        if codec == "prores":
+            return "prores 4444 yuv444p10le"
+        rate = f"{self.bitrate}b/s" if self.bitrate else f"crf {self.crf}"
+        return f"{codec} {self.pix_fmt} {rate}" + (f" {self.preset}" if codec in ("h264", "h265") else "")
+
+
 @dataclass(frozen=True)
 class EncodeSettings:
     """Everything about encoding that decides a segment's bytes (part of the cache key)."""
@@ -60,17 +126,16 @@ class EncodeSettings:
     format: str = "mp4"
     fps: float = 30.0
     size: int = 512          # output width = height, scaled with Lanczos from the generator's resolution
-    crf: int = 18            # mp4 / webm quality (lower is better)
-    # x264 speed/size trade-off: at CRF 18 on morph's smooth frames, veryfast encoded 256 px frames 2.7× faster
-    # than medium (344 vs 122 frames/s on one core) at the same file size, and the encoder shares the CPU
-    # with the generator (on a GPU machine it is the CPU that must keep up)
-    preset: str = "veryfast"
     canvas: Optional[Canvas] = None  # a frame other than size × size (morph.render.canvas); None: square
+    encoding: Encoding = field(default_factory=Encoding)  # mp4 / webm / mov codec choices
+    threads: Optional[int] = None    # the codec's threads per ffmpeg (x264's output depends on it); None: its own
 
     def key(self) -> dict:
-        key = asdict(self)
-        if self.canvas is None:  # square renders keep the keys they had before canvases
-            del key["canvas"]
+        key = {"format": self.format, "fps": self.fps, "size": self.size, **self.encoding.key()}
+        if self.canvas is not None:  # square renders keep the keys they had before canvases
+            key["canvas"] = self.canvas.key()
+        if self.threads is not None:  # likewise renders that leave the codec its own threads
+            key["threads"] = self.threads
         return key
 
     def frame(self) -> tuple[int, int]:
@@ -79,11 +144,20 @@ class EncodeSettings:
 
 
 def _segment_codec_args(settings: EncodeSettings) -> list[str]:
-    if settings.format == "mp4":
-        return ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(settings.crf), "-preset", settings.preset]
-    if settings.format == "webm":
-        return ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-crf", str(settings.crf), "-b:v", "0",
-                "-row-mt", "1", "-deadline", "good", "-cpu-used", "4"]
+    if settings.threads is not None:
+        return [*_segment_codec_args(replace(settings, threads=None)), "-threads", str(settings.threads)]
+    e = settings.encoding
+    codec = e.codec or CODECS.get(settings.format, ("ffv1",))[0]
+    if codec in ("h264", "h265"):
+        rate = ["-b:v", e.bitrate] if e.bitrate else ["-crf", str(e.crf)]
+        hevc = ["-tag:v", "hvc1", "-x265-params", "log-level=error"] if codec == "h265" else []  # hvc1: Apple plays it
+        return ["-c:v", ENCODERS[codec], "-pix_fmt", e.pix_fmt, *rate, "-preset", e.preset, *hevc]
+    if codec == "vp9":
+        rate = ["-b:v", e.bitrate] if e.bitrate else ["-crf", str(e.crf), "-b:v", "0"]
+        return ["-c:v", "libvpx-vp9", "-pix_fmt", e.pix_fmt, *rate, "-row-mt", "1", "-deadline", "good",
+                "-cpu-used", "4"]
+    if codec == "prores":
+        return ["-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuv444p10le", "-vendor", "apl0"]
     return ["-c:v", "ffv1", "-pix_fmt", "rgb24"]
 
 
@@ -129,7 +203,7 @@ class SegmentWriter:
         cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{width}x{height}", "-r", str(s.fps), "-i", "-", *scale,
                "-sws_flags", "lanczos+accurate_rnd+full_chroma_int+full_chroma_inp",
-               *_segment_codec_args(s), "-f", {"mp4": "mp4", "webm": "webm"}.get(s.format, "matroska"),
+               *_segment_codec_args(s), "-f", s.format if s.format in VIDEO_FORMATS else "matroska",
                str(self._tmp)]
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
@@ -224,7 +298,8 @@ class EncoderPool:
     The generator (the thread that owns the pool) opens segments in order and writes their frames; an
     encoder thread starts its ffmpeg when one of the ``encoders`` slots is free, oldest segment first. All
     frames waiting in the pool are bounded together by ``buffer_frames`` (a write waits while the pool holds
-    that many), so memory is flat whatever the render's length. Each segment is atomic as with
+    that many), so memory is flat whatever the render's length; frames written from :meth:`take`'s batch buffers
+    come back to it once piped. Each segment is atomic as with
     :class:`SegmentWriter`; ``done(dest, frames)`` runs in its encoder thread once it is in place, ``advance(n)``
     as frames are handed to ffmpeg (serialised by the pool's lock). Leaving the ``with`` block waits for every
     encoder and raises the first encoder error; leaving it by an exception kills every ffmpeg and removes their
@@ -232,11 +307,17 @@ class EncoderPool:
     """
 
     def __init__(self, encoders: int, buffer_frames: int, done: Optional[Callable[[Path, int], None]] = None,
-                 advance: Optional[Callable[[int], None]] = None):
+                 advance: Optional[Callable[[int], None]] = None, allocate: Optional[Callable[[], Any]] = None,
+                 slots: int = 0):
+        """``allocate()`` makes one batch buffer for :meth:`take` (an array or tensor [batch, H, W, 3]); the
+        pool makes ``slots`` of them at most, as they are first needed."""
         if encoders < 1 or buffer_frames < 1:
             raise ValueError(f"encoders {encoders} and buffer_frames {buffer_frames} must be positive")
         self.encoders, self.buffer_frames = encoders, buffer_frames
         self._done, self._advance = done, advance
+        self._allocate, self.slots = allocate, slots
+        self._free: list[Any] = []            # batch buffers an encoder has finished with
+        self._owned: dict[int, Any] = {}      # every batch buffer, by the address of its memory
         self._cond = threading.Condition()
         self._buffered = 0        # frames written and not yet handed to ffmpeg
         self._running = 0         # ffmpeg processes alive
@@ -248,6 +329,11 @@ class EncoderPool:
         self._feeds: list[SegmentFeed] = []
         self.peak_buffered = 0    # the most frames held at once (tests and benches read it)
         self.peak_running = 0     # the most ffmpeg processes alive at once
+
+    @property
+    def allocated(self) -> int:
+        """How many batch buffers :meth:`take` has allocated (at most ``slots``, however long the render)."""
+        return len(self._owned)
 
     def __enter__(self) -> "EncoderPool":
         return self
@@ -264,6 +350,26 @@ class EncoderPool:
         self._threads.append(thread)
         thread.start()
         return feed
+
+    def take(self, n: int) -> Any:
+        """The first ``n`` frames of a batch buffer to fill and write (``SegmentFeed.write``); it comes back to
+        the pool once its encoder has piped it into ffmpeg. Waits while all ``slots`` are on their way (raises an
+        encoder's error)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._free or len(self._owned) < self.slots or self._error is not None)
+            self._raise_error()
+            if self._free:
+                buffer = self._free.pop()
+            else:
+                buffer = self._allocate()
+                self._owned[_address(buffer)] = buffer
+        return buffer[:n]
+
+    def _recycle(self, frames: np.ndarray) -> None:
+        """Give ``frames``' batch buffer back (call with the lock held); an array of the caller's own is left alone."""
+        buffer = self._owned.get(_address(frames))
+        if buffer is not None:
+            self._free.append(buffer)
 
     def _admit(self, n: int) -> None:
         with self._cond:
@@ -297,10 +403,10 @@ class EncoderPool:
                     writer.write(frames)
                     with self._cond:
                         self._buffered -= len(frames)
+                        self._recycle(frames)
                         self._cond.notify_all()
                         if self._advance is not None:
                             self._advance(len(frames))
-            release_freed_memory()  # this segment's frames are free now
             if self._done is not None:
                 self._done(writer.dest, feed.frames)
         except _Aborted:
@@ -326,6 +432,13 @@ class EncoderPool:
             self._raise_error()
 
 
+def _address(frames: Any) -> int:
+    """Where an array's or tensor's memory starts: a batch buffer and the frames taken from its front share it."""
+    if isinstance(frames, np.ndarray):
+        return frames.__array_interface__["data"][0]
+    return frames.data_ptr()
+
+
 def _concat_list(segments: Sequence[Path], folder: Path) -> Path:
     listing = folder / "segments.txt"
     listing.write_text("".join(f"file '{os.fspath(p.resolve())}'\n" for p in segments))
@@ -343,11 +456,12 @@ def join_segments(segments: Sequence[Path], dest: Path, settings: EncodeSettings
         if settings.format in VIDEO_FORMATS:
             audio_in = ["-i", str(audio)] if audio else []
             # -t, not -shortest: a sound track longer than the video is cut to it, a shorter one never cuts the video
-            audio_out = (["-map", "0:v", "-map", "1:a", "-c:a", "aac" if settings.format == "mp4" else "libopus",
+            audio_out = (["-map", "0:v", "-map", "1:a", "-c:a", AUDIO_CODEC[settings.format],
                           "-t", f"{total_frames / settings.fps:.6f}"] if audio else [])
             faststart = ["-movflags", "+faststart"] if settings.format == "mp4" else []
+            hevc = ["-tag:v", "hvc1"] if settings.encoding.codec == "h265" else []  # stream copy keeps no tag
             with atomic_path(dest) as tmp:
-                _run([*src, *audio_in, "-c:v", "copy", *audio_out, *faststart, *meta_args,
+                _run([*src, *audio_in, "-c:v", "copy", *hevc, *audio_out, *faststart, *meta_args,
                       "-f", settings.format, str(tmp)], dest)
                 check_joined(tmp, settings, total_frames, dest)
         elif settings.format == "gif":
@@ -439,14 +553,16 @@ def audio_problem(path: Path) -> Optional[str]:
 
 
 def probe(path: Path) -> dict[str, object]:
-    """Codec, size and frame rate of a file's first video stream, as ffmpeg reads them."""
+    """Codec, pixel format, size and frame rate of a file's first video stream, as ffmpeg reads them."""
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
     line = next((ln for ln in proc.stderr.splitlines() if "Video:" in ln), None)
     if line is None:
         raise MorphError("no video stream", path)
     size = re.search(r", (\d+)x(\d+)", line)
     fps = re.search(r"([\d.]+) (?:fps|tbr)", line)
-    return {"codec": line.split("Video:")[1].split()[0].rstrip(","), "width": int(size.group(1)),
+    pix_fmt = re.search(r", ((?:yuv|yuva|gbr|rgb|bgr|gray|pal)\w*)", line)
+    return {"codec": line.split("Video:")[1].split()[0].rstrip(","), "pix_fmt": pix_fmt and pix_fmt.group(1),
+            "width": int(size.group(1)),
             "height": int(size.group(2)), "fps": float(fps.group(1)) if fps else None, "stream": line.strip()}
 
 

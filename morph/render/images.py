@@ -1,23 +1,31 @@
-"""Image files: reading any image ffmpeg decodes, writing PNGs (no extra dependency), tiling grids."""
+"""Image files: reading any image ffmpeg decodes, writing PNGs that say what made them (Pillow), tiling grids
+with a label under each image."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
-import struct
 import subprocess
-import zlib
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
+from PIL import Image, PngImagePlugin
 
+from morph.core import __version__
 from morph.core.errors import MorphError
+from morph.render.caption import text_band
 from morph.render.encode import ffmpeg_exe
 
 _PPM_HEADER = re.compile(rb"P6\s+(\d+)\s+(\d+)\s+255\s")
 
 
-def grid(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
-    """Tile uint8 images [N, H, W, 3] into one image, ``cols`` per row, separated by ``pad`` white pixels."""
+def grid(images: np.ndarray, cols: int, pad: int = 2, labels: Optional[Sequence[str]] = None) -> np.ndarray:
+    """Tile uint8 images [N, H, W, 3] into one image, ``cols`` per row, separated by ``pad`` white pixels; with
+    ``labels`` (one per image), each image's label is written on one line in a white band under it."""
+    if labels is not None:
+        images = np.stack([np.concatenate([image, text_band([label], image.shape[1], fit=True)])
+                           for image, label in zip(images, labels, strict=True)])
     n, h, w, _ = images.shape
     rows = -(-n // cols)
     out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
@@ -27,18 +35,29 @@ def grid(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
     return out
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write a uint8 RGB image [H, W, 3] as an 8-bit PNG."""
-    h, w, _ = image.shape
-    raw = b"".join(b"\x00" + row.tobytes() for row in np.ascontiguousarray(image, np.uint8))
+def png_bytes(image: np.ndarray, text: Optional[Mapping[str, str]] = None, compress_text: bool = False) -> bytes:
+    """A uint8 RGB image [H, W, 3] as PNG bytes whose text chunks hold ``Software: morph VERSION`` and ``text``
+    (UTF-8 iTXt chunks, zlib-compressed with ``compress_text``); ``PIL.Image.open(f).text`` reads them back."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in {"Software": f"morph {__version__}", **(text or {})}.items():
+        info.add_itxt(key, value, zip=compress_text)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(buf, format="PNG", pnginfo=info, compress_level=6)
+    return buf.getvalue()
 
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+def still_text(model: str, model_sha256: str, source: str, **more: str) -> dict[str, str]:
+    """The text chunks of a still: the model as it was named and its file's SHA-256, what it shows
+    (``source``: ``seed 12, truncation 0.7``, a latent file, a scene's render), and ``more`` (``morph:KEY``)."""
+    return {"morph:model": model, "morph:model_sha256": model_sha256, "morph:source": source,
+            **{f"morph:{key}": value for key, value in more.items()}}
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray, text: Optional[Mapping[str, str]] = None) -> None:
+    """Write ``image`` (uint8 RGB [H, W, 3]) as a PNG with ``text`` in its text chunks (see :func:`png_bytes`):
+    every still morph writes says which model, seed or latent made it."""
     with open(path, "wb") as fh:
-        fh.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
-                 + chunk(b"IEND", b""))
+        fh.write(png_bytes(image, text))
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from morph.core.cache import SEGMENTS, folder, output_record, reusable, seal
+from morph.core.devices import compiled
 from morph.core.errors import MorphError
 from morph.core.files import atomic_path, file_sha256
 from morph.core.model import Model, Noise, images_to_uint8
@@ -42,7 +43,7 @@ from morph.render.encode import (
 
 SEGMENT_SECONDS = 2.0
 # Bump when a change to the generator or encoder alters pixels, so old cached segments are not reused.
-RENDER_VERSION = "2"
+RENDER_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -89,15 +90,17 @@ def auto_batch_size(G: Model, device: torch.device, canvas: Optional[Canvas] = N
 
 def generate(G: Model, ws: torch.Tensor, batch_size: int, noise: Noise, device: torch.device,
              dtype: Optional[torch.dtype] = None, camera: Optional[torch.Tensor] = None,
-             canvas: Optional[tuple[int, int]] = None) -> Iterator[np.ndarray]:
+             canvas: Optional[tuple[int, int]] = None, host: Optional["HostFrames"] = None) -> Iterator[np.ndarray]:
     """uint8 RGB frames [b, H, W, 3] batch by batch for W frames ``ws`` [n, num_ws, w_dim], drawn with ``noise``,
     seen through the camera poses ``camera`` [n, 3] when given; ``canvas`` (width, height) has the network
-    draw that wider frame (``Canvas.drawn``).
+    draw that wider frame (``Canvas.drawn``). The frames land in ``host``'s memory (a render's, reused batch
+    after batch), else in fresh memory per batch.
 
     Frames become uint8 on the device (a quarter of the bytes to copy). On CUDA each batch is copied into
     pinned memory asynchronously and handed over only after the next batch has been queued, so the GPU
     computes batch k + 1 while the host encodes batch k."""
     noise = _on(noise, device)
+    host = host or HostFrames()
     options = {} if canvas is None else {"canvas": canvas}
     pending: Optional[tuple[torch.Tensor, Optional[torch.cuda.Event]]] = None
     with torch.inference_mode():
@@ -105,7 +108,7 @@ def generate(G: Model, ws: torch.Tensor, batch_size: int, noise: Noise, device: 
             if camera is not None:
                 options["camera"] = camera[i:i + batch_size]
             img = G.synthesize(ws[i:i + batch_size].to(device), noise, dtype=dtype, **options)
-            copied = _frames_to_host(img)
+            copied = host.put(img)
             if pending is not None:
                 yield _arrived(pending)
             pending = copied
@@ -113,24 +116,48 @@ def generate(G: Model, ws: torch.Tensor, batch_size: int, noise: Noise, device: 
             yield _arrived(pending)
 
 
-def _frames_to_host(img: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.cuda.Event]]:
-    """Images [N, C, H, W] → contiguous uint8 RGB frames [N, H, W, 3], converted where they were drawn and
-    brought to the host: from CUDA into pinned memory without waiting, with the event that marks the copy done."""
-    frames = images_to_uint8(img)
-    if frames.shape[-1] == 1:
-        frames = frames.expand(*frames.shape[:-1], 3)
-    frames = frames.contiguous()
-    if frames.device.type != "cuda":
-        return frames.cpu(), None
-    host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
-    host.copy_(frames, non_blocking=True)
-    event = torch.cuda.Event()
-    event.record(torch.cuda.current_stream(frames.device))
-    return host, event
+class HostFrames:
+    """Where generated batches land on the host as uint8 RGB frames [N, H, W, 3].
+
+    ``take(N)`` gives the memory for a batch (a render passes ``EncoderPool.take``, a ring of batch buffers
+    recycled once ffmpeg has them; pinned on CUDA); without it each batch gets fresh memory. On the CPU the
+    conversion's arithmetic reuses one float buffer. A render's steady state then allocates no image-sized
+    block per batch: such blocks, freed while smaller long-lived ones sit between them, fragment the C heap
+    until its resident size grows with the render's length."""
+
+    def __init__(self, take: Optional[Callable[[int], torch.Tensor]] = None):
+        self._take = take
+        self._scratch: Optional[torch.Tensor] = None
+
+    def put(self, img: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.cuda.Event]]:
+        """Images [N, C, H, W] → their frames, converted where they were drawn and brought to the host: from
+        CUDA into pinned memory without waiting, with the event that marks the copy done."""
+        n, channels, height, width = img.shape
+        cuda = img.device.type == "cuda"
+        dest = (self._take(n) if self._take is not None
+                else torch.empty((n, height, width, 3), dtype=torch.uint8, pin_memory=cuda))
+        if tuple(dest.shape) != (n, height, width, 3):
+            raise ValueError(f"host memory {tuple(dest.shape)} for {n} frames of {width}x{height}")
+        if not cuda:
+            images_to_uint8(img, out=dest, scratch=self._scratch_for(img))
+            return dest, None
+        frames = images_to_uint8(img)  # on the device: its caching allocator recycles the memory
+        dest.copy_(frames.expand(n, height, width, 3), non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(img.device))
+        return dest, event
+
+    def _scratch_for(self, img: torch.Tensor) -> torch.Tensor:
+        """The float buffer for ``img``'s conversion: the first ``len(img)`` images of one allocated for the
+        largest batch seen."""
+        s = self._scratch
+        if s is None or s.shape[1:] != img.shape[1:] or s.dtype != img.dtype or len(s) < len(img):
+            s = self._scratch = torch.empty_like(img, memory_format=torch.contiguous_format)
+        return s[:len(img)]
 
 
 def _arrived(copied: tuple[torch.Tensor, Optional[torch.cuda.Event]]) -> np.ndarray:
-    """The host frames of ``_frames_to_host`` once their copy is done."""
+    """The host frames of ``HostFrames.put`` once their copy is done."""
     host, event = copied
     if event is not None:
         event.synchronize()
@@ -257,11 +284,20 @@ def encode_segments(G: Model, work: Iterable[tuple[Path, torch.Tensor, Optional[
     encoders = encoders or auto_encoders(device.type)
     buffer = pool_buffer_frames(encoders, max(1, round(settings.fps * SEGMENT_SECONDS)), batch_size,
                                 width * height * 3)
+    # batch buffers: the pool's bound, the batch being copied and the one waiting to be handed over
+    slots = -(-buffer // batch_size) + 2
+
+    def allocate() -> torch.Tensor:
+        return torch.empty((batch_size, height, width, 3), dtype=torch.uint8, pin_memory=device.type == "cuda")
+
     generated = 0
-    with stop_points(), EncoderPool(encoders, buffer, done=seal, advance=advance) as pool:
+    with stop_points(), EncoderPool(encoders, buffer, done=seal, advance=advance, allocate=allocate,
+                                    slots=slots) as pool:
+        host = HostFrames(pool.take)
         for dest, ws, camera in work:
             feed = pool.open(dest, settings, src, len(ws))
-            for frames in generate(G, ws, batch_size, noise, device, dtype, camera, canvas and canvas.drawn(res)):
+            for frames in generate(G, ws, batch_size, noise, device, dtype, camera, canvas and canvas.drawn(res),
+                                   host):
                 check_stop()
                 feed.write(frames)
             feed.close()
@@ -297,6 +333,7 @@ class RenderJob:
     audio: Optional[Path] = None                      # sound track muxed into the output
     metadata: dict[str, str] = field(default_factory=dict)
     camera: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # frame indices → poses [n, 3] (StyleGAN3)
+    compiled: bool = False                            # synthesis through torch.compile (devices.Compiled)
 
     def ws(self, segment: Segment) -> torch.Tensor:
         """The W frames of one of this job's segments."""
@@ -308,7 +345,8 @@ class RenderJob:
 
     def plan(self, cache_dir: Path) -> "RenderPlan":
         """The segments with their cache files, and the key the joined output is recorded under."""
-        extra = {"resolution": self.resolution, "dtype": str(self.dtype or torch.float32)}
+        extra = {"resolution": self.resolution, "dtype": str(self.dtype or torch.float32),
+                 **({"compiled": True} if self.compiled else {})}  # its pixels differ from eager's by a level
         segments = []
         for start, stop in segment_bounds(self.frames, self.settings.fps):
             t = torch.arange(start, stop)
@@ -366,7 +404,7 @@ def render_segments(G: Model, todo: list[Work], device: torch.device, batch_size
         group = list(group)
         job = group[0].job
         work = ((w.segment.path, w.ws(), w.camera()) for w in group)
-        generated += encode_segments(G, work, job.settings, job.noise, device,
+        generated += encode_segments(compiled(G) if job.compiled else G, work, job.settings, job.noise, device,
                                      batch_size or auto_batch_size(G, device, job.settings.canvas), job.dtype,
                                      progress.advance, encoders)
     return generated

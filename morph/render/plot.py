@@ -1,10 +1,14 @@
-"""Curves drawn straight into pixels (no plotting library): the per-frame gains under ``morph preview``'s sheet."""
+"""Curves drawn straight into pixels: the per-frame gains under ``morph preview``'s sheet, each under a line
+naming it with its range, over a frame axis. A plotting library would add a dependency for a few lines a pixel
+wide; the labels are Pillow's (``morph.render.caption``)."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
+
+from morph.render.caption import text_band
 
 COLOURS = ((214, 39, 40), (31, 119, 180), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207))
 
@@ -27,10 +31,20 @@ def curve_strip(values: np.ndarray, width: int, height: int, colour: Sequence[in
     return out
 
 
-def curve_panel(curves: Sequence[np.ndarray], width: int, height: int = 40,
-                marks: Sequence[int] = ()) -> np.ndarray:
-    """One strip per curve (coloured in ``COLOURS`` order), stacked, with a white line between strips."""
+def curve_panel(curves: Sequence[np.ndarray], width: int, height: int = 40, marks: Sequence[int] = (),
+                labels: Sequence[str] = (), size: int = 0) -> np.ndarray:
+    """One strip per curve (coloured in ``COLOURS`` order), stacked, each under a line in its colour naming it
+    (``labels``, else ``curve N``) with the range it is scaled to, and under them the frame axis (grey ticks:
+    ``marks``). ``size``: the text's pixel size (0: from the width)."""
     strips = []
     for i, c in enumerate(curves):
-        strips += [curve_strip(c, width, height, COLOURS[i % len(COLOURS)], marks), np.full((2, width, 3), 255, np.uint8)]
-    return np.concatenate(strips) if strips else np.zeros((0, width, 3), np.uint8)
+        colour = COLOURS[i % len(COLOURS)]
+        name = labels[i] if i < len(labels) else f"curve {i + 1}"
+        strips += [text_band([name], width, colour, size, right=[f"{np.min(c):.2f} to {np.max(c):.2f}"]),
+                   curve_strip(c, width, height, colour, marks), np.full((2, width, 3), 255, np.uint8)]
+    if not strips:
+        return np.zeros((0, width, 3), np.uint8)
+    frames = len(curves[0])
+    axis = text_band(["frame 0" + ("  (grey ticks: keyframes)" if len(marks) else "")], width, size=size,
+                     right=[f"frame {frames - 1}"])
+    return np.concatenate([*strips, axis])

@@ -6,6 +6,7 @@ from typing import Callable, Optional
 
 from morph.motion.latents import Blend, File, Latent, Mean, Mix, Project, Seed
 from morph.motion.schedule import Follow
+from morph.render.encode import Encoding
 from morph.scene.types import Render, Scene, range_text, runs
 
 
@@ -110,6 +111,7 @@ def plan_lines(scene: Scene, projection: Callable[[Project], str] = lambda photo
     lines.append("renders:")
     width = max(map(len, scene.renders), default=0)
     for name, r in scene.renders.items():
-        lines.append(f"  {name:<{width}}  {r.format} {r.frame} {r.fps:g} fps, {r.frames} frames, "
+        codec = f" ({r.encoding.describe(r.format)})" if r.encoding != Encoding() else ""
+        lines.append(f"  {name:<{width}}  {r.format}{codec} {r.frame} {r.fps:g} fps, {r.frames} frames, "
                      f"{r.seconds:.2f} s: {_motion_text(r)}" + (f"; audio {r.audio}" if r.audio else ""))
     return lines

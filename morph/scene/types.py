@@ -11,14 +11,16 @@ from morph.core.errors import MorphError
 from morph.motion.latents import Latent, ModelDims
 from morph.motion.schedule import Motion
 from morph.render.canvas import Canvas
-from morph.render.encode import FORMATS
+from morph.render.encode import FORMATS, Encoding
 
 DEFAULT_FPS = {fmt: 25 if fmt == "gif" else 30 for fmt in FORMATS}  # output format → default fps
 TOP_KEYS = ("model", "sha256", "encoder", "identity", "tune", "truncation", "truncation_cutoff", "noise", "audio",
             "directions", "latents", "renders")
 IDENTITY_KEYS = ("file", "weight")
 RENDER_KEYS = ("format", "fps", "size", "path", "around", "loop", "transition", "hold", "duration", "deform", "breathe",
-               "audio", "add", "camera", "canvas")
+               "audio", "add", "camera", "canvas", "codec", "pixel_format", "quality")
+ENCODING_KEYS = ("codec", "pixel_format", "quality")  # a video render's encoder choices
+QUALITY_KEYS = ("crf", "bitrate", "preset")
 TRANSITION_KEYS = ("duration", "interp", "ease", "on", "every")
 STEP_KEYS = ("duration", "hold", "ease", "camera")
 POSE_KEYS = ("translate", "rotate")                 # a keyframe's camera
@@ -71,6 +73,7 @@ class Render:
     where: str
     audio: Optional[Path] = None   # sound track muxed into the video, cut to its length
     canvas: Optional[Canvas] = None  # a frame other than size × size (morph.render.canvas); size is its square's side
+    encoding: Encoding = Encoding()  # codec, pixel format and quality of an mp4 / webm / mov render
 
     @property
     def frames(self) -> int:

@@ -22,13 +22,14 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from morph.core.errors import MorphError
+from morph.render.images import png_bytes
 from morph.studio import frames as engine
 from morph.studio import paths
 from morph.studio.controls import mix_text
@@ -51,12 +52,8 @@ def snapshot_png(image: np.ndarray, w: torch.Tensor, settings: dict) -> bytes:
     little-endian bytes, with its shape) and ``morph:settings`` (JSON: scene, render, frame, truncation …)."""
     w32 = w.detach().to(torch.float32).cpu().numpy()
     latent = {"shape": list(w32.shape), "dtype": "<f4", "data": base64.b64encode(w32.astype("<f4").tobytes()).decode()}
-    info = PngImagePlugin.PngInfo()
-    info.add_itxt("morph:settings", json.dumps(settings), zip=True)
-    info.add_itxt("morph:latent", json.dumps(latent), zip=True)
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
+    return png_bytes(image, {"morph:settings": json.dumps(settings), "morph:latent": json.dumps(latent)},
+                     compress_text=True)
 
 
 def read_snapshot_latent(data: bytes) -> np.ndarray:

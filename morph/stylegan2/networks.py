@@ -19,6 +19,7 @@ from morph.core.model import NOISE_MODES, Noise, check_noise, crop_centre
 from morph.stylegan2.ops import (
     LRELU_GAIN,
     bias_act,
+    compiling,
     conv_up2,
     is_channels_last,
     modulated_conv2d,
@@ -44,7 +45,14 @@ def canvas_cells(canvas: tuple[int, int], resolution: int) -> tuple[int, int]:
     return tuple(CONST_SIZE + 2 * max(0, math.ceil((side - resolution) / (2 * cell))) for side in canvas[::-1])
 
 
-BLEND_RESOLUTION = 16  # the block after which a widened canvas's two drawings are blended (a cell is 4 px there)
+BLEND_RESOLUTION = 32  # a widened canvas's two drawings are blended after every block up to this one
+# Where the background drawing takes over, per block resolution: (start, width) of a smoothstep in constant cells
+# (a quarter of the square's side) from the square's edge outwards. The 4 px block's ramp starts one cell inside
+# the square, so no cell there goes from none of the background drawing to half of it at the square's edge (drawn
+# as a line); the finer blocks start at the edge and take over within little more than a cell, so no hair or head
+# outline carries on beside the square; the last ramp, the widest, spreads the change from the square's own
+# background to the background drawing's brightness, so the edge shows no line. bench/wide.py compares them.
+BLEND_RAMPS = {4: (-1.0, 2.0), 8: (0.0, 1.25), 16: (0.0, 1.25), 32: (0.0, 1.5)}
 
 
 def background_constant(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
@@ -56,27 +64,24 @@ def background_constant(const: torch.Tensor, cells: tuple[int, int]) -> torch.Te
 
 
 def mirrored_constant(const: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
-    """``const`` [C, 4, 4] mirrored out to ``cells`` (rows, columns), the added cells fading into
-    :func:`background_constant`'s fill from the second one out (half way there, then all the way): no jump at
-    the learned cells' edges, and less of the head's outline, which the mirrored cells carry, to draw beside it."""
+    """``const`` [C, 4, 4] mirrored out to ``cells`` (rows, columns) by :func:`mirror_indices`: no jump at the
+    learned cells' edges, so the square's edges are drawn as if the frame went on."""
     rows, cols = (mirror_indices(n, (k - n) // 2).to(const.device) for n, k in zip(const.shape[1:], cells))
-    mirrored = const.index_select(1, rows).index_select(2, cols)
-
-    def fade(n: int, k: int) -> torch.Tensor:  # per index: 0 on the learned cells and the first added one
-        i, first = torch.arange(k), (k - n) // 2
-        return ((torch.maximum(first - i, i - (first + n - 1)) - 1) / 2).clamp(0, 1)
-    share = torch.maximum(fade(const.shape[1], cells[0])[:, None], fade(const.shape[2], cells[1])[None, :])
-    return torch.lerp(mirrored, background_constant(const, cells), share.to(const.device, const.dtype))
+    return const.index_select(1, rows).index_select(2, cols)
 
 
-def background_weight(cells: tuple[int, int], cell: int) -> torch.Tensor:
-    """[rows·cell, cols·cell] weight of the background drawing in a widened canvas's blend: 0 over the learned
-    cells, rising along a smoothstep to 1 one cell beyond them (no kink, so no line where it starts or ends)."""
+def background_weight(cells: tuple[int, int], resolution: int, start: float, width: float) -> torch.Tensor:
+    """[rows·r, cols·r] (r = ``resolution`` / 4 pixels per cell) weight of the background drawing after the block
+    of ``resolution``: a smoothstep of the distance outside the square, in cells, from 0 at ``start`` to 1 at
+    ``start + width`` (no kink, so no line where it starts or ends); per pixel, the larger of the two axes'. An
+    axis the canvas does not widen has none of it, even where ``start`` lies inside the square."""
+    per_cell = resolution // CONST_SIZE
+
     def ramp(n: int) -> torch.Tensor:
-        pos = torch.arange(n * cell, dtype=torch.float32) + 0.5
-        inner = (n - CONST_SIZE) // 2 * cell
-        u = (torch.maximum(inner - pos, pos - (n * cell - inner)) / cell).clamp(0, 1)
-        return u * u * (3 - 2 * u)
+        pos = (torch.arange(n * per_cell, dtype=torch.float32) + 0.5) / per_cell  # pixel centres, in cells
+        inner = (n - CONST_SIZE) // 2
+        u = ((torch.maximum(inner - pos, pos - (n - inner)) - start) / width).clamp(0, 1)
+        return u * u * (3 - 2 * u) * (n > CONST_SIZE)
     return torch.maximum(ramp(cells[0])[:, None], ramp(cells[1])[None, :])
 
 
@@ -231,8 +236,9 @@ class SynthesisLayer(nn.Module):
 
     def _weight_derived(self, name: str, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """``compute(weight)``, kept until the weight changes (``load_state_dict``, ``copy_``; not edits made
-        through ``.data``); computed afresh only when autograd needs the weight's gradient."""
-        if torch.is_grad_enabled() and self.weight.requires_grad:
+        through ``.data``); computed afresh when autograd needs the weight's gradient, and inside a graph
+        torch.compile traces (which computes it with the rest)."""
+        if (torch.is_grad_enabled() and self.weight.requires_grad) or compiling():
             return compute(self.weight)
         key = (self.weight.data_ptr(), self.weight._version, self.weight.device, self.weight.dtype)
         cache = self.__dict__.setdefault("_derived", {})
@@ -452,17 +458,25 @@ class SynthesisNetwork(nn.Module):
 
     def _widened(self, first: list, cells: tuple[int, int], draw: Callable) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """A wider canvas's activations (and skip image) after the ``first`` blocks, up to ``BLEND_RESOLUTION``: drawn
-        twice, from :func:`mirrored_constant` (the square and what continues it at its edges) and from
-        :func:`background_constant` (background only), then blended by :func:`background_weight`. Drawn alone, the
-        mirrored constant puts echoes of the head at the sides, and a constant whose added cells jump away from
-        the learned ones draws a seam where they meet; blended where a cell is 4 px wide, the sides are
-        background and the square's edges carry on without a line."""
+        twice, from :func:`mirrored_constant` (the square, and its edges carried on) and from
+        :func:`background_constant` (background only), the background drawing taking over outside the square
+        after every block by :func:`background_weight` along :data:`BLEND_RAMPS`. Drawn alone, the mirrored constant
+        puts echoes of the head at the sides, and a constant whose added cells jump away from the learned ones
+        draws a seam where they meet; blended at one block only, what the mirrored drawing holds next to the
+        square (hair, the head's outline) reaches the finer blocks, which draw it as a shadow beside the head.
+        Blended after each coarse block, the sides are background and the square's edges carry on without a line."""
         const = self.b4.const
-        x, img = draw(first, const=mirrored_constant(const, cells))
-        x_bg, img_bg = draw(first, const=background_constant(const, cells))
-        weight = background_weight(cells, x.shape[-1] // cells[1]).to(x.device)
-        x = torch.lerp(x, x_bg, weight.to(x.dtype))
-        return x, None if img is None else torch.lerp(img, img_bg, weight.to(img.dtype))
+        x = img = x_bg = img_bg = None
+        face, background = mirrored_constant(const, cells), background_constant(const, cells)
+        for step in first:
+            x, img = draw([step], x, img, const=face)
+            x_bg, img_bg = draw([step], x_bg, img_bg, const=background)
+            resolution = step[0].resolution
+            if resolution in BLEND_RAMPS:
+                weight = background_weight(cells, resolution, *BLEND_RAMPS[resolution]).to(x.device)
+                x = torch.lerp(x, x_bg, weight.to(x.dtype))
+                img = None if img is None else torch.lerp(img, img_bg, weight.to(img.dtype))
+        return x, img
 
 
 def layer_resolution(index: int, num_ws: int) -> int:

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
+# Whether torch.compile is tracing the caller (torch < 2.3 cannot say: it then traces the in-place path too).
+compiling = getattr(torch.compiler, "is_compiling", lambda: False)
 
 
 def setup_filter(taps: list[float] | tuple[float, ...] = (1, 3, 3, 1)) -> torch.Tensor:
@@ -177,8 +179,9 @@ def modulated_conv2d(
             return conv_up2(inp, wt, resample_filter, groups=groups, bias=b)
         return F.conv2d(inp, in_layout_of(wt, inp), b, padding=kw // 2, groups=groups)
 
-    # In inference, update tensors in place: large new tensors cost page faults.
-    inplace = not torch.is_grad_enabled()
+    # In inference, update tensors in place: large new tensors cost page faults. Not while torch.compile traces
+    # it: the compiler plans the memory itself, and out= into a channels-last tensor breaks its graph.
+    inplace = not torch.is_grad_enabled() and not compiling()
     per_sample_matmul = fused is None and kh * kw == 1 and up == 1 and is_channels_last(x)
     if fused is None:
         # At batch 1 in inference, scale whichever is smaller, the weights or the activations (under autograd,

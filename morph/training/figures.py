@@ -22,6 +22,7 @@ import torch
 
 from morph.core.model import images_to_uint8
 from morph.motion.schedule import slerp
+from morph.render.images import still_text
 from morph.training.latent import LATENT_DIM, MIX_CUTOFF
 from morph.training.toyfaces import TEAM_NAMES, grid, render, team_params, write_png
 
@@ -113,7 +114,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     figures = {"samples.png": enlarge(samples_figure(G), 2), "style-mixing.png": enlarge(mixing_figure(G), 2),
                "interpolation.png": enlarge(interpolation_figure(G), 2)}
     for name, image in figures.items():
-        write_png(args.docs / name, image)
+        write_png(args.docs / name, image, still_text(args.model, G.info.sha256, f"{name}: seeded z, figures.py"))
         print(f"wrote {args.docs / name} ({image.shape[1]}x{image.shape[0]})")
     team = write_team(args.team, G.img_resolution)
     print(f"wrote {len(team)} team photos under {args.team}")
