@@ -20,7 +20,7 @@ import typer
 
 from morph import __version__
 from morph.core.errors import MorphError, os_error_line
-from morph.core.limits import MAX_BATCH, MAX_PREVIEW_FRAMES, MAX_PROJECT_STEPS, MAX_STRIP_STEPS
+from morph.core.limits import MAX_BATCH, MAX_IDENTITY_WEIGHT, MAX_PREVIEW_FRAMES, MAX_PROJECT_STEPS, MAX_STRIP_STEPS
 from morph.core.progress import fatal
 from morph.core.runtime import Terminated, keep_freed_memory, request_stop
 
@@ -364,9 +364,11 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
             vgg: Optional[list[Path]] = typer.Option(None, "--vgg", help="LPIPS weights: NVIDIA's vgg16.pt (auto: "
                                                      "download it once), or vgg16-397923af.pth plus LPIPS's vgg.pth "
                                                      "(repeat --vgg)"),
-            identity: Optional[Path] = typer.Option(None, "--identity", help="ArcFace IR-SE50 weights "
-                                                    "(model_ir_se50.pth): identity measured as pSp measures it",
-                                                    show_default="dlib's descriptors"),
+            identity: Optional[Path] = typer.Option(None, "--identity", show_default="dlib's descriptors",
+                                                    help="ArcFace IR-SE50 weights (model_ir_se50.pth): identity "
+                                                    "measured as pSp measures it"),
+            identity_weight: float = typer.Option(0.0, "--identity-weight", min=0, max=MAX_IDENTITY_WEIGHT,
+                                                  help="W·(1 − --identity similarity) joins the refinement; 0: off"),
             tune: bool = typer.Option(False, "--tune", help="pivotal tuning: then tune one generator so every photo's "
                                       "latent draws it (cached); writes OUT/tuned.safetensors"),
             tune_steps: int = typer.Option(300, "--tune-steps", min=1, help="steps of --tune"),
@@ -385,7 +387,7 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
     _feedback(quiet, progress)
     done = project_files(images, model or model_of_encoder(encoder), out, space, steps, encoder, coarse, video, align, face,
                          vgg or (), resolve_device(device), cache, quiet, identity=identity,
-                         tune_steps=tune_steps if tune else 0)
+                         tune_steps=tune_steps if tune else 0, identity_weight=identity_weight)
     if as_json:
         return _print_json({"photos": [{"photo": str(p.photo), "figures": p.figures, "files": p.files} for p in done]})
     for p in done if not quiet else ():

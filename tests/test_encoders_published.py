@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import morph, needs_dlib
+from conftest import TEAM, morph, needs_dlib
 
 from morph.core.errors import CheckpointError, MorphError
 
@@ -274,3 +274,89 @@ def test_pti_output_loads_through_the_allow_list(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError) as e:
         read_checkpoint(tmp_path / "module.pt")
     assert "\n" not in str(e.value) and "torch.nn.modules.linear.Linear" in str(e.value)
+
+
+def test_without_an_identity_term_the_projection_key_is_unchanged():
+    """Projections cached before the identity term existed keep their keys (these are main's keys before it)."""
+    from morph.projection.store import Settings
+
+    image, model = "a" * 64, "b" * 64
+    assert Settings().key(image, model) == "7e0ba916cf9508a792c0ed10b9acc99a9906d4d7ec10973ecb3c78244cd663f1"
+    assert Settings(encoder="c" * 64, steps=100).key(image, model) == \
+        "4ea8ac4b422de6bf8a8981252517ef09c0520eb9032e32754b06c5e21371413b"
+    weighted = Settings(identity="d" * 64, identity_weight=0.1)
+    assert weighted.key(image, model) != Settings().key(image, model)
+    assert weighted.key(image, model) != Settings(identity="d" * 64, identity_weight=0.2).key(image, model)
+
+
+def test_an_identity_weight_without_arcface_is_one_line(tmp_path):
+    result = morph("project", str(TEAM[0]), "--steps", "1", "--identity-weight", "0.1", "--out", str(tmp_path / "o"),
+                   "--cache", str(tmp_path / "c"))
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
+    assert "--identity-weight" in result.stderr and "--identity" in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_the_identity_term_is_nonzero_and_has_a_gradient(published, G):
+    from morph.core.model import Noise
+    from morph.projection.arcface import load_arcface
+    from morph.projection.losses import identity
+    from morph.render.images import read_image
+
+    term = identity(load_arcface(published["arcface"]))
+    photo = torch.from_numpy(read_image(TEAM[0])).permute(2, 0, 1)[None].float() / 127.5 - 1
+    ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1)), None).requires_grad_(True)
+    bound = term(photo)
+    d = bound(G.synthesize(ws, Noise("const")))
+    assert d.item() > 1e-6 and abs(bound(photo).item()) < 1e-5  # another face scores, the photo itself does not
+    d.sum().backward()
+    assert ws.grad is not None and ws.grad.abs().sum().item() > 0
+
+
+def test_the_identity_term_changes_the_projection_and_its_cache_entry(published, G, tmp_path):
+    """``identity_weight`` with the ArcFace file optimises another latent, cached under another key; the file
+    given without a weight changes nothing (the same entry is read back)."""
+    from dataclasses import replace
+
+    from morph.projection import Settings, project_photos
+    from morph.projection.encoder import encoder_for
+
+    encoder, cache = encoder_for(G, "auto"), tmp_path / "cache"
+    base = Settings(steps=3, align=False)
+    plain = project_photos([TEAM[0]], G, base, cache_dir=cache, encoder=encoder, quiet=True)[0]
+    again = project_photos([TEAM[0]], G, base, cache_dir=cache, encoder=encoder, quiet=True,
+                           arcface=published["arcface"])[0]
+    assert torch.equal(plain.w, again.w) and len(list((cache / "projections").glob("*.npz"))) == 1
+    weighted = project_photos([TEAM[0]], G, replace(base, identity_weight=1.0), cache_dir=cache, encoder=encoder,
+                              quiet=True, arcface=published["arcface"])[0]
+    assert len(list((cache / "projections").glob("*.npz"))) == 2
+    assert (weighted.w - plain.w).abs().max().item() > 1e-6
+
+
+def test_a_scene_identity_term_is_the_one_morph_project_uses(published, G, tmp_path, monkeypatch):
+    """``identity: {file, weight}`` in a scene and ``--identity FILE --identity-weight W`` give one cache entry:
+    the scene finds ``morph project``'s projection cached, and without the term it does not."""
+    from morph.engine.photos import project_files
+    from morph.motion.latents import Project
+    from morph.projection.scene import projection_status
+    from morph.scene.types import Photos
+
+    cache = tmp_path / "cache"
+    project_files([TEAM[0]], "builtin", tmp_path / "out", steps=2, cache_dir=cache, quiet=True,
+                  identity=published["arcface"], identity_weight=0.5)
+    spec = Project(TEAM[0], 2, None)
+    monkeypatch.setenv("MORPH_CACHE", str(cache))  # where morph check looks
+    assert projection_status(spec, G, Photos(identity=published["arcface"], identity_weight=0.5)) == "cached"
+    assert projection_status(spec, G).startswith("needs projection")
+    assert projection_status(spec, G, Photos(identity=published["arcface"], identity_weight=0.25)) != "cached"
+
+
+def test_a_scene_with_a_published_encoder_and_no_model_draws_with_its_decoder(published, tmp_path):
+    from morph.scene import load_scene
+
+    scene = tmp_path / "ffhq.yaml"
+    scene.write_text(f"encoder: {published['e4e']}\ntune: {{steps: 1}}\nlatents: {{a: {{seed: 1}}, "
+                     f"b: {{project: {TEAM[0]}}}}}\n"
+                     "renders: {r: {format: png, size: 64, around: a, duration: 2f}}\n")
+    sc = load_scene(scene)
+    assert sc.model_path == published["e4e"] and sc.dims.num_ws == 18 and sc.dims.resolution == 1024
+    assert sc.photos.encoder == str(published["e4e"]) and [(o.key, o.value) for o in sc.photos.tune] == [("steps", 1)]

@@ -5,8 +5,10 @@ model file other commands take."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import TEAM, morph
 
 
@@ -50,3 +52,122 @@ def test_tuning_keeps_the_rest_of_latent_space(G):
     assert np.abs(synthesize(tuned, pivot).astype(float) - face).mean() < np.abs(synthesize(G, pivot).astype(float)
                                                                                  - face).mean()
     assert drift < moved
+
+
+TUNE_SCENE = """model: builtin
+{top}
+latents:
+  ada: {{project: {photo}, steps: 2}}
+  other: {{seed: 3}}
+renders:
+  r: {{format: png, size: 64, fps: 10, path: [ada, other], transition: {{duration: 3f}}}}
+"""
+
+
+def _tune_scene(folder, top: str):
+    path = folder / f"scene-{abs(hash(top))}.yaml"
+    path.write_text(TUNE_SCENE.format(top=top, photo=TEAM[0]))
+    return path
+
+
+def test_a_tuned_scene_renders_through_the_tuned_generator_cached(tmp_path, monkeypatch):
+    """``tune: {steps: 2}``: every frame (the photo's and the seed's) is drawn by the tuned generator, so the frames
+    differ from the untuned scene's and the untuned render's segments are not reused; a second render tunes
+    nothing (tuning would fail here) and finds its output up to date."""
+    import torch
+
+    from morph.engine.scenes import RenderOptions, open_scene, render_scene
+    from morph.projection import tuning
+    from morph.render.encode import decode_frames
+
+    options = RenderOptions(out=tmp_path / "out", cache_dir=tmp_path / "cache", quiet=True)
+
+    def render(top: str):
+        loaded = open_scene(_tune_scene(tmp_path, top), torch.device("cpu"), options.cache_dir, quiet=True)
+        stats = render_scene(loaded, ["r"], options)["r"]
+        frames = np.stack([decode_frames(f, 64) for f in sorted((options.out / "r").iterdir())])
+        return loaded, stats, frames
+
+    plain, plain_stats, plain_frames = render("")
+    tuned, tuned_stats, tuned_frames = render("tune: {steps: 2}")
+    assert tuned_stats.generated == tuned_stats.frames > 0 and tuned_stats.reused == 0
+    assert tuned.G.info.sha256 != plain.G.info.sha256
+    assert len(list((options.cache_dir / "projections").glob("tuned-*.safetensors"))) == 1
+    assert plain_frames.shape == tuned_frames.shape
+    assert all(np.abs(a.astype(int) - b).max() > 0 for a, b in zip(plain_frames, tuned_frames))  # every frame
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tuned again")
+    monkeypatch.setattr(tuning, "tune", refuse)
+    again, again_stats, again_frames = render("tune: {steps: 2}")
+    assert again_stats.up_to_date and again.G.info.sha256 == tuned.G.info.sha256
+    assert np.array_equal(again_frames, tuned_frames)
+
+
+def test_a_scene_tunes_what_morph_project_tunes(tmp_path):
+    """The same photo, steps and tuning settings give ``morph project --tune`` and a scene one cached generator."""
+    import torch
+
+    from morph.engine.scenes import open_scene
+
+    cache = tmp_path / "cache"
+    result = morph("project", str(TEAM[0]), "--steps", "2", "--tune", "--tune-steps", "2", "--out",
+                   str(tmp_path / "out"), "--cache", str(cache), "--device", "cpu", "--quiet")
+    assert result.returncode == 0, result.stderr
+    made = sorted((cache / "projections").glob("*"))
+    loaded = open_scene(_tune_scene(tmp_path, "tune: {steps: 2}"), torch.device("cpu"), cache, quiet=True)
+    assert sorted((cache / "projections").glob("*")) == made  # nothing projected or tuned anew
+    assert Path(loaded.G.info.path).name.startswith("tuned-")
+
+
+@pytest.mark.parametrize("top, message", [
+    ("tune: {stepz: 2}", "tune.stepz: unknown key 'stepz'; did you mean 'steps'?"),
+    ("tune: {steps: 0}", "tune.steps: expected a whole number of steps, 1 to"),
+    ("tune: {lr: 3e-4}", "YAML reads 3e-4 as text: write 3.0e-4"),
+    ("tune: {lr: .nan}", "tune.lr: expected a number, true / false or a name, got nan"),
+    ("tune: {loss: lpips}", "tune.loss: expected auto or one of"),
+    ("tune: [steps]", "tune: expected a mapping, got a list"),
+    ("encoder: nowhere.safetensors", "encoder: nowhere.safetensors: no such file"),
+    ("identity: {weight: 0.1}", "identity: needs file:"),
+])
+def test_a_bad_photo_key_is_one_line_with_file_and_line(tmp_path, top, message):
+    path = _tune_scene(tmp_path, top)
+    result = morph("check", str(path))
+    assert result.returncode != 0 and not result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{path}:2:") and message in lines[0], result.stderr
+
+
+def test_tune_without_photos_is_one_line(tmp_path):
+    path = tmp_path / "seeds.yaml"
+    path.write_text("tune: true\nlatents: {a: {seed: 1}}\nrenders: {r: {format: png, size: 64, around: a, "
+                    "duration: 2f}}\n")
+    result = morph("check", str(path))
+    assert result.returncode != 0 and "tune: tunes the generator to the scene's photos, but it has none" in \
+        result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_check_describes_the_photos_encoder_and_tuning(tmp_path):
+    path = _tune_scene(tmp_path, "encoder: none\ntune: {steps: 7, locality: 0.5}")
+    result = morph("check", str(path), "--json", "--cache", str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    photos = json.loads(result.stdout)["photos"]
+    assert photos["photos"] == 1 and photos["encoder"] is None and photos["identity"] is None
+    assert photos["tune"]["steps"] == 7 and photos["tune"]["locality"] == 0.5 and photos["tune"]["lr"] == 3e-4
+    text = morph("check", str(path), "--cache", str(tmp_path / "cache")).stdout
+    assert "photos: 1, no encoder" in text and "tune: one generator for all the photos" in text and "steps 7" in text
+    assert "(needs projection (2 steps))" in text
+
+
+def test_the_studio_checks_tune_as_morph_check_does(tmp_path):
+    """The studio validates an edited scene's text itself (not through morph check): a bad ``tune:`` key is
+    refused there too, before anything is projected."""
+    from morph.engine.scenes import LoadedModels
+    from morph.models.resolver import resolve_model
+    from morph.scene import SceneError
+    from morph.studio.frames import Frames
+
+    frames = Frames(LoadedModels(), resolve_model("builtin", tmp_path), tmp_path / "cache", quiet=True)
+    with pytest.raises(SceneError, match=r"scene.yaml:2:8: tune.stepz: unknown key 'stepz'; did you mean 'steps'"):
+        frames.parse(TUNE_SCENE.format(top="tune: {stepz: 2}", photo=TEAM[0]), tmp_path / "scene.yaml")
+    assert frames.parse(TUNE_SCENE.format(top="tune: {steps: 2}", photo=TEAM[0]), tmp_path / "scene.yaml").photos.tune

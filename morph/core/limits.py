@@ -54,4 +54,5 @@ MAX_EDIT_DEPTH = 32           # keys in one studio edit's path (a scene nests a 
 MAX_BATCH = 4096             # --batch-size
 MAX_PREVIEW_FRAMES = 200     # morph preview --frames
 MAX_STRIP_STEPS = 64         # morph directions show --steps
+MAX_IDENTITY_WEIGHT = 100.0  # morph project --identity-weight and a scene's identity.weight
 MAX_PROJECT_STEPS = 100_000  # morph project --steps and a scene's steps: (the recipe's default is 1000)

@@ -41,12 +41,13 @@ def project_files(photos: Sequence[Path], model: str = "builtin", out: Path = Pa
                   coarse: Optional[int] = None, video: bool = False, align: Optional[bool] = None,
                   face: Optional[int] = None, vgg: Sequence[Path] = (), device: torch.device = torch.device("cpu"),
                   cache_dir: Optional[Path] = None, quiet: bool = False, identity: Optional[Path] = None,
-                  tune_steps: int = 0) -> list[Projected]:
+                  tune_steps: int = 0, identity_weight: float = 0.0) -> list[Projected]:
     """Project ``photos`` onto ``model`` and write each one's files into ``out``. ``align`` None: align each
     photo unless it is square at the model's resolution; True / False: align all or none. ``identity``: ArcFace
-    IR-SE50 weights to measure identity with (else dlib's descriptors). ``tune_steps`` > 0: then pivotal-tune one
-    generator for all the photos (cached), write it as ``out/tuned.safetensors``, and report the tuned network's
-    figures with the untuned ones under ``*_before_tuning``."""
+    IR-SE50 weights to measure identity with (else dlib's descriptors); ``identity_weight`` > 0 also adds
+    identity on them to the refinement's distance (see :mod:`morph.projection.project`). ``tune_steps`` > 0: then
+    pivotal-tune one generator for all the photos (cached), write it as ``out/tuned.safetensors``, and report the
+    tuned network's figures with the untuned ones under ``*_before_tuning``."""
     photos = [Path(p) for p in photos]
     if space not in SPACES:
         raise MorphError(f"unknown space {space!r}", "--space", "use w+ or w")
@@ -71,9 +72,10 @@ def project_files(photos: Sequence[Path], model: str = "builtin", out: Path = Pa
         picked = [i for i, a in enumerate(aligns) if a == group]
         if not picked:
             continue
-        settings = Settings(space=space, steps=steps, align=group, face=face, coarse=-1 if coarse is None else coarse)
+        settings = Settings(space=space, steps=steps, align=group, face=face, coarse=-1 if coarse is None else coarse,
+                            identity_weight=identity_weight)
         for i, p in zip(picked, project_photos([photos[i] for i in picked], G, settings, vgg_files, cache_dir,
-                                               quiet=quiet, encoder=enc)):
+                                               quiet=quiet, encoder=enc, arcface=identity)):
             results[i] = p
     for photo, p in zip(photos, results):  # a diverged stage (a damaged encoder, a NaN step) ends here, not in a file
         require_finite(p.w.detach().cpu().numpy(), photo, "latent value")
@@ -108,7 +110,8 @@ def project_files(photos: Sequence[Path], model: str = "builtin", out: Path = Pa
             log(f"tuned generator for {len(results)} photos -> {written} (use it as --model / model:)")
     done = []
     for i, row in enumerate(rows):
-        row |= {"steps": steps, "space": space, "encoder": enc.path if enc is not None else None, **extra}
+        row |= {"steps": steps, "space": space, "encoder": enc.path if enc is not None else None,
+                "identity_weight": identity_weight, **extra}
         done.append(Projected(photos[i], row, write_outputs(G, photos[i], results[i], recon[i], out, video,
                                                             figures=row)))
     return done

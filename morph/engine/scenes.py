@@ -33,6 +33,7 @@ from morph.models.loader import load_model
 from morph.motion.latents import ModelDims, Project
 from morph.motion.schedule import Timeline, camera_poses, sample
 from morph.projection import Projection, ScenePhotos, project_scene, projection_status
+from morph.projection.scene import photo_lines, photo_plan, scene_model, scene_photos, tune_settings
 from morph.render.encode import EncodeSettings, is_frame_file
 from morph.render.job import (
     RenderJob,
@@ -129,10 +130,13 @@ class LoadedModels:
 
     def scene(self, source: SceneSource, cache_dir: Optional[Path] = None) -> Scene:
         """Scene ``source`` (a file or a :class:`SceneText`) validated against its model, which stays loaded
-        here."""
+        here, and its ``tune:`` against pivotal tuning's settings."""
         if isinstance(source, SceneText):
-            return parse_scene(source.text, source.file, self.dims, cache_dir)
-        return load_scene(source, self.dims, cache_dir)
+            sc = parse_scene(source.text, source.file, self.dims, cache_dir)
+        else:
+            sc = load_scene(source, self.dims, cache_dir)
+        tune_settings(sc)
+        return sc
 
 
 @dataclass
@@ -196,16 +200,17 @@ def open_scene(path: SceneSource, device: torch.device, cache_dir: Optional[Path
                projections: Optional[dict[Project, Projection]] = None) -> LoadedScene:
     """Scene ``path`` (a file or a :class:`SceneText`; or the already validated ``scene``) ready to draw on
     ``device``: its model loaded once (or taken from ``models``), its photos projected (those already in the
-    ``projections`` memo reused, new ones added to it), each latent resolved once and every render's timeline
-    built."""
+    ``projections`` memo reused, new ones added to it), the model tuned for them with ``tune:`` (cached), each
+    latent resolved once and every render's timeline built."""
     models = models or LoadedModels(device)
     sc = scene or models.scene(path, cache_dir)
     G = models.get(sc.model_path)
     memo = {} if projections is None else projections
-    specs = {latent.source for latent in sc.latents.values() if isinstance(latent.source, Project)}
-    if not specs <= memo.keys():
+    specs = scene_photos(sc)
+    if not set(specs) <= memo.keys():
         memo.update(project_scene(sc, G, cache_dir, quiet).projections)
     photos = ScenePhotos(sc, {spec: memo[spec] for spec in specs})
+    G = scene_model(sc, G, photos, cache_dir, quiet)
     ws, directions = resolve_latents(sc, G, photos.latent)
     digest = hashlib.sha256(path.text.encode()).hexdigest() if isinstance(path, SceneText) else None
     return LoadedScene(scene_path(path), sc, G, photos, ws, directions, timelines(sc, G, ws, directions, cache_dir),
@@ -214,9 +219,10 @@ def open_scene(path: SceneSource, device: torch.device, cache_dir: Optional[Path
 
 def scene_plan(scene: Scene, models: LoadedModels) -> list[str]:
     """What ``morph check`` prints for a validated scene: its plan, with whether each photo's projection is
-    cached (asked of the model already loaded in ``models``)."""
+    cached (asked of the model already loaded in ``models``), how the photos are projected and tuned."""
     G = models.get(scene.model_path)
-    return plan_lines(scene, lambda photo: projection_status(photo, G))
+    lines = plan_lines(scene, lambda photo: projection_status(photo, G, scene.photos))
+    return lines[:1] + photo_lines(photo_plan(scene, G)) + lines[1:]
 
 
 def select(renders: dict[Path, Sequence[str]], only: Optional[Iterable[str]]) -> dict[Path, list[str]]:

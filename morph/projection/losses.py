@@ -1,6 +1,7 @@
 """The distances a projection minimises between a generated image and its target photo: multi-scale L1/L2,
 a Laplacian pyramid, SSIM, the built-in classifier's features (``perceptual``), LPIPS on the user's VGG16
-weights, and sums of them (``l2+0.01*perceptual``).
+weights, and sums of them (``l2+0.01*perceptual``); and identity (1 − ArcFace cosine similarity, pSp's identity
+loss), a term added to any of them with the user's ArcFace weights.
 
 A distance is bound to its targets once (their pyramids or features computed a single time) and then
 scores a batch of images, one figure per image, so a batch of photos optimised together gives what each
@@ -25,6 +26,7 @@ from morph.builtin.classifier import load_classifier
 from morph.checkpoints.torchscript import is_torchscript
 from morph.core.errors import MorphError
 from morph.models.resolver import is_builtin_file
+from morph.projection.arcface import ArcFace
 from morph.projection.vgg import vgg16_state
 
 DEFAULT_LOSS = "perceptual+laplacian"
@@ -155,6 +157,19 @@ def combined(*parts: Distance) -> Distance:
     return bind
 
 
+def identity(net: ArcFace) -> Distance:
+    """1 − cosine similarity of ArcFace features, as pSp's identity loss and the identity figure measure it
+    (:meth:`ArcFace.faces`: the aligned face cropped and pooled); a one-channel model's images are read as grey."""
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return net.faces(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)
+
+    def bind(target: torch.Tensor):
+        with torch.no_grad():
+            want = features(target)
+        return lambda img: 1 - (features(img) * want).sum(dim=1)
+    return bind
+
+
 # --- LPIPS on VGG16 (user-supplied weights) --------------------------------------------------------------------
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -257,5 +272,5 @@ def default_loss(model_path: str | os.PathLike, refine: bool = False) -> str:
 
 
 __all__ = ["DEFAULT_LOSS", "Distance", "LOSSES", "LPIPS_TAPS", "REFINE_LOSS", "VGG16Features", "VGG16_CFG", "combined",
-           "default_loss", "feature_distance", "laplacian", "lpips", "make_distance", "multiscale", "perceptual",
-           "scaled", "ssim", "vgg_files"]
+           "default_loss", "feature_distance", "identity", "laplacian", "lpips", "make_distance", "multiscale",
+           "perceptual", "scaled", "ssim", "vgg_files"]

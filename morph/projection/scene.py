@@ -1,5 +1,12 @@
 """A scene's ``{project: photo}`` latents: how each is projected (:func:`scene_settings`), whether ``morph check``
-finds it cached (:func:`projection_status`), and the projected photos a render draws with (:class:`ScenePhotos`).
+finds it cached (:func:`projection_status`), and the projected photos a render draws with (:class:`ScenePhotos`);
+the scene's ``encoder:``, ``identity:`` and ``tune:`` (:func:`tune_settings`, :func:`scene_model`, and what
+``morph check`` says of them: :func:`photo_plan`).
+
+With ``tune:`` every latent of the scene (photos, seeds, blends...) is drawn by the one generator pivotal tuning
+makes for all the scene's photos together (:func:`morph.projection.tuning.tuned_model`, cached): that model's file
+hash is the render's model key, so a tuned render never reuses an untuned one's segments. The same photos, settings
+and order as ``morph project A B ... --tune`` give the same cached projections and the same tuned generator.
 
 A scene render draws every frame with the optimised noise of its first projected keyframe (held for the whole
 render: the scheduler gives W frames, not the keyframe weights a per-frame noise blend would need), so a
@@ -9,49 +16,141 @@ projected face renders identically every time; the noise's hash joins the render
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, get_type_hints
 
 import torch
 
 from morph.core.errors import MorphError
+from morph.core.limits import MAX_PROJECT_STEPS
 from morph.core.model import Model, Noise
 from morph.motion.latents import From, Project
 from morph.projection.encoder import encoder_for, encoder_sha256, find_encoder
+from morph.projection.losses import LOSSES
 from morph.projection.optimiser import REFINE_STEPS, Projection
 from morph.projection.project import project_photos, resolve_settings
 from morph.projection.store import Settings, cache_path
+from morph.projection.tuning import TuneSettings, tuned_model
 from morph.render.images import read_image
+from morph.scene.nodes import SEED_RULE, alternatives, did_you_mean
+from morph.scene.types import Photos, SceneError
 
 SCENE_STEPS = 1000  # steps for a scene's {project: photo}
 SCENE_BATCH = 8     # a scene's photos are projected this many at a time (memory at 1024 px)
 
 
-def scene_settings(spec: Project, resolution: int, encoder: str = "") -> Settings:
+# tune: options with a narrower rule than their type's (what each must be, the test)
+TUNE_RULES = {"steps": (f"a whole number of steps, 1 to {MAX_PROJECT_STEPS}", lambda x: 1 <= x <= MAX_PROJECT_STEPS),
+              "locality_every": ("a whole number of steps, at least 1", lambda x: x >= 1),
+              "lr": ("a learning rate above 0", lambda x: x > 0), "seed": SEED_RULE,
+              "loss": (f"auto or one of {alternatives(LOSSES)} (LPIPS needs --vgg: morph project)",
+                       lambda x: x in ("auto", *LOSSES))}
+TYPE_RULES = {bool: "true or false", int: "a whole number ≥ 0", float: "a number ≥ 0", str: "a name"}
+
+
+def scene_photos(scene) -> list[Project]:
+    """The scene's distinct photos, in the order its latents name them (the order of tuning's pivots)."""
+    return list(dict.fromkeys(l.source for l in scene.latents.values() if isinstance(l.source, Project)))
+
+
+def scene_settings(spec: Project, resolution: int, encoder: str = "", identity_weight: float = 0.0) -> Settings:
     """How a scene's ``{project: photo, steps, space}`` is projected: defaults unless the scene says (fewer
-    steps after the ``encoder`` with this sha256, if any); a square photo at the model's own resolution is
-    taken as an already aligned face (what ``morph project`` makes)."""
+    steps after the ``encoder`` with this sha256, if any; ``identity:``'s weight); a square photo at the model's
+    own resolution is taken as an already aligned face (what ``morph project`` makes)."""
     h, w = read_image(spec.image).shape[:2]
     return Settings(space=spec.space or Settings.space, steps=spec.steps or (REFINE_STEPS if encoder else SCENE_STEPS),
-                    align=not (h == w == resolution), encoder=encoder)
+                    align=not (h == w == resolution), encoder=encoder, identity_weight=identity_weight)
 
 
-def projection_status(spec: Project, G: Optional[Model]) -> str:
+def projection_status(spec: Project, G: Optional[Model], photos: Photos = Photos()) -> str:
     """For ``morph check``: "cached", "needs projection (N steps)", or that plus why it will fail (an
-    unreadable photo), on the already loaded generator ``G`` (None: a scene validated without a model)."""
+    unreadable photo), on the already loaded generator ``G`` (None: a scene validated without a model), with
+    the scene's ``encoder:`` and ``identity:`` (``photos``)."""
     if G is None:
         return f"needs projection ({spec.steps or SCENE_STEPS} steps)"
     model_path, sha, resolution = Path(G.info.path), G.info.sha256, G.img_resolution
-    encoder = find_encoder("auto", model_path)
+    encoder = find_encoder(photos.encoder, model_path)
     encoder_sha = encoder_sha256(encoder) if encoder is not None else ""
     needs = f"needs projection ({spec.steps or (REFINE_STEPS if encoder else SCENE_STEPS)} steps" \
             + (" after the encoder)" if encoder else ")")
     try:
-        settings = resolve_settings(scene_settings(spec, resolution, encoder_sha), model_path)
+        settings = resolve_settings(scene_settings(spec, resolution, encoder_sha, photos.identity_weight),
+                                    model_path, arcface=photos.identity)
     except MorphError as err:
         return f"{needs}, which will fail: {err.message}"
     return "cached" if cache_path(spec.image, sha, settings, None).is_file() else needs
+
+
+def _tune_value(key: str, kind: type, value: Any) -> Optional[Any]:
+    """``value`` as tune option ``key`` of type ``kind`` takes it, or None when it does not fit."""
+    if kind is float and type(value) is int:
+        value = float(value)
+    if type(value) is not kind or kind in (int, float) and value < 0:
+        return None
+    rule = TUNE_RULES.get(key)
+    return value if rule is None or rule[1](value) else None
+
+
+def tune_settings(scene) -> Optional[TuneSettings]:
+    """The scene's ``tune:`` as :class:`TuneSettings` (None: no tuning); a :class:`SceneError` with one
+    ``file:line:col: tune.KEY: what`` line per unknown key or unfit value."""
+    if scene.photos.tune is None:
+        return None
+    kinds = get_type_hints(TuneSettings)
+    values, problems = {}, []
+    for option in scene.photos.tune:
+        kind = kinds.get(option.key)
+        if kind is None:
+            problems.append(f"{option.where}: unknown key {option.key!r}" + (did_you_mean(option.key, kinds) or
+                            f"; tune: takes {alternatives(kinds)}"))
+            continue
+        value = _tune_value(option.key, kind, option.value)
+        if value is None:
+            what = TUNE_RULES.get(option.key, (TYPE_RULES.get(kind, getattr(kind, "__name__", str(kind))),))[0]
+            problems.append(f"{option.where}: expected {what}, got {option.value!r}")
+        values[option.key] = value
+    if problems:
+        raise SceneError(problems)
+    return TuneSettings(**values)
+
+
+def scene_model(scene, G: Model, photos: "ScenePhotos", cache_dir: Optional[Path] = None, quiet: bool = False) -> Model:
+    """What the scene draws with: ``G``, or with ``tune:`` the generator tuned for all its photos together (their
+    projections the pivots, in :func:`scene_photos` order), from the cache when it holds it."""
+    settings = tune_settings(scene)
+    if settings is None:
+        return G
+    return tuned_model(G, [photos.projections[spec] for spec in scene_photos(scene)], settings, (), cache_dir,
+                       quiet)[0]
+
+
+def photo_plan(scene, G: Model) -> Optional[dict]:
+    """What ``morph check`` says of the scene's photos (None without any): the encoder file giving the first
+    guess, the identity term, and the tuning settings (``--json``: this dict)."""
+    if not scene_photos(scene):
+        return None
+    encoder, tune = find_encoder(scene.photos.encoder, G.info.path), tune_settings(scene)
+    identity = scene.photos.identity
+    return {"photos": len(scene_photos(scene)), "encoder": str(encoder) if encoder else None,
+            "identity": {"file": str(identity), "weight": scene.photos.identity_weight} if identity else None,
+            "tune": asdict(tune) if tune else None}
+
+
+def photo_lines(plan: Optional[dict]) -> list[str]:
+    """:func:`photo_plan` in the words ``morph check`` prints."""
+    if plan is None:
+        return []
+    line = f"photos: {plan['photos']}, " + (f"first guess by the encoder {plan['encoder']}" if plan["encoder"]
+                                           else "no encoder (from w_avg)")
+    if plan["identity"]:
+        term = plan["identity"]
+        line += f"; identity term {term['weight']:g} × (1 − ArcFace similarity, {term['file']})"
+    lines = [line]
+    if plan["tune"]:
+        lines.append("tune: one generator for all the photos, drawing every latent (cached once tuned): "
+                     + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in plan["tune"].items()))
+    return lines
 
 
 @dataclass
@@ -89,18 +188,19 @@ class ScenePhotos:
 
 
 def project_scene(scene, G, cache_dir: Optional[Path] = None, quiet: bool = False) -> ScenePhotos:
-    """Every ``{project: photo}`` of a scene, the missing ones projected together in one batch (cached),
-    from the model's own encoder when it has one (``--encoder auto``)."""
-    specs = list(dict.fromkeys(l.source for l in scene.latents.values() if isinstance(l.source, Project)))
-    encoder = encoder_for(G, "auto") if specs else None
+    """Every ``{project: photo}`` of a scene, the missing ones projected together in one batch (cached), from
+    the scene's ``encoder:`` (auto: the model's own encoder when it has one), with its ``identity:`` term."""
+    specs, photos = scene_photos(scene), scene.photos
+    encoder = encoder_for(G, photos.encoder) if specs else None
     groups: dict[Settings, list[Project]] = {}
     for spec in specs:
-        groups.setdefault(scene_settings(spec, G.img_resolution, encoder.sha256 if encoder else ""), []).append(spec)
+        groups.setdefault(scene_settings(spec, G.img_resolution, encoder.sha256 if encoder else "",
+                                         photos.identity_weight), []).append(spec)
     done: dict[Project, Projection] = {}
     for settings, group in groups.items():
         done.update(zip(group, project_photos([spec.image for spec in group], G, settings, cache_dir=cache_dir,
                                               batch_size=min(len(group), SCENE_BATCH), quiet=quiet,
-                                              encoder=encoder)))
+                                              encoder=encoder, arcface=photos.identity)))
     return ScenePhotos(scene, done)
 
 
@@ -112,5 +212,5 @@ def noise_digest(maps: Sequence[torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["SCENE_BATCH", "SCENE_STEPS", "ScenePhotos", "noise_digest", "project_scene", "projection_status",
-           "scene_settings"]
+__all__ = ["SCENE_BATCH", "SCENE_STEPS", "ScenePhotos", "noise_digest", "photo_lines", "photo_plan", "project_scene",
+           "projection_status", "scene_model", "scene_photos", "scene_settings", "tune_settings"]

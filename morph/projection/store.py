@@ -39,11 +39,17 @@ class Settings:
     recipe: Recipe = field(default_factory=Recipe)
     encoder: str = ""               # sha256 of the encoder file that gave the first guess ("": start at w_avg)
     coarse: int = -1                # resolution of the coarse stage; -1: optimiser.coarse_plan picks, 0: none
+    identity: str = ""              # sha256 of the ArcFace file whose identity term joins the distance ("": none)
+    identity_weight: float = 0.0    # the weight of that term, 1 − cosine similarity of the ArcFace features
 
     def key(self, image_sha256: str, model_sha256: str) -> str:
-        """The cache key of this projection of the photo and model with these file hashes."""
+        """The cache key of this projection of the photo and model with these file hashes. Without an identity
+        term its fields are left out, so projections cached before the term existed keep their keys."""
+        fields = asdict(self)
+        if not self.identity:
+            del fields["identity"], fields["identity_weight"]
         head = json.dumps({"version": PROJECTION_VERSION, "image": image_sha256, "model": model_sha256,
-                           **asdict(self)}, sort_keys=True)
+                           **fields}, sort_keys=True)
         return hashlib.sha256(head.encode()).hexdigest()
 
 

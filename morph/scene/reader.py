@@ -10,8 +10,10 @@ subclass of :class:`morph.scene.nodes.NodeReader` (YAML nodes → values, proble
   ``camera`` (poses, orbit, swing);
 - ``canvas``: a frame other than a square.
 
-This module reads the top of the file (model, noise, truncation, audio) and checks names and cycles once
-every part has been read.
+This module reads the top of the file (model, noise, truncation, audio; the photos' ``encoder:``,
+``identity:`` and ``tune:`` are read by ``sources``) and checks names and cycles once every part has been read.
+A scene whose ``encoder:`` is a pSp / e4e checkpoint and which names no ``model:`` draws with the generator stored
+in it, as ``morph project`` does.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from typing import Callable, Optional, Union
 import yaml
 from yaml.nodes import MappingNode, Node
 
+from morph.checkpoints.psp import is_encoder_checkpoint
 from morph.core.errors import MorphError
 from morph.core.limits import MAX_RENDER_NAME, MAX_SCENE_BYTES
 from morph.core.model import NOISE_MODES
 from morph.models.loader import load_model
 from morph.models.resolver import BUILTIN, resolve_model
-from morph.motion.latents import ModelDims
+from morph.motion.latents import ModelDims, Project
 from morph.scene.nodes import Items, did_you_mean
 from morph.scene.renders import RenderReader
 from morph.scene.sources import SourceReader
@@ -70,11 +73,11 @@ def _order(deps: dict[str, tuple[str, ...]]) -> tuple[list[str], list[list[str]]
 
 
 def _model_dims(r: SceneReader, top: Items, root: Node, dims: Callable[[Path], ModelDims],
-                cache_dir: Optional[Path]) -> Optional[Path]:
-    """Resolve the scene's model (a URL is downloaded into ``cache_dir``, checked against ``sha256:``) and read
-    its dimensions into ``r``; the model's path, or None after reporting."""
+                cache_dir: Optional[Path], default: str) -> Optional[Path]:
+    """Resolve the scene's model (``default`` when it names none; a URL is downloaded into ``cache_dir``, checked
+    against ``sha256:``) and read its dimensions into ``r``; the model's path, or None after reporting."""
     node = top["model"][1] if "model" in top else root
-    model = r.text(node, "model", "a model file or builtin") if "model" in top else BUILTIN
+    model = r.text(node, "model", "a model file or builtin") if "model" in top else default
     if model is None:
         return None
     try:
@@ -124,8 +127,10 @@ def parse_scene(text: str, file: str | Path, dims: Union[ModelDims, Callable[[Pa
     for key in ("latents", "renders"):
         if key not in top:
             r.fail(root, key, "missing; a scene needs latents: and renders:")
-    model = r.value(top["model"][1]) if "model" in top else BUILTIN
-    model_path = None if isinstance(dims, ModelDims) else _model_dims(r, top, root, dims, cache_dir)
+    photos = r.photos(top)
+    stored = photos.encoder not in ("auto", "none") and is_encoder_checkpoint(photos.encoder)
+    model = r.value(top["model"][1]) if "model" in top else photos.encoder if stored else BUILTIN
+    model_path = None if isinstance(dims, ModelDims) else _model_dims(r, top, root, dims, cache_dir, model)
     noise = r.option(top, "noise", "", r.choice, NOISE_MODES, default="const")
     audio = r.option(top, "audio", "", r.audio)
     r.audio_failed = "audio" in top and audio is None  # said in its own line: no "has no sound" per follow:
@@ -163,6 +168,9 @@ def parse_scene(text: str, file: str | Path, dims: Union[ModelDims, Callable[[Pa
         elif name not in declared and not name.startswith("builtin:"):
             r.fail(node, path, f"no direction named {name!r}" +
                    (did_you_mean(name, declared) or "; declare it under directions:"))
+    if photos.tune is not None and not any(latent and isinstance(latent.source, Project) for latent in latents.values()):
+        r.fail(top["tune"][1], "tune", "tunes the generator to the scene's photos, but it has none: add "
+                                       "{project: PHOTO} latents, or remove tune:")
     deps = {name: tuple(d for d in latent.needs() if d in latent_nodes) if latent else ()
             for name, latent in latents.items()}
     order, cycles = _order(deps)
@@ -172,7 +180,7 @@ def parse_scene(text: str, file: str | Path, dims: Union[ModelDims, Callable[[Pa
     if r.problems or r.dims is None:
         raise SceneError([p for *_, p in sorted(set(r.problems))])
     return Scene(Path(file), str(model), model_path, r.dims, noise, r.directions,
-                 {name: latents[name] for name in order}, renders)
+                 {name: latents[name] for name in order}, renders, photos)
 
 
 def read_scene_text(path: str | Path) -> str:

@@ -1,5 +1,5 @@
-"""The scene words for what is drawn: ``latents:`` (one source each, plus ``add:`` edits on ``layers:``) and
-``directions:``.
+"""The scene words for what is drawn: ``latents:`` (one source each, plus ``add:`` edits on ``layers:``),
+``directions:``, and how the photos are projected and drawn (``encoder:``, ``identity:``, ``tune:``).
 
 A latent source is one ``source_NAME`` method of :class:`SourceReader` (registered with ``@source``), one
 dataclass in ``morph.motion.latents`` and one case in ``morph.motion.latents.resolve``.
@@ -13,16 +13,25 @@ from typing import Callable, Optional
 from yaml.nodes import Node
 
 from morph.core.errors import MorphError
-from morph.core.limits import MAX_PROJECT_STEPS
+from morph.core.limits import MAX_IDENTITY_WEIGHT, MAX_PROJECT_STEPS
 from morph.models.resolver import resolve_direction
 from morph.motion.latents import SPACES, Blend, File, From, Latent, Mean, Mix, Project, Seed
 from morph.render.images import read_image
-from morph.scene.nodes import SEED_RULE, STRENGTH_RULE, WEIGHT_RULE, Items, NodeReader, alternatives
-from morph.scene.types import IMAGE_MAGIC, range_text, runs
+from morph.scene.nodes import SEED_RULE, STRENGTH_RULE, WEIGHT_RULE, Items, NodeReader, alternatives, is_number
+from morph.scene.types import IDENTITY_KEYS, IMAGE_MAGIC, Option, Photos, range_text, runs
 
 # source key → the keys only latents of that source take; filled by @source on SourceReader's methods
 SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {}
 EDIT_KEYS = ("add", "layers")
+
+
+def _numeric(text: str) -> bool:
+    """Whether Python reads ``text`` as a number (``3e-4``, ``nan``): text YAML 1.1 did not."""
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def source(key: str, *options: str) -> Callable:
@@ -52,6 +61,44 @@ class SourceReader(NodeReader):
                 return
         if found:
             self.directions[name] = found
+
+    def photos(self, top: Items) -> Photos:
+        """``encoder:`` (auto, none, or a morph encoder / pSp / e4e file), ``identity: {file, weight}`` and
+        ``tune:`` (true, false, or a mapping of pivotal tuning's settings, whose names the projection checks)."""
+        encoder = self.option(top, "encoder", "", self.text, "auto, none or an encoder file")
+        if encoder is not None and encoder.strip().lower() in ("auto", "none"):
+            encoder = encoder.strip().lower()
+        elif encoder is not None:
+            found = self.existing(top["encoder"][1], "encoder", "an encoder file",
+                                  "give morph's encoder file, a pSp / e4e checkpoint, auto or none")
+            encoder = found and str(found)
+        identity = self.option(top, "identity", "", self.mapping, IDENTITY_KEYS) or {}
+        for key in IDENTITY_KEYS:
+            if "identity" in top and key not in identity:
+                self.fail(top["identity"][1], "identity", f"needs {key}: (identity: {{file: model_ir_se50.pth, "
+                                                          "weight: 0.1}})")
+        file = self.option(identity, "file", "identity", self.existing, "ArcFace's model_ir_se50.pth")
+        weight = self.option(identity, "weight", "identity", self.number,
+                             f"a weight above 0, at most {MAX_IDENTITY_WEIGHT:g}",
+                             lambda x: 0 < x <= MAX_IDENTITY_WEIGHT, default=0.0)
+        tune = self.option(top, "tune", "", self.tune)
+        return Photos(encoder or "auto", file, float(weight or 0.0) if file else 0.0, tune)
+
+    def tune(self, node: Node, path: str) -> Optional[tuple[Option, ...]]:
+        """``tune: true`` (the defaults: no options), ``false`` (None), or its options, each a number, true / false
+        or a name."""
+        value = self.value(node)
+        if isinstance(value, bool):
+            return () if value else None
+        items = self.mapping(node, path)
+        options = []
+        for key, (key_node, value_node) in (items or {}).items():
+            value = self.value(value_node)
+            if is_number(value) or isinstance(value, bool) or isinstance(value, str) and value and not _numeric(value):
+                options.append(Option(key, value, self.where(key_node, f"{path}.{key}")))
+            else:  # the problem as a number states it (YAML reads 3e-4 as text: its hint says so)
+                self.number(value_node, f"{path}.{key}", "a number, true / false or a name")
+        return None if items is None else tuple(options)
 
     def latent(self, node: Node, path: str) -> Optional[Latent]:
         """A latent: exactly one source, and the ``add:`` edits on its ``layers:``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from morph.core.errors import MorphError
 from morph.motion.latents import Latent, ModelDims
@@ -14,7 +14,9 @@ from morph.render.canvas import Canvas
 from morph.render.encode import FORMATS, Encoding
 
 DEFAULT_FPS = {fmt: 25 if fmt == "gif" else 30 for fmt in FORMATS}  # output format → default fps
-TOP_KEYS = ("model", "sha256", "truncation", "truncation_cutoff", "noise", "audio", "directions", "latents", "renders")
+TOP_KEYS = ("model", "sha256", "encoder", "identity", "tune", "truncation", "truncation_cutoff", "noise", "audio",
+            "directions", "latents", "renders")
+IDENTITY_KEYS = ("file", "weight")
 RENDER_KEYS = ("format", "fps", "size", "path", "around", "loop", "transition", "hold", "duration", "deform", "breathe",
                "audio", "add", "camera", "canvas", "codec", "pixel_format", "quality")
 ENCODING_KEYS = ("codec", "pixel_format", "quality")  # a video render's encoder choices
@@ -90,6 +92,28 @@ class Render:
 
 
 @dataclass(frozen=True)
+class Option:
+    """One ``key: value`` of ``tune:``, whose keys and values the projection layer knows and checks
+    (``morph.projection.scene.tune_settings``); ``where`` is its ``file:line:col: path`` for a problem."""
+
+    key: str
+    value: Any                     # a finite number or a name
+    where: str
+
+
+@dataclass(frozen=True)
+class Photos:
+    """How a scene's ``{project: photo}`` latents are projected and drawn: ``encoder:`` (auto, none or a file),
+    ``identity:`` (an ArcFace file and the weight of its term in the refinement) and ``tune:`` (None: no
+    pivotal tuning; else its options, none for the defaults)."""
+
+    encoder: str = "auto"
+    identity: Optional[Path] = None
+    identity_weight: float = 0.0
+    tune: Optional[tuple[Option, ...]] = None
+
+
+@dataclass(frozen=True)
 class Scene:
     """A validated scene: latents in dependency order, directions as files, renders with frame-exact timing."""
 
@@ -101,3 +125,4 @@ class Scene:
     directions: dict[str, Path]    # name (or "builtin:NAME") → file
     latents: dict[str, Latent]
     renders: dict[str, Render]
+    photos: Photos = Photos()

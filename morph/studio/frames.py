@@ -32,6 +32,7 @@ from morph.models.resolver import resolve_direction
 from morph.motion.latents import ModelDims, Project, load_w, seed_w
 from morph.motion.schedule import sample
 from morph.projection import Projection
+from morph.projection.scene import tune_settings
 from morph.render.job import generate
 from morph.scene import Scene, model_dims, parse_scene
 
@@ -52,9 +53,12 @@ class Frames:
     # scenes ----------------------------------------------------------------------------------------------------
 
     def parse(self, text: str, file: Path) -> Scene:
-        """Validate scene text as ``morph check`` does (raises ``SceneError``), this model's dimensions reused."""
-        return parse_scene(text, file, lambda path: self.dims if self._same(path) else model_dims(path),
-                           self.cache_dir)
+        """Validate scene text as ``morph check`` does (raises ``SceneError``; ``tune:`` included), this model's
+        dimensions reused."""
+        scene = parse_scene(text, file, lambda path: self.dims if self._same(path) else model_dims(path),
+                            self.cache_dir)
+        tune_settings(scene)
+        return scene
 
     def _same(self, path: Optional[Path]) -> bool:
         return path is not None and Path(path).resolve() == self.model_path.resolve()
