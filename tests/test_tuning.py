@@ -171,3 +171,26 @@ def test_the_studio_checks_tune_as_morph_check_does(tmp_path):
     with pytest.raises(SceneError, match=r"scene.yaml:2:8: tune.stepz: unknown key 'stepz'; did you mean 'steps'"):
         frames.parse(TUNE_SCENE.format(top="tune: {stepz: 2}", photo=TEAM[0]), tmp_path / "scene.yaml")
     assert frames.parse(TUNE_SCENE.format(top="tune: {steps: 2}", photo=TEAM[0]), tmp_path / "scene.yaml").photos.tune
+
+
+def test_the_studio_draws_a_tuned_scenes_latents_with_the_tuned_generator(tmp_path):
+    """The studio's single-latent pictures (a keyframe, a seed, the mixer) come from the scene's own model: with
+    ``tune:`` the tuned one, so what the artist tunes is what ``morph render`` draws."""
+    import torch
+
+    from morph.core.model import Noise
+    from morph.engine.scenes import LoadedModels
+    from morph.models.resolver import resolve_model
+    from morph.render.job import generate
+    from morph.studio.frames import Frames
+
+    frames = Frames(LoadedModels(), resolve_model("builtin", tmp_path), tmp_path / "cache", quiet=True)
+    path = _tune_scene(tmp_path, "tune: {steps: 2}")
+    loaded = frames.prepare(frames.parse(path.read_text(), path))
+    w = loaded.ws["ada"]
+    assert loaded.G is not frames.G
+    drawn = frames.look(loaded, w)
+    noise = Noise(loaded.scene.noise)
+    tuned = next(iter(generate(loaded.G, w[None], 1, noise, torch.device("cpu"))))[0]
+    untuned = next(iter(generate(frames.G, w[None], 1, noise, torch.device("cpu"))))[0]
+    assert np.array_equal(drawn, tuned) and np.abs(drawn.astype(int) - untuned).max() > 0

@@ -75,11 +75,6 @@ class Frames:
 
     # pictures --------------------------------------------------------------------------------------------------
 
-    def _draw(self, ws: torch.Tensor, noise: Noise) -> np.ndarray:
-        """uint8 images [n, H, W, 3] for W frames ``ws`` drawn with ``noise``."""
-        with self.lock:
-            return np.concatenate(list(generate(self.G, ws, 8, noise, self.device)))
-
     def frame(self, p: LoadedScene, render: str, index: int, size: int) -> np.ndarray:
         """Frame ``index`` of ``render`` at ``size`` px, drawn by the engine exactly as ``morph render`` draws it
         (its projected noise included), then scaled with Lanczos like the encoder's scaler. A canvas is shown
@@ -91,9 +86,11 @@ class Frames:
             return resize(image, size)
         return resize(image, (round(r.canvas.width * size / r.size), round(r.canvas.height * size / r.size)))
 
-    def look(self, w: torch.Tensor, noise: str) -> np.ndarray:
-        """One latent [num_ws, w_dim] drawn with the model's own noise."""
-        return self._draw(w[None], Noise(noise))[0]
+    def look(self, p: LoadedScene, w: torch.Tensor) -> np.ndarray:
+        """One latent [num_ws, w_dim] drawn by the scene's model (tuned, with ``tune:``) with the scene's noise, as
+        uint8 [H, W, 3]."""
+        with self.lock:
+            return next(iter(generate(p.G, w[None], 1, Noise(p.scene.noise), self.device)))[0]
 
     def seed(self, seed: int, psi: float) -> torch.Tensor:
         """W+ of a seed at truncation ``psi`` (the scene's ``{seed: N}``)."""

@@ -201,7 +201,7 @@ def extra_routes(studio) -> list[Route]:
             return PlainTextResponse(f"bad request: {err}", 400)
         size, fmt = min(f.dims.resolution, 256), "JPEG"
         key = ("mix", at, str(request.query_params))
-        data = f.memo.get(key, lambda: engine.encode(engine.resize(f.look(w, p.scene.noise), size), fmt))
+        data = f.memo.get(key, lambda: engine.encode(engine.resize(f.look(p, w), size), fmt))
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     saved: dict = {"mtime": None, "prepared": None}

@@ -389,7 +389,7 @@ def make_app(studio: Studio, token: str, port: Optional[int] = None, host: str =
         try:
             if "seed" in q:
                 psi, seed = _number(q, "psi", "1", MAX_STRENGTH), _whole(q, "seed", "0")
-                w, key = f.seed(seed, psi), ("seed", seed, psi)
+                w, key = f.seed(seed, psi), ("seed", seed, psi, p.G.info.sha256)
             else:
                 w, key = p.ws[q["latent"]], (at, q["latent"])
             strength = _number(q, "s", "0", MAX_STRENGTH)
@@ -401,7 +401,7 @@ def make_app(studio: Studio, token: str, port: Optional[int] = None, host: str =
         if not bool(torch.isfinite(w).all()):
             raise BadRequest("that latent is not finite")
         size, fmt = _size("preview", 0, f.dims.resolution)
-        data = f.memo.get(("look",) + key, lambda: engine.encode(engine.resize(f.look(w, p.scene.noise), size), fmt))
+        data = f.memo.get(("look",) + key, lambda: engine.encode(engine.resize(f.look(p, w), size), fmt))
         return _image(data, fmt)
 
     async def add(request: Request) -> Response:
