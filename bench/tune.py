@@ -14,7 +14,7 @@ Then, for each set's tuned network against the untuned one:
   the end nearest each frame by classifier features must change exactly once along the morph.
 
 ``--size 1024``: a StyleGAN2 config-f network with random weights (``bench/coarse.py``'s), random photos,
-seconds per tuning step at batch 1 and 6 (the difference of a run of ``--steps`` + 1 steps and one of 1 step),
+seconds per tuning step at batch 1 and 6 (the mean of ``--steps`` steps after a first, untimed one),
 the wall time of a team of six at the default step count extrapolated from it, and the peak resident memory.
 
     python bench/tune.py [--faces 12 (0: the team only)] [--steps 300] [--refine 100] [--locality W]
@@ -170,19 +170,29 @@ def large_table(args) -> None:
           f"{default_loss(G.info.path, refine=True)}, locality every {defaults.locality_every} step(s); "
           f"after loading: peak RSS {peak_rss_gib():.2f} GiB", flush=True)
     for batch in (1, 6):
-        run = lambda steps: tune(G, pivots[:batch], replace(defaults, steps=steps))  # noqa: E731
-        start = time.perf_counter()
-        run(1)
-        one = time.perf_counter() - start
-        start = time.perf_counter()
-        run(args.steps + 1)
-        step = (time.perf_counter() - start - one) / args.steps
-        line = f"batch {batch}: {step:.1f} s per tuning step (set-up and first step {one:.1f} s), peak RSS {peak_rss_gib():.2f} GiB"
+        clock = StepClock()
+        tune(G, pivots[:batch], replace(defaults, steps=args.steps + 1), progress=clock)
+        first, step = clock.times[0], float(np.mean(clock.times[1:]))
+        line = (f"batch {batch}: {step:.1f} s per tuning step (mean of {args.steps}; set-up and first step "
+                f"{first:.1f} s), peak RSS {peak_rss_gib():.2f} GiB")
         if batch == 6:
-            total = one + (defaults.steps - 1) * step
+            total = first + (defaults.steps - 1) * step
             line += (f"; a team of six at the default {defaults.steps} steps: {total / 3600:.1f} h "
                      f"(extrapolated from {args.steps} steps)")
         print(line, flush=True)
+
+
+class StepClock:
+    """A stand-in for ``Progress`` that records the wall time of each step (the first includes the set-up)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.last = time.perf_counter()
+
+    def advance(self, n: int) -> None:
+        now = time.perf_counter()
+        self.times += [(now - self.last) / n] * n
+        self.last = now
 
 
 def main() -> None:

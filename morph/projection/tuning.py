@@ -12,8 +12,9 @@ sample; here every ``locality_every`` steps ``locality_samples`` codes are drawn
 pivots to fresh random samples of the mapping network (a uniform fraction of the way, at least
 ``locality_radius``), with the model's own constant noise, and the same distance between the tuned and the
 original network's images of them is added with weight ``locality``. Sampling the whole segment covers both
-what a morph between two tuned faces passes through and the random faces a scene draws from seeds; the
-pivots and the codes go through the network as one batch. The mapping network and the noise maps stay as they
+what a morph between two tuned faces passes through and the random faces a scene draws from seeds. The
+gradients of the pivots and the codes accumulate over passes of at most ``PASS_PIXELS`` image pixels each, so a
+team on a 1024 px network needs one image's activations in memory, not twelve. The mapping network and the noise maps stay as they
 are. ``bench/tune.py`` prints what this buys (docs/projection.md).
 
 The tuned weights are cached like projections (``<cache>/projections/tuned-KEY.safetensors``, morph's model
@@ -50,6 +51,7 @@ from morph.projection.losses import default_loss, make_distance
 from morph.projection.optimiser import Projection, noise_of
 
 TUNE_VERSION = "2"
+PASS_PIXELS = 1 << 20      # image pixels per forward and backward pass; more images accumulate over passes
 CHECKPOINT_SECONDS = 60.0  # wall time between resume checkpoints (not part of the key: it decides no weight)
 
 
@@ -59,7 +61,7 @@ class TuneSettings:
     steps: int = 300
     lr: float = 3e-4                # Adam, PTI's rate
     loss: str = "auto"              # auto: the projection's refining loss for the model; lpips with --vgg
-    locality: float = 0.1           # weight of the locality term
+    locality: float = 1.0           # weight of the locality term (PTI: 0.1 per term, lazily; bench/tune.py)
     locality_every: int = 1         # steps between locality terms (1: every step)
     locality_radius: float = 0.0    # the least fraction of the way from a pivot to a random sample a code lies
     seed: int = 303
@@ -144,7 +146,9 @@ def tune(G, projections: Sequence[Projection], settings: TuneSettings = TuneSett
     tuned.synthesis.requires_grad_(True)
     params = [p for p in tuned.synthesis.parameters() if p.requires_grad]
     ws, maps, targets = _pivots(G, projections, device)
-    dist = distance(targets)
+    per_pass = max(1, PASS_PIXELS // (G.img_resolution ** 2))
+    chunks = [slice(i, i + per_pass) for i in range(0, len(ws), per_pass)]
+    dists = [distance(targets[c]) for c in chunks]
     count = settings.locality_samples or len(ws)
     gen = torch.Generator().manual_seed(settings.seed)
     optimizer = torch.optim.Adam(params, lr=settings.lr, foreach=True)
@@ -152,25 +156,27 @@ def tune(G, projections: Sequence[Projection], settings: TuneSettings = TuneSett
     if progress and start:
         progress.advance(start)
     step, saved = start, time.monotonic()
+
+    def backward(loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"pivotal tuning diverged at step {step} (loss {loss.item()})")
+        loss.backward()
+
     try:
         with stop_points():  # SIGTERM stops between steps, where the state is whole and can be saved
             for step in range(start, settings.steps):
                 check_stop()
-                local = settings.locality > 0 and step % settings.locality_every == 0
-                if local:
-                    codes = _locality_codes(G, ws, count, settings.locality_radius, gen)
-                    const = _const_maps(G, count, device)
-                    with torch.no_grad():
-                        near = distance(G.synthesize(codes, noise_of(const)))
-                    img = tuned.synthesize(torch.cat([ws, codes]),
-                                           noise_of([torch.cat([m, c]) for m, c in zip(maps, const)]))
-                    loss = dist(img[:len(ws)]).sum() + settings.locality * near(img[len(ws):]).sum() * len(ws) / count
-                else:
-                    loss = dist(tuned.synthesize(ws, noise_of(maps))).sum()
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"pivotal tuning diverged at step {step} (loss {loss.item()})")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                for c, dist in zip(chunks, dists):  # gradients accumulate over passes: a big model's memory
+                    backward(dist(tuned.synthesize(ws[c], noise_of([m[c] for m in maps]))).sum())
+                if settings.locality > 0 and step % settings.locality_every == 0:
+                    codes = _locality_codes(G, ws, count, settings.locality_radius, gen)
+                    for i in range(0, count, per_pass):
+                        part = codes[i:i + per_pass]
+                        const = noise_of(_const_maps(G, len(part), device))
+                        with torch.no_grad():
+                            near = distance(G.synthesize(part, const))
+                        backward(near(tuned.synthesize(part, const)).sum() * (settings.locality * len(ws) / count))
                 optimizer.step()
                 if progress:
                     progress.advance(1)
