@@ -18,7 +18,7 @@ seconds per tuning step at batch 1 and 6 (the mean of ``--steps`` steps after a 
 the wall time of a team of six at the default step count extrapolated from it, and the peak resident memory.
 
     python bench/tune.py [--faces 12 (0: the team only)] [--steps 300] [--refine 100] [--locality W]
-    python bench/tune.py --size 1024 [--steps 3] [--threads 2]
+    python bench/tune.py --size 1024 [--steps 3] [--threads 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -141,6 +141,9 @@ def builtin_table(args) -> None:
 
 
 def peak_rss_gib() -> float:
+    """The process's peak resident memory so far; on CUDA, the device's peak allocation instead."""
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
+        return torch.cuda.max_memory_allocated() / 2 ** 30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
@@ -157,8 +160,8 @@ def large_table(args) -> None:
         net = Generator(**{**CONFIG_F, "img_resolution": args.size})
         write_native(path, net.init_kwargs, net.state_dict())
         del net
-    G = load_model(path)
-    w_avg = G.mapping.w_avg
+    G = load_model(path, device=args.device)
+    w_avg = G.mapping.w_avg.cpu()
     const = [m.cpu() for m in G.noise_maps().values()]
     gen = torch.Generator().manual_seed(0)
     photos = [torch.randint(0, 256, (args.size, args.size, 3), generator=gen, dtype=torch.uint8).numpy()
@@ -203,6 +206,7 @@ def main() -> None:
     ap.add_argument("--locality", type=float, default=None, help="the locality term's weight (default: TuneSettings)")
     ap.add_argument("--size", type=int, default=64, help="64: the built-in model; else a random config-f network")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="with --size: cpu or cuda (peak memory is then the GPU's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.size == 64:
