@@ -7,13 +7,23 @@ the batch is tuned into **one** network together, so a morph between two tuned f
 
 The loss is PTI's: the projection's own distance (multi-scale L2 with the model's perceptual term on the
 built-in model, LPIPS with ``--vgg``) between each pivot's image and its photo, plus a locality regulariser that
-keeps the rest of latent space where it was: every ``locality_every`` steps, latents a fixed distance from each
-pivot towards random samples of the mapping network are drawn by the tuned and the original network, and their
-distance is added with weight ``locality``. The mapping network and the noise maps stay as they are.
+keeps the rest of latent space where it was. PTI draws one code per step a fixed distance beyond a random
+sample; here every ``locality_every`` steps ``locality_samples`` codes are drawn on the segments from the
+pivots to fresh random samples of the mapping network (a uniform fraction of the way, at least
+``locality_radius``), with the model's own constant noise, and the same distance between the tuned and the
+original network's images of them is added with weight ``locality``. Sampling the whole segment covers both
+what a morph between two tuned faces passes through and the random faces a scene draws from seeds. The
+gradients of the pivots and the codes accumulate over passes of at most ``PASS_PIXELS`` image pixels each, so a
+team on a 1024 px network needs one image's activations in memory, not twelve. The mapping network and the noise maps stay as they
+are. ``bench/tune.py`` prints what this buys (docs/projection.md).
 
 The tuned weights are cached like projections (``<cache>/projections/tuned-KEY.safetensors``, morph's model
 format, verified before reuse), keyed by the model, each photo's projection and the settings, so a scene render
-or a second run reuses them; :func:`tuned_model` returns them as an ordinary model.
+or a second run reuses them; :func:`tuned_model` returns them as an ordinary model. A tuning that is stopped
+(SIGTERM or Ctrl-C between checkpoints) resumes from ``tuned-KEY.resume.pt`` beside it: the weights, Adam's
+state, the random stream and the step count, written atomically and sealed like every cached file every
+``checkpoint_seconds`` and when SIGTERM stops the loop, so only the remaining steps run and the result is the
+one an uninterrupted run gives.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -32,14 +43,16 @@ import torch
 
 from morph.checkpoints.loading import load_generator
 from morph.checkpoints.native import write_native
-from morph.core.cache import PROJECTIONS, folder, reusable, seal
+from morph.core.cache import PROJECTIONS, folder, remove, reusable, seal
 from morph.core.files import atomic_path, file_sha256
-from morph.core.progress import Progress
-from morph.core.runtime import check_stop
+from morph.core.progress import Progress, log
+from morph.core.runtime import Terminated, check_stop, stop_points
 from morph.projection.losses import default_loss, make_distance
 from morph.projection.optimiser import Projection, noise_of
 
-TUNE_VERSION = "1"
+TUNE_VERSION = "2"
+PASS_PIXELS = 1 << 20      # image pixels per forward and backward pass; more images accumulate over passes
+CHECKPOINT_SECONDS = 60.0  # wall time between resume checkpoints (not part of the key: it decides no weight)
 
 
 @dataclass(frozen=True)
@@ -48,10 +61,11 @@ class TuneSettings:
     steps: int = 300
     lr: float = 3e-4                # Adam, PTI's rate
     loss: str = "auto"              # auto: the projection's refining loss for the model; lpips with --vgg
-    locality: float = 0.1           # weight of the locality term (PTI's)
-    locality_every: int = 10        # steps between locality terms (PTI's lazy regularisation)
-    locality_radius: float = 1.0    # how far from the pivot, in units of the mapped ws' mean distance from w_avg
+    locality: float = 1.0           # weight of the locality term (PTI: 0.1 per term, lazily; bench/tune.py)
+    locality_every: int = 1         # steps between locality terms (1: every step)
+    locality_radius: float = 0.0    # the least fraction of the way from a pivot to a random sample a code lies
     seed: int = 303
+    locality_samples: int = 0       # codes per locality term (0: one per pivot)
 
 
 def tune_key(model_sha256: str, projections: Sequence[Projection], settings: TuneSettings, vgg: Sequence[str]) -> str:
@@ -73,9 +87,58 @@ def _pivots(G, projections: Sequence[Projection], device: torch.device):
     return ws, maps, targets.mean(dim=1, keepdim=True) if G.img_channels == 1 else targets
 
 
+def _locality_codes(G, ws: torch.Tensor, count: int, low: float, gen: torch.Generator) -> torch.Tensor:
+    """``count`` W+ codes, each a uniform fraction (at least ``low``) of the way from a pivot (taken in turn) to
+    a fresh random sample of the mapping network."""
+    z = torch.randn(count, G.z_dim, generator=gen).to(ws.device)
+    t = (low + (1 - low) * torch.rand(count, generator=gen)).to(ws.device)
+    start = ws[torch.arange(count, device=ws.device) % len(ws)]
+    with torch.no_grad():
+        return start + t[:, None, None] * (G.mapping(z, None) - start)
+
+
+def _const_maps(G, count: int, device: torch.device) -> list[torch.Tensor]:
+    """The model's own constant noise, as per-sample maps for ``count`` samples."""
+    return [m.to(device)[None, None].expand(count, 1, -1, -1) for m in G.noise_maps().values()]
+
+
+def _save_state(path: Path, step: int, tuned, optimizer: torch.optim.Optimizer, gen: torch.Generator) -> None:
+    """The resume checkpoint, written atomically and sealed (its old record dropped first, so a crash between
+    the two leaves a file that counts as damaged rather than one that passes for the old)."""
+    remove(path)
+    with atomic_path(path) as tmp:
+        torch.save({"step": step, "synthesis": tuned.synthesis.state_dict(), "optimizer": optimizer.state_dict(),
+                    "rng": gen.get_state()}, tmp)
+    seal(path)
+
+
+def _load_state(path: Path, tuned, optimizer: torch.optim.Optimizer, gen: torch.Generator, steps: int) -> int:
+    """Steps already done, restored from a whole resume checkpoint at ``path`` (0 when there is none or it does
+    not fit: then it is removed and tuning starts over)."""
+    if not reusable(path, label="tuning checkpoint"):
+        return 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        step = int(state["step"])
+        if not 0 < step <= steps:
+            raise ValueError(f"step {step} of {steps}")
+        tuned.synthesis.load_state_dict(state["synthesis"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["rng"])
+    except Exception as e:  # torch.load and load_state_dict raise many types for a file that does not fit
+        log(f"tune: checkpoint {path.name[:16]}… does not fit ({' '.join(str(e).split())[:80]}); starting over")
+        remove(path)
+        return 0
+    log(f"tune: resuming at step {step} of {steps}")
+    return step
+
+
 def tune(G, projections: Sequence[Projection], settings: TuneSettings = TuneSettings(),
-         vgg: Sequence[str] = (), progress: Optional[Progress] = None):
-    """A copy of ``G`` whose synthesis weights are tuned so that each projection's pivot draws its photo."""
+         vgg: Sequence[str] = (), progress: Optional[Progress] = None, checkpoint: Optional[Path] = None,
+         checkpoint_seconds: float = CHECKPOINT_SECONDS):
+    """A copy of ``G`` whose synthesis weights are tuned so that each projection's pivot draws its photo. With
+    ``checkpoint`` (a path), resume from the state found there and save it there every ``checkpoint_seconds``
+    and when stopped; the caller removes it once the result is kept."""
     device = next(G.parameters()).device
     loss_name = "lpips" if vgg else (default_loss(G.info.path, refine=True) if settings.loss == "auto" else settings.loss)
     distance = make_distance(loss_name, device, vgg)
@@ -83,46 +146,63 @@ def tune(G, projections: Sequence[Projection], settings: TuneSettings = TuneSett
     tuned.synthesis.requires_grad_(True)
     params = [p for p in tuned.synthesis.parameters() if p.requires_grad]
     ws, maps, targets = _pivots(G, projections, device)
-    noise = noise_of(maps)
-    dist = distance(targets)
+    per_pass = max(1, PASS_PIXELS // (G.img_resolution ** 2))
+    chunks = [slice(i, i + per_pass) for i in range(0, len(ws), per_pass)]
+    dists = [distance(targets[c]) for c in chunks]
+    count = settings.locality_samples or len(ws)
     gen = torch.Generator().manual_seed(settings.seed)
-    with torch.no_grad():  # the locality radius: the mapped ws' mean distance from w_avg
-        z = torch.randn(256, G.z_dim, generator=gen).to(device)
-        sample = G.mapping(z, None)[:, 0]
-        radius = settings.locality_radius * (sample - G.mapping.w_avg).norm(dim=1).mean()
-    optimizer = torch.optim.Adam(params, lr=settings.lr)
-    for step in range(settings.steps):
-        check_stop()
-        loss = dist(tuned.synthesize(ws, noise)).sum()
-        if settings.locality and step % settings.locality_every == 0:
-            with torch.no_grad():
-                z = torch.randn(len(ws), G.z_dim, generator=gen).to(device)
-                toward = G.mapping(z, None) - ws
-                w_near = ws + radius * toward / toward.flatten(1).norm(dim=1).clamp_min(1e-8)[:, None, None]
-                before = G.synthesize(w_near, noise)
-            loss = loss + settings.locality * distance(before)(tuned.synthesize(w_near, noise)).sum()
+    optimizer = torch.optim.Adam(params, lr=settings.lr, foreach=True)
+    start = _load_state(checkpoint, tuned, optimizer, gen, settings.steps) if checkpoint else 0
+    if progress and start:
+        progress.advance(start)
+    step, saved = start, time.monotonic()
+
+    def backward(loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
             raise FloatingPointError(f"pivotal tuning diverged at step {step} (loss {loss.item()})")
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        if progress:
-            progress.advance(1)
+
+    try:
+        with stop_points():  # SIGTERM stops between steps, where the state is whole and can be saved
+            for step in range(start, settings.steps):
+                check_stop()
+                optimizer.zero_grad(set_to_none=True)
+                for c, dist in zip(chunks, dists):  # gradients accumulate over passes: a big model's memory
+                    backward(dist(tuned.synthesize(ws[c], noise_of([m[c] for m in maps]))).sum())
+                if settings.locality > 0 and step % settings.locality_every == 0:
+                    codes = _locality_codes(G, ws, count, settings.locality_radius, gen)
+                    for i in range(0, count, per_pass):
+                        part = codes[i:i + per_pass]
+                        const = noise_of(_const_maps(G, len(part), device))
+                        with torch.no_grad():
+                            near = distance(G.synthesize(part, const))
+                        backward(near(tuned.synthesize(part, const)).sum() * (settings.locality * len(ws) / count))
+                optimizer.step()
+                if progress:
+                    progress.advance(1)
+                if checkpoint and step + 1 < settings.steps and time.monotonic() - saved >= checkpoint_seconds:
+                    _save_state(checkpoint, step + 1, tuned, optimizer, gen)
+                    saved = time.monotonic()
+    except Terminated:
+        if checkpoint and step > start:
+            _save_state(checkpoint, step, tuned, optimizer, gen)
+        raise
     return tuned.requires_grad_(False).eval()
 
 
 def tuned_model(G, projections: Sequence[Projection], settings: TuneSettings = TuneSettings(),
                 vgg: Sequence[str | os.PathLike] = (), cache_dir: Optional[Path] = None, quiet: bool = False):
-    """The tuned generator for these pivots: read from the cache when it holds it whole, else tuned and cached.
-    Returns (model, path of its file)."""
+    """The tuned generator for these pivots: read from the cache when it holds it whole, else tuned (resuming a
+    stopped tuning of the same key) and cached. Returns (model, path of its file)."""
     key = tune_key(G.info.sha256, projections, settings, [file_sha256(p) for p in vgg])
     path = folder(PROJECTIONS, cache_dir) / f"tuned-{key}.safetensors"
     device = next(G.parameters()).device
     if reusable(path, label="tuned model"):
         return load_generator(path, device), path
+    resume = resume_path(path)
     progress = Progress("tune", settings.steps, unit="steps", quiet=quiet)
     try:
-        tuned = tune(G, projections, settings, vgg, progress)
+        tuned = tune(G, projections, settings, vgg, progress, checkpoint=resume)
     finally:
         progress.close()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +211,13 @@ def tuned_model(G, projections: Sequence[Projection], settings: TuneSettings = T
         "tuned_from": G.info.sha256, "tuned_photos": len(projections), "tune_settings": asdict(settings)},
         family=G.family)
     seal(path)
+    remove(resume)
     return load_generator(path, device), path
+
+
+def resume_path(path: Path) -> Path:
+    """Where the resume checkpoint of the tuned model cached at ``path`` lives (beside it, the same key)."""
+    return path.with_name(path.name.replace(".safetensors", ".resume.pt"))
 
 
 def write_tuned(cached: Path, out: Path) -> Path:
@@ -144,5 +230,4 @@ def write_tuned(cached: Path, out: Path) -> Path:
     return dest
 
 
-__all__ = ["TuneSettings", "tune", "tune_key", "tuned_model", "write_tuned"]
-
+__all__ = ["CHECKPOINT_SECONDS", "TuneSettings", "resume_path", "tune", "tune_key", "tuned_model", "write_tuned"]
