@@ -66,6 +66,7 @@ class TuneSettings:
     locality_radius: float = 0.0    # the least fraction of the way from a pivot to a random sample a code lies
     seed: int = 303
     locality_samples: int = 0       # codes per locality term (0: one per pivot)
+    warmup: int = 0                 # steps over which the rate ramps up linearly from lr / warmup
 
 
 def tune_key(model_sha256: str, projections: Sequence[Projection], settings: TuneSettings, vgg: Sequence[str]) -> str:
@@ -166,6 +167,8 @@ def tune(G, projections: Sequence[Projection], settings: TuneSettings = TuneSett
         with stop_points():  # SIGTERM stops between steps, where the state is whole and can be saved
             for step in range(start, settings.steps):
                 check_stop()
+                for group in optimizer.param_groups:
+                    group["lr"] = settings.lr * min(1.0, (step + 1) / max(1, settings.warmup))
                 optimizer.zero_grad(set_to_none=True)
                 for c, dist in zip(chunks, dists):  # gradients accumulate over passes: a big model's memory
                     backward(dist(tuned.synthesize(ws[c], noise_of([m[c] for m in maps]))).sum())
