@@ -145,10 +145,11 @@ def builtin_table(args) -> None:
 
 
 def scan_settings(text: str, steps: int) -> TuneSettings:
-    """``TuneSettings`` at ``steps`` with the ``field=value,...`` of ``text`` (``default``: none) over the defaults."""
+    """``TuneSettings`` at ``steps`` with the ``field=value,...`` of ``text`` (``default``: none) over the defaults;
+    ``frozen`` takes ``+`` between its names (``frozen=noise_strength+affine``)."""
     types = {f.name: type(getattr(TuneSettings(), f.name)) for f in fields(TuneSettings)}
     pairs = [kv.split("=", 1) for kv in text.split(",") if kv and text != "default"]
-    return replace(TuneSettings(), steps=steps, **{k: types[k](v) for k, v in pairs})
+    return replace(TuneSettings(), **{"steps": steps, **{k: types[k](v.replace("+", ",")) for k, v in pairs}})
 
 
 def scan(args) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -67,6 +68,8 @@ class TuneSettings:
     seed: int = 303
     locality_samples: int = 0       # codes per locality term (0: one per pivot)
     warmup: int = 0                 # steps over which the rate ramps up linearly from lr / warmup
+    frozen: str = ""                # parameters kept as they are: comma-separated endings of their names
+    rampdown: float = 0.0           # the last fraction of the steps, over which the rate falls to 0 (cosine)
 
 
 def tune_key(model_sha256: str, projections: Sequence[Projection], settings: TuneSettings, vgg: Sequence[str]) -> str:
@@ -134,6 +137,16 @@ def _load_state(path: Path, tuned, optimizer: torch.optim.Optimizer, gen: torch.
     return step
 
 
+def learning_rate(step: int, settings: TuneSettings) -> float:
+    """The rate at ``step``: a linear ramp-up over ``warmup`` steps (Adam's first steps move every weight by the
+    rate whatever the gradient's size), a cosine ramp-down to 0 over the last ``rampdown`` of the steps (Adam
+    moves every weight by about the rate while the pivots' and the locality codes' gradients disagree: it
+    settles only as the rate falls)."""
+    left = (settings.steps - step) / settings.steps
+    down = 0.5 - 0.5 * math.cos(math.pi * min(1.0, left / settings.rampdown)) if settings.rampdown else 1.0
+    return settings.lr * min(1.0, (step + 1) / max(1, settings.warmup)) * down
+
+
 def tune(G, projections: Sequence[Projection], settings: TuneSettings = TuneSettings(),
          vgg: Sequence[str] = (), progress: Optional[Progress] = None, checkpoint: Optional[Path] = None,
          checkpoint_seconds: float = CHECKPOINT_SECONDS):
@@ -144,7 +157,9 @@ def tune(G, projections: Sequence[Projection], settings: TuneSettings = TuneSett
     loss_name = "lpips" if vgg else (default_loss(G.info.path, refine=True) if settings.loss == "auto" else settings.loss)
     distance = make_distance(loss_name, device, vgg)
     tuned = copy.deepcopy(G)
-    tuned.synthesis.requires_grad_(True)
+    frozen = tuple(name for name in settings.frozen.split(",") if name)
+    for name, p in tuned.synthesis.named_parameters():
+        p.requires_grad_(not name.endswith(frozen) if frozen else True)
     params = [p for p in tuned.synthesis.parameters() if p.requires_grad]
     ws, maps, targets = _pivots(G, projections, device)
     per_pass = max(1, PASS_PIXELS // (G.img_resolution ** 2))
@@ -168,7 +183,7 @@ def tune(G, projections: Sequence[Projection], settings: TuneSettings = TuneSett
             for step in range(start, settings.steps):
                 check_stop()
                 for group in optimizer.param_groups:
-                    group["lr"] = settings.lr * min(1.0, (step + 1) / max(1, settings.warmup))
+                    group["lr"] = learning_rate(step, settings)
                 optimizer.zero_grad(set_to_none=True)
                 for c, dist in zip(chunks, dists):  # gradients accumulate over passes: a big model's memory
                     backward(dist(tuned.synthesize(ws[c], noise_of([m[c] for m in maps]))).sum())
