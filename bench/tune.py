@@ -208,7 +208,7 @@ def large_table(args) -> None:
               for p in photos]
     defaults = TuneSettings()
     print(f"StyleGAN2 config-f {args.size} px, random weights, {torch.get_num_threads()} threads, loss "
-          f"{default_loss(G.info.path, refine=True)}, locality every {defaults.locality_every} step(s); "
+          f"{defaults.loss}, locality every {defaults.locality_every} step(s); "
           f"after loading: peak RSS {peak_rss_gib():.2f} GiB", flush=True)
     for batch in (1, 6):
         clock = StepClock()
