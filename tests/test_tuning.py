@@ -243,7 +243,7 @@ def test_check_describes_the_photos_encoder_and_tuning(tmp_path):
     assert result.returncode == 0, result.stderr
     photos = json.loads(result.stdout)["photos"]
     assert photos["photos"] == 1 and photos["encoder"] is None and photos["identity"] is None
-    assert photos["tune"]["steps"] == 7 and photos["tune"]["locality"] == 0.5 and photos["tune"]["lr"] == 3e-4
+    assert photos["tune"]["steps"] == 7 and photos["tune"]["locality"] == 0.5 and photos["tune"]["lr"] == 1e-3
     text = morph("check", str(path), "--cache", str(tmp_path / "cache")).stdout
     assert "photos: 1, no encoder" in text and "tune: one generator for all the photos" in text and "steps 7" in text
     assert "(needs projection (2 steps))" in text
