@@ -19,6 +19,10 @@ the wall time of a team of six at the default step count extrapolated from it, a
 
     python bench/tune.py [--faces 12 (0: the team only)] [--steps 300] [--refine 100] [--locality W]
     python bench/tune.py --size 1024 [--steps 3] [--threads 2] [--device cuda]
+    python bench/tune.py --scan "lr=1e-3,loss=mse" "warmup=20" ... [--steps 150]
+
+``--scan``: the team refined once, then one tuning per configuration (``TuneSettings`` fields over the
+defaults, ``default`` for none) at ``--steps``: mean PSNR, attributes, the locality row and seconds per photo.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import argparse
 import itertools
 import resource
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +144,40 @@ def builtin_table(args) -> None:
         after_tuning(G, tuned, clf, refined)
 
 
+def scan_settings(text: str, steps: int) -> TuneSettings:
+    """``TuneSettings`` at ``steps`` with the ``field=value,...`` of ``text`` (``default``: none) over the defaults;
+    ``frozen`` takes ``+`` between its names (``frozen=noise_strength+affine``)."""
+    types = {f.name: type(getattr(TuneSettings(), f.name)) for f in fields(TuneSettings)}
+    pairs = [kv.split("=", 1) for kv in text.split(",") if kv and text != "default"]
+    return replace(TuneSettings(), **{"steps": steps, **{k: types[k](v.replace("+", ",")) for k, v in pairs}})
+
+
+def scan(args) -> None:
+    """The ``--scan`` table of the module doc."""
+    G = load_builtin_generator()
+    clf = load_builtin_classifier()
+    loss = default_loss(G.info.path, refine=True)
+    x = targets(G, 6)
+    u8 = ((x.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    with torch.no_grad():
+        guess = encoder_for(G, "auto")(x)
+    refined = optimise(G, x, make_distance(loss, torch.device("cpu")), list(range(len(x))), "w+", args.refine,
+                       refine_recipe(loss), None, w_stats(G), guess, *coarse_plan(G, args.refine))
+    print(row(f"team refined ({args.refine})", clf, u8, synthesize(G, refined), 0), flush=True)
+    faces = map_z(G, z_from_seed(0, G.z_dim, 20), psi=0.7)[:, 0]
+    const = [m.cpu() for m in G.noise_maps().values()]
+    others = [Projection(w, const, None, w[None]) for w in faces]
+    for text in args.scan:
+        t0 = time.perf_counter()
+        tuned = tune(G, refined, scan_settings(text, args.steps))
+        seconds = (time.perf_counter() - t0) / len(x)
+        gained = (np.abs(synthesize(G, refined) - u8.astype(float)).mean()
+                  - np.abs(synthesize(tuned, refined) - u8.astype(float)).mean())
+        moved = np.abs(synthesize(tuned, others).astype(float) - synthesize(G, others)).mean()
+        print(f"{row(text, clf, u8, synthesize(tuned, refined), seconds)}  locality {gained:5.2f} / {moved:5.2f} "
+              f"= {moved / gained:.2f}", flush=True)
+
+
 def peak_rss_gib() -> float:
     """The process's peak resident memory so far; on CUDA, the device's peak allocation instead."""
     if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
@@ -170,7 +208,7 @@ def large_table(args) -> None:
               for p in photos]
     defaults = TuneSettings()
     print(f"StyleGAN2 config-f {args.size} px, random weights, {torch.get_num_threads()} threads, loss "
-          f"{default_loss(G.info.path, refine=True)}, locality every {defaults.locality_every} step(s); "
+          f"{defaults.loss}, locality every {defaults.locality_every} step(s); "
           f"after loading: peak RSS {peak_rss_gib():.2f} GiB", flush=True)
     for batch in (1, 6):
         clock = StepClock()
@@ -207,9 +245,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="64: the built-in model; else a random config-f network")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="with --size: cpu or cuda (peak memory is then the GPU's)")
+    ap.add_argument("--scan", nargs="+", metavar="FIELD=VALUE,...", help="tune the team once per configuration")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.size == 64:
+    if args.scan:
+        args.steps = args.steps or TuneSettings.steps
+        scan(args)
+    elif args.size == 64:
         args.steps = args.steps or TuneSettings.steps
         builtin_table(args)
     else:

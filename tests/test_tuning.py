@@ -62,6 +62,35 @@ def test_tuning_keeps_the_rest_of_latent_space(G):
     assert gained > 0 and drift < RATIO * gained, (gained, drift)
 
 
+def test_the_rate_ramps_up_over_at_most_a_tenth_of_the_steps_and_falls_to_nothing():
+    """The default run ramps up over its 20 warm-up steps and falls towards 0 over its last 30 %; a short run (the
+    locality test's 10 steps) reaches the full rate after its first step instead of never."""
+    from dataclasses import replace
+
+    from morph.projection.tuning import TuneSettings, learning_rate
+
+    s = replace(TuneSettings(), steps=300, lr=1.0, warmup=20, rampdown=0.3)
+    rates = [learning_rate(k, s) for k in range(300)]
+    assert rates[0] == 1 / 20 and rates[19] == 1.0 and rates[200] == 1.0
+    assert rates[-1] < 1e-3 and all(a >= b for a, b in zip(rates[210:], rates[211:]))
+    short = replace(s, steps=10, rampdown=0.0)
+    assert [learning_rate(k, short) for k in range(10)] == [1.0] * 10
+
+
+def test_frozen_parameters_stay_as_they_are(G):
+    """``frozen`` names parameters by the ends of their names: those stay bit for bit, the rest move."""
+    import torch
+
+    from morph.projection.tuning import TuneSettings, tune
+
+    pivot, _, _ = _pivot_towards_another_face(G)
+    tuned = tune(G, pivot, TuneSettings(steps=2, frozen="affine.weight,affine.bias"))
+    before = dict(G.synthesis.named_parameters())
+    after = dict(tuned.synthesis.named_parameters())
+    assert all(torch.equal(before[k], after[k]) for k in before if ".affine." in k)
+    assert not torch.equal(before["b64.conv1.weight"], after["b64.conv1.weight"])
+
+
 def test_a_stopped_tuning_resumes_where_it_stopped(G, tmp_path, monkeypatch):
     """Stopped (SIGTERM between steps) after 3 of 7 steps, tuning leaves a sealed checkpoint; the next call runs
     only the 4 remaining steps and gives the weights an uninterrupted run gives."""
@@ -214,7 +243,7 @@ def test_check_describes_the_photos_encoder_and_tuning(tmp_path):
     assert result.returncode == 0, result.stderr
     photos = json.loads(result.stdout)["photos"]
     assert photos["photos"] == 1 and photos["encoder"] is None and photos["identity"] is None
-    assert photos["tune"]["steps"] == 7 and photos["tune"]["locality"] == 0.5 and photos["tune"]["lr"] == 3e-4
+    assert photos["tune"]["steps"] == 7 and photos["tune"]["locality"] == 0.5 and photos["tune"]["lr"] == 1e-3
     text = morph("check", str(path), "--cache", str(tmp_path / "cache")).stdout
     assert "photos: 1, no encoder" in text and "tune: one generator for all the photos" in text and "steps 7" in text
     assert "(needs projection (2 steps))" in text

@@ -31,7 +31,7 @@ from morph.projection.vgg import vgg16_state
 
 DEFAULT_LOSS = "perceptual+laplacian"
 REFINE_LOSS = "l2+0.01*perceptual"  # the built-in model's loss after its encoder's guess (README)
-LOSSES = ("l1", "l2", "laplacian", "ssim", "perceptual", DEFAULT_LOSS, REFINE_LOSS)
+LOSSES = ("l1", "l2", "mse", "laplacian", "ssim", "perceptual", DEFAULT_LOSS, REFINE_LOSS)
 
 Distance = Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]  # target → (image → [N] distances)
 
@@ -250,7 +250,8 @@ def make_distance(name: str, device: torch.device, vgg: Sequence[str | os.PathLi
     """The distance called ``name`` (``lpips`` when ``vgg`` files are given)."""
     if vgg:
         return lpips(vgg, device)
-    parts = {"l1": lambda: multiscale(1), "l2": lambda: multiscale(2), "laplacian": laplacian, "ssim": ssim,
+    parts = {"l1": lambda: multiscale(1), "l2": lambda: multiscale(2), "mse": lambda: multiscale(2, 0),
+             "laplacian": laplacian, "ssim": ssim,
              "perceptual": lambda: perceptual(device)}
     if name not in LOSSES:
         raise MorphError(f"unknown loss {name!r}", hint=f"use one of {', '.join(LOSSES)}")

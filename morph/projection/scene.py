@@ -44,6 +44,8 @@ SCENE_BATCH = 8     # a scene's photos are projected this many at a time (memory
 TUNE_RULES = {"steps": (f"a whole number of steps, 1 to {MAX_PROJECT_STEPS}", lambda x: 1 <= x <= MAX_PROJECT_STEPS),
               "locality_every": ("a whole number of steps, at least 1", lambda x: x >= 1),
               "lr": ("a learning rate above 0", lambda x: x > 0), "seed": SEED_RULE,
+              "rampdown": ("a fraction of the steps, 0 to 1", lambda x: 0 <= x <= 1),
+              "locality_radius": ("a fraction of the way, 0 to 1", lambda x: 0 <= x <= 1),
               "loss": (f"auto or one of {alternatives(LOSSES)} (LPIPS needs --vgg: morph project)",
                        lambda x: x in ("auto", *LOSSES))}
 TYPE_RULES = {bool: "true or false", int: "a whole number ≥ 0", float: "a number ≥ 0", str: "a name"}

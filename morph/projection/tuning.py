@@ -5,12 +5,13 @@ person's exact features: identity). Pivotal tuning (PTI, Roich et al. 2021) keep
 its *pivot* and fine-tunes the synthesis network's weights until the pivot draws the photo. Here every photo of
 the batch is tuned into **one** network together, so a morph between two tuned faces stays inside one generator.
 
-The loss is PTI's: the projection's own distance (multi-scale L2 with the model's perceptual term on the
-built-in model, LPIPS with ``--vgg``) between each pivot's image and its photo, plus a locality regulariser that
-keeps the rest of latent space where it was. PTI draws one code per step a fixed distance beyond a random
+The loss is PTI's: a pixel distance (plain MSE at full resolution by default; ``auto`` is the projection's own
+refining distance, LPIPS with ``--vgg``) between each pivot's image and its photo, plus a locality regulariser
+that keeps the rest of latent space where it was. PTI draws one code per step a fixed distance beyond a random
 sample; here every ``locality_every`` steps ``locality_samples`` codes are drawn on the segments from the
 pivots to fresh random samples of the mapping network (a uniform fraction of the way, at least
-``locality_radius``), with the model's own constant noise, and the same distance between the tuned and the
+``locality_radius``: codes nearer a pivot would pin its own neighbourhood to the untuned image, the very
+change the pivot's term asks for), with the model's own constant noise, and the same distance between the tuned and the
 original network's images of them is added with weight ``locality``. Sampling the whole segment covers both
 what a morph between two tuned faces passes through and the random faces a scene draws from seeds. The
 gradients of the pivots and the codes accumulate over passes of at most ``PASS_PIXELS`` image pixels each, so a
@@ -31,6 +32,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -50,7 +52,7 @@ from morph.core.runtime import Terminated, check_stop, stop_points
 from morph.projection.losses import default_loss, make_distance
 from morph.projection.optimiser import Projection, noise_of
 
-TUNE_VERSION = "2"
+TUNE_VERSION = "3"
 PASS_PIXELS = 1 << 20      # image pixels per forward and backward pass; more images accumulate over passes
 CHECKPOINT_SECONDS = 60.0  # wall time between resume checkpoints (not part of the key: it decides no weight)
 
@@ -59,13 +61,16 @@ CHECKPOINT_SECONDS = 60.0  # wall time between resume checkpoints (not part of t
 class TuneSettings:
     """Everything besides the model and the pivots that decides the tuned weights (part of the cache key)."""
     steps: int = 300
-    lr: float = 3e-4                # Adam, PTI's rate
-    loss: str = "auto"              # auto: the projection's refining loss for the model; lpips with --vgg
+    lr: float = 1e-3                # Adam's peak rate (PTI: 3e-4; bench/tune.py --scan)
+    loss: str = "mse"               # auto: the projection's refining loss for the model; lpips with --vgg
     locality: float = 1.0           # weight of the locality term (PTI: 0.1 per term, lazily; bench/tune.py)
     locality_every: int = 1         # steps between locality terms (1: every step)
-    locality_radius: float = 0.0    # the least fraction of the way from a pivot to a random sample a code lies
+    locality_radius: float = 0.5    # the least fraction of the way from a pivot to a random sample a code lies
     seed: int = 303
     locality_samples: int = 0       # codes per locality term (0: one per pivot)
+    warmup: int = 20                # steps (at most a tenth of them) over which the rate ramps up linearly
+    frozen: str = ""                # parameters kept as they are: comma-separated endings of their names
+    rampdown: float = 0.3           # the last fraction of the steps, over which the rate falls to 0 (cosine)
 
 
 def tune_key(model_sha256: str, projections: Sequence[Projection], settings: TuneSettings, vgg: Sequence[str]) -> str:
@@ -133,6 +138,18 @@ def _load_state(path: Path, tuned, optimizer: torch.optim.Optimizer, gen: torch.
     return step
 
 
+def learning_rate(step: int, settings: TuneSettings) -> float:
+    """The rate at ``step``: a linear ramp-up over ``warmup`` steps, at most a tenth of the run (Adam's first
+    steps move every weight by the rate whatever the gradient's size; a short run needs its steps at the full
+    rate), then a cosine ramp-down to 0 over the last ``rampdown`` of the steps (Adam moves every weight by
+    about the rate while the pivots' and the locality codes' gradients disagree: it settles only as the rate
+    falls)."""
+    up = max(1, min(settings.warmup, settings.steps // 10))
+    left = (settings.steps - step) / settings.steps
+    down = 0.5 - 0.5 * math.cos(math.pi * min(1.0, left / settings.rampdown)) if settings.rampdown else 1.0
+    return settings.lr * min(1.0, (step + 1) / up) * down
+
+
 def tune(G, projections: Sequence[Projection], settings: TuneSettings = TuneSettings(),
          vgg: Sequence[str] = (), progress: Optional[Progress] = None, checkpoint: Optional[Path] = None,
          checkpoint_seconds: float = CHECKPOINT_SECONDS):
@@ -143,7 +160,9 @@ def tune(G, projections: Sequence[Projection], settings: TuneSettings = TuneSett
     loss_name = "lpips" if vgg else (default_loss(G.info.path, refine=True) if settings.loss == "auto" else settings.loss)
     distance = make_distance(loss_name, device, vgg)
     tuned = copy.deepcopy(G)
-    tuned.synthesis.requires_grad_(True)
+    frozen = tuple(name for name in settings.frozen.split(",") if name)
+    for name, p in tuned.synthesis.named_parameters():
+        p.requires_grad_(not name.endswith(frozen) if frozen else True)
     params = [p for p in tuned.synthesis.parameters() if p.requires_grad]
     ws, maps, targets = _pivots(G, projections, device)
     per_pass = max(1, PASS_PIXELS // (G.img_resolution ** 2))
@@ -166,6 +185,8 @@ def tune(G, projections: Sequence[Projection], settings: TuneSettings = TuneSett
         with stop_points():  # SIGTERM stops between steps, where the state is whole and can be saved
             for step in range(start, settings.steps):
                 check_stop()
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, settings)
                 optimizer.zero_grad(set_to_none=True)
                 for c, dist in zip(chunks, dists):  # gradients accumulate over passes: a big model's memory
                     backward(dist(tuned.synthesize(ws[c], noise_of([m[c] for m in maps]))).sum())
