@@ -80,7 +80,7 @@ def test_svm_direction_on_stylegan3_moves_the_label(tiny_stylegan3, tmp_path, sp
     (strip,) = (tmp_path / "strips").glob("*.png")  # --out is a folder; the strip is named for the direction
     image = read_image(strip)
     r = G.img_resolution
-    assert image.shape == (r + 4, 5 * r + 6 * 2, 3)
+    assert image.shape[1:] == (5 * r + 6 * 2, 3) and image.shape[0] > r + 4  # the strip, then its labels
     tiles = [image[2:2 + r, 2 + i * (r + 2):2 + i * (r + 2) + r].mean() for i in range(5)]
     assert tiles[-1] > tiles[0], tiles
 
