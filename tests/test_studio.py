@@ -425,3 +425,52 @@ def test_the_picture_memo_is_bounded_in_bytes():
         memo.get((key,), lambda: made.append(1) or b"x" * 100)
     assert memo.get((4,), lambda: b"other") == b"x" * 100
     assert list(memo.items) == [(3,), (4,)] and memo.size == 200 and len(made) == 5
+
+
+def test_an_edit_during_a_reload_does_not_deadlock(tmp_path):
+    """A reload (holding the studio's ``work`` while it prepares the scene) and an edit arriving meanwhile both
+    finish: the edit takes ``work`` before the state ``lock``, in the reload's order (the other order left every
+    request of the studio waiting forever)."""
+    if _missing("starlette"):
+        pytest.skip(_missing("starlette"))
+    import asyncio
+    import json
+
+    from starlette.requests import Request
+
+    from morph.studio.frames import open_frames
+    from morph.studio.routes import extra_routes
+    from morph.studio.server import Studio
+
+    scene = tmp_path / "scene.yaml"
+    scene.write_text("model: builtin\nlatents:\n  a: {seed: 1}\n  b: {seed: 2}\nrenders:\n"
+                     "  r: {format: png, size: 64, fps: 10, path: [a, b], transition: {duration: 3f}}\n")
+    frames = open_frames(scene, "cpu", tmp_path / "cache")
+    studio = Studio(scene, frames, tmp_path / "out", "cpu")
+    studio.reload()
+    prepare = frames.prepare
+
+    def slow_prepare(parsed):
+        time.sleep(0.5)  # the reload holds work here while the edit arrives
+        return prepare(parsed)
+    frames.prepare = slow_prepare
+    (edits,) = [r.endpoint for r in extra_routes(studio) if r.path == "/api/edits"]
+    body = json.dumps({"edits": [{"path": ["latents", "b", "seed"], "value": 5}]}).encode()
+
+    async def post():
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+        request = Request({"type": "http", "method": "POST", "path": "/api/edits", "query_string": b"",
+                           "headers": [(b"content-type", b"application/json")]}, receive)
+        return (await edits(request)).status_code
+
+    done: dict = {}
+    reload = threading.Thread(target=lambda: done.update(reload=studio.reload()), daemon=True)
+    reload.start()
+    time.sleep(0.1)
+    edit = threading.Thread(target=lambda: done.update(edit=asyncio.run(post())), daemon=True)
+    edit.start()
+    reload.join(30)
+    edit.join(30)
+    assert "reload" in done and done.get("edit") == 200, done
+    assert "seed: 5" in studio.text

@@ -83,17 +83,21 @@ def extra_routes(studio) -> list[Route]:
         return JSONResponse({**studio.state(), "history": history.counts(), **more})
 
     def change(make, gesture: Optional[str] = None) -> None:
-        """Replace the working text with ``make(text)`` as one undo step; a MorphError is shown, nothing kept."""
-        with studio.lock:
-            try:
-                text = make(studio.text)
-            except MorphError as err:
-                studio.errors = [str(err)]
-                return
-            if text != studio.text:
+        """Replace the working text with ``make(text)`` as one undo step; a MorphError is shown, nothing kept.
+        ``work`` is taken before ``lock``, as the studio's own reload and update take them: the other order
+        deadlocks against a reload."""
+        with studio.work:
+            with studio.lock:
+                try:
+                    text = make(studio.text)
+                except MorphError as err:
+                    studio.errors = [str(err)]
+                    return
+                if text == studio.text:
+                    return
                 history.record(studio.text, gesture)
-                studio.update(text)
-                studio.notice = ""
+            studio.update(text)
+            studio.notice = ""
 
     def one(text: str, edit: dict) -> str:
         value = mix_text(edit["owners"], dict(studio.frames.dims.groups)) if edit.get("owners") is not None \
@@ -112,8 +116,9 @@ def extra_routes(studio) -> list[Route]:
 
     def step(move):
         def handler(request: Request) -> Response:
-            with studio.lock:
-                text = move(studio.text)
+            with studio.work:  # work before lock, as in change
+                with studio.lock:
+                    text = move(studio.text)
                 if text is not None:
                     studio.update(text)
                 studio.notice = "nothing to " + move.__name__ if text is None else move.__name__ + " done"
