@@ -99,3 +99,14 @@ def headless_chromium(*args: str):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", *args):
         options.add_argument(arg)
     return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+
+
+def leave_studio_page(driver, base: str) -> None:
+    """Close the last test's studio page once its edits in flight have reached the server, so that none of them
+    lands on the next test's reverted scene."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if driver.current_url.startswith(base):
+        WebDriverWait(driver, 60, poll_frequency=0.02).until(
+            lambda d: d.execute_script("return editing == 0 && editWanted === null"))
+    driver.get("about:blank")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import headless_chromium
+from conftest import headless_chromium, leave_studio_page
 
 from morph.core.errors import MorphError
 from morph.studio.edits import Edit, apply
@@ -181,6 +181,7 @@ def _post(server, path: str) -> None:
 @pytest.fixture
 def page(studio_server, driver):
     """The page opened on the original scene (file restored, unsaved edits dropped)."""
+    leave_studio_page(driver, studio_server["base"])
     if studio_server["scene"].read_text() != studio_server["original"]:
         studio_server["scene"].write_text(studio_server["original"])
     _post(studio_server, "/api/revert")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import headless_chromium
+from conftest import headless_chromium, leave_studio_page
 
 from morph.core import limits
 from morph.studio.edits import Edit, apply, compose
@@ -210,6 +210,7 @@ def _wait(driver, condition, timeout: float = 60):
 @pytest.fixture
 def page(music_server, driver):
     """The page on the original music scene (file restored, unsaved edits dropped), its sound loaded."""
+    leave_studio_page(driver, music_server["base"])
     music_server["scene"].write_bytes(music_server["original"])
     req = urllib.request.Request(f"{music_server['base']}/api/revert?token={music_server['token']}", data=b"{}",
                                  method="POST", headers={"Content-Type": "application/json",
