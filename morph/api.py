@@ -75,19 +75,20 @@ def _device(device: str):
 def check(scene: SceneLike, cache: Optional[Path] = None, out: Path = Path("outputs")) -> dict[str, Any]:
     """Validate a scene and return its plan: ``{"scene", "model", "renders": [{"name", "format", "width",
     "height", "fps", "frames", "seconds", "output", "audio", "encoding"}], "photos": {"photos", "encoder",
-    "identity", "tune"} or None, "plan": [the lines morph check prints]}`` (``encoding``: a video's codec, pixel
+    "identity", "tune", "tuned"} or None, "plan": [the lines morph check prints]}`` (``encoding``: a video's codec, pixel
     format and quality, ``h264 yuv420p crf 18 veryfast``; None for gif, png; ``photos``: how the scene's photos are
     projected and tuned)."""
     _start()
     _news(scene, "checking")
     from morph.core.cache import default_cache_dir
     from morph.engine.scenes import LoadedModels, destination, scene_path, scene_plan
-    from morph.projection.scene import photo_plan
     from morph.render.encode import CODECS
 
     source = _source(scene)
     models = LoadedModels()
-    sc = models.scene(source, cache or default_cache_dir())
+    cache_dir = Path(cache) if cache else default_cache_dir()
+    sc = models.scene(source, cache_dir)
+    lines, photos = scene_plan(sc, models, cache_dir)
     renders = []
     for name, r in sc.renders.items():
         width, height = (r.canvas.width, r.canvas.height) if r.canvas else (r.size, r.size)
@@ -97,7 +98,7 @@ def check(scene: SceneLike, cache: Optional[Path] = None, out: Path = Path("outp
                         "encoding": r.encoding.describe(r.format) if r.format in CODECS else None})
     return {"scene": str(scene_path(source)), "model": sc.model,
             "model_path": str(sc.model_path) if sc.model_path else None, "renders": renders,
-            "photos": photo_plan(sc, models.get(sc.model_path)), "plan": scene_plan(sc, models)}
+            "photos": photos, "plan": lines}
 
 
 def render(scene: SceneLike, out: Union[str, os.PathLike] = "outputs", *, only: Optional[Sequence[str]] = None,

@@ -247,6 +247,36 @@ def test_check_describes_the_photos_encoder_and_tuning(tmp_path):
     text = morph("check", str(path), "--cache", str(tmp_path / "cache")).stdout
     assert "photos: 1, no encoder" in text and "tune: one generator for all the photos" in text and "steps 7" in text
     assert "(needs projection (2 steps))" in text
+    assert photos["tuned"] == "needs tuning (7 steps, after the photos are projected)"
+
+
+def test_check_says_whether_the_tuned_generator_is_in_the_cache_it_is_given(tmp_path):
+    """The tuned file's key holds every pivot: once the projections are cached, ``morph check --cache`` names the
+    steps tuning will take, then "cached" once a render has tuned (the same cache, given by ``--cache``)."""
+    import torch
+
+    from morph.engine.scenes import open_scene
+
+    path, cache = _tune_scene(tmp_path, "encoder: none\ntune: {steps: 2}"), tmp_path / "cache"
+
+    def said() -> tuple[str, str]:
+        result = morph("check", str(path), "--json", "--cache", str(cache))
+        assert result.returncode == 0, result.stderr
+        plan = json.loads(result.stdout)
+        return plan["photos"]["tuned"], "\n".join(plan["plan"])
+
+    assert said()[0] == "needs tuning (2 steps, after the photos are projected)"
+    from morph.builtin import load_builtin_generator
+    from morph.projection.scene import project_scene
+    from morph.scene import load_scene
+
+    G = load_builtin_generator()
+    project_scene(load_scene(path), G, cache, quiet=True)
+    tuned, text = said()
+    assert tuned == "needs tuning (2 steps)" and "ada" in text and "(cached)" in text
+    open_scene(path, torch.device("cpu"), cache, quiet=True)
+    tuned, text = said()
+    assert tuned == "cached" and "drawing every latent (cached)" in text
 
 
 def test_the_studio_checks_tune_as_morph_check_does(tmp_path):

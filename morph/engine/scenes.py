@@ -217,12 +217,14 @@ def open_scene(path: SceneSource, device: torch.device, cache_dir: Optional[Path
                        digest)
 
 
-def scene_plan(scene: Scene, models: LoadedModels) -> list[str]:
-    """What ``morph check`` prints for a validated scene: its plan, with whether each photo's projection is
-    cached (asked of the model already loaded in ``models``), how the photos are projected and tuned."""
+def scene_plan(scene: Scene, models: LoadedModels, cache_dir: Optional[Path] = None) -> tuple[list[str], Optional[dict]]:
+    """What ``morph check`` says of a validated scene: the lines of its plan, with whether each photo's projection
+    and the tuned generator are in the cache (asked of the model already loaded in ``models``), and
+    :func:`photo_plan`'s dict of how the photos are projected and tuned (None without photos)."""
     G = models.get(scene.model_path)
-    lines = plan_lines(scene, lambda photo: projection_status(photo, G, scene.photos))
-    return lines[:1] + photo_lines(photo_plan(scene, G)) + lines[1:]
+    photos = photo_plan(scene, G, cache_dir)
+    lines = plan_lines(scene, lambda photo: projection_status(photo, G, scene.photos, cache_dir))
+    return lines[:1] + photo_lines(photos) + lines[1:], photos
 
 
 def select(renders: dict[Path, Sequence[str]], only: Optional[Iterable[str]]) -> dict[Path, list[str]]:

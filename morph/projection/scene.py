@@ -30,8 +30,8 @@ from morph.projection.encoder import encoder_for, encoder_sha256, find_encoder
 from morph.projection.losses import LOSSES
 from morph.projection.optimiser import REFINE_STEPS, Projection
 from morph.projection.project import project_photos, resolve_settings
-from morph.projection.store import Settings, cache_path
-from morph.projection.tuning import TuneSettings, tuned_model
+from morph.projection.store import Settings, cache_path, load_projection
+from morph.projection.tuning import TuneSettings, tuned_model, tuned_path
 from morph.render.images import read_image
 from morph.scene.nodes import SEED_RULE, alternatives, did_you_mean
 from morph.scene.types import Photos, SceneError
@@ -65,23 +65,49 @@ def scene_settings(spec: Project, resolution: int, encoder: str = "", identity_w
                     align=not (h == w == resolution), encoder=encoder, identity_weight=identity_weight)
 
 
-def projection_status(spec: Project, G: Optional[Model], photos: Photos = Photos()) -> str:
+def projection_status(spec: Project, G: Optional[Model], photos: Photos = Photos(),
+                      cache_dir: Optional[Path] = None) -> str:
     """For ``morph check``: "cached", "needs projection (N steps)", or that plus why it will fail (an
     unreadable photo), on the already loaded generator ``G`` (None: a scene validated without a model), with
-    the scene's ``encoder:`` and ``identity:`` (``photos``)."""
+    the scene's ``encoder:`` and ``identity:`` (``photos``), in the cache at ``cache_dir``."""
     if G is None:
         return f"needs projection ({spec.steps or SCENE_STEPS} steps)"
-    model_path, sha, resolution = Path(G.info.path), G.info.sha256, G.img_resolution
-    encoder = find_encoder(photos.encoder, model_path)
-    encoder_sha = encoder_sha256(encoder) if encoder is not None else ""
+    encoder = find_encoder(photos.encoder, Path(G.info.path))
     needs = f"needs projection ({spec.steps or (REFINE_STEPS if encoder else SCENE_STEPS)} steps" \
             + (" after the encoder)" if encoder else ")")
     try:
-        settings = resolve_settings(scene_settings(spec, resolution, encoder_sha, photos.identity_weight),
-                                    model_path, arcface=photos.identity)
+        return "cached" if _projection_path(spec, G, photos, cache_dir).is_file() else needs
     except MorphError as err:
         return f"{needs}, which will fail: {err.message}"
-    return "cached" if cache_path(spec.image, sha, settings, None).is_file() else needs
+
+
+def _projection_path(spec: Project, G: Model, photos: Photos, cache_dir: Optional[Path]) -> Path:
+    """Where the photo's projection by ``G`` with the scene's ``encoder:`` and ``identity:`` is cached (a
+    :class:`MorphError` when the photo or a file the settings name cannot be read)."""
+    encoder = find_encoder(photos.encoder, Path(G.info.path))
+    settings = resolve_settings(scene_settings(spec, G.img_resolution, encoder_sha256(encoder) if encoder else "",
+                                               photos.identity_weight), Path(G.info.path), arcface=photos.identity)
+    return cache_path(spec.image, G.info.sha256, settings, cache_dir)
+
+
+def tune_status(scene, G: Optional[Model], cache_dir: Optional[Path] = None) -> Optional[str]:
+    """For ``morph check``: with ``tune:``, "cached" when the generator tuned for the scene's photos is, else
+    how many steps tuning will take (None without ``tune:``). The tuned file's key holds every pivot, so it
+    is known only once every photo's projection is cached."""
+    settings = tune_settings(scene)
+    if settings is None or G is None:
+        return None
+    pivots = []
+    for spec in scene_photos(scene):
+        try:
+            pivot = load_projection(_projection_path(spec, G, scene.photos, cache_dir))
+        except MorphError:
+            pivot = None
+        if pivot is None:
+            return f"needs tuning ({settings.steps} steps, after the photos are projected)"
+        pivots.append(pivot)
+    return ("cached" if tuned_path(G, pivots, settings, (), cache_dir).is_file()
+            else f"needs tuning ({settings.steps} steps)")
 
 
 def _tune_value(key: str, kind: type, value: Any) -> Optional[Any]:
@@ -127,16 +153,17 @@ def scene_model(scene, G: Model, photos: "ScenePhotos", cache_dir: Optional[Path
                        quiet)[0]
 
 
-def photo_plan(scene, G: Model) -> Optional[dict]:
+def photo_plan(scene, G: Model, cache_dir: Optional[Path] = None) -> Optional[dict]:
     """What ``morph check`` says of the scene's photos (None without any): the encoder file giving the first
-    guess, the identity term, and the tuning settings (``--json``: this dict)."""
+    guess, the identity term, the tuning settings and whether the tuned generator is in the cache at
+    ``cache_dir`` (``--json``: this dict)."""
     if not scene_photos(scene):
         return None
     encoder, tune = find_encoder(scene.photos.encoder, G.info.path), tune_settings(scene)
     identity = scene.photos.identity
     return {"photos": len(scene_photos(scene)), "encoder": str(encoder) if encoder else None,
             "identity": {"file": str(identity), "weight": scene.photos.identity_weight} if identity else None,
-            "tune": asdict(tune) if tune else None}
+            "tune": asdict(tune) if tune else None, "tuned": tune_status(scene, G, cache_dir)}
 
 
 def photo_lines(plan: Optional[dict]) -> list[str]:
@@ -150,7 +177,7 @@ def photo_lines(plan: Optional[dict]) -> list[str]:
         line += f"; identity term {term['weight']:g} × (1 − ArcFace similarity, {term['file']})"
     lines = [line]
     if plan["tune"]:
-        lines.append("tune: one generator for all the photos, drawing every latent (cached once tuned): "
+        lines.append(f"tune: one generator for all the photos, drawing every latent ({plan['tuned']}): "
                      + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in plan["tune"].items()))
     return lines
 
@@ -215,4 +242,4 @@ def noise_digest(maps: Sequence[torch.Tensor]) -> str:
 
 
 __all__ = ["SCENE_BATCH", "SCENE_STEPS", "ScenePhotos", "noise_digest", "photo_lines", "photo_plan", "project_scene",
-           "projection_status", "scene_model", "scene_photos", "scene_settings", "tune_settings"]
+           "projection_status", "scene_model", "scene_photos", "scene_settings", "tune_settings", "tune_status"]

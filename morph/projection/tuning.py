@@ -215,8 +215,7 @@ def tuned_model(G, projections: Sequence[Projection], settings: TuneSettings = T
                 vgg: Sequence[str | os.PathLike] = (), cache_dir: Optional[Path] = None, quiet: bool = False):
     """The tuned generator for these pivots: read from the cache when it holds it whole, else tuned (resuming a
     stopped tuning of the same key) and cached. Returns (model, path of its file)."""
-    key = tune_key(G.info.sha256, projections, settings, [file_sha256(p) for p in vgg])
-    path = folder(PROJECTIONS, cache_dir) / f"tuned-{key}.safetensors"
+    path = tuned_path(G, projections, settings, vgg, cache_dir)
     device = next(G.parameters()).device
     if reusable(path, label="tuned model"):
         return load_generator(path, device), path
@@ -236,6 +235,13 @@ def tuned_model(G, projections: Sequence[Projection], settings: TuneSettings = T
     return load_generator(path, device), path
 
 
+def tuned_path(G, projections: Sequence[Projection], settings: TuneSettings, vgg: Sequence[str | os.PathLike] = (),
+               cache_dir: Optional[Path] = None) -> Path:
+    """Where the generator tuned for these pivots is cached (``<cache>/projections/tuned-KEY.safetensors``)."""
+    key = tune_key(G.info.sha256, projections, settings, [file_sha256(p) for p in vgg])
+    return folder(PROJECTIONS, cache_dir) / f"tuned-{key}.safetensors"
+
+
 def resume_path(path: Path) -> Path:
     """Where the resume checkpoint of the tuned model cached at ``path`` lives (beside it, the same key)."""
     return path.with_name(path.name.replace(".safetensors", ".resume.pt"))
@@ -251,4 +257,5 @@ def write_tuned(cached: Path, out: Path) -> Path:
     return dest
 
 
-__all__ = ["CHECKPOINT_SECONDS", "TuneSettings", "resume_path", "tune", "tune_key", "tuned_model", "write_tuned"]
+__all__ = ["CHECKPOINT_SECONDS", "TuneSettings", "resume_path", "tune", "tune_key", "tuned_model", "tuned_path",
+           "write_tuned"]
