@@ -153,7 +153,8 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
            workers: Optional[int] = typer.Option(None, "--workers", min=1, help="render segments on a local cluster "
                                                                                 "of N worker processes"),
            cluster_transfer: bool = typer.Option(False, "--cluster-transfer", help="workers send segments back "
-                                                 "instead of writing the cache (no shared filesystem)"),
+                                                 "instead of writing the cache, and get a model that lies in it "
+                                                 "(no shared filesystem)"),
            shard: Optional[str] = typer.Option(None, "--shard", help="K/N: render shard K of N of the missing "
                                                                       "segments into the cache and exit (array jobs)"),
            as_json: bool = JSON,

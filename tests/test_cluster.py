@@ -178,3 +178,40 @@ def test_a_shard_renders_projected_photos_with_their_noise(tmp_path):
     join = morph(*args, env_extra=THREADS)
     assert shard.returncode == 0 and join.returncode == 0, shard.stderr + join.stderr
     assert rendered(shard) == 11 and rendered(join) == 0, shard.stderr + join.stderr
+
+
+def test_with_transfer_a_model_in_the_clients_cache_travels_to_workers_without_it(tmp_path, tiny_model, reference,
+                                                                                   client):
+    """A tuned or downloaded model lies in the client's cache, which workers with no shared file system cannot
+    read: with ``--cluster-transfer`` the client sends the file, each worker keeps it under its temp folder
+    (verified by hash), and the video is the single-process one."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    from morph.engine.scenes import Distribution, RenderOptions, open_scene, render_scene
+
+    cache = tmp_path / "cache"
+    model = cache / "projections" / "tuned-0123.safetensors"
+    model.parent.mkdir(parents=True)
+    shutil.copyfile(tiny_model, model)
+    loaded = open_scene(write_scene(tmp_path, model, SCENE), torch.device("cpu"), cache, quiet=True)
+
+    class Elsewhere:
+        """The client, whose workers lose sight of the model file once it has been sent."""
+
+        def scatter(self, data, **kwargs):
+            future = client.scatter(data, **kwargs)
+            model.rename(tmp_path / "hidden.safetensors")
+            return future
+
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+    options = RenderOptions(out=tmp_path / "out", cache_dir=cache, quiet=True)
+    render_scene(loaded, ["tour"], options, Distribution(lambda: Elsewhere(), None, True))
+    assert not model.exists()
+    assert np.array_equal(decode_frames(tmp_path / "out" / "tour.mp4", SIZE), reference)
+    kept = Path(tempfile.gettempdir()) / "morph-models" / loaded.G.info.sha256[:32] / model.name
+    assert any(client.run(kept.is_file).values())

@@ -127,13 +127,26 @@ def _worker_device(name: str) -> torch.device:
     return device
 
 
-def worker_generator(engine: WorkerModel) -> tuple[Model, torch.device]:
-    """The engine's generator in this worker process, loaded on first use and kept for later tasks."""
+def _received(engine: WorkerModel, data: bytes) -> Path:
+    """The model file the client sent, written once (atomically) under this machine's temp folder by its hash."""
+    path = Path(tempfile.gettempdir()) / "morph-models" / engine.model_sha256[:32] / Path(engine.model_path).name
+    if not reusable(path, label="received model"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        seal(path)
+    return path
+
+
+def worker_generator(engine: WorkerModel, sent: Optional[bytes] = None) -> tuple[Model, torch.device]:
+    """The engine's generator in this worker process, loaded on first use and kept for later tasks: from its
+    path, or from the bytes the client ``sent`` when that path is not on this machine."""
     key = (engine.model_path, engine.model_sha256, engine.device)
     if key not in _MODELS:
         keep_freed_memory()
         device = _worker_device(engine.device)
-        G = load_model(engine.model_path, device)
+        here = Path(engine.model_path).is_file() or sent is None
+        G = load_model(engine.model_path if here else _received(engine, sent), device)
         if G.info.sha256 != engine.model_sha256:
             raise MorphError("the model file on this worker differs from the client's", engine.model_path,
                              "give every worker the same file, e.g. on a shared path")
@@ -143,11 +156,12 @@ def worker_generator(engine: WorkerModel) -> tuple[Model, torch.device]:
 
 def render_task(ws: torch.Tensor, dest: str, settings: EncodeSettings, engine: WorkerModel,
                 shared_marker: Optional[str], noise: Noise, dtype: Optional[torch.dtype] = None,
-                camera: Optional[torch.Tensor] = None) -> Optional[bytes]:
+                camera: Optional[torch.Tensor] = None, sent: Optional[bytes] = None) -> Optional[bytes]:
     """A Dask task: render one segment with ``noise`` (and ``camera`` poses). Into ``dest`` when this worker sees
     the client's cache (its ``shared_marker`` file exists; returns None), else into a private temp file whose
-    bytes it returns. Noise and camera are arguments, so tasks of different renders share one model at once."""
-    G, device = worker_generator(engine)
+    bytes it returns. Noise and camera are arguments, so tasks of different renders share one model at once;
+    ``sent``: the model file's bytes, for a worker that does not have it."""
+    G, device = worker_generator(engine, sent)
     batch_size = engine.batch_size or auto_batch_size(G, device, settings.canvas)
     target = Path(dest)
     if shared_marker is not None and Path(shared_marker).exists():
@@ -213,7 +227,9 @@ def render_on_cluster(client: "Client", work: list[Work], engine: WorkerModel, c
     """Render ``work`` as tasks on ``client``'s cluster into the cache; returns the number of frames generated.
 
     Progress advances as segments complete. ``transfer`` makes every worker send its segments back
-    instead of writing into the cache folder (which it otherwise does when it can see that folder).
+    instead of writing into the cache folder (which it otherwise does when it can see that folder), and
+    sends the model file to every worker when it lies in the client's cache (a tuned generator, a model
+    fetched by URL): a worker without the client's file system has no copy of it.
     """
     from distributed import CancelledError, KilledWorker, as_completed
 
@@ -225,10 +241,13 @@ def render_on_cluster(client: "Client", work: list[Work], engine: WorkerModel, c
         marker.touch()
     futures: dict = {}
     generated = 0
+    model_file = Path(engine.model_path)
+    sent = client.scatter(model_file.read_bytes(), broadcast=True) \
+        if transfer and model_file.resolve().is_relative_to(cache_dir.resolve()) else None
     try:
         for w in work:
             futures[client.submit(render_task, w.ws(), str(w.segment.path), w.job.settings, engine,
-                                  str(marker) if marker else None, w.job.noise, w.job.dtype, w.camera(),
+                                  str(marker) if marker else None, w.job.noise, w.job.dtype, w.camera(), sent,
                                   key=f"morph-segment-{w.segment.key[:24]}-{tag}", retries=RETRIES)] = w
         for future in as_completed(list(futures)):
             w = futures.pop(future)
