@@ -152,9 +152,8 @@ def render(scenes: list[Path] = typer.Argument(..., help="scene files (.yaml)"),
                                                                           "scheduler is here, e.g. tcp://host:8786"),
            workers: Optional[int] = typer.Option(None, "--workers", min=1, help="render segments on a local cluster "
                                                                                 "of N worker processes"),
-           cluster_transfer: bool = typer.Option(False, "--cluster-transfer", help="workers send segments back "
-                                                 "instead of writing the cache, and get a model that lies in it "
-                                                 "(no shared filesystem)"),
+           cluster_transfer: bool = typer.Option(False, "--cluster-transfer", help="no shared filesystem: workers "
+                                                 "send segments back, and get a model that lies in the cache"),
            shard: Optional[str] = typer.Option(None, "--shard", help="K/N: render shard K of N of the missing "
                                                                       "segments into the cache and exit (array jobs)"),
            as_json: bool = JSON,
