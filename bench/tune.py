@@ -9,9 +9,11 @@ Then, for each set's tuned network against the untuned one:
   against how far the images of 20 other faces (seeds 0…19, ψ 0.7) moved;
 - the smile direction's mean Spearman (strength against P(smile)) over −3…+3 on those 20 faces, as
   ``tests/test_directions.py`` measures the shipped direction;
-- morphs between every two tuned faces of the set (16 frames each, W+ and noise maps interpolated linearly):
-  a frame is *neither* when some attribute the classifier reads on it (P > 0.5) is read on neither end; and
-  the end nearest each frame by classifier features must change exactly once along the morph.
+- morphs between every two tuned faces of the set (16 frames each, W+ and noise maps interpolated linearly),
+  read by the classifier: a frame is *neither face* when its features are farther from both ends' than the
+  ends' are from each other (it looks less like either than they look like each other); the stricter count
+  of frames on which some attribute is read (P > 0.5) that is read on neither end; and the end nearest each
+  frame by features must change exactly once along the morph.
 
 ``--size 1024``: a StyleGAN2 config-f network with random weights (``bench/coarse.py``'s), random photos,
 seconds per tuning step at batch 1 and 6 (the mean of ``--steps`` steps after a first, untimed one),
@@ -22,7 +24,8 @@ the wall time of a team of six at the default step count extrapolated from it, a
     python bench/tune.py --scan "lr=1e-3,loss=mse" "warmup=20" ... [--steps 150]
 
 ``--scan``: the team refined once, then one tuning per configuration (``TuneSettings`` fields over the
-defaults, ``default`` for none) at ``--steps``: mean PSNR, attributes, the locality row and seconds per photo.
+defaults, ``default`` for none) at ``--steps``: mean PSNR, attributes, seconds per photo, the locality row,
+the smile Spearman and the two morph counts.
 """
 
 from __future__ import annotations
@@ -77,21 +80,23 @@ def smile_spearman(G, clf, faces: torch.Tensor) -> float:
     return float(np.mean([spearmanr(STRENGTHS, s).correlation for s in smile]))
 
 
-def morph_check(G, clf, pivots: list[Projection]) -> tuple[int, int, int, int]:
-    """(frames read as neither end, frames, morphs whose nearest end changes other than once, morphs)."""
+def morph_check(G, clf, pivots: list[Projection]) -> tuple[int, int, int, int, int]:
+    """(frames farther from both ends than the ends are from each other, frames with an attribute read on
+    neither end, frames, morphs whose nearest end changes other than once, morphs)."""
     t = np.linspace(0, 1, MORPH_FRAMES)
-    neither, bad = 0, 0
+    apart, flips, bad = 0, 0, 0
     pairs = list(itertools.combinations(pivots, 2))
     for a, b in pairs:
         path = [Projection(a.w + s * (b.w - a.w), [m + s * (n - m) for m, n in zip(a.noise, b.noise)], None, a.w)
                 for s in t.astype(np.float32)]
         pred = clf.predict(synthesize(G, path, batch=MORPH_FRAMES))
         on = pred["probs"] > 0.5
-        neither += int(np.sum(np.any((on != on[0]) & (on != on[-1]), axis=1)))
+        flips += int(np.sum(np.any((on != on[0]) & (on != on[-1]), axis=1)))
         f = pred["features"]
-        nearer_b = np.linalg.norm(f - f[-1], axis=1) < np.linalg.norm(f - f[0], axis=1)
-        bad += int(np.count_nonzero(np.diff(nearer_b.astype(int))) != 1)
-    return neither, len(pairs) * MORPH_FRAMES, bad, len(pairs)
+        to_a, to_b = np.linalg.norm(f - f[0], axis=1), np.linalg.norm(f - f[-1], axis=1)
+        apart += int(np.sum(np.minimum(to_a, to_b) > to_a[-1]))
+        bad += int(np.count_nonzero(np.diff((to_b < to_a).astype(int))) != 1)
+    return apart, flips, len(pairs) * MORPH_FRAMES, bad, len(pairs)
 
 
 def after_tuning(G, tuned, clf, pivots: list[Projection]) -> None:
@@ -107,9 +112,10 @@ def after_tuning(G, tuned, clf, pivots: list[Projection]) -> None:
     print(f"smile Spearman         {smile_spearman(G, clf, faces):.3f} untuned, {smile_spearman(tuned, clf, faces):.3f}"
           " tuned (20 faces, -3…+3)")
     for name, net in (("untuned", G), ("tuned", tuned)):
-        neither, frames, bad, pairs = morph_check(net, clf, pivots)
-        print(f"morphs ({name + ')':<8}      {neither}/{frames} frames read as neither end; nearest end changes "
-              f"other than once in {bad}/{pairs} morphs", flush=True)
+        apart, flips, frames, bad, pairs = morph_check(net, clf, pivots)
+        print(f"morphs ({name + ')':<8}      {apart}/{frames} frames neither face (farther from both than they are "
+              f"apart); {flips}/{frames} with an attribute of neither end; nearest end changes other than once in "
+              f"{bad}/{pairs} morphs", flush=True)
 
 
 def builtin_table(args) -> None:
@@ -174,8 +180,10 @@ def scan(args) -> None:
         gained = (np.abs(synthesize(G, refined) - u8.astype(float)).mean()
                   - np.abs(synthesize(tuned, refined) - u8.astype(float)).mean())
         moved = np.abs(synthesize(tuned, others).astype(float) - synthesize(G, others)).mean()
+        apart, flips, frames, _, _ = morph_check(tuned, clf, refined)
         print(f"{row(text, clf, u8, synthesize(tuned, refined), seconds)}  locality {gained:5.2f} / {moved:5.2f} "
-              f"= {moved / gained:.2f}", flush=True)
+              f"= {moved / gained:.2f}  smile {smile_spearman(tuned, clf, faces):.3f}  morph frames neither face "
+              f"{apart}/{frames}, attribute of neither {flips}/{frames}", flush=True)
 
 
 def peak_rss_gib() -> float:
