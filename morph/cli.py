@@ -371,7 +371,7 @@ def project(images: list[Path] = typer.Argument(..., help="photos (PNG, JPEG, We
                                                   help="W·(1 − --identity similarity) joins the refinement; 0: off"),
             tune: bool = typer.Option(False, "--tune", help="pivotal tuning: then tune one generator so every photo's "
                                       "latent draws it (cached); writes OUT/tuned.safetensors"),
-            tune_steps: int = typer.Option(300, "--tune-steps", min=1, help="steps of --tune"),
+            tune_steps: int = typer.Option(600, "--tune-steps", min=1, help="steps of --tune"),
             device: str = DEVICE,
             cache: Optional[Path] = CACHE,
             as_json: bool = JSON,

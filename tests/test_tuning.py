@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 from conftest import TEAM, morph
 
-RATIO = 0.65  # the most latents elsewhere may move, as a share of what the pivot gains
-
 
 def test_tune_lifts_psnr_and_is_cached(tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
@@ -48,18 +46,38 @@ def _pivot_towards_another_face(G):
 
 
 def test_tuning_keeps_the_rest_of_latent_space(G):
-    """The pivot's image gets closer to its photo by much more than the images of latents elsewhere change (the
-    locality term's purpose); the figures are printed for the record."""
+    """The locality term's purpose: for what the pivot's image gains towards its photo, the images of latents
+    elsewhere move much less than without the term, and the pivot gains about as much (the figures are printed
+    for the record)."""
+    from dataclasses import replace
+
     from morph.projection import synthesize
     from morph.projection.tuning import TuneSettings, tune
 
     pivot, far, face = _pivot_towards_another_face(G)
-    tuned = tune(G, pivot, TuneSettings(steps=10, lr=1e-3))
-    gained = (np.abs(synthesize(G, pivot).astype(float) - face).mean()
-              - np.abs(synthesize(tuned, pivot).astype(float) - face).mean())
-    drift = np.abs(synthesize(tuned, far).astype(float) - synthesize(G, far)).mean()
-    print(f"\nmean pixel levels: the pivot's error fell by {gained:.1f}, 4 other latents moved {drift:.1f}")
-    assert gained > 0 and drift < RATIO * gained, (gained, drift)
+
+    def gained_and_moved(settings: TuneSettings) -> tuple[float, float]:
+        tuned = tune(G, pivot, settings)
+        gained = (np.abs(synthesize(G, pivot).astype(float) - face).mean()
+                  - np.abs(synthesize(tuned, pivot).astype(float) - face).mean())
+        return gained, np.abs(synthesize(tuned, far).astype(float) - synthesize(G, far)).mean()
+
+    gained, moved = gained_and_moved(TuneSettings(steps=10))
+    alone, loose = gained_and_moved(replace(TuneSettings(steps=10), locality=0.0))
+    print(f"\nmean pixel levels: the pivot's error fell by {gained:.1f}, 4 other latents moved {moved:.1f} "
+          f"({moved / gained:.2f}); without the locality term {alone:.1f} and {loose:.1f} ({loose / alone:.2f})")
+    assert gained > 0.8 * alone and moved / gained < 0.8 * loose / alone, (gained, moved, alone, loose)
+
+
+def test_the_cli_tunes_as_many_steps_as_the_settings_say():
+    """``morph project --tune-steps``' default is the tuning's own (the CLI does not import torch to read it)."""
+    import typer
+
+    from morph.cli import app
+    from morph.projection.tuning import TuneSettings
+
+    project = typer.main.get_command(app).commands["project"]
+    assert {p.name: p.default for p in project.params}["tune_steps"] == TuneSettings().steps
 
 
 def test_the_rate_ramps_up_over_at_most_a_tenth_of_the_steps_and_falls_to_nothing():
@@ -243,7 +261,7 @@ def test_check_describes_the_photos_encoder_and_tuning(tmp_path):
     assert result.returncode == 0, result.stderr
     photos = json.loads(result.stdout)["photos"]
     assert photos["photos"] == 1 and photos["encoder"] is None and photos["identity"] is None
-    assert photos["tune"]["steps"] == 7 and photos["tune"]["locality"] == 0.5 and photos["tune"]["lr"] == 1e-3
+    assert photos["tune"]["steps"] == 7 and photos["tune"]["locality"] == 0.5 and photos["tune"]["lr"] == 2e-3
     text = morph("check", str(path), "--cache", str(tmp_path / "cache")).stdout
     assert "photos: 1, no encoder" in text and "tune: one generator for all the photos" in text and "steps 7" in text
     assert "(needs projection (2 steps))" in text

@@ -60,10 +60,10 @@ CHECKPOINT_SECONDS = 60.0  # wall time between resume checkpoints (not part of t
 @dataclass(frozen=True)
 class TuneSettings:
     """Everything besides the model and the pivots that decides the tuned weights (part of the cache key)."""
-    steps: int = 300
-    lr: float = 1e-3                # Adam's peak rate (PTI: 3e-4; bench/tune.py --scan)
+    steps: int = 600
+    lr: float = 2e-3                # Adam's peak rate (PTI: 3e-4; bench/tune.py --scan)
     loss: str = "mse"               # auto: the projection's refining loss for the model; lpips with --vgg
-    locality: float = 1.0           # weight of the locality term (PTI: 0.1 per term, lazily; bench/tune.py)
+    locality: float = 0.3           # weight of the locality term (PTI: 0.1 per term, lazily; bench/tune.py)
     locality_every: int = 1         # steps between locality terms (1: every step)
     locality_radius: float = 0.5    # the least fraction of the way from a pivot to a random sample a code lies
     seed: int = 303
