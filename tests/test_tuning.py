@@ -80,6 +80,39 @@ def test_the_cli_tunes_as_many_steps_as_the_settings_say():
     assert {p.name: p.default for p in project.params}["tune_steps"] == TuneSettings().steps
 
 
+def test_two_runs_that_need_one_tuned_model_tune_it_once(G, tmp_path, monkeypatch, caplog):
+    """Two runs (cron jobs, shards) wanting the same tuned generator: one tunes, the other says whom it waits for
+    and then reads the file the first wrote."""
+    import threading
+    import time
+
+    from morph.projection import tuning
+
+    pivot, _, _ = _pivot_towards_another_face(G)
+    real, calls, started = tuning.tune, [], threading.Event()
+
+    def slow(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        started.set()
+        time.sleep(1.0)  # long enough for the second run to find the lock taken
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "tune", slow)
+    paths = {}
+
+    def run(name: str) -> None:
+        paths[name] = tuning.tuned_model(G, pivot, tuning.TuneSettings(steps=2), cache_dir=tmp_path, quiet=True)[1]
+
+    first = threading.Thread(target=run, args=("first",), name="first")
+    first.start()
+    assert started.wait(60)
+    with caplog.at_level("INFO"):
+        run("second")
+    first.join()
+    assert calls == ["first"] and paths["first"] == paths["second"]
+    assert "waiting for pid" in caplog.text
+
+
 def test_the_rate_ramps_up_over_at_most_a_tenth_of_the_steps_and_falls_to_nothing():
     """The default run ramps up over its 20 warm-up steps and falls towards 0 over its last 30 %; a short run (the
     locality test's 10 steps) reaches the full rate after its first step instead of never."""

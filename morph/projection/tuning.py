@@ -51,6 +51,7 @@ from morph.core.progress import Progress, log
 from morph.core.runtime import Terminated, check_stop, stop_points
 from morph.projection.losses import default_loss, make_distance
 from morph.projection.optimiser import Projection, noise_of
+from morph.render.job import output_lock
 
 TUNE_VERSION = "3"
 PASS_PIXELS = 1 << 20      # image pixels per forward and backward pass; more images accumulate over passes
@@ -214,24 +215,27 @@ def tune(G, projections: Sequence[Projection], settings: TuneSettings = TuneSett
 def tuned_model(G, projections: Sequence[Projection], settings: TuneSettings = TuneSettings(),
                 vgg: Sequence[str | os.PathLike] = (), cache_dir: Optional[Path] = None, quiet: bool = False):
     """The tuned generator for these pivots: read from the cache when it holds it whole, else tuned (resuming a
-    stopped tuning of the same key) and cached. Returns (model, path of its file)."""
+    stopped tuning of the same key) and cached; a run that finds another tuning the same key says whom it waits
+    for and reads the result. Returns (model, path of its file)."""
     path = tuned_path(G, projections, settings, vgg, cache_dir)
     device = next(G.parameters()).device
     if reusable(path, label="tuned model"):
         return load_generator(path, device), path
-    resume = resume_path(path)
-    progress = Progress("tune", settings.steps, unit="steps", quiet=quiet)
-    try:
-        tuned = tune(G, projections, settings, vgg, progress, checkpoint=resume)
-    finally:
-        progress.close()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in tuned.state_dict().items()}
-    write_native(path, tuned.init_kwargs, state, metadata={
-        "tuned_from": G.info.sha256, "tuned_photos": len(projections), "tune_settings": asdict(settings)},
-        family=G.family)
-    seal(path)
-    remove(resume)
+    with output_lock(path):  # one run tunes a key (hours at 1024 px); another waits for it, then reads its file
+        if reusable(path, label="tuned model"):
+            return load_generator(path, device), path
+        resume = resume_path(path)
+        progress = Progress("tune", settings.steps, unit="steps", quiet=quiet)
+        try:
+            tuned = tune(G, projections, settings, vgg, progress, checkpoint=resume)
+        finally:
+            progress.close()
+        state = {k: v.detach().cpu() for k, v in tuned.state_dict().items()}
+        write_native(path, tuned.init_kwargs, state, metadata={
+            "tuned_from": G.info.sha256, "tuned_photos": len(projections), "tune_settings": asdict(settings)},
+            family=G.family)
+        seal(path)
+        remove(resume)
     return load_generator(path, device), path
 
 
