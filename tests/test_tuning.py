@@ -80,15 +80,18 @@ def test_the_cli_tunes_as_many_steps_as_the_settings_say():
     assert {p.name: p.default for p in project.params}["tune_steps"] == TuneSettings().steps
 
 
-def test_two_runs_that_need_one_tuned_model_tune_it_once(G, tmp_path, monkeypatch, caplog):
+def test_two_runs_that_need_one_tuned_model_tune_it_once(G, tmp_path, monkeypatch):
     """Two runs (cron jobs, shards) wanting the same tuned generator: one tunes, the other says whom it waits for
     and then reads the file the first wrote."""
     import threading
     import time
 
     from morph.projection import tuning
+    from morph.render import job
 
     pivot, _, _ = _pivot_towards_another_face(G)
+    said: list[str] = []
+    monkeypatch.setattr(job, "log", said.append)
     real, calls, started = tuning.tune, [], threading.Event()
 
     def slow(*args, **kwargs):
@@ -106,11 +109,10 @@ def test_two_runs_that_need_one_tuned_model_tune_it_once(G, tmp_path, monkeypatc
     first = threading.Thread(target=run, args=("first",), name="first")
     first.start()
     assert started.wait(60)
-    with caplog.at_level("INFO"):
-        run("second")
+    run("second")
     first.join()
     assert calls == ["first"] and paths["first"] == paths["second"]
-    assert "waiting for pid" in caplog.text
+    assert len(said) == 1 and "waiting for pid" in said[0], said
 
 
 def test_the_rate_ramps_up_over_at_most_a_tenth_of_the_steps_and_falls_to_nothing():
