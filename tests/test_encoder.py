@@ -460,3 +460,18 @@ def test_encoder_trains_on_stylegan3_and_starts_its_projection(tiny_stylegan3, t
                                    "--out", str(tmp_path / "out")])
     assert run.exit_code == 0, run.output
     assert json.loads((tmp_path / "out" / f"{photo.stem}.json").read_text())["encoder"] == str(beside(model))
+
+
+def test_the_encoders_hash_is_read_once_per_version_of_the_file(tmp_path, monkeypatch):
+    """``morph check`` asks for an encoder's hash per photo (twice with ``tune:``): a 1.2 GB pSp file is read once,
+    and again only when the file changes."""
+    from morph.projection import encoder
+
+    path = tmp_path / "enc.bin"
+    path.write_bytes(b"one")
+    reads = []
+    monkeypatch.setattr(encoder, "file_sha256", lambda p: reads.append(p) or f"sha-{Path(p).read_bytes()}")
+    first = [encoder.encoder_sha256(path) for _ in range(3)]
+    path.write_bytes(b"two!")
+    second = encoder.encoder_sha256(path)
+    assert len(reads) == 2 and first == [first[0]] * 3 and second != first[0]

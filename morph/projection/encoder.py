@@ -21,6 +21,7 @@ refused, in one line, by any other model.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -131,7 +132,16 @@ def for_model(G, **kwargs: Any) -> Encoder:
 
 
 def encoder_sha256(path: str | os.PathLike) -> str:
-    """The encoder file's hash (part of a projection's cache key)."""
+    """The encoder file's hash (part of a projection's cache key), read once per version of the file in a process:
+    ``morph check`` asks for it once per photo and once more per photo for the tuned model's key, and a pSp or e4e
+    file is 1.2 GB."""
+    st = os.stat(path)
+    return _file_sha256_of(os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256_of(path: str, device: int, inode: int, size: int, mtime_ns: int) -> str:
+    """:func:`file_sha256` of ``path`` memoised by what changes when the file does (its identity, size, mtime)."""
     return file_sha256(path)
 
 
